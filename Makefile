@@ -1,0 +1,34 @@
+# `make demo`: train on the embedded default data and show predictions.  `make test`: the test suite.
+# Both create .venv and install what they need; torch is pinned to the CPU build on this machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+DEMO_DIR ?= outputs/word2vec_bilstm_attn
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/accelerate launch --config_file recipes/accelerate_configs/single_device.yaml \
+		recipes/train_bilstm_attention.py --config recipes/configs/word2vec_bilstm_attn.yaml --output_dir $(DEMO_DIR)
+	$(PY) scripts/show_metrics.py $(DEMO_DIR)/metrics.json
+	$(VENV)/bin/finetune predict $(DEMO_DIR)/best \
+		--text "这部电影真的很棒！" --text "这部电影真的很差劲。" \
+		--text "物流很快，包装也很好，五星好评" --text "质量太差了，用了两天就坏了，不推荐购买"
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) scripts/bench_accuracy.py
+
+clean:
+	rm -rf $(VENV) outputs

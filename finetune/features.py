@@ -1,0 +1,97 @@
+"""Texts -> model inputs with `datasets.map`: segment once, count words, encode, batch by length."""
+
+from collections import Counter
+
+import numpy as np
+import torch
+from datasets import DatasetDict
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+
+def segment_splits(splits: DatasetDict, tokenizer, *, num_proc: int | None = None) -> DatasetDict:
+    """Adds a `words` column: each text segmented once per run, by the tokenizer's own segmenter."""
+    return splits.map(
+        lambda batch: {"words": [tokenizer.segment(text) for text in batch["text"]]},
+        batched=True,
+        num_proc=num_proc,
+        desc="Segmenting",
+    )
+
+
+def count_words(dataset) -> Counter:
+    """Word frequencies over a segmented split."""
+    counts = Counter()
+    for words in dataset["words"]:
+        counts.update(words)
+    return counts
+
+
+def encode_splits(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDict:
+    """`words` -> `input_ids` (truncated to `max_length`) and `attention_mask`, as `tokenizer(text)` gives.
+
+    Reuses the segmentation of `segment_splits` instead of segmenting again.
+    """
+
+    def encode(batch):
+        ids = [tokenizer.convert_tokens_to_ids(words[:max_length]) for words in batch["words"]]
+        return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "length": [len(x) for x in ids]}
+
+    return splits.map(encode, batched=True, remove_columns=["words"], desc="Encoding")
+
+
+class EpochLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped sampler, reshuffled from `seed + epoch` at each epoch.
+
+    Every process draws the same order (accelerate then shards the batches), and an epoch's order
+    can be drawn again on resume.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+MODEL_COLUMNS = ["input_ids", "attention_mask", "labels"]
+
+
+def _model_inputs(dataset):
+    return dataset.rename_column("label", "labels").select_columns(MODEL_COLUMNS)
+
+
+def train_dataloader(dataset, tokenizer, batch_size: int, seed: int, num_workers: int = 0) -> DataLoader:
+    """Shuffled batches of texts of similar length (little padding), padded per batch."""
+    sampler = EpochLengthGroupedSampler(batch_size, dataset["length"], seed)
+    return DataLoader(
+        _model_inputs(dataset),
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=DataCollatorWithPadding(tokenizer),
+        num_workers=num_workers,
+    )
+
+
+def eval_dataloader(dataset, tokenizer, batch_size: int, num_workers: int = 0) -> tuple[DataLoader, np.ndarray]:
+    """Batches in length order (fast), plus the order, to map predictions back to the rows.
+
+    A plain sequential sampler keeps `accelerator.gather_for_metrics` exact: every example is
+    counted once whatever the number of processes.
+    """
+    order = np.argsort(np.asarray(dataset["length"]), kind="stable")
+    loader = DataLoader(
+        _model_inputs(dataset.select(order)),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=DataCollatorWithPadding(tokenizer),
+        num_workers=num_workers,
+    )
+    return loader, order

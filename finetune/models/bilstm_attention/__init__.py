@@ -1,0 +1,21 @@
+"""The BiLSTM + attention model family, registered with the Auto classes in one place."""
+
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from .configuration_bilstm_attention import BiLSTMAttentionConfig
+from .modeling_bilstm_attention import BiLSTMAttentionForSequenceClassification
+from .tokenization_jieba import JiebaTokenizer
+
+AutoConfig.register(BiLSTMAttentionConfig.model_type, BiLSTMAttentionConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(
+    BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification, exist_ok=True
+)
+AutoTokenizer.register(BiLSTMAttentionConfig, slow_tokenizer_class=JiebaTokenizer, exist_ok=True)
+
+# save_pretrained() then copies these files and writes `auto_map`, so a model on the Hub loads
+# with trust_remote_code=True where finetune is not installed.
+BiLSTMAttentionConfig.register_for_auto_class()
+BiLSTMAttentionForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+JiebaTokenizer.register_for_auto_class("AutoTokenizer")
+
+__all__ = ["BiLSTMAttentionConfig", "BiLSTMAttentionForSequenceClassification", "JiebaTokenizer"]

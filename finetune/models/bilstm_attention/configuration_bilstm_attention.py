@@ -1,0 +1,61 @@
+"""Configuration of the BiLSTM + attention classifier.
+
+This file travels to the Hub as custom code: it imports only transformers.
+"""
+
+from transformers import PreTrainedConfig
+
+ENCODER_TYPES = ("word_vectors",)
+
+
+class BiLSTMAttentionConfig(PreTrainedConfig):
+    r"""Configuration for [`BiLSTMAttentionForSequenceClassification`].
+
+    The model is `encoder -> BiLSTM -> additive attention pooling -> dropout -> classifier`.
+    `encoder_type` picks what turns token ids into token states; the head is the same for all.
+
+    Args:
+        encoder_type (`str`, defaults to `"word_vectors"`):
+            `"word_vectors"`: an embedding table, usually initialised from pretrained word vectors.
+        vocab_size (`int`, defaults to 2):
+            Rows of the embedding table (the tokenizer's vocabulary size).
+        embedding_dim (`int`, defaults to 200):
+            Width of the word vectors (Tencent AI Lab and most Chinese vectors use 200 or 300).
+        freeze_embeddings (`bool`, defaults to `False`):
+            Keep the embedding table fixed during fine-tuning.
+        embedding_dropout (`float`, defaults to 0.2):
+            Dropout on token vectors; on small data sets it is the cheapest regulariser there is.
+        lstm_hidden_size (`int`, defaults to 128):
+            Hidden size of each direction of the BiLSTM.
+        lstm_num_layers (`int`, defaults to 1):
+            Stacked BiLSTM layers.
+        lstm_dropout (`float`, defaults to 0.0):
+            Dropout between stacked LSTM layers (unused with one layer).
+        attention_dim (`int`, defaults to 128):
+            Width of the additive (Bahdanau-style) attention scorer.
+        classifier_dropout (`float`, defaults to 0.3):
+            Dropout on the pooled sentence vector before `classifier`.
+        max_length (`int`, defaults to 256):
+            Tokens kept per text; longer texts are truncated by the tokenizer.
+    """
+
+    model_type = "bilstm_attention"
+
+    encoder_type: str = "word_vectors"
+    vocab_size: int = 2
+    embedding_dim: int = 200
+    freeze_embeddings: bool = False
+    embedding_dropout: float = 0.2
+    lstm_hidden_size: int = 128
+    lstm_num_layers: int = 1
+    lstm_dropout: float = 0.0
+    attention_dim: int = 128
+    classifier_dropout: float = 0.3
+    max_length: int = 256
+    pad_token_id: int | None = 0
+    initializer_range: float = 0.1
+
+    def __post_init__(self, **kwargs):
+        if self.encoder_type not in ENCODER_TYPES:
+            raise ValueError(f"encoder_type must be one of {ENCODER_TYPES}, got {self.encoder_type!r}")
+        super().__post_init__(**kwargs)

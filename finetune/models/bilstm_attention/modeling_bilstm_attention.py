@@ -1,0 +1,159 @@
+"""BiLSTM + attention classifier over pretrained word vectors (and, later, pretrained encoders).
+
+This file travels to the Hub as custom code: it imports only torch, transformers and its
+sibling files.
+"""
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .configuration_bilstm_attention import BiLSTMAttentionConfig
+
+
+class WordVectorEncoder(nn.Module):
+    """An embedding table: token ids -> token vectors, usually initialised from word vectors."""
+
+    def __init__(self, config: BiLSTMAttentionConfig):
+        super().__init__()
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
+        self.dropout = nn.Dropout(config.embedding_dropout)
+        self.output_dim = config.embedding_dim
+        if config.freeze_embeddings:
+            self.embeddings.weight.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.embeddings(input_ids))
+
+
+ENCODERS = {"word_vectors": WordVectorEncoder}
+
+
+class AdditiveAttentionPooling(nn.Module):
+    """`score_t = v . tanh(W h_t + b)`, softmax over real tokens only, weighted sum of `h_t`."""
+
+    def __init__(self, input_dim: int, attention_dim: int):
+        super().__init__()
+        self.projection = nn.Linear(input_dim, attention_dim)
+        self.score = nn.Linear(attention_dim, 1, bias=False)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.score(torch.tanh(self.projection(states))).squeeze(-1)
+        # The minimum of the dtype rather than -inf: a text with no tokens at all must not make NaNs.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1) * mask
+        pooled = torch.bmm(weights.unsqueeze(1), states).squeeze(1)
+        return pooled, weights
+
+
+class BiLSTMAttentionHead(nn.Module):
+    """BiLSTM over packed sequences (padding never enters the recurrence) + attention pooling."""
+
+    def __init__(self, config: BiLSTMAttentionConfig, input_dim: int):
+        super().__init__()
+        self.lstm = nn.LSTM(
+            input_dim,
+            config.lstm_hidden_size,
+            num_layers=config.lstm_num_layers,
+            dropout=config.lstm_dropout if config.lstm_num_layers > 1 else 0.0,
+            bidirectional=True,
+            batch_first=True,
+        )
+        self.attention = AdditiveAttentionPooling(2 * config.lstm_hidden_size, config.attention_dim)
+
+    def forward(self, token_states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = mask.sum(dim=1)
+        # pack_padded_sequence rejects zero lengths; an empty text runs over one (masked) step.
+        packed = pack_padded_sequence(token_states, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        states, _ = self.lstm(packed)
+        states, _ = pad_packed_sequence(states, batch_first=True, total_length=token_states.size(1))
+        return self.attention(states, mask)
+
+
+class BiLSTMAttentionPreTrainedModel(PreTrainedModel):
+    config_class = BiLSTMAttentionConfig
+    base_model_prefix = "bilstm_attention"
+    main_input_name = "input_ids"
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LSTM):
+            for name, param in module.named_parameters():
+                if "weight" in name:
+                    nn.init.orthogonal_(param)
+                else:
+                    nn.init.zeros_(param)
+                    # Forget-gate bias 1: the usual trick that lets gradients flow early in training.
+                    param[module.hidden_size : 2 * module.hidden_size].fill_(1.0)
+
+
+class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
+    """Encoder -> BiLSTM -> masked additive attention pooling -> dropout -> `classifier`.
+
+    `outputs.attentions` is a one-element tuple holding the pooling weights, shape (batch, time):
+    how much each token contributed to the prediction (zero on padding).
+    """
+
+    def __init__(self, config: BiLSTMAttentionConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.encoder = ENCODERS[config.encoder_type](config)
+        self.head = BiLSTMAttentionHead(config, self.encoder.output_dim)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(2 * config.lstm_hidden_size, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.embeddings
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.encoder.embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput | tuple:
+        if attention_mask is None:
+            attention_mask = input_ids.ne(self.config.pad_token_id)
+        if input_ids.size(1) == 0:
+            # A batch of empty texts: give the LSTM one masked padding step to run over.
+            input_ids = input_ids.new_full((input_ids.size(0), 1), self.config.pad_token_id)
+            attention_mask = attention_mask.new_zeros((input_ids.size(0), 1))
+        mask = attention_mask.bool()
+        token_states = self.encoder(input_ids, mask)
+        pooled, weights = self.head(token_states, mask)
+        logits = self.classifier(self.dropout(pooled))
+        loss = None if labels is None else self.compute_loss(logits, labels)
+        if return_dict is False:
+            return tuple(x for x in (loss, logits, (weights,)) if x is not None)
+        return SequenceClassifierOutput(loss=loss, logits=logits, attentions=(weights,))
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss BERT picks for `config.problem_type`, inferring it from the labels when unset."""
+        if self.config.problem_type is None:
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        if self.config.problem_type == "regression":
+            return nn.functional.mse_loss(logits.squeeze(-1), labels.float())
+        if self.config.problem_type == "single_label_classification":
+            return nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())

@@ -1,0 +1,143 @@
+"""Word-level Chinese tokenizer: jieba segmentation + a vocabulary file.
+
+This file travels to the Hub as custom code: it imports only transformers and the segmenter
+(`rjieba`, the Rust port of jieba, by default; `jieba` itself on request).
+"""
+
+import os
+
+from transformers import PreTrainedTokenizer
+
+VOCAB_FILES_NAMES = {"vocab_file": "vocab.txt", "user_dict_file": "user_dict.txt"}
+
+
+def load_segmenter(name: str, user_dict_file: str | None = None):
+    """Returns `cut(text) -> list[str]` for `name` in {"rjieba", "jieba"}, with the user dictionary loaded.
+
+    The user dictionary uses jieba's format: one `word [freq] [tag]` per line.
+    """
+    entries = []
+    if user_dict_file:
+        with open(user_dict_file, encoding="utf-8-sig") as f:
+            entries = [line.split() for line in f if line.strip()]
+    if name == "rjieba":
+        import rjieba
+
+        segmenter = rjieba.Jieba()
+        for word, *rest in entries:
+            freq = int(rest[0]) if rest and rest[0].isdigit() else None
+            segmenter.add_word(word, freq, None)
+        return segmenter.cut
+    if name == "jieba":
+        import logging
+
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        segmenter = jieba.Tokenizer()
+        for word, *rest in entries:
+            freq = int(rest[0]) if rest and rest[0].isdigit() else None
+            segmenter.add_word(word, freq)
+        return segmenter.lcut
+    raise ValueError(f"segmenter must be 'rjieba' or 'jieba', got {name!r}")
+
+
+class JiebaTokenizer(PreTrainedTokenizer):
+    """Segments Chinese text into words with jieba and maps them to ids from `vocab.txt`.
+
+    Args:
+        vocab_file (`str`): One token per line; a token's id is its line number (from 0).
+        vocab (`list[str]`, *optional*): The tokens themselves, instead of `vocab_file`.
+        user_dict_file (`str`, *optional*): Extra words for the segmenter, in jieba's format.
+        segmenter (`str`, defaults to `"rjieba"`): `"rjieba"` (same dictionary, ~12x faster) or `"jieba"`.
+        do_lower_case (`bool`, defaults to `True`): Lowercase Latin letters before segmenting.
+    """
+
+    vocab_files_names = VOCAB_FILES_NAMES
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(
+        self,
+        vocab_file: str | None = None,
+        vocab: list[str] | None = None,
+        user_dict_file: str | None = None,
+        segmenter: str = "rjieba",
+        do_lower_case: bool = True,
+        unk_token: str = "[UNK]",
+        pad_token: str = "[PAD]",
+        **kwargs,
+    ):
+        if vocab is not None:
+            tokens = list(vocab)
+        else:
+            with open(vocab_file, encoding="utf-8") as f:
+                tokens = [line.rstrip("\n") for line in f]
+        self.vocab = {token: index for index, token in enumerate(tokens)}
+        source = vocab_file or "vocab"
+        if len(self.vocab) != len(tokens):
+            raise ValueError(f"{source}: the vocabulary lists a token twice")
+        missing = [str(token) for token in (unk_token, pad_token) if str(token) not in self.vocab]
+        if missing:
+            raise ValueError(f"{source}: the vocabulary lacks the special tokens {missing}")
+        self.ids_to_tokens = dict(enumerate(tokens))
+        self.user_dict_file = user_dict_file
+        self.segmenter = segmenter
+        self.do_lower_case = do_lower_case
+        self._cut = load_segmenter(segmenter, user_dict_file)
+        super().__init__(
+            segmenter=segmenter,
+            do_lower_case=do_lower_case,
+            unk_token=unk_token,
+            pad_token=pad_token,
+            **kwargs,
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self.vocab, **self.added_tokens_encoder)
+
+    def segment(self, text: str) -> list[str]:
+        """Words of `text` as the model sees them: lowercased, segmented, whitespace dropped."""
+        if self.do_lower_case:
+            text = text.lower()
+        return [word for word in self._cut(text) if not word.isspace()]
+
+    def _tokenize(self, text: str, **kwargs) -> list[str]:
+        return self.segment(text)
+
+    def _convert_token_to_id(self, token: str) -> int:
+        return self.vocab.get(token, self.vocab[self.unk_token])
+
+    def _convert_id_to_token(self, index: int) -> str:
+        return self.ids_to_tokens.get(index, self.unk_token)
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        return "".join(tokens)
+
+    def build_inputs_with_special_tokens(self, token_ids_0, token_ids_1=None):
+        # No [CLS]/[SEP]: the attention pooling is the sentence summary.
+        return token_ids_0 if token_ids_1 is None else token_ids_0 + token_ids_1
+
+    def _get_padding_truncation_strategies(self, padding=False, truncation=None, max_length=None, *args, **kwargs):
+        # An LSTM has no hard length limit, but a 100k-character post should not cost minutes of
+        # CPU in pipeline(): truncate to model_max_length unless the caller says otherwise.
+        if truncation is None and max_length is None and padding in (False, "do_not_pad"):
+            truncation = True
+        return super()._get_padding_truncation_strategies(padding, truncation, max_length, *args, **kwargs)
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
+        prefix = f"{filename_prefix}-" if filename_prefix else ""
+        vocab_path = os.path.join(save_directory, prefix + VOCAB_FILES_NAMES["vocab_file"])
+        with open(vocab_path, "w", encoding="utf-8") as f:
+            for index in range(len(self.ids_to_tokens)):
+                f.write(self.ids_to_tokens[index] + "\n")
+        if not self.user_dict_file:
+            return (vocab_path,)
+        dict_path = os.path.join(save_directory, prefix + VOCAB_FILES_NAMES["user_dict_file"])
+        if os.path.abspath(self.user_dict_file) != os.path.abspath(dict_path):
+            with open(self.user_dict_file, encoding="utf-8-sig") as src, open(dict_path, "w", encoding="utf-8") as dst:
+                dst.write(src.read())
+        return vocab_path, dict_path

