@@ -40,7 +40,9 @@ class ModelArguments:
     attention_dim: int = field(default=128, metadata={"help": "Additive attention width."})
     embedding_dropout: float = field(default=0.3, metadata={"help": "Dropout on word vectors."})
     classifier_dropout: float = field(default=0.3, metadata={"help": "Dropout before the classifier."})
+    word_dropout: float = field(default=0.0, metadata={"help": "Share of words replaced by [UNK] in training."})
     vector_size: int = field(default=200, metadata={"help": "Dimension of word2vec trained here."})
+    vector_algorithm: str = field(default="cbow", metadata={"help": "word2vec trained here: cbow or skipgram."})
     vector_epochs: int = field(default=5, metadata={"help": "Epochs of word2vec trained here."})
     vector_min_count: int = field(default=2, metadata={"help": "min_count of word2vec trained here."})
     pretrain_corpus: bool = field(
@@ -57,6 +59,9 @@ class TrainArguments:
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Evaluation batch per process."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
     learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate."})
+    embedding_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the word vectors (none: learning_rate)."}
+    )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/embeddings)."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps spent warming up."})
     lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})

@@ -65,19 +65,20 @@ def default_vectors_path(train_words, model_args: ModelArguments, seed: int):
         sentences,
         vector_size=model_args.vector_size,
         epochs=model_args.vector_epochs,
+        sg=int(model_args.vector_algorithm == "skipgram"),
         min_count=model_args.vector_min_count,
         seed=seed,
     )
 
 
 def build_word_vector_model(
-    splits: DatasetDict, label2id: dict, model_args: ModelArguments, data_args: DataArguments, seed: int
+    splits: DatasetDict, id2label: dict[int, str], model_args: ModelArguments, data_args: DataArguments, seed: int
 ) -> Built:
     """JiebaTokenizer + BiLSTM-attention model whose embeddings start from pretrained word vectors.
 
     Args:
         splits: Clean splits with `text` and integer `label` columns.
-        label2id: Label name -> id, as in the model config.
+        id2label: Label id -> name, as in the model config.
         model_args: Encoder and head settings.
         data_args: For `max_length`.
         seed: Seeds the random vectors of words the pretrained vectors lack.
@@ -103,14 +104,16 @@ def build_word_vector_model(
         embedding_dim=vectors.dim,
         freeze_embeddings=model_args.freeze_embeddings,
         embedding_dropout=model_args.embedding_dropout,
+        word_dropout=model_args.word_dropout,
+        unk_token_id=tokenizer.unk_token_id,
         lstm_hidden_size=model_args.lstm_hidden_size,
         lstm_num_layers=model_args.lstm_num_layers,
         attention_dim=model_args.attention_dim,
         classifier_dropout=model_args.classifier_dropout,
         max_length=data_args.max_length,
         pad_token_id=tokenizer.pad_token_id,
-        label2id=label2id,
-        id2label={i: label for label, i in label2id.items()},
+        id2label=id2label,
+        label2id={label: i for i, label in id2label.items()},
     )
     model = BiLSTMAttentionForSequenceClassification(config)
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """Texts -> model inputs with `datasets.map`: segment once, count words, encode, batch by length."""
 
+import hashlib
 from collections import Counter
 
 import numpy as np
@@ -10,13 +11,20 @@ from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
-def segment_splits(splits: DatasetDict, tokenizer, *, num_proc: int | None = None) -> DatasetDict:
+def segment_splits(splits: DatasetDict, tokenizer) -> DatasetDict:
     """Adds a `words` column: each text segmented once per run, by the tokenizer's own segmenter."""
-    return splits.map(
-        lambda batch: {"words": [tokenizer.segment(text) for text in batch["text"]]},
-        batched=True,
-        num_proc=num_proc,
-        desc="Segmenting",
+    # The segmenter (a Rust object) can't be pickled for datasets' fingerprint: name the result.
+    settings = f"{tokenizer.segmenter}-{tokenizer.do_lower_case}-{tokenizer.user_dict_file}"
+    return DatasetDict(
+        {
+            name: split.map(
+                lambda batch: {"words": [tokenizer.segment(text) for text in batch["text"]]},
+                batched=True,
+                new_fingerprint=hashlib.sha256(f"{split._fingerprint}-{settings}".encode()).hexdigest()[:16],
+                desc=f"Segmenting {name}",
+            )
+            for name, split in splits.items()
+        }
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -16,17 +17,48 @@ logger = logging.getLogger(__name__)
 NO_DECAY = ("bias", "embeddings", "norm")
 
 
-def create_optimizer(model: nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+def create_accelerator(**kwargs) -> Accelerator:
+    """An `Accelerator` that treats several CPU processes as one distributed run.
+
+    accelerate picks MULTI_CPU (gloo) only when told `cpu=True`; launched with `--multi_gpu` on
+    a machine without GPUs, each process would otherwise train alone on all the data.
+    """
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    has_device = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    return Accelerator(cpu=several and not has_device, **kwargs)
+
+
+def create_optimizer(
+    model: nn.Module, learning_rate: float, weight_decay: float, embedding_learning_rate: float | None = None
+) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices only (not biases, norms or embedding tables).
 
     Frozen parameters are left out, so freezing needs no special case in the optimizer.
+
+    Args:
+        model: The model to optimise.
+        learning_rate: Peak learning rate.
+        weight_decay: Decay of weight matrices.
+        embedding_learning_rate: Learning rate of the input embeddings (None: `learning_rate`).
+            Pretrained vectors tuned at the head's rate drift far from where they started and
+            overfit a small training set; a tenth of it keeps them close.
     """
-    decay, no_decay = [], []
+    embeddings = {id(p) for p in model.get_input_embeddings().parameters()}
+    groups = {
+        "decay": {"params": [], "weight_decay": weight_decay},
+        "no_decay": {"params": [], "weight_decay": 0.0},
+        "embeddings": {"params": [], "weight_decay": 0.0, "lr": embedding_learning_rate or learning_rate},
+    }
     for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if any(key in name.lower() for key in NO_DECAY) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate)
+        if not param.requires_grad:
+            continue
+        if id(param) in embeddings:
+            groups["embeddings"]["params"].append(param)
+        elif any(key in name.lower() for key in NO_DECAY):
+            groups["no_decay"]["params"].append(param)
+        else:
+            groups["decay"]["params"].append(param)
+    return torch.optim.AdamW([g for g in groups.values() if g["params"]], lr=learning_rate)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

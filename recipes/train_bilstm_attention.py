@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -31,6 +30,7 @@ from finetune.reports import attention_html, plot_confusion_matrix, plot_trainin
 from finetune.training import (
     EarlyStopping,
     count_parameters,
+    create_accelerator,
     create_optimizer,
     predict,
     save_pretrained_atomic,
@@ -113,17 +113,19 @@ def main(argv=None):
     #####################
     # Seed, logging, run directory
     #####################
-    accelerator = Accelerator(gradient_accumulation_steps=train_args.gradient_accumulation_steps)
+    accelerator = create_accelerator(gradient_accumulation_steps=train_args.gradient_accumulation_steps)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if accelerator.is_main_process else logging.WARNING,
     )
+    logging.getLogger("gensim").setLevel(logging.WARNING)
     set_seed(train_args.seed)
     output_dir = Path(train_args.output_dir)
     if accelerator.is_main_process:
         write_text_atomic(to_yaml(data_args, model_args, train_args), output_dir / "config.yaml")
-    logger.info("%s, %d process(es); config %s", accelerator.state.distributed_type, accelerator.num_processes,
-                config_path)
+    logger.info(
+        "%s, %d process(es); config %s", accelerator.distributed_type.value, accelerator.num_processes, config_path
+    )
 
     #####################
     # Data, tokenizer, model
@@ -152,7 +154,9 @@ def main(argv=None):
         encoded["train"], tokenizer, train_args.per_device_train_batch_size, train_args.seed, train_args.num_workers
     )
     validation_loader, _ = eval_dataloader(encoded["validation"], tokenizer, train_args.per_device_eval_batch_size)
-    optimizer = create_optimizer(model, train_args.learning_rate, train_args.weight_decay)
+    optimizer = create_optimizer(
+        model, train_args.learning_rate, train_args.weight_decay, train_args.embedding_learning_rate
+    )
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / train_args.gradient_accumulation_steps)
     total_steps = train_args.max_steps if train_args.max_steps > 0 else steps_per_epoch * train_args.num_train_epochs
     scheduler = get_scheduler(

@@ -25,6 +25,8 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
             Keep the embedding table fixed during fine-tuning.
         embedding_dropout (`float`, defaults to 0.2):
             Dropout on token vectors; on small data sets it is the cheapest regulariser there is.
+        word_dropout (`float`, defaults to 0.0):
+            Share of words replaced by `[UNK]` while training, so that no single rare word decides.
         lstm_hidden_size (`int`, defaults to 128):
             Hidden size of each direction of the BiLSTM.
         lstm_num_layers (`int`, defaults to 1):
@@ -46,6 +48,8 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
     embedding_dim: int = 200
     freeze_embeddings: bool = False
     embedding_dropout: float = 0.2
+    word_dropout: float = 0.0
+    unk_token_id: int = 1
     lstm_hidden_size: int = 128
     lstm_num_layers: int = 1
     lstm_dropout: float = 0.0

@@ -20,11 +20,16 @@ class WordVectorEncoder(nn.Module):
         super().__init__()
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
         self.dropout = nn.Dropout(config.embedding_dropout)
+        self.word_dropout = config.word_dropout
+        self.unk_token_id = config.unk_token_id
         self.output_dim = config.embedding_dim
         if config.freeze_embeddings:
             self.embeddings.weight.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.training and self.word_dropout > 0:
+            dropped = torch.rand(input_ids.shape, device=input_ids.device) < self.word_dropout
+            input_ids = input_ids.masked_fill(dropped & attention_mask, self.unk_token_id)
         return self.dropout(self.embeddings(input_ids))
 
 

@@ -1,0 +1,105 @@
+"""Shared fixtures: a small review data set, a dozen 8-dimensional word vectors, one trained run.
+
+Nothing is downloaded: the Hub is switched off and every cache points into pytest's tmp dirs.
+"""
+
+import csv
+import os
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "train_bilstm_attention.py"
+CONFIG = ROOT / "recipes" / "configs" / "word2vec_bilstm_attn.yaml"
+
+SUBJECTS = ["这部电影", "这本书", "酒店", "这款手机", "快递", "衣服", "服务", "房间", "屏幕", "耳机"]
+POSITIVE = ["很好", "非常棒", "不错", "很满意", "很喜欢", "值得推荐", "很精彩", "很舒服", "很划算", "很好用"]
+NEGATIVE = ["很差", "太差劲了", "让人失望", "很糟糕", "很后悔", "很难用", "是垃圾", "不值这个价", "太坑人", "要退货"]
+TAILS = ["。", "！", "，下次还会再来。", "，朋友也这么说。", "，真的。", "，就这样吧。"]
+VECTOR_WORDS = ["电影", "酒店", "手机", "很", "好", "差", "不错", "满意", "失望", "糟糕", "推荐", "喜欢"]
+
+
+def make_reviews(n_per_label: int, seed: int) -> list[tuple[str, str]]:
+    """Short templated reviews whose label follows from the sentiment word."""
+    rng = random.Random(seed)
+    rows = []
+    for label, words in (("positive", POSITIVE), ("negative", NEGATIVE)):
+        combos = [(s, w, t) for s in SUBJECTS for w in words for t in TAILS]
+        rows += [(s + w + t, label) for s, w, t in rng.sample(combos, n_per_label)]
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows, header=("text", "label")) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline(tmp_path_factory):
+    """No Hub, and caches (word2vec, evaluate modules) in a throwaway directory."""
+    cache = tmp_path_factory.mktemp("cache")
+    saved = dict(os.environ)
+    os.environ.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        FINETUNE_CACHE=str(cache / "finetune"),
+        HF_MODULES_CACHE=str(cache / "modules"),
+        TOKENIZERS_PARALLELISM="false",
+    )
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def reviews_csv(tmp_path_factory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("data") / "reviews.csv", make_reviews(150, seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_vectors(tmp_path_factory) -> Path:
+    """A dozen 8-dimensional vectors in word2vec text format, with the header line."""
+    path = tmp_path_factory.mktemp("vectors") / "tiny.vec"
+    vectors = np.random.default_rng(0).normal(0, 0.5, size=(len(VECTOR_WORDS), 8))
+    lines = [f"{len(VECTOR_WORDS)} 8"] + [
+        word + " " + " ".join(f"{v:.5f}" for v in vector) for word, vector in zip(VECTOR_WORDS, vectors)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_recipe_args(train_file: Path, vectors: Path, output_dir: Path, *extra: str) -> list[str]:
+    """Recipe flags for a run of a few seconds on the tiny data."""
+    return [
+        "--config", str(CONFIG),
+        "--train_file", str(train_file),
+        "--word_vectors", str(vectors),
+        "--output_dir", str(output_dir),
+        "--lstm_hidden_size", "16",
+        "--attention_dim", "16",
+        "--num_train_epochs", "6",
+        "--per_device_train_batch_size", "16",
+        "--learning_rate", "0.01",
+        "--logging_steps", "5",
+        "--min_freq", "1",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_run(reviews_csv, tiny_vectors, tmp_path_factory, offline) -> Path:
+    """One real run of the recipe (one process), shared by the tests that need a trained model."""
+    sys.path.insert(0, str(ROOT))
+    from recipes.train_bilstm_attention import main
+
+    output_dir = tmp_path_factory.mktemp("run")
+    main(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir))
+    return output_dir

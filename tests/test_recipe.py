@@ -1,0 +1,85 @@
+"""The training recipe, run for real: one process in-process, two processes under accelerate launch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import RECIPE, ROOT, tiny_recipe_args
+
+from finetune.arguments import RECIPE_ARGUMENTS, parse_recipe_args
+
+
+def test_every_recipe_config_parses():
+    configs = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
+    assert configs
+    for config in configs:
+        parsed = parse_recipe_args(["--config", str(config)])
+        assert [type(group) for group in parsed[:-1]] == list(RECIPE_ARGUMENTS)
+        assert parsed[-1] == str(config)
+
+
+def test_command_line_overrides_config(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("num_train_epochs: 3\nlearning_rate: 0.01\n", encoding="utf-8")
+    _, _, train_args, _ = parse_recipe_args(["--config", str(config), "--learning_rate", "0.5"])
+    assert (train_args.num_train_epochs, train_args.learning_rate) == (3, 0.5)
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("num_train_epoch: 3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"c.yaml: unknown keys \['num_train_epoch'\]"):
+        parse_recipe_args(["--config", str(config)])
+
+
+def test_recipe_trains_saves_and_reports(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["data"]["stats"]["train"]["kept"] == 300
+    assert (metrics["test_num_examples"], metrics["validation_num_examples"]) == (30, 30)
+    # templated reviews: the sentiment word decides, and the model must have found it
+    assert metrics["test_accuracy"] >= 0.9
+    assert metrics["validation_macro_f1"] >= 0.9
+    assert set(metrics["test_per_class"]) == {"negative", "positive"}
+    assert sum(row["support"] for row in metrics["test_per_class"].values()) == metrics["test_num_examples"]
+    losses = [row["loss"] for row in metrics["history"]["train"]]
+    assert losses[-1] < 0.5 * losses[0]
+    assert metrics["vectors"]["dim"] == 8 and 0 < metrics["vectors"]["token_coverage"] < 1
+    assert metrics["train_samples_per_second"] > 0
+    for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
+        assert (trained_run / "best" / name).exists(), name
+    for name in ("training_curves.png", "confusion_matrix.png", "attention.html", "config.yaml"):
+        assert (trained_run / name).stat().st_size > 0, name
+    assert (trained_run / "attention.html").read_text(encoding="utf-8").count("<div class='row'>") == 20
+    saved = yaml.safe_load((trained_run / "config.yaml").read_text(encoding="utf-8"))
+    assert saved["lstm_hidden_size"] == 16 and saved["word_vectors"].endswith("tiny.vec")
+
+
+def run_launch(args: list[str], num_processes: int, tmp_path: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--num_processes", str(num_processes)]  # fmt: skip
+    # On a machine without GPUs, --multi_gpu starts CPU processes that talk over gloo.
+    command += ["--multi_gpu"] if num_processes > 1 else ["--cpu"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*command, str(RECIPE), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_two_processes_count_every_test_example_once(reviews_csv, tiny_vectors, tmp_path):
+    output_dir = tmp_path / "ddp"
+    result = run_launch(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir), 2, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MULTI_CPU, 2 process(es)" in result.stderr
+    metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
+    # 30 test texts: an uneven share per process must not be padded into the metrics
+    assert metrics["test_num_examples"] == 30
+    assert sum(row["support"] for row in metrics["test_per_class"].values()) == 30
+    assert sum(map(sum, metrics["test_confusion_matrix"])) == 30
+    assert metrics["validation_num_examples"] == 30
+    assert metrics["test_accuracy"] >= 0.9
+    assert (output_dir / "best" / "model.safetensors").exists()
