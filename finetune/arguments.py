@@ -33,6 +33,9 @@ class ModelArguments:
     freeze_embeddings: bool = field(default=False, metadata={"help": "Keep the word vectors fixed."})
     segmenter: str = field(default="rjieba", metadata={"help": "rjieba (fast) or jieba: same dictionary."})
     user_dict: str | None = field(default=None, metadata={"help": "Extra words for the segmenter (jieba format)."})
+    split_unknown_words: bool = field(
+        default=True, metadata={"help": "Read words missing from the vocabulary as their characters."}
+    )
     min_freq: int = field(default=2, metadata={"help": "Words seen fewer times in training become [UNK]..."})
     max_vocab_size: int = field(default=100_000, metadata={"help": "...unless they have a pretrained vector."})
     lstm_hidden_size: int = field(default=128, metadata={"help": "BiLSTM hidden size per direction."})

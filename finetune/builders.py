@@ -38,10 +38,11 @@ class Built:
 
 
 def build_vocabulary(counts: Counter, *, min_freq: int, max_size: int, keep: set[str] = frozenset()) -> list[str]:
-    """Special tokens, then words by falling frequency.
+    """Special tokens, then words and characters by falling frequency.
 
     A word enters if it was seen `min_freq` times, or at all when it has a pretrained vector (its
-    meaning then comes from the vectors, not from the few training examples).
+    meaning then comes from the vectors, not from the few training examples). The characters of
+    words enter likewise, so that a word left out can be read as its characters.
 
     Args:
         counts: Word frequencies in the training split.
@@ -49,6 +50,10 @@ def build_vocabulary(counts: Counter, *, min_freq: int, max_size: int, keep: set
         max_size: Most words kept, special tokens not counted.
         keep: Words that have a pretrained vector.
     """
+    counts = Counter({word: n for word, n in counts.items() if word not in SPECIAL_TOKENS})
+    for word, n in list(counts.items()):
+        if len(word) > 1:
+            counts.update({char: n for char in word})
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     words = [word for word, n in ranked if (n >= min_freq or word in keep) and word not in SPECIAL_TOKENS]
     return SPECIAL_TOKENS + words[:max_size]
@@ -84,7 +89,10 @@ def build_word_vector_model(
         seed: Seeds the random vectors of words the pretrained vectors lack.
     """
     tokenizer_kwargs = dict(
-        segmenter=model_args.segmenter, user_dict_file=model_args.user_dict, model_max_length=data_args.max_length
+        segmenter=model_args.segmenter,
+        user_dict_file=model_args.user_dict,
+        split_unknown_words=model_args.split_unknown_words,
+        model_max_length=data_args.max_length,
     )
     segmented = segment_splits(splits, JiebaTokenizer(vocab=SPECIAL_TOKENS, **tokenizer_kwargs))
     counts = count_words(segmented["train"])
@@ -95,7 +103,10 @@ def build_word_vector_model(
         counts, min_freq=model_args.min_freq, max_size=model_args.max_vocab_size, keep=set(vectors.words)
     )
     tokenizer = JiebaTokenizer(vocab=vocab, **tokenizer_kwargs)
-    matrix, coverage = build_embedding_matrix(tokenizer.vocab, vectors, token_counts=counts, seed=seed)
+    token_counts = Counter()
+    for words in segmented["train"]["words"]:
+        token_counts.update(tokenizer.words_to_tokens(words))
+    matrix, coverage = build_embedding_matrix(tokenizer.vocab, vectors, token_counts=token_counts, seed=seed)
     coverage["vectors"] = str(path)
 
     config = BiLSTMAttentionConfig(

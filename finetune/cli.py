@@ -52,7 +52,9 @@ def _explain(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finetune", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="finetune", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="fine-tune (flags as the recipe: finetune train --help)", add_help=False)
     predict = commands.add_parser("predict", help="label texts with a saved model")

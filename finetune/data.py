@@ -16,7 +16,7 @@ import datasets
 import numpy as np
 
 from finetune import corpora
-from finetune.tables import DataError, read_table_located, read_table
+from finetune.tables import DataError, read_table, read_table_located
 
 __all__ = ["DataError", "clean_split", "label_maps", "load_splits", "read_table", "stratified_split"]
 
@@ -64,8 +64,7 @@ def clean_split(ds: datasets.Dataset, *, name: str) -> tuple[datasets.Dataset, d
     conflicting = {text: found for text, found in labels_by_text.items() if len(found) > 1}
     if conflicting:
         examples = "; ".join(
-            f"'{_shorten(text)}' ({', '.join(map(str, found))})"
-            for text, found in list(conflicting.items())[:5]
+            f"'{_shorten(text)}' ({', '.join(map(str, found))})" for text, found in list(conflicting.items())[:5]
         )
         logger.warning(
             "%s: %d texts have two labels, all their rows dropped, e.g. %s", name, len(conflicting), examples
@@ -73,9 +72,7 @@ def clean_split(ds: datasets.Dataset, *, name: str) -> tuple[datasets.Dataset, d
         kept = [index for index in kept if texts[index] not in conflicting]
     counts["conflicting_dropped"] = sum(map(len, conflicting.values()))
     counts.update(conflicting_texts=len(conflicting), kept=len(kept))
-    logger.info(
-        "%s: %s", name, ", ".join(f"{number} {key.replace('_', ' ')}" for key, number in counts.items())
-    )
+    logger.info("%s: %s", name, ", ".join(f"{number} {key.replace('_', ' ')}" for key, number in counts.items()))
     if not kept:
         raise DataError(f"{name}: no rows left after cleaning ({counts})")
     # Index arrays rather than lists: `datasets` fingerprints a list item by item, which is slow.
@@ -104,9 +101,7 @@ def stratified_split(
         "train", and "validation" and "test" where their size is above 0, each in shuffled order.
     """
     if min(validation_size, test_size) < 0 or validation_size + test_size >= 1:
-        raise ValueError(
-            f"need validation_size, test_size >= 0 with a sum below 1, got {validation_size}, {test_size}"
-        )
+        raise ValueError(f"need validation_size, test_size >= 0 with a sum below 1, got {validation_size}, {test_size}")
     rng = np.random.default_rng(seed)
     rows_by_label: dict = {}
     for index, label in enumerate(ds["label"][:]):
@@ -254,17 +249,13 @@ def load_splits(
         for split, part in stratified_split(splits["train"], **sizes, seed=seed).items():
             splits[split] = part
             sources.setdefault(split, sources["train"])
-    features = datasets.Features(
-        text=datasets.Value("string"), label=datasets.ClassLabel(names=list(label2id))
-    )
+    features = datasets.Features(text=datasets.Value("string"), label=datasets.ClassLabel(names=list(label2id)))
     encoded = {}
     for split in (split for split in SPLITS if split in splits):
         if splits[split].num_rows == 0:
             raise DataError(f"{sources[split]}: the {split} split is empty; add data or raise its size")
         ids = [label2id[str(label)] for label in splits[split]["label"][:]]
-        encoded[split] = datasets.Dataset.from_dict({"text": splits[split]["text"][:], "label": ids}).cast(
-            features
-        )
+        encoded[split] = datasets.Dataset.from_dict({"text": splits[split]["text"][:], "label": ids}).cast(features)
     split_sizes = ", ".join(f"{split} {part.num_rows}" for split, part in encoded.items())
     logger.info("splits: %s; labels: %s", split_sizes, ", ".join(label2id))
     info = {"label2id": label2id, "id2label": id2label, "stats": stats, "sources": sources}

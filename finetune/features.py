@@ -43,7 +43,9 @@ def encode_splits(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDic
     """
 
     def encode(batch):
-        ids = [tokenizer.convert_tokens_to_ids(words[:max_length]) for words in batch["words"]]
+        ids = [
+            tokenizer.convert_tokens_to_ids(tokenizer.words_to_tokens(words)[:max_length]) for words in batch["words"]
+        ]
         return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "length": [len(x) for x in ids]}
 
     return splits.map(encode, batched=True, remove_columns=["words"], desc="Encoding")

@@ -79,7 +79,10 @@ def explain(model, tokenizer, texts: list[str]) -> list[dict]:
         label_id = int(probabilities.argmax())
         tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
         # Show the words as written, not [UNK]: the segmentation is the same one the ids came from.
-        words = tokenizer.segment(text)[: len(tokens)] if hasattr(tokenizer, "segment") else tokens
+        if hasattr(tokenizer, "segment"):
+            words = tokenizer.words_to_tokens(tokenizer.segment(text))[: len(tokens)]
+        else:
+            words = tokens
         results.append(
             {
                 "text": text,

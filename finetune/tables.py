@@ -107,9 +107,7 @@ def read_table_located(path, split_name: str | None) -> tuple[datasets.Dataset, 
             raise DataError(f"{path}: the file is empty")
         elif suffix not in LOADERS:
             formats = ", ".join(LOADERS)
-            raise DataError(
-                f"{path}: unsupported format (use {formats} or a directory written by save_to_disk)"
-            )
+            raise DataError(f"{path}: unsupported format (use {formats} or a directory written by save_to_disk)")
         elif suffix == ".parquet":
             table = _load_file(path, None)
         else:

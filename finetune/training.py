@@ -47,7 +47,11 @@ def create_optimizer(
     groups = {
         "decay": {"params": [], "weight_decay": weight_decay},
         "no_decay": {"params": [], "weight_decay": 0.0},
-        "embeddings": {"params": [], "weight_decay": 0.0, "lr": embedding_learning_rate or learning_rate},
+        "embeddings": {
+            "params": [],
+            "weight_decay": 0.0,
+            "lr": learning_rate if embedding_learning_rate is None else embedding_learning_rate,
+        },
     }
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -96,7 +100,11 @@ def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, float]:
         for batch in loader:
             outputs = model(**batch)
             probs, refs, loss = accelerator.gather_for_metrics(
-                (outputs.logits.float().softmax(-1), batch["labels"], outputs.loss.detach().repeat(len(batch["labels"])))
+                (
+                    outputs.logits.float().softmax(-1),
+                    batch["labels"],
+                    outputs.loss.detach().repeat(len(batch["labels"])),
+                )
             )
             probabilities.append(probs.cpu())
             labels.append(refs.cpu())
@@ -131,8 +139,12 @@ def save_pretrained_atomic(model, tokenizer, directory: str | os.PathLike) -> No
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if directory.exists():
         retired = directory.with_name(f".{directory.name}-old")
         shutil.rmtree(retired, ignore_errors=True)

@@ -116,18 +116,14 @@ def _decode(raw: bytes, path: Path, where: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise VectorFileError(
-            f"{path}: {where}: bytes {raw[err.start:err.end]!r} are not valid UTF-8"
-        ) from None
+        raise VectorFileError(f"{path}: {where}: bytes {raw[err.start : err.end]!r} are not valid UTF-8") from None
 
 
 def _parse_text_line(line: bytes, dim: int, path: Path, line_no: int) -> tuple[str, np.ndarray]:
     # Split from the right: the last `dim` fields are numbers, the rest (spaces included) the word.
     fields = _decode(line, path, f"line {line_no}").rsplit(None, dim)
     if len(fields) != dim + 1:
-        raise VectorFileError(
-            f"{path}: line {line_no} has {len(fields) - 1} values, expected {dim}"
-        )
+        raise VectorFileError(f"{path}: line {line_no} has {len(fields) - 1} values, expected {dim}")
     try:
         return fields[0], np.array(fields[1:], dtype=np.float32)
     except ValueError as err:  # numpy names the value: "could not convert string to float: 'x'"
@@ -158,8 +154,7 @@ def _read_text(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[int
             check_first_vector = False
             if len(line.split()) - 1 != dim:
                 raise VectorFileError(
-                    f"{path}: header says {dim} values per vector, "
-                    f"but line {line_no} has {len(line.split()) - 1}"
+                    f"{path}: header says {dim} values per vector, but line {line_no} has {len(line.split()) - 1}"
                 )
         entries += 1
         # Most lines hold unwanted words: skip them without parsing their values, unless they
@@ -170,9 +165,7 @@ def _read_text(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[int
     if dim is None:
         raise VectorFileError(f"{path} is empty")
     if header_count is not None and header_count != entries:
-        logger.warning(
-            "%s: header announces %d vectors, file holds %d", path, header_count, entries
-        )
+        logger.warning("%s: header announces %d vectors, file holds %d", path, header_count, entries)
     return dim, entries
 
 
@@ -218,18 +211,14 @@ def _read_binary(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[i
             raise VectorFileError(f"{path} is empty")
     fields = header.split()
     if len(fields) != 2 or not all(field.isdigit() for field in fields):
-        raise VectorFileError(
-            f"{path}: line 1 should be the header 'count dimension', got {header[:80]!r}"
-        )
+        raise VectorFileError(f"{path}: line 1 should be the header 'count dimension', got {header[:80]!r}")
     count, dim = int(fields[0]), int(fields[1])
     record_bytes = 4 * dim
     for number in range(1, count + 1):
         word = reader.read_until(b" ")
         vector = reader.read_exact(record_bytes) if word is not None else b""
         if len(vector) < record_bytes:
-            raise VectorFileError(
-                f"{path}: entry {number} of {count} is truncated (the file ends inside it)"
-            )
+            raise VectorFileError(f"{path}: entry {number} of {count} is truncated (the file ends inside it)")
         # The "\n" that the C tool writes after each vector shows up in front of the next word.
         word = word.lstrip(b"\n")
         if collector.may_want_binary(word):
@@ -272,9 +261,7 @@ def read_word_vectors(path: str | os.PathLike, wanted: Iterable[str] | None = No
     except EOFError as err:  # gzip and bz2 raise it for a cut-off download
         raise VectorFileError(f"{path}: the compressed data ends early ({err})") from None
     if collector.duplicates:
-        logger.warning(
-            "%s: %d duplicated words; kept the first vector of each", path, collector.duplicates
-        )
+        logger.warning("%s: %d duplicated words; kept the first vector of each", path, collector.duplicates)
     words = list(collector.rows)
     vectors = np.stack(list(collector.rows.values())) if words else np.zeros((0, dim), np.float32)
     logger.info("read %s: dimension %d, %d entries, kept %d words", path, dim, entries, len(words))

@@ -79,8 +79,10 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best):
                 progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                 running = []
             end_of_epoch = step % steps_per_epoch == 0
-            if (args.eval_steps and step % args.eval_steps == 0) or (not args.eval_steps and end_of_epoch) or (
-                step == total_steps
+            if (
+                (args.eval_steps and step % args.eval_steps == 0)
+                or (not args.eval_steps and end_of_epoch)
+                or (step == total_steps)
             ):
                 metrics = evaluate_split(model, validation_loader, accelerator, id2label, "validation_")
                 history["eval"].append({"step": step, "epoch": epoch, **_short(metrics, "validation_")})

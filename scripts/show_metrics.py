@@ -1,6 +1,6 @@
 """Print a run's metrics.json as a markdown table.
 
-    python scripts/show_metrics.py outputs/word2vec_bilstm_attn/metrics.json
+python scripts/show_metrics.py outputs/word2vec_bilstm_attn/metrics.json
 """
 
 import json

@@ -32,8 +32,11 @@ def model(tokenizer):
 
 def test_tokenizer_segments_and_maps_words(tokenizer):
     assert tokenizer.segment("这部电影真的很棒！") == ["这部", "电影", "真的", "很棒", "！"]
-    ids = tokenizer("这部电影真的很棒！")["input_ids"]
-    assert ids == [2, 3, 4, tokenizer.unk_token_id, 7]  # 很棒 is one jieba word, not in the vocabulary
+    # 很棒 is one jieba word, not in the vocabulary: read as its characters 很, 棒
+    assert tokenizer("这部电影真的很棒！")["input_ids"] == [2, 3, 4, 5, 6, 7]
+    assert tokenizer.tokenize("物流真快递") == ["物流", "真", "快", "递"]  # 递 is unknown
+    whole_words = JiebaTokenizer(vocab=VOCAB, split_unknown_words=False)
+    assert whole_words("这部电影真的很棒！")["input_ids"] == [2, 3, 4, tokenizer.unk_token_id, 7]
     assert tokenizer.segment("Good  电影") == ["good", "电影"]  # lowercased, whitespace dropped
     assert tokenizer.pad_token_id == 0 and tokenizer.unk_token_id == 1
 
@@ -51,7 +54,7 @@ def test_tokenizer_truncates_long_texts_by_default(tokenizer):
     assert len(tokenizer("电影" * 500, truncation=False)["input_ids"]) == 500
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
     assert batch["input_ids"].shape == batch["attention_mask"].shape
-    assert batch["attention_mask"].sum(1).tolist() == [len(tokenizer.segment(t)) for t in TEXTS]
+    assert batch["attention_mask"].sum(1).tolist() == [len(tokenizer.tokenize(t)) for t in TEXTS]
 
 
 def test_tokenizer_save_and_auto_load(tokenizer, tmp_path):

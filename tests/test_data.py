@@ -88,9 +88,7 @@ def write_every_format(directory):
     table = datasets.Dataset.from_list(records)
     table.to_parquet(str(directory / "r.parquet"))
     table.save_to_disk(str(directory / "saved_dataset"))
-    datasets.DatasetDict(train=table, validation=table.select(range(5))).save_to_disk(
-        str(directory / "saved_dict")
-    )
+    datasets.DatasetDict(train=table, validation=table.select(range(5))).save_to_disk(str(directory / "saved_dict"))
     return ["r.tsv", "r.json", "r.jsonl", "r.parquet", "saved_dataset", "saved_dict"]
 
 
@@ -111,18 +109,14 @@ def test_bom_and_gbk_files_read_the_same_texts(tmp_path, encoding):
     assert table.column_names == ["text", "label"]  # no "\ufefftext"
     assert texts_of(table) == [text for text, _ in REVIEWS]
     jsonl = tmp_path / "r.jsonl"
-    jsonl.write_text(
-        "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t, _ in REVIEWS), encoding=encoding
-    )
+    jsonl.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t, _ in REVIEWS), encoding=encoding)
     assert texts_of(read_table(jsonl)) == [text for text, _ in REVIEWS]
 
 
 def test_undecodable_bytes_name_file_and_line(tmp_path):
     lines = ["text,label\n", "很好,positive\n", "很差,negative\n"]
     path = tmp_path / "broken.csv"
-    path.write_bytes(
-        "".join(lines).encode("utf-8") + "还".encode() + b"\xff\xfe\xfa" + "行,negative\n".encode()
-    )
+    path.write_bytes("".join(lines).encode("utf-8") + "还".encode() + b"\xff\xfe\xfa" + "行,negative\n".encode())
     with pytest.raises(
         DataError, match=r"broken\.csv: cannot decode: not UTF-8 \(byte 0xff at line 4, byte offset 46\)"
     ):
@@ -175,9 +169,7 @@ def test_column_mapping(tmp_path):
     )
     splits, _ = load_splits(path, text_column="review", label_column="sentiment")
     assert all(split.column_names == ["text", "label"] for split in splits.values())
-    assert sorted(text for split in splits.values() for text in texts_of(split)) == sorted(
-        POSITIVE + NEGATIVE
-    )
+    assert sorted(text for split in splits.values() for text in texts_of(split)) == sorted(POSITIVE + NEGATIVE)
 
 
 def test_empty_rows_dropped_and_counted(tmp_path):
@@ -321,9 +313,7 @@ def test_texts_shared_between_files_reported_and_removed_from_train(tmp_path, ca
     assert info["stats"]["train"]["shared_removed"] == 3
     assert info["sources"] == {"train": str(train), "validation": str(validation), "test": str(test)}
     assert "2 texts occur in both" in caplog.text and "1 texts occur in both" in caplog.text
-    assert not set(texts_of(splits["train"])) & (
-        set(texts_of(splits["validation"])) | set(texts_of(splits["test"]))
-    )
+    assert not set(texts_of(splits["train"])) & (set(texts_of(splits["validation"])) | set(texts_of(splits["test"])))
 
 
 def test_train_and_validation_files_cut_test_from_train(tmp_path, reviews_csv):

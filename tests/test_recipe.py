@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import RECIPE, ROOT, tiny_recipe_args
 
 from finetune.arguments import RECIPE_ARGUMENTS, parse_recipe_args

@@ -75,8 +75,15 @@ def train_word_vectors(
     """
     if iter(sentences) is sentences:
         raise TypeError("sentences must be a sequence (e.g. a list), not an iterator")
-    params = {"vector_size": vector_size, "window": window, "min_count": min_count,
-              "epochs": epochs, "sg": sg, "seed": seed, "workers": workers}
+    params = {
+        "vector_size": vector_size,
+        "window": window,
+        "min_count": min_count,
+        "epochs": epochs,
+        "sg": sg,
+        "seed": seed,
+        "workers": workers,
+    }
     directory = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
     path = directory / f"word2vec-{_training_key(sentences, params)}.bin"
     if path.exists():
@@ -89,13 +96,15 @@ def train_word_vectors(
     model = Word2Vec(**params)
     model.build_vocab(sentences)
     if len(model.wv) == 0:
-        raise ValueError(
-            f"no word occurs min_count={min_count} times in {len(sentences)} sentences"
-        )
+        raise ValueError(f"no word occurs min_count={min_count} times in {len(sentences)} sentences")
     model.train(sentences, total_examples=model.corpus_count, epochs=model.epochs)
     _save_binary_atomically(model.wv, path)
     logger.info(
         "trained word2vec on %d sentences: %d words of dimension %d in %.1fs, saved to %s",
-        len(sentences), len(model.wv), vector_size, time.perf_counter() - started, path,
+        len(sentences),
+        len(model.wv),
+        vector_size,
+        time.perf_counter() - started,
+        path,
     )
     return path

@@ -1,0 +1,85 @@
+"""finetune.reports: PNG plots written whole, and the attention page."""
+
+import re
+
+from finetune.reports import attention_html, plot_confusion_matrix, plot_training_curves
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+HISTORY = {
+    "train": [{"step": s, "loss": 1.0 / s} for s in range(1, 21)],
+    "eval": [{"step": s, "loss": 0.8 / s, "macro_f1": 0.5 + s / 50, "accuracy": 0.55 + s / 50} for s in (5, 10, 20)],
+}
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert len(data) > 1000
+    assert data.startswith(PNG_MAGIC)
+
+
+def test_plot_training_curves_writes_a_png(tmp_path):
+    path = tmp_path / "training_curves.png"
+    plot_training_curves(HISTORY, path)
+    assert_png(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["training_curves.png"]
+
+
+def test_plot_training_curves_replaces_and_accepts_str_path(tmp_path):
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"old")
+    plot_training_curves({"train": HISTORY["train"][:3], "eval": []}, str(path))
+    assert_png(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+def test_plot_confusion_matrix_writes_a_png(tmp_path):
+    path = tmp_path / "confusion_matrix.png"
+    plot_confusion_matrix([[5, 1, 0], [2, 7, 1], [0, 0, 0]], ["negative", "neutral", "positive"], path, title="test")
+    assert_png(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["confusion_matrix.png"]
+
+
+EXAMPLES = [
+    {"tokens": ["这部", "<b>", "电影", "很", "好"], "weights": [0.1, 0.05, 0.2, 0.15, 0.5], "label": "positive",
+     "score": 0.9312, "true_label": "positive"},
+    {"tokens": ["差", "&", "劲"], "weights": [0.6, 0.1, 0.3], "label": "<negative>", "score": 0.51},
+    {"tokens": [], "weights": [], "label": "neutral", "score": 0.4},
+]  # fmt: skip
+
+
+def test_attention_html(tmp_path):
+    path = tmp_path / "attention.html"
+    attention_html(EXAMPLES, path)
+    page = path.read_text(encoding="utf-8")
+    assert page.startswith("<!doctype html>") and "<meta charset='utf-8'>" in page
+    assert page.count("<div class='row'>") == len(EXAMPLES)
+    assert [p.name for p in tmp_path.iterdir()] == ["attention.html"]
+
+    # tokens and labels are escaped, never markup
+    assert "&lt;b&gt;" in page and "<b>" not in page
+    assert "&amp;" in page
+    assert "&lt;negative&gt;" in page and "<negative>" not in page
+    assert "(0.931)" in page and "true: positive" in page
+
+
+def test_attention_html_shading_is_relative_to_the_max(tmp_path):
+    path = tmp_path / "attention.html"
+    attention_html(EXAMPLES, path)
+    page = path.read_text(encoding="utf-8")
+    spans = re.findall(
+        r'<span title="([0-9.]+)" style="background: rgba\(220, 50, 47, ([0-9.]+)\)">([^<]*)</span>', page
+    )
+    assert len(spans) == 8  # one span per token
+    shading = {token: float(opacity) for _, opacity, token in spans}
+    assert shading["好"] == 1.00 and shading["差"] == 1.00  # each text's heaviest word
+    assert shading["电影"] == 0.40 and shading["&lt;b&gt;"] == 0.10
+    assert shading["劲"] == 0.50
+    assert 'title="0.500"' in page
+    assert sum(opacity == "1.00" for _, opacity, _ in spans) == 2
+
+
+def test_attention_html_all_zero_weights(tmp_path):
+    path = tmp_path / "attention.html"
+    attention_html([{"tokens": ["很", "好"], "weights": [0.0, 0.0], "label": "positive", "score": 0.5}], path)
+    assert path.read_text(encoding="utf-8").count("rgba(220, 50, 47, 0.00)") == 2
