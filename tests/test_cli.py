@@ -1,0 +1,27 @@
+"""`finetune train` runs the same recipe as `accelerate launch recipes/train_bilstm_attention.py`."""
+
+import json
+
+import pytest
+from conftest import tiny_recipe_args
+
+from finetune.cli import main as cli
+
+
+def test_finetune_train_runs_the_recipe(reviews_csv, tiny_vectors, tmp_path):
+    cli(["train", *tiny_recipe_args(reviews_csv, tiny_vectors, tmp_path, "--num_train_epochs", "1")])
+    metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["test_num_examples"] == 30 and metrics["train_steps"] == 15
+    assert (tmp_path / "best" / "model.safetensors").exists()
+
+
+def test_predict_needs_something_to_label(trained_run):
+    with pytest.raises(SystemExit, match="give an input file or --text"):
+        cli(["predict", str(trained_run / "best")])
+
+
+def test_bad_data_error_names_the_column(tiny_vectors, tmp_path):
+    data = tmp_path / "bad.csv"
+    data.write_text("review,label\n很好,pos\n很差,neg\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.csv: no column 'text' \(columns: review, label\)"):
+        cli(["train", *tiny_recipe_args(data, tiny_vectors, tmp_path / "out")])
