@@ -36,11 +36,15 @@ class ModelArguments:
     split_unknown_words: bool = field(
         default=True, metadata={"help": "Read words missing from the vocabulary as their characters."}
     )
+    char_vectors: bool = field(
+        default=True, metadata={"help": "Add learned character vectors to word vectors (helps rare words)."}
+    )
     min_freq: int = field(default=2, metadata={"help": "Words seen fewer times in training become [UNK]..."})
     max_vocab_size: int = field(default=100_000, metadata={"help": "...unless they have a pretrained vector."})
     lstm_hidden_size: int = field(default=128, metadata={"help": "BiLSTM hidden size per direction."})
     lstm_num_layers: int = field(default=1, metadata={"help": "Stacked BiLSTM layers."})
     attention_dim: int = field(default=128, metadata={"help": "Additive attention width."})
+    pooling: str = field(default="attention", metadata={"help": "attention, or attention+max (concatenated)."})
     embedding_dropout: float = field(default=0.3, metadata={"help": "Dropout on word vectors."})
     classifier_dropout: float = field(default=0.3, metadata={"help": "Dropout before the classifier."})
     word_dropout: float = field(default=0.0, metadata={"help": "Share of words replaced by [UNK] in training."})

@@ -59,6 +59,18 @@ def build_vocabulary(counts: Counter, *, min_freq: int, max_size: int, keep: set
     return SPECIAL_TOKENS + words[:max_size]
 
 
+def token_characters(vocab: list[str], max_word_chars: int) -> tuple[list[str], torch.Tensor]:
+    """Character vocabulary (index 0: none) and, per token, the ids of its first characters."""
+    tokens = [token if token not in SPECIAL_TOKENS else "" for token in vocab]
+    chars = [""] + sorted({char for token in tokens for char in token})
+    index = {char: i for i, char in enumerate(chars)}
+    table = torch.zeros(len(vocab), max_word_chars, dtype=torch.long)
+    for row, token in enumerate(tokens):
+        ids = [index[char] for char in token[:max_word_chars]]
+        table[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return chars, table
+
+
 def default_vectors_path(train_words, model_args: ModelArguments, seed: int):
     """word2vec trained on the training split (plus the embedded unlabelled corpus); cached by content."""
     sentences = list(train_words)
@@ -120,15 +132,23 @@ def build_word_vector_model(
         lstm_hidden_size=model_args.lstm_hidden_size,
         lstm_num_layers=model_args.lstm_num_layers,
         attention_dim=model_args.attention_dim,
+        pooling=model_args.pooling,
         classifier_dropout=model_args.classifier_dropout,
         max_length=data_args.max_length,
         pad_token_id=tokenizer.pad_token_id,
         id2label=id2label,
         label2id={label: i for i, label in id2label.items()},
     )
+    if model_args.char_vectors:
+        chars, token_chars = token_characters(vocab, config.max_word_chars)
+        config.char_vocab_size = len(chars)
     model = BiLSTMAttentionForSequenceClassification(config)
     with torch.no_grad():
         model.get_input_embeddings().weight.copy_(torch.from_numpy(matrix))
+        if model_args.char_vectors:
+            model.encoder.token_chars.copy_(token_chars)
+            # Zero at the start: the model begins as the word-vector model and learns what characters add.
+            model.encoder.char_embeddings.weight.zero_()
     return Built(model, tokenizer, encode_splits(segmented, tokenizer, data_args.max_length), {"vectors": coverage})
 
 

@@ -15,10 +15,11 @@ def tokenizer():
     return JiebaTokenizer(vocab=VOCAB, model_max_length=64)
 
 
-@pytest.fixture
-def model(tokenizer):
+@pytest.fixture(params=["attention", "attention+max"])
+def model(tokenizer, request):
     torch.manual_seed(0)
     config = BiLSTMAttentionConfig(
+        pooling=request.param,
         vocab_size=len(VOCAB),
         embedding_dim=8,
         lstm_hidden_size=6,
@@ -126,5 +127,35 @@ def test_save_and_auto_load_same_logits(model, tokenizer, tmp_path):
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     assert isinstance(reloaded, BiLSTMAttentionForSequenceClassification)
     assert reloaded.config.id2label == {0: "negative", 1: "positive"}
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits)
+
+
+def test_character_vectors_are_added_and_saved(tokenizer, tmp_path):
+    from finetune.builders import token_characters
+
+    chars, token_chars = token_characters(VOCAB, max_word_chars=4)
+    assert chars[0] == "" and token_chars[0].tolist() == [0, 0, 0, 0]  # [PAD] has no characters
+    assert [chars[i] for i in token_chars[VOCAB.index("差劲")].tolist() if i] == ["差", "劲"]
+    config = BiLSTMAttentionConfig(
+        vocab_size=len(VOCAB), embedding_dim=8, lstm_hidden_size=6, attention_dim=5, char_vocab_size=len(chars)
+    )
+    model = BiLSTMAttentionForSequenceClassification(config).eval()
+    model.encoder.token_chars.copy_(token_chars)
+    ids = torch.tensor([[VOCAB.index("差劲"), VOCAB.index("很")]])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        expected = model.encoder.embeddings.weight[ids[0, 0]] + model.encoder.char_embeddings.weight[
+            [chars.index("差"), chars.index("劲")]
+        ].mean(0)
+        torch.testing.assert_close(model.encoder(ids, mask)[0, 0], expected)
+        # zeroing a character's vector changes only the words that contain it
+        before = model.encoder(ids, mask)
+        model.encoder.char_embeddings.weight[chars.index("劲")] = 0
+        after = model.encoder(ids, mask)
+    assert not torch.allclose(before[0, 0], after[0, 0]) and torch.equal(before[0, 1], after[0, 1])
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert torch.equal(reloaded.encoder.token_chars, token_chars)
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
     torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits)

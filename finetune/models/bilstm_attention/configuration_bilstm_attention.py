@@ -6,6 +6,7 @@ This file travels to the Hub as custom code: it imports only transformers.
 from transformers import PreTrainedConfig
 
 ENCODER_TYPES = ("word_vectors",)
+POOLINGS = ("attention", "attention+max")
 
 
 class BiLSTMAttentionConfig(PreTrainedConfig):
@@ -27,6 +28,11 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
             Dropout on token vectors; on small data sets it is the cheapest regulariser there is.
         word_dropout (`float`, defaults to 0.0):
             Share of words replaced by `[UNK]` while training, so that no single rare word decides.
+        char_vocab_size (`int`, defaults to 0):
+            Characters with a learned vector added (as a mean) to the vectors of the words they
+            are part of; 0 turns this off.
+        max_word_chars (`int`, defaults to 4):
+            Characters of a word that count (Chinese words rarely have more than four).
         lstm_hidden_size (`int`, defaults to 128):
             Hidden size of each direction of the BiLSTM.
         lstm_num_layers (`int`, defaults to 1):
@@ -35,6 +41,9 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
             Dropout between stacked LSTM layers (unused with one layer).
         attention_dim (`int`, defaults to 128):
             Width of the additive (Bahdanau-style) attention scorer.
+        pooling (`str`, defaults to `"attention"`):
+            `"attention"`: the attention-weighted sum of BiLSTM states; `"attention+max"`: that,
+            concatenated with the element-wise max over the states (a strong cue detector).
         classifier_dropout (`float`, defaults to 0.3):
             Dropout on the pooled sentence vector before `classifier`.
         max_length (`int`, defaults to 256):
@@ -50,10 +59,13 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
     embedding_dropout: float = 0.2
     word_dropout: float = 0.0
     unk_token_id: int = 1
+    char_vocab_size: int = 0
+    max_word_chars: int = 4
     lstm_hidden_size: int = 128
     lstm_num_layers: int = 1
     lstm_dropout: float = 0.0
     attention_dim: int = 128
+    pooling: str = "attention"
     classifier_dropout: float = 0.3
     max_length: int = 256
     pad_token_id: int | None = 0
@@ -62,4 +74,6 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.encoder_type not in ENCODER_TYPES:
             raise ValueError(f"encoder_type must be one of {ENCODER_TYPES}, got {self.encoder_type!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         super().__post_init__(**kwargs)

@@ -14,11 +14,21 @@ from .configuration_bilstm_attention import BiLSTMAttentionConfig
 
 
 class WordVectorEncoder(nn.Module):
-    """An embedding table: token ids -> token vectors, usually initialised from word vectors."""
+    """Token ids -> token vectors: a table usually initialised from pretrained word vectors.
+
+    With `config.char_vocab_size > 0`, each token's vector also gets the mean of learned vectors
+    of its characters (the `token_chars` buffer lists them): rare and unseen words share what
+    their characters say (差 in 差劲, 太差, 很差), which a word table alone cannot.
+    """
 
     def __init__(self, config: BiLSTMAttentionConfig):
         super().__init__()
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
+        self.char_embeddings = None
+        if config.char_vocab_size:
+            self.char_embeddings = nn.Embedding(config.char_vocab_size, config.embedding_dim, padding_idx=0)
+            token_chars = torch.zeros(config.vocab_size, config.max_word_chars, dtype=torch.long)
+            self.register_buffer("token_chars", token_chars)
         self.dropout = nn.Dropout(config.embedding_dropout)
         self.word_dropout = config.word_dropout
         self.unk_token_id = config.unk_token_id
@@ -30,7 +40,12 @@ class WordVectorEncoder(nn.Module):
         if self.training and self.word_dropout > 0:
             dropped = torch.rand(input_ids.shape, device=input_ids.device) < self.word_dropout
             input_ids = input_ids.masked_fill(dropped & attention_mask, self.unk_token_id)
-        return self.dropout(self.embeddings(input_ids))
+        vectors = self.embeddings(input_ids)
+        if self.char_embeddings is not None:
+            chars = self.token_chars[input_ids]
+            counts = chars.ne(0).sum(-1, keepdim=True).clamp(min=1)
+            vectors = vectors + self.char_embeddings(chars).sum(-2) / counts
+        return self.dropout(vectors)
 
 
 ENCODERS = {"word_vectors": WordVectorEncoder}
@@ -67,6 +82,8 @@ class BiLSTMAttentionHead(nn.Module):
             batch_first=True,
         )
         self.attention = AdditiveAttentionPooling(2 * config.lstm_hidden_size, config.attention_dim)
+        self.max_pooling = config.pooling == "attention+max"
+        self.output_dim = 2 * config.lstm_hidden_size * (2 if self.max_pooling else 1)
 
     def forward(self, token_states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = mask.sum(dim=1)
@@ -74,7 +91,12 @@ class BiLSTMAttentionHead(nn.Module):
         packed = pack_padded_sequence(token_states, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         states, _ = self.lstm(packed)
         states, _ = pad_packed_sequence(states, batch_first=True, total_length=token_states.size(1))
-        return self.attention(states, mask)
+        pooled, weights = self.attention(states, mask)
+        if self.max_pooling:
+            # Max over real tokens only; an empty text pools to zeros.
+            peaks = states.masked_fill(~mask.unsqueeze(-1), torch.finfo(states.dtype).min).amax(dim=1)
+            pooled = torch.cat([pooled, peaks.masked_fill(~mask.any(1, keepdim=True), 0.0)], dim=-1)
+        return pooled, weights
 
 
 class BiLSTMAttentionPreTrainedModel(PreTrainedModel):
@@ -116,7 +138,7 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         self.encoder = ENCODERS[config.encoder_type](config)
         self.head = BiLSTMAttentionHead(config, self.encoder.output_dim)
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(2 * config.lstm_hidden_size, config.num_labels)
+        self.classifier = nn.Linear(self.head.output_dim, config.num_labels)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
