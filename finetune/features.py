@@ -11,20 +11,31 @@ from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
-def segment_splits(splits: DatasetDict, tokenizer) -> DatasetDict:
-    """Adds a `words` column: each text segmented once per run, by the tokenizer's own segmenter."""
-    # The segmenter (a Rust object) can't be pickled for datasets' fingerprint: name the result.
-    settings = f"{tokenizer.segmenter}-{tokenizer.do_lower_case}-{tokenizer.user_dict_file}"
+def _map_with_tokenizer(splits: DatasetDict, function, tokenizer, step: str, **kwargs) -> DatasetDict:
+    """`splits.map(function)`, fingerprinted by the tokenizer's settings and vocabulary.
+
+    The segmenter (a Rust object) can't be pickled for datasets' fingerprint, so name the result.
+    """
+    settings = f"{step}-{tokenizer.segmenter}-{tokenizer.do_lower_case}-{tokenizer.user_dict_file}"
+    settings += f"-{tokenizer.split_unknown_words}-{tokenizer.model_max_length}-{hash(tuple(tokenizer.vocab))}"
     return DatasetDict(
         {
             name: split.map(
-                lambda batch: {"words": [tokenizer.segment(text) for text in batch["text"]]},
+                function,
                 batched=True,
                 new_fingerprint=hashlib.sha256(f"{split._fingerprint}-{settings}".encode()).hexdigest()[:16],
-                desc=f"Segmenting {name}",
+                desc=f"{step} {name}",
+                **kwargs,
             )
             for name, split in splits.items()
         }
+    )
+
+
+def segment_splits(splits: DatasetDict, tokenizer) -> DatasetDict:
+    """Adds a `words` column: each text segmented once per run, by the tokenizer's own segmenter."""
+    return _map_with_tokenizer(
+        splits, lambda batch: {"words": [tokenizer.segment(text) for text in batch["text"]]}, tokenizer, "Segmenting"
     )
 
 
@@ -48,7 +59,7 @@ def encode_splits(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDic
         ]
         return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "length": [len(x) for x in ids]}
 
-    return splits.map(encode, batched=True, remove_columns=["words"], desc="Encoding")
+    return _map_with_tokenizer(splits, encode, tokenizer, f"Encoding-{max_length}", remove_columns=["words"])
 
 
 class EpochLengthGroupedSampler(LengthGroupedSampler):

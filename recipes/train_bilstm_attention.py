@@ -31,6 +31,7 @@ from finetune.training import (
     EarlyStopping,
     count_parameters,
     create_accelerator,
+    create_weight_average,
     create_optimizer,
     predict,
     save_pretrained_atomic,
@@ -50,6 +51,7 @@ def evaluate_split(model, loader, accelerator, id2label, prefix):
 def train(model, loaders, optimizer, scheduler, accelerator, args, save_best):
     """The loop: train, evaluate every `eval_steps` (or epoch), keep the best validation macro-F1."""
     train_loader, validation_loader = loaders
+    average = create_weight_average(accelerator.unwrap_model(model), args.ema_decay)
     id2label = accelerator.unwrap_model(model).config.id2label
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     total_steps = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
@@ -67,6 +69,8 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best):
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
+                if average is not None and accelerator.sync_gradients:
+                    average.update_parameters(accelerator.unwrap_model(model))
             running.append(loss.detach())
             seen += len(batch["labels"]) * accelerator.num_processes
             if not accelerator.sync_gradients:
@@ -84,12 +88,13 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best):
                 or (not args.eval_steps and end_of_epoch)
                 or (step == total_steps)
             ):
-                metrics = evaluate_split(model, validation_loader, accelerator, id2label, "validation_")
+                evaluated = model if average is None else average.module
+                metrics = evaluate_split(evaluated, validation_loader, accelerator, id2label, "validation_")
                 history["eval"].append({"step": step, "epoch": epoch, **_short(metrics, "validation_")})
                 logger.info("step %d: %s", step, _format(metrics, "validation_"))
                 if stopper.update(metrics["validation_macro_f1"]):
                     best = {**metrics, "best_step": step, "best_epoch": epoch}
-                    save_best()
+                    save_best(accelerator.unwrap_model(evaluated))
             if step >= total_steps or stopper.should_stop:
                 break
         if step >= total_steps or stopper.should_stop:
@@ -177,8 +182,7 @@ def main(argv=None):
     #####################
     best_state = {}
 
-    def save_best():
-        unwrapped = accelerator.unwrap_model(model)
+    def save_best(unwrapped):
         best_state.update({k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()})
         if accelerator.is_main_process:
             save_pretrained_atomic(unwrapped, tokenizer, output_dir / "best")

@@ -87,6 +87,8 @@ def main() -> None:
         config.get("train_file"),
         config.get("validation_file"),
         config.get("test_file"),
+        text_column=config.get("text_column", "text"),
+        label_column=config.get("label_column", "label"),
         validation_size=config.get("validation_size", 0.1),
         test_size=config.get("test_size", 0.1),
         seed=config.get("seed", 42),

@@ -15,6 +15,16 @@ def test_finetune_train_runs_the_recipe(reviews_csv, tiny_vectors, tmp_path):
     assert (tmp_path / "best" / "model.safetensors").exists()
 
 
+def test_weight_average_is_what_gets_saved(reviews_csv, tiny_vectors, tmp_path):
+    from safetensors.torch import load_file
+
+    cli(["train", *tiny_recipe_args(reviews_csv, tiny_vectors, tmp_path, "--ema_decay", "0.9")])
+    metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["test_accuracy"] >= 0.9
+    weights = load_file(tmp_path / "best" / "model.safetensors")
+    assert not any(key.startswith("module.") or key == "n_averaged" for key in weights)
+
+
 def test_predict_needs_something_to_label(trained_run):
     with pytest.raises(SystemExit, match="give an input file or --text"):
         cli(["predict", str(trained_run / "best")])
