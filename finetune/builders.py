@@ -88,6 +88,21 @@ def default_vectors_path(train_words, model_args: ModelArguments, seed: int):
     )
 
 
+def head_config(model_args: ModelArguments, data_args: DataArguments, id2label: dict[int, str]) -> dict:
+    """Config settings of the head (BiLSTM, pooling, classifier) and labels, whatever the encoder."""
+    return dict(
+        embedding_dropout=model_args.embedding_dropout,
+        lstm_hidden_size=model_args.lstm_hidden_size,
+        lstm_num_layers=model_args.lstm_num_layers,
+        attention_dim=model_args.attention_dim,
+        pooling=model_args.pooling,
+        classifier_dropout=model_args.classifier_dropout,
+        max_length=data_args.max_length,
+        id2label=id2label,
+        label2id={label: i for i, label in id2label.items()},
+    )
+
+
 def build_word_vector_model(
     splits: DatasetDict, id2label: dict[int, str], model_args: ModelArguments, data_args: DataArguments, seed: int
 ) -> Built:
@@ -126,18 +141,10 @@ def build_word_vector_model(
         vocab_size=len(vocab),
         embedding_dim=vectors.dim,
         freeze_embeddings=model_args.freeze_embeddings,
-        embedding_dropout=model_args.embedding_dropout,
         word_dropout=model_args.word_dropout,
         unk_token_id=tokenizer.unk_token_id,
-        lstm_hidden_size=model_args.lstm_hidden_size,
-        lstm_num_layers=model_args.lstm_num_layers,
-        attention_dim=model_args.attention_dim,
-        pooling=model_args.pooling,
-        classifier_dropout=model_args.classifier_dropout,
-        max_length=data_args.max_length,
         pad_token_id=tokenizer.pad_token_id,
-        id2label=id2label,
-        label2id={label: i for i, label in id2label.items()},
+        **head_config(model_args, data_args, id2label),
     )
     if model_args.char_vectors:
         chars, token_chars = token_characters(vocab, config.max_word_chars)

@@ -15,7 +15,7 @@ def tokenizer():
     return JiebaTokenizer(vocab=VOCAB, model_max_length=64)
 
 
-@pytest.fixture(params=["attention", "attention+max"])
+@pytest.fixture(params=["attention", "attention+max", "attention+mean"])
 def model(tokenizer, request):
     torch.manual_seed(0)
     config = BiLSTMAttentionConfig(

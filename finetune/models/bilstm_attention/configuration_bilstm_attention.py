@@ -6,7 +6,7 @@ This file travels to the Hub as custom code: it imports only transformers.
 from transformers import PreTrainedConfig
 
 ENCODER_TYPES = ("word_vectors",)
-POOLINGS = ("attention", "attention+max")
+POOLINGS = ("attention", "attention+max", "attention+mean")
 
 
 class BiLSTMAttentionConfig(PreTrainedConfig):
@@ -43,7 +43,8 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
             Width of the additive (Bahdanau-style) attention scorer.
         pooling (`str`, defaults to `"attention"`):
             `"attention"`: the attention-weighted sum of BiLSTM states; `"attention+max"`: that,
-            concatenated with the element-wise max over the states (a strong cue detector).
+            concatenated with the element-wise max over the states (a strong cue detector);
+            `"attention+mean"`: concatenated with the mean of the encoder's token vectors.
         classifier_dropout (`float`, defaults to 0.3):
             Dropout on the pooled sentence vector before `classifier`.
         max_length (`int`, defaults to 256):

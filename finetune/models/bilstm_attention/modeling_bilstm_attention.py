@@ -82,8 +82,9 @@ class BiLSTMAttentionHead(nn.Module):
             batch_first=True,
         )
         self.attention = AdditiveAttentionPooling(2 * config.lstm_hidden_size, config.attention_dim)
-        self.max_pooling = config.pooling == "attention+max"
-        self.output_dim = 2 * config.lstm_hidden_size * (2 if self.max_pooling else 1)
+        self.pooling = config.pooling
+        extra = {"attention": 0, "attention+max": 2 * config.lstm_hidden_size, "attention+mean": input_dim}
+        self.output_dim = 2 * config.lstm_hidden_size + extra[config.pooling]
 
     def forward(self, token_states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = mask.sum(dim=1)
@@ -92,10 +93,15 @@ class BiLSTMAttentionHead(nn.Module):
         states, _ = self.lstm(packed)
         states, _ = pad_packed_sequence(states, batch_first=True, total_length=token_states.size(1))
         pooled, weights = self.attention(states, mask)
-        if self.max_pooling:
+        if self.pooling == "attention+max":
             # Max over real tokens only; an empty text pools to zeros.
             peaks = states.masked_fill(~mask.unsqueeze(-1), torch.finfo(states.dtype).min).amax(dim=1)
             pooled = torch.cat([pooled, peaks.masked_fill(~mask.any(1, keepdim=True), 0.0)], dim=-1)
+        elif self.pooling == "attention+mean":
+            # The mean of the token vectors themselves: a direct bag-of-words path (as fastText)
+            # beside the recurrent one, which short texts with one telling word need most.
+            counts = mask.sum(1, keepdim=True).clamp(min=1)
+            pooled = torch.cat([pooled, (token_states * mask.unsqueeze(-1)).sum(1) / counts], dim=-1)
         return pooled, weights
 
 
