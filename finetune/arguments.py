@@ -37,7 +37,7 @@ class ModelArguments:
         default=True, metadata={"help": "Read words missing from the vocabulary as their characters."}
     )
     char_vectors: bool = field(
-        default=True, metadata={"help": "Add learned character vectors to word vectors (helps rare words)."}
+        default=False, metadata={"help": "Add learned character vectors to word vectors."}
     )
     min_freq: int = field(default=2, metadata={"help": "Words seen fewer times in training become [UNK]..."})
     max_vocab_size: int = field(default=100_000, metadata={"help": "...unless they have a pretrained vector."})
