@@ -20,7 +20,7 @@ from .models.bilstm_attention import (
     JiebaTokenizer,
 )
 from .pretrain.word2vec import train_word_vectors
-from .vectors import build_embedding_matrix, read_word_vectors
+from .vectors import build_embedding_matrix, format_coverage, read_word_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ def build_word_vector_model(
         token_counts.update(tokenizer.words_to_tokens(words))
     matrix, coverage = build_embedding_matrix(tokenizer.vocab, vectors, token_counts=token_counts, seed=seed)
     coverage["vectors"] = str(path)
+    logger.info("%s: %s", path, format_coverage(coverage))
 
     config = BiLSTMAttentionConfig(
         encoder_type="word_vectors",
