@@ -90,6 +90,8 @@ def tiny_recipe_args(train_file: Path, vectors: Path, output_dir: Path, *extra: 
         "--learning_rate", "0.01",
         "--logging_steps", "5",
         "--min_freq", "1",
+        "--word_dropout", "0",
+        "--early_stopping_patience", "0",
         *extra,
     ]  # fmt: skip
 

@@ -46,7 +46,7 @@ def test_recipe_trains_saves_and_reports(trained_run):
     assert set(metrics["test_per_class"]) == {"negative", "positive"}
     assert sum(row["support"] for row in metrics["test_per_class"].values()) == metrics["test_num_examples"]
     losses = [row["loss"] for row in metrics["history"]["train"]]
-    assert losses[-1] < 0.5 * losses[0]
+    assert sum(losses[-3:]) / 3 < 0.5 * losses[0]  # the last few logged losses, not one noisy batch
     assert metrics["vectors"]["dim"] == 8 and 0 < metrics["vectors"]["token_coverage"] < 1
     assert metrics["train_samples_per_second"] > 0
     for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
