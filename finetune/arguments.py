@@ -36,9 +36,7 @@ class ModelArguments:
     split_unknown_words: bool = field(
         default=True, metadata={"help": "Read words missing from the vocabulary as their characters."}
     )
-    char_vectors: bool = field(
-        default=False, metadata={"help": "Add learned character vectors to word vectors."}
-    )
+    char_vectors: bool = field(default=False, metadata={"help": "Add learned character vectors to word vectors."})
     min_freq: int = field(default=2, metadata={"help": "Words seen fewer times in training become [UNK]..."})
     max_vocab_size: int = field(default=100_000, metadata={"help": "...unless they have a pretrained vector."})
     lstm_hidden_size: int = field(default=128, metadata={"help": "BiLSTM hidden size per direction."})

@@ -13,6 +13,7 @@ from datasets import DatasetDict
 
 from .arguments import DataArguments, ModelArguments
 from .corpora import unlabelled_sentences
+from .embeddings import build_embedding_matrix, format_coverage
 from .features import count_words, encode_splits, segment_splits
 from .models.bilstm_attention import (
     BiLSTMAttentionConfig,
@@ -20,7 +21,7 @@ from .models.bilstm_attention import (
     JiebaTokenizer,
 )
 from .pretrain.word2vec import train_word_vectors
-from .vectors import build_embedding_matrix, format_coverage, read_word_vectors
+from .vectors import read_word_vectors
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Tests of finetune.vectors: reading word2vec files, and the embedding matrix."""
+"""Tests of finetune.vectors (reading word2vec files) and finetune.embeddings (the embedding matrix)."""
 
 import gzip
 import json
@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
+from finetune.embeddings import build_embedding_matrix, format_coverage, load_word_vectors
 from finetune.vectors import (
     FASTTEXT_MAGIC,
     VectorFileError,
     WordVectors,
-    build_embedding_matrix,
-    format_coverage,
-    load_word_vectors,
     read_word_vectors,
 )
 
@@ -324,7 +322,7 @@ def test_load_word_vectors_reads_characters_for_unknown_words(tmp_path, keyed_ve
     keyed_vectors.save_word2vec_format(str(path), binary=True)
     vocab = {"[PAD]": 0, "电影": 1, "好看极了": 2, "烂片": 3}
 
-    with caplog.at_level(logging.INFO, logger="finetune.vectors"):
+    with caplog.at_level(logging.INFO, logger="finetune"):
         matrix, report = load_word_vectors(path, vocab, token_counts={"电影": 3, "好看极了": 1})
 
     chars = keyed_vectors[["好", "看", "极", "了"]]
