@@ -50,6 +50,9 @@ class ModelArguments:
     vector_algorithm: str = field(default="cbow", metadata={"help": "word2vec trained here: cbow or skipgram."})
     vector_epochs: int = field(default=5, metadata={"help": "Epochs of word2vec trained here."})
     vector_min_count: int = field(default=2, metadata={"help": "min_count of word2vec trained here."})
+    vector_characters: bool = field(
+        default=False, metadata={"help": "Train word2vec here on the text as characters too."}
+    )
     pretrain_corpus: bool = field(
         default=True, metadata={"help": "Add the embedded unlabelled corpus to word2vec's training text."}
     )

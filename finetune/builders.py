@@ -78,6 +78,10 @@ def default_vectors_path(train_words, model_args: ModelArguments, seed: int):
     if model_args.pretrain_corpus:
         segmenter = JiebaTokenizer(vocab=SPECIAL_TOKENS, segmenter=model_args.segmenter)
         sentences += [segmenter.segment(text) for text in unlabelled_sentences()]
+    if model_args.vector_characters:
+        # The same text once more as characters: characters get vectors in the words' space, for
+        # the unknown words that the tokenizer reads as characters.
+        sentences += [list("".join(words)) for words in sentences]
     logger.info("No --word_vectors given: training word2vec on %d sentences", len(sentences))
     return train_word_vectors(
         sentences,

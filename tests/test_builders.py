@@ -144,3 +144,18 @@ def test_coverage_counts_every_training_token(built, review_splits):
     assert report["tokens_total"] == sum(len(built.tokenizer.tokenize(text)) for text in texts)
     assert report["tokens_total"] == sum(built.splits["train"]["length"])  # no text longer than max_length
     assert 0 < report["token_coverage"] < 1
+
+
+@pytest.mark.parametrize("characters", [False, True])
+def test_word2vec_trained_here_can_learn_character_vectors(characters):
+    from finetune.builders import default_vectors_path
+    from finetune.vectors import read_word_vectors
+
+    words = [["这部", "电影", "很", "精彩"], ["酒店", "服务", "很", "糟糕"]] * 20
+    args = ModelArguments(
+        pretrain_corpus=False, vector_characters=characters, vector_size=8, vector_epochs=1, vector_min_count=1
+    )
+    vectors = read_word_vectors(default_vectors_path(words, args, seed=0))
+    assert {"电影", "糟糕", "很"} <= set(vectors.words)
+    # 糟 only occurs inside 糟糕: it has a vector only when word2vec also read the text as characters
+    assert ("糟" in vectors.words) is characters
