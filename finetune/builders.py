@@ -72,11 +72,14 @@ def token_characters(vocab: list[str], max_word_chars: int) -> tuple[list[str], 
     return chars, table
 
 
-def default_vectors_path(train_words, model_args: ModelArguments, seed: int):
-    """word2vec trained on the training split (plus the embedded unlabelled corpus); cached by content."""
+def default_vectors_path(train_words, segmenter: JiebaTokenizer, model_args: ModelArguments, seed: int):
+    """word2vec trained on the training split (plus the embedded unlabelled corpus); cached by content.
+
+    The corpus is segmented by `segmenter`, the one that segmented the training texts (same
+    segmenter, user dictionary and lowercasing), so both give the same words.
+    """
     sentences = list(train_words)
     if model_args.pretrain_corpus:
-        segmenter = JiebaTokenizer(vocab=SPECIAL_TOKENS, segmenter=model_args.segmenter)
         sentences += [segmenter.segment(text) for text in unlabelled_sentences()]
     if model_args.vector_characters:
         # The same text once more as characters: characters get vectors in the words' space, for
@@ -126,9 +129,10 @@ def build_word_vector_model(
         split_unknown_words=model_args.split_unknown_words,
         model_max_length=data_args.max_length,
     )
-    segmented = segment_splits(splits, JiebaTokenizer(vocab=SPECIAL_TOKENS, **tokenizer_kwargs))
+    segmenter = JiebaTokenizer(vocab=SPECIAL_TOKENS, **tokenizer_kwargs)
+    segmented = segment_splits(splits, segmenter)
     counts = count_words(segmented["train"])
-    path = model_args.word_vectors or default_vectors_path(segmented["train"]["words"], model_args, seed)
+    path = model_args.word_vectors or default_vectors_path(segmented["train"]["words"], segmenter, model_args, seed)
     wanted = set(counts) | {char for word in counts for char in word}
     vectors = read_word_vectors(path, wanted=wanted)
     vocab = build_vocabulary(

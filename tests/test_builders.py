@@ -155,7 +155,7 @@ def test_word2vec_trained_here_can_learn_character_vectors(characters):
     args = ModelArguments(
         pretrain_corpus=False, vector_characters=characters, vector_size=8, vector_epochs=1, vector_min_count=1
     )
-    vectors = read_word_vectors(default_vectors_path(words, args, seed=0))
+    vectors = read_word_vectors(default_vectors_path(words, JiebaTokenizer(vocab=SPECIAL_TOKENS), args, seed=0))
     assert {"电影", "糟糕", "很"} <= set(vectors.words)
     # 糟 only occurs inside 糟糕: it has a vector only when word2vec also read the text as characters
     assert ("糟" in vectors.words) is characters
