@@ -25,7 +25,23 @@ class DataArguments:
 
 @dataclass
 class ModelArguments:
-    encoder_type: str = field(default="word_vectors", metadata={"help": "Encoder under the head: word_vectors."})
+    encoder_type: str = field(
+        default="word_vectors", metadata={"help": "Encoder under the head: word_vectors, transformer or bilm."}
+    )
+    encoder_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "transformer: AutoModel checkpoint (Hub id or directory); bilm: a pretrain_bilm.py output."},
+    )
+    encoder_layers: int = field(
+        default=1, metadata={"help": "transformer: 1 = last layer; K > 1 = learned scalar mix of the last K layers."}
+    )
+    freeze_encoder: bool = field(default=False, metadata={"help": "Freeze every encoder layer (the head trains)."})
+    freeze_bottom_layers: int = field(
+        default=0, metadata={"help": "Freeze encoder layers 0..N-1 (the embedding layer is layer 0)."}
+    )
+    gradual_unfreezing_epochs: int = field(
+        default=0, metadata={"help": "k > 0: head only at first; unfreeze one more layer, top down, every k epochs."}
+    )
     word_vectors: str | None = field(
         default=None,
         metadata={"help": "word2vec/fastText/Tencent vectors (.txt/.vec/.bin[.gz]); none: train word2vec here."},
@@ -68,7 +84,13 @@ class TrainArguments:
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
     learning_rate: float = field(default=2e-3, metadata={"help": "AdamW peak learning rate."})
     embedding_learning_rate: float | None = field(
-        default=None, metadata={"help": "Learning rate of the word vectors (none: learning_rate)."}
+        default=None, metadata={"help": "Learning rate of the embedding layer (none: as layer_decay gives)."}
+    )
+    head_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the BiLSTM, attention and classifier (none: learning_rate)."}
+    )
+    layer_decay: float = field(
+        default=1.0, metadata={"help": "Layer-wise LR decay: each encoder layer learns this times the one above."}
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/embeddings)."})
     warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps spent warming up."})

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import DatasetDict
+from transformers import AutoModel, AutoTokenizer
 
 from .arguments import DataArguments, ModelArguments
 from .corpora import unlabelled_sentences
 from .embeddings import build_embedding_matrix, format_coverage
-from .features import count_words, encode_splits, segment_splits
+from .features import count_words, encode_splits, encode_texts, segment_splits
 from .models.bilstm_attention import (
+    BiLMForLanguageModeling,
     BiLSTMAttentionConfig,
     BiLSTMAttentionForSequenceClassification,
     JiebaTokenizer,
@@ -169,4 +171,94 @@ def build_word_vector_model(
     return Built(model, tokenizer, encode_splits(segmented, tokenizer, data_args.max_length), {"vectors": coverage})
 
 
-BUILDERS = {"word_vectors": build_word_vector_model}
+def copy_encoder_weights(target: torch.nn.Module, pretrained: torch.nn.Module, ignore: tuple[str, ...] = ()) -> None:
+    """Loads `pretrained`'s weights into the classifier's encoder; every encoder weight must be found.
+
+    Args:
+        target: The encoder module inside the classifier.
+        pretrained: The loaded pretrained model.
+        ignore: Prefixes of pretrained weights the classifier does not use (BERT's pooler).
+    """
+    state = {k: v for k, v in pretrained.state_dict().items() if not k.startswith(ignore)}
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"pretrained encoder does not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _pretrained_encoder_model(
+    encoder_type: str, pretrained, tokenizer, model_args: ModelArguments, data_args: DataArguments, id2label
+) -> BiLSTMAttentionForSequenceClassification:
+    config = BiLSTMAttentionConfig(
+        encoder_type=encoder_type,
+        encoder_config=pretrained.config.to_dict(),
+        encoder_name_or_path=model_args.encoder_name_or_path,
+        encoder_layers=model_args.encoder_layers,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        **head_config(model_args, data_args, id2label),
+    )
+    return BiLSTMAttentionForSequenceClassification(config)
+
+
+def _encoder_max_length(tokenizer, pretrained, max_length: int) -> int:
+    """`max_length`, capped by the positions the encoder was pretrained with."""
+    positions = getattr(pretrained.config, "max_position_embeddings", None) or max_length
+    return min(max_length, positions, tokenizer.model_max_length)
+
+
+def build_transformer_model(
+    splits: DatasetDict, id2label: dict[int, str], model_args: ModelArguments, data_args: DataArguments, seed: int
+) -> Built:
+    """The checkpoint's own tokenizer + the classifier over its `AutoModel` (BERT, RoBERTa, ELECTRA...).
+
+    Args:
+        splits: Clean splits with `text` and integer `label` columns.
+        id2label: Label id -> name, as in the model config.
+        model_args: `encoder_name_or_path` (Hub id or directory), `encoder_layers`, head settings.
+        data_args: For `max_length` (capped by the encoder's positions).
+        seed: Unused: nothing here is random.
+    """
+    path = _require_encoder_path(model_args)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    pretrained = AutoModel.from_pretrained(path)
+    model = _pretrained_encoder_model("transformer", pretrained, tokenizer, model_args, data_args, id2label)
+    copy_encoder_weights(model.encoder.model, pretrained, ignore=("pooler.",))
+    max_length = _encoder_max_length(tokenizer, pretrained, data_args.max_length)
+    model.config.max_length = tokenizer.model_max_length = max_length
+    report = {"encoder": {"type": "transformer", "name_or_path": path, "architecture": type(pretrained).__name__}}
+    return Built(model, tokenizer, encode_texts(splits, tokenizer, max_length), report)
+
+
+def build_bilm_model(
+    splits: DatasetDict, id2label: dict[int, str], model_args: ModelArguments, data_args: DataArguments, seed: int
+) -> Built:
+    """The biLM's character tokenizer + the classifier over the pretrained biLM (ELMo's scalar mix).
+
+    Args:
+        splits: Clean splits with `text` and integer `label` columns.
+        id2label: Label id -> name, as in the model config.
+        model_args: `encoder_name_or_path`: a `recipes/pretrain_bilm.py` output directory.
+        data_args: For `max_length` (characters).
+        seed: Unused: nothing here is random.
+    """
+    path = _require_encoder_path(model_args)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    pretrained = BiLMForLanguageModeling.from_pretrained(path).bilm  # the LM head is not needed
+    model = _pretrained_encoder_model("bilm", pretrained, tokenizer, model_args, data_args, id2label)
+    copy_encoder_weights(model.encoder.bilm, pretrained)
+    tokenizer.model_max_length = data_args.max_length
+    report = {"encoder": {"type": "bilm", "name_or_path": path, "layers": pretrained.config.num_layers}}
+    return Built(model, tokenizer, encode_texts(splits, tokenizer, data_args.max_length), report)
+
+
+def _require_encoder_path(model_args: ModelArguments) -> str:
+    if not model_args.encoder_name_or_path:
+        raise ValueError(f"encoder_type {model_args.encoder_type!r} needs --encoder_name_or_path (Hub id or directory)")
+    return model_args.encoder_name_or_path
+
+
+BUILDERS = {
+    "word_vectors": build_word_vector_model,
+    "transformer": build_transformer_model,
+    "bilm": build_bilm_model,
+}

@@ -62,6 +62,20 @@ def encode_splits(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDic
     return _map_with_tokenizer(splits, encode, tokenizer, f"Encoding-{max_length}", remove_columns=["words"])
 
 
+def encode_texts(splits: DatasetDict, tokenizer, max_length: int, remove_columns=None) -> DatasetDict:
+    """`text` -> `input_ids`, `attention_mask`, `length` with a pretrained encoder's own tokenizer.
+
+    For Hugging Face tokenizers (BERT's WordPiece, the biLM's characters), which `datasets` can
+    fingerprint, so the result is cached like any `map`.
+    """
+
+    def encode(batch):
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length, return_token_type_ids=False)
+        return {**encoded, "length": [len(ids) for ids in encoded["input_ids"]]}
+
+    return splits.map(encode, batched=True, remove_columns=remove_columns, desc="Tokenizing")
+
+
 class EpochLengthGroupedSampler(LengthGroupedSampler):
     """transformers' length-grouped sampler, reshuffled from `seed + epoch` at each epoch.
 

@@ -144,3 +144,20 @@ def read_table(path, *, split_name: str | None = None) -> datasets.Dataset:
             offset of the first bad byte) or unparsable.
     """
     return read_table_located(path, split_name)[0]
+
+
+def read_text_lines(path) -> list[str]:
+    """Non-blank lines of a plain text file (UTF-8, UTF-8 with BOM or GB18030), stripped.
+
+    Raises:
+        DataError: The file is missing, undecodable (naming the line) or has no text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    encoding, _ = _detect_encoding(path)
+    lines = [line.strip() for line in path.read_text(encoding=encoding).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise DataError(f"{path}: the file has no text")
+    return lines

@@ -24,16 +24,19 @@ from finetune.arguments import parse_recipe_args, to_yaml
 from finetune.builders import BUILDERS
 from finetune.data import load_splits
 from finetune.features import eval_dataloader, train_dataloader
+from finetune.freezing import FreezingPolicy, apply_freezing
 from finetune.inference import explain
 from finetune.metrics import classification_metrics
 from finetune.reports import attention_html, plot_confusion_matrix, plot_training_curves
 from finetune.training import (
     EarlyStopping,
+    check_parameters_in_sync,
     count_parameters,
     create_accelerator,
     create_optimizer,
     create_weight_average,
     predict,
+    rewrap_model,
     save_pretrained_atomic,
     write_json_atomic,
     write_text_atomic,
@@ -48,8 +51,11 @@ def evaluate_split(model, loader, accelerator, id2label, prefix):
     return {**metrics, f"{prefix}loss": loss}
 
 
-def train(model, loaders, optimizer, scheduler, accelerator, args, save_best):
-    """The loop: train, evaluate every `eval_steps` (or epoch), keep the best validation macro-F1."""
+def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, start_epoch):
+    """The loop: train, evaluate every `eval_steps` (or epoch), keep the best validation macro-F1.
+
+    `start_epoch(epoch, model)` runs before each epoch (gradual unfreezing) and returns the model.
+    """
     train_loader, validation_loader = loaders
     average = create_weight_average(accelerator.unwrap_model(model), args.ema_decay)
     id2label = accelerator.unwrap_model(model).config.id2label
@@ -59,6 +65,7 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best):
     step, seen, running, start = 0, 0, [], time.perf_counter()
     progress = tqdm(total=total_steps, desc="Training", disable=not accelerator.is_local_main_process)
     for epoch in range(args.num_train_epochs):
+        model = start_epoch(epoch, model)
         train_loader.set_epoch(epoch)
         for batch in train_loader:
             with accelerator.accumulate(model):
@@ -104,7 +111,7 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best):
     progress.close()
     runtime = time.perf_counter() - start
     speed = {"train_runtime_s": runtime, "train_samples_per_second": seen / runtime, "train_steps": step}
-    return best, history, speed
+    return model, best, history, speed
 
 
 def _short(metrics, prefix):
@@ -151,6 +158,13 @@ def main(argv=None):
         )
         built = BUILDERS[model_args.encoder_type](splits, data_info["id2label"], model_args, data_args, train_args.seed)
     model, tokenizer, encoded = built.model, built.tokenizer, built.splits
+    freezing = FreezingPolicy(
+        model_args.freeze_embeddings,
+        model_args.freeze_encoder,
+        model_args.freeze_bottom_layers,
+        model_args.gradual_unfreezing_epochs,
+    )
+    apply_freezing(model.encoder, freezing, epoch=0)
     trainable, total = count_parameters(model)
     logger.info("Parameters: %s trainable of %s", f"{trainable:,}", f"{total:,}")
 
@@ -162,7 +176,13 @@ def main(argv=None):
     )
     validation_loader, _ = eval_dataloader(encoded["validation"], tokenizer, train_args.per_device_eval_batch_size)
     optimizer = create_optimizer(
-        model, train_args.learning_rate, train_args.weight_decay, train_args.embedding_learning_rate
+        model,
+        train_args.learning_rate,
+        train_args.weight_decay,
+        train_args.embedding_learning_rate,
+        head_learning_rate=train_args.head_learning_rate,
+        layer_decay=train_args.layer_decay,
+        include_frozen=freezing.gradual_unfreezing_epochs > 0,
     )
     steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / train_args.gradient_accumulation_steps)
     total_steps = train_args.max_steps if train_args.max_steps > 0 else steps_per_epoch * train_args.num_train_epochs
@@ -187,9 +207,16 @@ def main(argv=None):
         if accelerator.is_main_process:
             save_pretrained_atomic(unwrapped, tokenizer, output_dir / "best")
 
-    best, history, speed = train(
-        model, (train_loader, validation_loader), optimizer, scheduler, accelerator, train_args, save_best
+    def start_epoch(epoch, model):
+        if epoch == 0 or not apply_freezing(accelerator.unwrap_model(model).encoder, freezing, epoch):
+            return model
+        logger.info("Parameters: %s trainable", f"{count_parameters(model)[0]:,}")
+        return rewrap_model(accelerator, model)
+
+    model, best, history, speed = train(
+        model, (train_loader, validation_loader), optimizer, scheduler, accelerator, train_args, save_best, start_epoch
     )
+    check_parameters_in_sync(accelerator, model)
     accelerator.unwrap_model(model).load_state_dict(best_state)
 
     #####################

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small review data set, a dozen 8-dimensional word vectors, one trained run.
+"""Shared fixtures: a small review data set, a dozen 8-dimensional word vectors, a BERT of 2
+layers and hidden size 32 and a biLM of hidden size 16 (built from configs, saved to tmp), one trained run.
 
 Nothing is downloaded: the Hub is switched off and every cache points into pytest's tmp dirs.
 """
@@ -15,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "train_bilstm_attention.py"
 CONFIG = ROOT / "recipes" / "configs" / "word2vec_bilstm_attn.yaml"
+BERT_CONFIG = ROOT / "recipes" / "configs" / "bert_bilstm_attn.yaml"
+BILM_CONFIG = ROOT / "recipes" / "configs" / "bilm_bilstm_attn.yaml"
 
 SUBJECTS = ["这部电影", "这本书", "酒店", "这款手机", "快递", "衣服", "服务", "房间", "屏幕", "耳机"]
 POSITIVE = ["很好", "非常棒", "不错", "很满意", "很喜欢", "值得推荐", "很精彩", "很舒服", "很划算", "很好用"]
@@ -105,3 +108,68 @@ def trained_run(reviews_csv, tiny_vectors, tmp_path_factory, offline) -> Path:
     output_dir = tmp_path_factory.mktemp("run")
     main(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir))
     return output_dir
+
+
+def review_texts() -> list[str]:
+    return [text for text, _ in make_reviews(150, seed=0)]
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A BertForMaskedLM of 2 layers and hidden size 32 over the reviews' characters, untrained."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    from finetune.pretrain.corpus import build_char_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = build_char_tokenizer(review_texts(), min_freq=1)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bilm(tmp_path_factory) -> Path:
+    """A BiLMForLanguageModeling of hidden size 16 (projection 8, 2 layers) over the reviews' characters."""
+    import torch
+
+    from finetune.models.bilstm_attention import BiLMConfig, BiLMForLanguageModeling
+    from finetune.pretrain.corpus import build_char_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-bilm")
+    tokenizer = build_char_tokenizer(review_texts(), min_freq=1)
+    config = BiLMConfig(
+        vocab_size=len(tokenizer), projection_size=8, hidden_size=16, num_layers=2, pad_token_id=tokenizer.pad_token_id
+    )
+    torch.manual_seed(0)
+    BiLMForLanguageModeling(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def encoder_recipe_args(config: Path, train_file: Path, encoder: Path, output_dir: Path, *extra: str) -> list[str]:
+    """Recipe flags for a few-second run of a pretrained-encoder config on the tiny data."""
+    return [
+        "--config", str(config),
+        "--train_file", str(train_file),
+        "--encoder_name_or_path", str(encoder),
+        "--output_dir", str(output_dir),
+        "--lstm_hidden_size", "16",
+        "--attention_dim", "16",
+        "--num_train_epochs", "2",
+        "--per_device_train_batch_size", "16",
+        "--logging_steps", "5",
+        "--early_stopping_patience", "0",
+        *extra,
+    ]  # fmt: skip

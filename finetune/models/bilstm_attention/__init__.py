@@ -1,12 +1,23 @@
 """The BiLSTM + attention model family, registered with the Auto classes in one place."""
 
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
+from .configuration_bilm import BiLMConfig
 from .configuration_bilstm_attention import BiLSTMAttentionConfig
+from .modeling_bilm import BiLMForLanguageModeling, BiLMModel
 from .modeling_bilstm_attention import BiLSTMAttentionForSequenceClassification
 from .tokenization_jieba import JiebaTokenizer
 
 AutoConfig.register(BiLSTMAttentionConfig.model_type, BiLSTMAttentionConfig, exist_ok=True)
+AutoConfig.register(BiLMConfig.model_type, BiLMConfig, exist_ok=True)
+AutoModel.register(BiLMConfig, BiLMModel, exist_ok=True)
+AutoModelForPreTraining.register(BiLMConfig, BiLMForLanguageModeling, exist_ok=True)
 AutoModelForSequenceClassification.register(
     BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification, exist_ok=True
 )
@@ -17,5 +28,15 @@ AutoTokenizer.register(BiLSTMAttentionConfig, slow_tokenizer_class=JiebaTokenize
 BiLSTMAttentionConfig.register_for_auto_class()
 BiLSTMAttentionForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 JiebaTokenizer.register_for_auto_class("AutoTokenizer")
+BiLMConfig.register_for_auto_class()
+BiLMModel.register_for_auto_class("AutoModel")
+BiLMForLanguageModeling.register_for_auto_class("AutoModelForPreTraining")
 
-__all__ = ["BiLSTMAttentionConfig", "BiLSTMAttentionForSequenceClassification", "JiebaTokenizer"]
+__all__ = [
+    "BiLMConfig",
+    "BiLMForLanguageModeling",
+    "BiLMModel",
+    "BiLSTMAttentionConfig",
+    "BiLSTMAttentionForSequenceClassification",
+    "JiebaTokenizer",
+]

@@ -5,7 +5,7 @@ This file travels to the Hub as custom code: it imports only transformers.
 
 from transformers import PreTrainedConfig
 
-ENCODER_TYPES = ("word_vectors",)
+ENCODER_TYPES = ("word_vectors", "transformer", "bilm")
 POOLINGS = ("attention", "attention+max", "attention+mean")
 
 
@@ -17,7 +17,17 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
 
     Args:
         encoder_type (`str`, defaults to `"word_vectors"`):
-            `"word_vectors"`: an embedding table, usually initialised from pretrained word vectors.
+            `"word_vectors"`: an embedding table, usually initialised from pretrained word vectors;
+            `"transformer"`: any `AutoModel` (BERT, RoBERTa-wwm-ext, MacBERT, ELECTRA...);
+            `"bilm"`: an ELMo-style bidirectional LSTM language model ([`BiLMModel`]).
+        encoder_config (`dict`, *optional*):
+            For `"transformer"` and `"bilm"`: the encoder's own config (`to_dict()`), from which the
+            encoder is rebuilt; its weights are saved with the model, so loading needs no network.
+        encoder_name_or_path (`str`, *optional*):
+            Where the pretrained encoder came from (Hub id or directory), for the record.
+        encoder_layers (`int`, defaults to 1):
+            `"transformer"`: 1 takes the last layer's states; K > 1 a learned scalar mix of the
+            last K layers. (`"bilm"` always mixes all its layers, as ELMo.)
         vocab_size (`int`, defaults to 2):
             Rows of the embedding table (the tokenizer's vocabulary size).
         embedding_dim (`int`, defaults to 200):
@@ -54,6 +64,9 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
     model_type = "bilstm_attention"
 
     encoder_type: str = "word_vectors"
+    encoder_config: dict | None = None
+    encoder_name_or_path: str | None = None
+    encoder_layers: int = 1
     vocab_size: int = 2
     embedding_dim: int = 200
     freeze_embeddings: bool = False
@@ -77,4 +90,8 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
             raise ValueError(f"encoder_type must be one of {ENCODER_TYPES}, got {self.encoder_type!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.encoder_type != "word_vectors" and not self.encoder_config:
+            raise ValueError(f"encoder_type {self.encoder_type!r} needs encoder_config (the encoder's own config)")
+        if self.encoder_layers < 1:
+            raise ValueError(f"encoder_layers must be at least 1, got {self.encoder_layers}")
         super().__post_init__(**kwargs)

