@@ -11,30 +11,16 @@ epoch). Fine-tune on it with `recipes/configs/bilm_bilstm_attn.yaml` (`--encoder
 """
 
 import logging
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from accelerate.utils import set_seed
-from transformers import DataCollatorWithPadding, get_scheduler
+from transformers import DataCollatorWithPadding
 
 from finetune.arguments import parse_recipe_args, to_yaml
 from finetune.models.bilstm_attention import BiLMConfig, BiLMForLanguageModeling
 from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus
-from finetune.pretrain.language_model import (
-    PretrainArguments,
-    corpus_loaders,
-    tokenize_corpus,
-    train_language_model,
-)
-from finetune.training import (
-    count_parameters,
-    create_accelerator,
-    create_optimizer,
-    save_pretrained_atomic,
-    write_json_atomic,
-    write_text_atomic,
-)
+from finetune.pretrain.language_model import PretrainArguments, pretrain, tokenize_corpus
+from finetune.training import count_parameters, create_accelerator
 
 logger = logging.getLogger("finetune.recipe")
 
@@ -64,7 +50,6 @@ def main(argv=None):
         level=logging.INFO if accelerator.is_main_process else logging.WARNING,
     )
     set_seed(args.seed)
-    output_dir = Path(args.output_dir)
 
     #####################
     # Corpus, character vocabulary, model
@@ -79,36 +64,10 @@ def main(argv=None):
     logger.info("Parameters: %s", f"{count_parameters(model)[1]:,}")
 
     #####################
-    # Batches, optimizer, schedule
+    # Batches, optimizer, schedule, accelerator.prepare, pretraining loop; the best checkpoint saved
     #####################
-    loaders = corpus_loaders(encoded, DataCollatorWithPadding(tokenizer), args)
-    optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
-    steps_per_epoch = math.ceil(len(loaders[0]) / accelerator.num_processes)
-    total_steps = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
-    scheduler = get_scheduler(
-        "linear",
-        optimizer,
-        num_warmup_steps=int(args.warmup_ratio * total_steps) * accelerator.num_processes,
-        num_training_steps=total_steps * accelerator.num_processes,
-    )
-    model, optimizer, train_loader, validation_loader, scheduler = accelerator.prepare(
-        model, optimizer, *loaders, scheduler
-    )
-
-    #####################
-    # Pretrain, keeping the best validation perplexity
-    #####################
-    def save(unwrapped):
-        if accelerator.is_main_process:  # the swap replaces the directory: the run's files go in each time
-            save_pretrained_atomic(unwrapped, tokenizer, output_dir)
-            write_text_atomic(to_yaml(model_args, args), output_dir / "pretrain_config.yaml")
-
-    results = train_language_model(
-        model, (train_loader, validation_loader), optimizer, scheduler, accelerator, args, count_targets, save
-    )
-    if accelerator.is_main_process:
-        write_json_atomic(results, output_dir / "metrics.json")
-    accelerator.wait_for_everyone()
+    collator = DataCollatorWithPadding(tokenizer)
+    results = pretrain(model, tokenizer, encoded, collator, count_targets, args, accelerator, to_yaml(model_args, args))
     accelerator.end_training()
     return results
 

@@ -12,13 +12,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 
 from ..features import EpochLengthGroupedSampler, encode_texts
+from ..training import create_optimizer, save_pretrained_atomic, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +140,50 @@ def train_language_model(model, loaders, optimizer, scheduler, accelerator, args
         "train_steps": step,
         "train_samples_per_second": seen / runtime,
     }
+
+
+def pretrain(
+    model, tokenizer, encoded: DatasetDict, collator, count_targets: Callable, args, accelerator, settings: str
+):
+    """Batches, AdamW with linear warm-up/decay, `accelerator.prepare`, the loop; saves the best.
+
+    The best checkpoint by validation perplexity goes to `args.output_dir` with `save_pretrained`
+    (model and tokenizer) and the run's `settings` (YAML); `metrics.json` at the end.
+
+    Args:
+        model, tokenizer: The language model to pretrain and its tokenizer.
+        encoded: `train` and `validation` splits from `tokenize_corpus`.
+        collator: Pads (and, for a masked LM, masks) the batches.
+        count_targets: batch -> tokens the loss averages over.
+        args: `PretrainArguments`.
+        accelerator: The run's `Accelerator`.
+        settings: The run's arguments as YAML, saved beside the checkpoint.
+    """
+    output_dir = Path(args.output_dir)
+    loaders = corpus_loaders(encoded, collator, args)
+    optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
+    steps_per_epoch = math.ceil(len(loaders[0]) / accelerator.num_processes)
+    total_steps = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
+    scheduler = get_scheduler(
+        "linear",
+        optimizer,
+        num_warmup_steps=int(args.warmup_ratio * total_steps) * accelerator.num_processes,
+        # accelerate steps a prepared scheduler once per process per step
+        num_training_steps=total_steps * accelerator.num_processes,
+    )
+    model, optimizer, train_loader, validation_loader, scheduler = accelerator.prepare(
+        model, optimizer, *loaders, scheduler
+    )
+
+    def save(unwrapped):
+        if accelerator.is_main_process:  # the swap replaces the directory: the run's files go in each time
+            save_pretrained_atomic(unwrapped, tokenizer, output_dir)
+            write_text_atomic(settings, output_dir / "pretrain_config.yaml")
+
+    results = train_language_model(
+        model, (train_loader, validation_loader), optimizer, scheduler, accelerator, args, count_targets, save
+    )
+    if accelerator.is_main_process:
+        write_json_atomic(results, output_dir / "metrics.json")
+    accelerator.wait_for_everyone()
+    return results

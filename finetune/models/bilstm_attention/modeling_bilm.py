@@ -65,6 +65,27 @@ class DirectionalLSTM(nn.Module):
         return outputs
 
 
+@torch.no_grad()
+def init_weights(module: nn.Module, std: float) -> None:
+    """Xavier for linear layers, N(0, std) for embeddings (zero padding row), orthogonal LSTM
+    weights with forget-gate bias 1 (the usual trick that lets gradients flow early in training)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LSTM):
+        for name, param in module.named_parameters():
+            if "bias" in name:
+                nn.init.zeros_(param)
+                param[module.hidden_size : 2 * module.hidden_size].fill_(1.0)
+            else:
+                nn.init.orthogonal_(param)
+
+
 class BiLMPreTrainedModel(PreTrainedModel):
     config_class = BiLMConfig
     base_model_prefix = "bilm"
@@ -72,21 +93,7 @@ class BiLMPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
-            if module.padding_idx is not None:
-                module.weight[module.padding_idx].zero_()
-        elif isinstance(module, nn.LSTM):
-            for name, param in module.named_parameters():
-                if "bias" in name:
-                    nn.init.zeros_(param)
-                    param[module.hidden_size : 2 * module.hidden_size].fill_(1.0)  # forget gate
-                else:
-                    nn.init.orthogonal_(param)
+        init_weights(module, self.config.initializer_range)
 
 
 class BiLMModel(BiLMPreTrainedModel):

@@ -12,7 +12,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .configuration_bilm import BiLMConfig
 from .configuration_bilstm_attention import BiLSTMAttentionConfig
-from .modeling_bilm import BiLMModel, ScalarMix
+from .modeling_bilm import BiLMModel, ScalarMix, init_weights
 
 
 class WordVectorEncoder(nn.Module):
@@ -199,23 +199,7 @@ class BiLSTMAttentionPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.padding_idx is not None:
-                module.weight[module.padding_idx].zero_()
-        elif isinstance(module, nn.LSTM):
-            for name, param in module.named_parameters():
-                if "weight" in name:
-                    nn.init.orthogonal_(param)
-                else:
-                    nn.init.zeros_(param)
-                    # Forget-gate bias 1: the usual trick that lets gradients flow early in training.
-                    param[module.hidden_size : 2 * module.hidden_size].fill_(1.0)
+        init_weights(module, self.config.initializer_range)
 
 
 class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
