@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from torch import nn
 
 from .freezing import layer_learning_rates
@@ -28,6 +29,18 @@ def create_accelerator(**kwargs) -> Accelerator:
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     has_device = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
     return Accelerator(cpu=several and not has_device, **kwargs)
+
+
+def start_run(seed: int, **accelerator_kwargs) -> Accelerator:
+    """A recipe's first step: the accelerator, logging (INFO on the main process only), the seed."""
+    accelerator = create_accelerator(**accelerator_kwargs)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+    )
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    set_seed(seed)
+    return accelerator
 
 
 def create_optimizer(

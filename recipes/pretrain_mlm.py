@@ -14,7 +14,6 @@ perplexity per epoch) that the classifier's `transformer` encoder loads with `Au
 import logging
 from dataclasses import dataclass, field
 
-from accelerate.utils import set_seed
 from transformers import (
     AutoModelForMaskedLM,
     AutoTokenizer,
@@ -26,7 +25,7 @@ from transformers import (
 from finetune.arguments import parse_recipe_args, to_yaml
 from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus
 from finetune.pretrain.language_model import PretrainArguments, pretrain, tokenize_corpus
-from finetune.training import count_parameters, create_accelerator
+from finetune.training import count_parameters, start_run
 
 logger = logging.getLogger("finetune.recipe")
 
@@ -71,12 +70,7 @@ def main(argv=None):
     #####################
     # Seed, logging, run directory
     #####################
-    accelerator = create_accelerator()
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
-    )
-    set_seed(args.seed)
+    accelerator = start_run(args.seed)
 
     #####################
     # Corpus, tokenizer, model

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -32,12 +31,12 @@ from finetune.training import (
     EarlyStopping,
     check_parameters_in_sync,
     count_parameters,
-    create_accelerator,
     create_optimizer,
     create_weight_average,
     predict,
     rewrap_model,
     save_pretrained_atomic,
+    start_run,
     write_json_atomic,
     write_text_atomic,
 )
@@ -127,13 +126,7 @@ def main(argv=None):
     #####################
     # Seed, logging, run directory
     #####################
-    accelerator = create_accelerator(gradient_accumulation_steps=train_args.gradient_accumulation_steps)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO if accelerator.is_main_process else logging.WARNING,
-    )
-    logging.getLogger("gensim").setLevel(logging.WARNING)
-    set_seed(train_args.seed)
+    accelerator = start_run(train_args.seed, gradient_accumulation_steps=train_args.gradient_accumulation_steps)
     output_dir = Path(train_args.output_dir)
     if accelerator.is_main_process:
         write_text_atomic(to_yaml(data_args, model_args, train_args), output_dir / "config.yaml")
@@ -159,10 +152,10 @@ def main(argv=None):
         built = BUILDERS[model_args.encoder_type](splits, data_info["id2label"], model_args, data_args, train_args.seed)
     model, tokenizer, encoded = built.model, built.tokenizer, built.splits
     freezing = FreezingPolicy(
-        model_args.freeze_embeddings,
-        model_args.freeze_encoder,
-        model_args.freeze_bottom_layers,
-        model_args.gradual_unfreezing_epochs,
+        freeze_embeddings=model_args.freeze_embeddings,
+        freeze_encoder=model_args.freeze_encoder,
+        freeze_bottom_layers=model_args.freeze_bottom_layers,
+        gradual_unfreezing_epochs=model_args.gradual_unfreezing_epochs,
     )
     apply_freezing(model.encoder, freezing, epoch=0)
     trainable, total = count_parameters(model)

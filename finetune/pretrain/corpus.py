@@ -11,6 +11,7 @@ from datasets import Dataset, DatasetDict
 from transformers import BertTokenizer
 
 from ..corpora import unlabelled_sentences
+from ..data import load_splits
 from ..tables import DataError, read_text_lines
 
 logger = logging.getLogger(__name__)
@@ -30,8 +31,6 @@ def read_text_corpus(path: str | None = None, *, seed: int = 42) -> list[str]:
         seed: Seed of the default reviews split.
     """
     if path is None:
-        from ..data import load_splits
-
         splits, _ = load_splits(None, seed=seed)
         return unlabelled_sentences() + list(splits["train"]["text"])
     root = Path(path)
