@@ -42,6 +42,16 @@ class ModelArguments:
     gradual_unfreezing_epochs: int = field(
         default=0, metadata={"help": "k > 0: head only at first; unfreeze one more layer, top down, every k epochs."}
     )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the encoder (peft); 0: no LoRA."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Encoder modules LoRA wraps (none: query/key/value for BERTs, the embeddings for a biLM)."},
+    )
+    lora_merge: bool = field(
+        default=False, metadata={"help": "Also save the adapter merged into the weights, in OUTPUT_DIR/merged/."}
+    )
     word_vectors: str | None = field(
         default=None,
         metadata={"help": "word2vec/fastText/Tencent vectors (.txt/.vec/.bin[.gz]); none: train word2vec here."},
@@ -127,7 +137,7 @@ def parse_recipe_args(argv: list[str] | None = None, groups=RECIPE_ARGUMENTS) ->
     parser = HfArgumentParser(groups)
     parser.add_argument("--config", default=None, help="YAML file with defaults for every flag below.")
     if known.config:
-        defaults = yaml.safe_load(Path(known.config).read_text(encoding="utf-8")) or {}
+        defaults = flatten_sections(yaml.safe_load(Path(known.config).read_text(encoding="utf-8")) or {})
         names = {f.name for group in groups for f in dataclasses.fields(group)}
         unknown = sorted(set(defaults) - names)
         if unknown:
@@ -135,6 +145,17 @@ def parse_recipe_args(argv: list[str] | None = None, groups=RECIPE_ARGUMENTS) ->
         parser.set_defaults(**defaults)
     *parsed, _ = parser.parse_args_into_dataclasses(args=rest)
     return (*parsed, known.config)
+
+
+def flatten_sections(config: dict) -> dict:
+    """`lora: {r: 8, alpha: 16}` -> `lora_r: 8, lora_alpha: 16`: YAML sections become flat flags."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}_{name}": item for name, item in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def to_yaml(*groups) -> str:

@@ -30,6 +30,12 @@ class FreezingPolicy:
     freeze_bottom_layers: int = 0
     gradual_unfreezing_epochs: int = 0
 
+    @property
+    def freezes_anything(self) -> bool:
+        return any(
+            (self.freeze_embeddings, self.freeze_encoder, self.freeze_bottom_layers, self.gradual_unfreezing_epochs)
+        )
+
     def frozen_layers(self, num_layers: int) -> int:
         """How many bottom layers stay frozen for the whole run."""
         if self.freeze_encoder:

@@ -10,6 +10,7 @@ gets `best/` (save_pretrained: loads with `pipeline("text-classification", model
 `metrics.json`, `config.yaml`, `training_curves.png`, `confusion_matrix.png` and `attention.html`.
 """
 
+import copy
 import logging
 import math
 import time
@@ -25,6 +26,7 @@ from finetune.data import load_splits
 from finetune.features import eval_dataloader, train_dataloader
 from finetune.freezing import FreezingPolicy, apply_freezing
 from finetune.inference import explain
+from finetune.lora import LoraOptions, apply_lora
 from finetune.metrics import classification_metrics
 from finetune.reports import attention_html, plot_confusion_matrix, plot_training_curves
 from finetune.training import (
@@ -157,7 +159,18 @@ def main(argv=None):
         freeze_bottom_layers=model_args.freeze_bottom_layers,
         gradual_unfreezing_epochs=model_args.gradual_unfreezing_epochs,
     )
-    apply_freezing(model.encoder, freezing, epoch=0)
+    lora = LoraOptions(
+        model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules
+    )
+    if lora.enabled:
+        if freezing.freezes_anything:
+            raise ValueError("LoRA freezes the encoder itself: drop the freeze_* / gradual_unfreezing options")
+        # The adapter points at this copy of the model as it is now (pretrained encoder, new head).
+        if accelerator.is_main_process:
+            save_pretrained_atomic(model, tokenizer, output_dir / "base")
+        model = apply_lora(model, lora, base_path=(output_dir / "base").resolve())
+    else:
+        apply_freezing(model.encoder, freezing, epoch=0)
     trainable, total = count_parameters(model)
     logger.info("Parameters: %s trainable of %s", f"{trainable:,}", f"{total:,}")
 
@@ -201,7 +214,7 @@ def main(argv=None):
             save_pretrained_atomic(unwrapped, tokenizer, output_dir / "best")
 
     def start_epoch(epoch, model):
-        if epoch == 0 or not apply_freezing(accelerator.unwrap_model(model).encoder, freezing, epoch):
+        if epoch == 0 or lora.enabled or not apply_freezing(accelerator.unwrap_model(model).encoder, freezing, epoch):
             return model
         logger.info("Parameters: %s trainable", f"{count_parameters(model)[0]:,}")
         return rewrap_model(accelerator, model)
@@ -225,12 +238,26 @@ def main(argv=None):
         results["test_samples_per_second"] = len(encoded["test"]) / (time.perf_counter() - start)
         logger.info("test: %s", _format(results, "test_"))
     results.update({"data": data_info, **built.report, "history": history})
+    if lora.enabled:
+        results["lora"] = lora_outputs(accelerator, accelerator.unwrap_model(model), tokenizer, output_dir, model_args)
     if accelerator.is_main_process:
         write_json_atomic(results, output_dir / "metrics.json")
         draw_pictures(results, accelerator.unwrap_model(model), tokenizer, splits, output_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return results
+
+
+def lora_outputs(accelerator, model, tokenizer, output_dir, model_args) -> dict:
+    """Sizes of the adapter and the full model; with `lora_merge`, the merged model in `merged/`."""
+    adapter_bytes = (output_dir / "best" / "adapter_model.safetensors").stat().st_size
+    full_bytes = (output_dir / "base" / "model.safetensors").stat().st_size
+    logger.info("LoRA adapter %.2f MB, full model %.2f MB", adapter_bytes / 1e6, full_bytes / 1e6)
+    if model_args.lora_merge and accelerator.is_main_process:
+        # merge_and_unload changes the model in place: merge a copy, the run still needs the adapter.
+        merged = copy.deepcopy(model).merge_and_unload()
+        save_pretrained_atomic(merged, tokenizer, output_dir / "merged")
+    return {"adapter_bytes": adapter_bytes, "full_model_bytes": full_bytes, "adapter_share": adapter_bytes / full_bytes}
 
 
 def draw_pictures(results, model, tokenizer, splits, output_dir):

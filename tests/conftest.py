@@ -5,8 +5,10 @@ Nothing is downloaded: the Hub is switched off and every cache points into pytes
 """
 
 import csv
+import json
 import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -173,3 +175,42 @@ def encoder_recipe_args(config: Path, train_file: Path, encoder: Path, output_di
         "--early_stopping_patience", "0",
         *extra,
     ]  # fmt: skip
+
+
+PIPELINE_SCRIPT = """
+import json, sys
+import finetune  # registers the model with the Auto classes
+from transformers import pipeline
+classifier = pipeline("text-classification", model=sys.argv[1])
+print(json.dumps(classifier(json.loads(sys.argv[2]), top_k=None)))
+"""
+
+
+def run_pipeline(model_dir, texts):
+    """`pipeline()` in a new Python process: labels and scores of every class, per text."""
+    result = subprocess.run(
+        [sys.executable, "-c", PIPELINE_SCRIPT, str(model_dir), json.dumps(texts, ensure_ascii=False)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "false"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def in_process_scores(model_dir, texts):
+    """The same scores computed here, one text at a time."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    scores = []
+    for text in texts:
+        inputs = tokenizer(text, return_tensors="pt")  # as pipeline() calls it: the model cuts long texts
+        inputs.pop("token_type_ids", None)
+        with torch.no_grad():
+            probs = model(**inputs).logits.softmax(-1)[0]
+        scores.append({model.config.id2label[i]: p.item() for i, p in enumerate(probs)})
+    return scores

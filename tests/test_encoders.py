@@ -3,52 +3,13 @@ in a new process with the pretrained checkpoint gone, `pipeline()`; frozen weigh
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
-import torch
-from conftest import BERT_CONFIG, BILM_CONFIG, encoder_recipe_args
+from conftest import BERT_CONFIG, BILM_CONFIG, encoder_recipe_args, in_process_scores, run_pipeline
 
 from recipes.train_bilstm_attention import main
 
 TEXTS = ["这部电影很好。", "酒店太差劲了！", "", "很" * 500]
-
-PIPELINE_SCRIPT = """
-import json, sys
-import finetune  # registers the model with the Auto classes
-from transformers import pipeline
-classifier = pipeline("text-classification", model=sys.argv[1])
-print(json.dumps(classifier(json.loads(sys.argv[2]), top_k=None)))
-"""
-
-
-def run_pipeline(model_dir, texts):
-    result = subprocess.run(
-        [sys.executable, "-c", PIPELINE_SCRIPT, str(model_dir), json.dumps(texts, ensure_ascii=False)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "false"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def in_process_scores(model_dir, texts):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    scores = []
-    for text in texts:
-        inputs = tokenizer(text, return_tensors="pt")  # as pipeline() calls it: the model cuts long texts
-        inputs.pop("token_type_ids", None)
-        with torch.no_grad():
-            probs = model(**inputs).logits.softmax(-1)[0]
-        scores.append({model.config.id2label[i]: p.item() for i, p in enumerate(probs)})
-    return scores
-
 
 ENCODERS = {
     "transformer": (BERT_CONFIG, "tiny_bert", ["--learning_rate", "0.002", "--head_learning_rate", "0.01"]),

@@ -105,7 +105,7 @@ def test_optimizer_groups():
     assert no_decay and all("bias" in name for name in no_decay)
     assert {"classifier.bias", "head.attention.projection.bias", "head.lstm.bias_ih_l0"} <= no_decay
     assert decay and not any("bias" in name for name in decay)
-    assert {"classifier.weight", "head.lstm.weight_ih_l0", "head.attention.score.weight"} <= decay
+    assert {"classifier.weight", "head.lstm.weight_ih_l0", "head.attention.context.weight"} <= decay
     # every trainable parameter in exactly one group
     assert sorted(n for g in groups for n in g) == sorted(n for n, _ in model.named_parameters())
 

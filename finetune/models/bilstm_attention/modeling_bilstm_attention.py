@@ -139,15 +139,19 @@ ENCODERS = {"word_vectors": WordVectorEncoder, "transformer": TransformerEncoder
 
 
 class AdditiveAttentionPooling(nn.Module):
-    """`score_t = v . tanh(W h_t + b)`, softmax over real tokens only, weighted sum of `h_t`."""
+    """`score_t = u . tanh(W h_t + b)`, softmax over real tokens only, weighted sum of `h_t`.
+
+    `u` is the learned context vector of Yang et al. (2016); it is called `context`, not `score`,
+    because peft's sequence-classification task trains every module named `score` or `classifier`.
+    """
 
     def __init__(self, input_dim: int, attention_dim: int):
         super().__init__()
         self.projection = nn.Linear(input_dim, attention_dim)
-        self.score = nn.Linear(attention_dim, 1, bias=False)
+        self.context = nn.Linear(attention_dim, 1, bias=False)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.score(torch.tanh(self.projection(states))).squeeze(-1)
+        scores = self.context(torch.tanh(self.projection(states))).squeeze(-1)
         # The minimum of the dtype rather than -inf: a text with no tokens at all must not make NaNs.
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         weights = torch.softmax(scores, dim=-1) * mask

@@ -1,0 +1,133 @@
+"""LoRA on the encoder with peft; the BiLSTM, attention and classifier train in full and are saved
+with the adapter.
+
+A LoRA run writes `OUTPUT_DIR/base/` (the classifier as it was before training: pretrained encoder,
+freshly initialised head) once, and the adapter to `OUTPUT_DIR/best/`: `adapter_config.json`
+pointing at `base/`, and `adapter_model.safetensors` with the LoRA matrices plus full copies of
+the head (peft's `modules_to_save`). Both of these load it back:
+
+    AutoModelForSequenceClassification.from_pretrained("OUTPUT_DIR/best")   # transformers' peft integration
+    AutoPeftModelForSequenceClassification.from_pretrained("OUTPUT_DIR/best")
+
+and so does `pipeline("text-classification", model="OUTPUT_DIR/best")`. With `lora_merge`, the
+adapter is also folded into the weights (`merge_and_unload`) and saved as a plain model in
+`OUTPUT_DIR/merged/`.
+"""
+
+import logging
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+# Attention projections of the BERT family (BERT, RoBERTa-wwm, MacBERT, ELECTRA, ERNIE, NEZHA...).
+BERT_TARGETS = ["query", "key", "value"]
+# Trained in full and saved with the adapter: everything that is not the pretrained encoder.
+HEAD_MODULES = ["head", "classifier"]
+WRAPPABLE = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)
+
+
+@dataclass
+class LoraOptions:
+    """`lora: {r, alpha, dropout, target_modules}` of the recipe config; `r = 0` turns LoRA off."""
+
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.r > 0
+
+
+def default_target_modules(model: nn.Module) -> list[str]:
+    """Module names LoRA wraps when the config names none, per encoder kind.
+
+    transformer: query/key/value for the BERT family, else peft's own default for the model type.
+    bilm and word_vectors: the token embedding table (peft cannot wrap an `nn.LSTM`).
+    """
+    config = model.config
+    if config.encoder_type != "transformer":
+        return ["embeddings"]
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.encoder.named_modules()}
+    if set(BERT_TARGETS) <= names:
+        return list(BERT_TARGETS)
+    model_type = config.encoder_config.get("model_type")
+    if model_type in PEFT_DEFAULTS:
+        return list(PEFT_DEFAULTS[model_type])
+    raise ValueError(f"no default LoRA target modules for encoder model_type {model_type!r}: set lora.target_modules")
+
+
+def encoder_target_pattern(model: nn.Module, target_modules: list[str]) -> str:
+    """A regular expression (peft full-matches it) for the named modules inside the encoder only.
+
+    Raises:
+        ValueError: A name matches nothing in the encoder, or matches an `nn.LSTM` (peft cannot wrap
+            one: freeze or fine-tune the LSTM layers instead).
+    """
+    names = "|".join(re.escape(name) for name in target_modules)
+    pattern = rf"encoder\.(.*\.)?({names})"
+    matched = {name: module for name, module in model.named_modules() if re.fullmatch(pattern, name)}
+    for name, module in matched.items():
+        if any(isinstance(m, nn.RNNBase) for m in module.modules()):
+            raise ValueError(
+                f"lora.target_modules: {name!r} is or holds an nn.LSTM, which peft cannot wrap; "
+                "LoRA on the biLM targets its embeddings (or use freeze_bottom_layers / full fine-tuning)"
+            )
+        if not isinstance(module, WRAPPABLE):
+            raise ValueError(
+                f"lora.target_modules: {name!r} is an {type(module).__name__}; LoRA wraps Linear/Embedding"
+            )
+    for target in target_modules:
+        if not any(name == target or name.endswith("." + target) for name in matched):
+            wrappable = sorted(
+                {
+                    n.rsplit(".", 1)[-1]
+                    for n, m in model.encoder.named_modules()
+                    if isinstance(m, nn.Linear | nn.Embedding)
+                }
+            )
+            raise ValueError(
+                f"lora.target_modules: no encoder module named {target!r}; Linear/Embedding names: {wrappable}"
+            )
+    return pattern
+
+
+def apply_lora(model: nn.Module, options: LoraOptions, base_path: str):
+    """Wraps `model` (a BiLSTMAttentionForSequenceClassification) with a LoRA adapter on its encoder.
+
+    Args:
+        model: The classifier, pretrained encoder weights loaded.
+        options: Rank, alpha, dropout and target modules (None: `default_target_modules`).
+        base_path: Where the unwrapped model is saved (`adapter_config.json` points there).
+
+    Returns:
+        A `PeftModelForSequenceClassification`; only LoRA matrices and the head train.
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = options.target_modules or default_target_modules(model)
+    modules_to_save = list(HEAD_MODULES) + (["mix"] if getattr(model.encoder, "mix", None) is not None else [])
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=options.r,
+        lora_alpha=options.alpha,
+        lora_dropout=options.dropout,
+        target_modules=encoder_target_pattern(model, targets),
+        modules_to_save=modules_to_save,
+    )
+    peft_model = get_peft_model(model, config)
+    peft_model.peft_config["default"].base_model_name_or_path = str(base_path)
+    logger.info("LoRA r=%d alpha=%g on %s; fully trained: %s", options.r, options.alpha, targets, modules_to_save)
+    return peft_model
+
+
+def is_peft_model(model: nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
