@@ -112,6 +112,13 @@ class TrainArguments:
     early_stopping_patience: int = field(
         default=3, metadata={"help": "Stop after this many evaluations without a better validation macro-F1."}
     )
+    save_steps: int = field(
+        default=0, metadata={"help": "Checkpoint every N optimizer steps (0: at epoch ends only; those always)."}
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "Keep the newest N checkpoints (0: all)."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' (newest in OUTPUT_DIR/checkpoints, if any) or a checkpoint path."}
+    )
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0: at each epoch end)."})
     logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
     seed: int = field(default=42, metadata={"help": "Seed for splits, initialisation and batch order."})

@@ -112,6 +112,9 @@ def train_dataloader(dataset, tokenizer, batch_size: int, seed: int, num_workers
         sampler=sampler,
         collate_fn=DataCollatorWithPadding(tokenizer),
         num_workers=num_workers,
+        # Its own generator: starting an iterator then draws no number from the global RNG, so a
+        # run resumed mid-epoch sees the same dropout masks as one that never stopped.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

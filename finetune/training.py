@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .freezing import layer_learning_rates
@@ -113,10 +115,10 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 class EarlyStopping:
     """Tracks the best value of a metric where higher is better; says when patience runs out."""
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int, best: float = -float("inf"), bad_evaluations: int = 0):
         self.patience = patience
-        self.best = -float("inf")
-        self.bad_evaluations = 0
+        self.best = best
+        self.bad_evaluations = bad_evaluations
 
     def update(self, value: float) -> bool:
         """Records `value`; returns True when it is a new best."""
@@ -210,3 +212,69 @@ def check_parameters_in_sync(accelerator, model) -> None:
     gathered = accelerator.gather(checksum.unsqueeze(0))
     if not torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=1e-6, atol=1e-6):
         raise RuntimeError("processes ended with different weights: gradients were not synchronised")
+
+
+CHECKPOINT_NAME = re.compile(r"step-(\d+)")
+TRAINER_STATE = "trainer_state.json"  # written last: a checkpoint without it is not complete
+BEST_WEIGHTS = "best_model.safetensors"
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints `step-K` in `directory`, oldest first; temporary ones are ignored."""
+    directory = Path(directory)
+    found = [p for p in directory.glob("step-*") if CHECKPOINT_NAME.fullmatch(p.name) and (p / TRAINER_STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict, best_state: dict, limit: int) -> Path:
+    """`accelerator.save_state` (model, optimizer, scheduler, RNG of every process) plus the loop's
+    state into `directory/step-K`, atomically; keeps the newest `limit` checkpoints (0: all).
+
+    Everything is written into `.step-K.tmp` first and renamed when complete, so a kill during the
+    save leaves no directory that `list_checkpoints` would pick.
+    """
+    directory = Path(directory)
+    final = directory / f"step-{state['step']}"
+    staging = directory / f".{final.name}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(staging)
+    if accelerator.is_main_process:
+        if best_state:
+            save_file(best_state, staging / BEST_WEIGHTS)
+        (staging / TRAINER_STATE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        for old in list_checkpoints(directory)[:-limit] if limit > 0 else []:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resolve_checkpoint(which: str, directory: str | os.PathLike) -> Path | None:
+    """`latest` -> the newest complete checkpoint in `directory` (None if there is none); else a path."""
+    if which != "latest":
+        path = Path(which)
+        if not (path / TRAINER_STATE).is_file():
+            raise FileNotFoundError(f"{path}: not a complete checkpoint (no {TRAINER_STATE})")
+        return path
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def load_checkpoint(accelerator, path: str | os.PathLike) -> tuple[dict, dict]:
+    """Restores what `save_checkpoint` wrote; returns the loop's state and the best weights so far."""
+    path = Path(path)
+    accelerator.load_state(path)
+    state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
+    best_state = load_file(path / BEST_WEIGHTS) if (path / BEST_WEIGHTS).exists() else {}
+    return state, best_state
+
+
+def remove_partial_checkpoints(directory: str | os.PathLike) -> None:
+    """Deletes checkpoints a killed run left half written."""
+    for partial in Path(directory).glob(".step-*.tmp"):
+        logger.warning("removing the incomplete checkpoint %s (a run was stopped while saving it)", partial)
+        shutil.rmtree(partial, ignore_errors=True)

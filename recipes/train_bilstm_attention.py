@@ -35,8 +35,12 @@ from finetune.training import (
     count_parameters,
     create_optimizer,
     create_weight_average,
+    load_checkpoint,
     predict,
+    remove_partial_checkpoints,
+    resolve_checkpoint,
     rewrap_model,
+    save_checkpoint,
     save_pretrained_atomic,
     start_run,
     write_json_atomic,
@@ -53,22 +57,43 @@ def evaluate_split(model, loader, accelerator, id2label, prefix):
 
 
 def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, start_epoch):
-    """The loop: train, evaluate every `eval_steps` (or epoch), keep the best validation macro-F1.
+    """The loop: train, evaluate every `eval_steps` (or epoch), keep the best validation macro-F1,
+    checkpoint every `save_steps` and at each epoch end, resume from a checkpoint mid-epoch.
 
-    `start_epoch(epoch, model)` runs before each epoch (gradual unfreezing) and returns the model.
+    `start_epoch(epoch, model)` runs before each epoch (gradual unfreezing) and returns the model;
+    `save_best(model)` writes a new best model. Returns the model, the best validation metrics, the
+    history, the speed, and the best weights.
     """
     train_loader, validation_loader = loaders
     average = create_weight_average(accelerator.unwrap_model(model), args.ema_decay)
+    if average is not None:
+        accelerator.register_for_checkpointing(average)
     id2label = accelerator.unwrap_model(model).config.id2label
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     total_steps = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
-    stopper, history, best = EarlyStopping(args.early_stopping_patience), {"train": [], "eval": []}, {}
-    step, seen, running, start = 0, 0, [], time.perf_counter()
-    progress = tqdm(total=total_steps, desc="Training", disable=not accelerator.is_local_main_process)
-    for epoch in range(args.num_train_epochs):
+    # Everything the loop needs to go on where it stopped (the rest is in accelerate's state).
+    state = {"step": 0, "epoch": 0, "batches": 0, "seen": 0, "elapsed": 0.0, "running": [], "best": {}}
+    state |= {"history": {"train": [], "eval": []}, "stopper": [-math.inf, 0]}
+    best_state = {}
+    checkpoints = Path(args.output_dir) / "checkpoints"
+    if accelerator.is_main_process:
+        remove_partial_checkpoints(checkpoints)
+    resume = resolve_checkpoint(args.resume_from_checkpoint, checkpoints) if args.resume_from_checkpoint else None
+    if resume is not None:
+        state, best_state = load_checkpoint(accelerator, resume)
+        logger.info("Resumed from %s: epoch %d, step %d", resume, state["epoch"], state["step"])
+    elif args.resume_from_checkpoint:
+        logger.warning("No checkpoint in %s: training from the start", checkpoints)
+    stopper = EarlyStopping(args.early_stopping_patience, *state["stopper"])
+    start = time.perf_counter() - state["elapsed"]
+    progress = tqdm(
+        total=total_steps, initial=state["step"], desc="Training", disable=not accelerator.is_local_main_process
+    )
+    for epoch in range(state["epoch"], args.num_train_epochs):
         model = start_epoch(epoch, model)
         train_loader.set_epoch(epoch)
-        for batch in train_loader:
+        batches = accelerator.skip_first_batches(train_loader, state["batches"]) if state["batches"] else train_loader
+        for batch in batches:
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -79,17 +104,19 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, st
                 optimizer.zero_grad()
                 if average is not None and accelerator.sync_gradients:
                     average.update_parameters(accelerator.unwrap_model(model))
-            running.append(loss.detach())
-            seen += len(batch["labels"]) * accelerator.num_processes
+            state["running"].append(loss.item())
+            state["batches"] += 1
+            state["seen"] += len(batch["labels"]) * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
-            step += 1
+            state["step"] += 1
+            step = state["step"]
             progress.update(1)
             if step % args.logging_steps == 0:
-                mean_loss = accelerator.gather(torch.stack(running).mean()).mean().item()
-                history["train"].append({"step": step, "epoch": epoch, "loss": mean_loss})
+                mean_loss = accelerator.gather(torch.tensor(state["running"]).mean().unsqueeze(0)).mean().item()
+                state["history"]["train"].append({"step": step, "epoch": epoch, "loss": mean_loss})
                 progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                running = []
+                state["running"] = []
             end_of_epoch = step % steps_per_epoch == 0
             if (
                 (args.eval_steps and step % args.eval_steps == 0)
@@ -98,21 +125,29 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, st
             ):
                 evaluated = model if average is None else average.module
                 metrics = evaluate_split(evaluated, validation_loader, accelerator, id2label, "validation_")
-                history["eval"].append({"step": step, "epoch": epoch, **_short(metrics, "validation_")})
+                state["history"]["eval"].append({"step": step, "epoch": epoch, **_short(metrics, "validation_")})
                 logger.info("step %d: %s", step, _format(metrics, "validation_"))
                 if stopper.update(metrics["validation_macro_f1"]):
-                    best = {**metrics, "best_step": step, "best_epoch": epoch}
-                    save_best(accelerator.unwrap_model(evaluated))
+                    state["best"] = {**metrics, "best_step": step, "best_epoch": epoch}
+                    unwrapped = accelerator.unwrap_model(evaluated)
+                    best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+                    save_best(unwrapped)
+            if (args.save_steps and step % args.save_steps == 0) or end_of_epoch:
+                state |= {"epoch": epoch, "stopper": [stopper.best, stopper.bad_evaluations]}
+                state["elapsed"] = time.perf_counter() - start
+                save_checkpoint(accelerator, checkpoints, state, best_state, args.save_total_limit)
             if step >= total_steps or stopper.should_stop:
                 break
-        if step >= total_steps or stopper.should_stop:
+        if state["step"] >= total_steps or stopper.should_stop:
             if stopper.should_stop:
                 logger.info("Early stopping: no better validation macro-F1 in %d evaluations", stopper.patience)
             break
+        state["batches"] = 0
     progress.close()
     runtime = time.perf_counter() - start
-    speed = {"train_runtime_s": runtime, "train_samples_per_second": seen / runtime, "train_steps": step}
-    return model, best, history, speed
+    speed = {"train_runtime_s": runtime, "train_samples_per_second": state["seen"] / runtime}
+    speed["train_steps"] = state["step"]
+    return model, state["best"], state["history"], speed, best_state
 
 
 def _short(metrics, prefix):
@@ -206,10 +241,7 @@ def main(argv=None):
     #####################
     # Train, keeping the best model by validation macro-F1
     #####################
-    best_state = {}
-
     def save_best(unwrapped):
-        best_state.update({k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()})
         if accelerator.is_main_process:
             save_pretrained_atomic(unwrapped, tokenizer, output_dir / "best")
 
@@ -219,7 +251,7 @@ def main(argv=None):
         logger.info("Parameters: %s trainable", f"{count_parameters(model)[0]:,}")
         return rewrap_model(accelerator, model)
 
-    model, best, history, speed = train(
+    model, best, history, speed, best_state = train(
         model, (train_loader, validation_loader), optimizer, scheduler, accelerator, train_args, save_best, start_epoch
     )
     check_parameters_in_sync(accelerator, model)

@@ -1,0 +1,119 @@
+"""Kill-safe training: a run killed with SIGKILL mid-epoch, and again while writing a checkpoint,
+resumes from its last complete checkpoint and ends with the same weights and metrics as a run
+that was never stopped."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, tiny_recipe_args
+from safetensors.torch import load_file
+
+from finetune.training import list_checkpoints, resolve_checkpoint
+from recipes.train_bilstm_attention import main
+
+# Runs the recipe and SIGKILLs itself before optimizer step KILL_AT_STEP, or right after
+# accelerate wrote the KILL_IN_SAVE-th checkpoint's state (before the checkpoint was complete).
+KILLING_RECIPE = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from accelerate import Accelerator
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+kill_at, kill_in_save = int(os.environ.get("KILL_AT_STEP", 0)), int(os.environ.get("KILL_IN_SAVE", 0))
+calls = {"step": 0, "save": 0}
+
+def before_step(optimizer, args, kwargs):
+    calls["step"] += 1
+    if calls["step"] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+register_optimizer_step_pre_hook(before_step)
+save_state = Accelerator.save_state
+
+def save_then_die(self, *args, **kwargs):
+    save_state(self, *args, **kwargs)
+    calls["save"] += 1
+    if calls["save"] == kill_in_save:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+Accelerator.save_state = save_then_die
+from recipes.train_bilstm_attention import main
+main(sys.argv[2:])
+"""
+
+# 240 training texts in batches of 16: 15 steps per epoch, 45 in all; a checkpoint every 4 steps.
+RUN = ["--num_train_epochs", "3", "--save_steps", "4", "--save_total_limit", "3", "--word_dropout", "0.1"]
+
+
+def run_killed(args, **kill):
+    env = {k: str(v) for k, v in kill.items()}
+    result = subprocess.run(
+        [sys.executable, "-c", KILLING_RECIPE, str(ROOT), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, **env},
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(reviews_csv, tiny_vectors, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("uninterrupted")
+    results = main(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, *RUN))
+    return output_dir, results
+
+
+def test_killed_twice_then_resumed_matches_the_uninterrupted_run(uninterrupted, reviews_csv, tiny_vectors, tmp_path):
+    reference_dir, reference = uninterrupted
+    output_dir = tmp_path / "run"
+    args = tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, *RUN)
+
+    run_killed(args, KILL_AT_STEP=23)  # mid-epoch 2 (steps 16-30), after the checkpoint at step 20
+    assert [p.name for p in list_checkpoints(output_dir / "checkpoints")] == ["step-15", "step-16", "step-20"]
+    assert not (output_dir / "metrics.json").exists()
+
+    resume = [*args, "--resume_from_checkpoint", "latest"]
+    run_killed(resume, KILL_IN_SAVE=2)  # saves step-24, dies while saving step-28
+    assert (output_dir / "checkpoints" / ".step-28.tmp").is_dir()
+    assert resolve_checkpoint("latest", output_dir / "checkpoints").name == "step-24"
+
+    results = main(resume)
+    assert not (output_dir / "checkpoints" / ".step-28.tmp").exists()
+    for key in ("test_accuracy", "test_macro_f1", "validation_macro_f1", "best_step", "test_loss"):
+        assert results[key] == reference[key], key
+    assert results["history"]["eval"] == reference["history"]["eval"]
+    assert results["train_steps"] == reference["train_steps"] == 45
+    for name in ("best/model.safetensors", "checkpoints/step-45/model.safetensors"):
+        got, want = load_file(output_dir / name), load_file(reference_dir / name)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert torch.equal(got[key], want[key]), (name, key)
+
+
+def test_checkpoints_keep_the_newest_and_hold_the_loop_state(uninterrupted):
+    output_dir, _ = uninterrupted
+    names = [p.name for p in list_checkpoints(output_dir / "checkpoints")]
+    assert names == ["step-40", "step-44", "step-45"]
+    state = json.loads((output_dir / "checkpoints" / "step-44" / "trainer_state.json").read_text(encoding="utf-8"))
+    assert (state["step"], state["epoch"], state["batches"]) == (44, 2, 14)
+    files = {p.name for p in (output_dir / "checkpoints" / "step-44").iterdir()}
+    assert {
+        "model.safetensors",
+        "optimizer.bin",
+        "scheduler.bin",
+        "random_states_0.pkl",
+        "best_model.safetensors",
+    } <= files
+
+
+def test_resume_latest_without_checkpoints_starts_over_and_a_bad_path_is_an_error(tmp_path):
+    assert resolve_checkpoint("latest", tmp_path / "checkpoints") is None
+    (tmp_path / "step-3").mkdir()
+    with pytest.raises(FileNotFoundError, match="step-3: not a complete checkpoint"):
+        resolve_checkpoint(str(tmp_path / "step-3"), tmp_path)
