@@ -139,14 +139,11 @@ def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, float]:
     probabilities, labels, losses = [], [], []
     with torch.no_grad():
         for batch in loader:
-            outputs = model(**batch)
-            probs, refs, loss = accelerator.gather_for_metrics(
-                (
-                    outputs.logits.float().softmax(-1),
-                    batch["labels"],
-                    outputs.loss.detach().repeat(len(batch["labels"])),
-                )
-            )
+            logits = model(**batch).logits.float()
+            # Per example, not the batch mean: in a multi-process run accelerate fills the last
+            # batches up with repeated examples, which gather_for_metrics drops row by row.
+            example_losses = nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
+            probs, refs, loss = accelerator.gather_for_metrics((logits.softmax(-1), batch["labels"], example_losses))
             probabilities.append(probs.cpu())
             labels.append(refs.cpu())
             losses.append(loss.cpu())

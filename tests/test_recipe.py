@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,14 +72,16 @@ def test_recipe_trains_saves_and_reports(trained_run):
     assert saved["lstm_hidden_size"] == 16 and saved["word_vectors"].endswith("tiny.vec")
 
 
-def run_launch(args: list[str], num_processes: int, tmp_path: Path) -> subprocess.CompletedProcess:
+def run_launch(
+    args: list[str], num_processes: int, tmp_path: Path, script: Path = RECIPE
+) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--num_processes", str(num_processes)]  # fmt: skip
     # On a machine without GPUs, --multi_gpu starts CPU processes that talk over gloo.
     command += ["--multi_gpu"] if num_processes > 1 else ["--cpu"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [*command, str(RECIPE), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        [*command, str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
 
 
@@ -95,3 +98,80 @@ def test_two_processes_count_every_test_example_once(reviews_csv, tiny_vectors, 
     assert metrics["validation_num_examples"] == 30
     assert metrics["test_accuracy"] >= 0.9
     assert (output_dir / "best" / "model.safetensors").exists()
+
+
+# The recipe, noting every file a process creates, renames or deletes (in WRITES_DIR/rank-R.txt).
+LOGGING_RECIPE = """
+import atexit, builtins, os, shutil, sys
+sys.path.insert(0, os.environ["FINETUNE_ROOT"])
+import safetensors.torch
+import torch
+
+written = []
+rank = os.environ.get("RANK", "0")
+log = os.path.join(os.environ["WRITES_DIR"], f"rank-{rank}.txt")
+atexit.register(lambda: open(log, "x").write("\\n".join(written)))
+
+def noting(function, *positions):
+    def wrapper(*args, **kwargs):
+        written.extend(str(args[i]) for i in positions if i < len(args))
+        return function(*args, **kwargs)
+    return wrapper
+
+real_open = builtins.open
+
+def noting_open(file, mode="r", *args, **kwargs):
+    if set(mode) & set("wax+"):
+        written.append(str(file))
+    return real_open(file, mode, *args, **kwargs)
+
+builtins.open = noting_open
+os.replace, os.rename = noting(os.replace, 1), noting(os.rename, 1)
+os.makedirs, os.mkdir = noting(os.makedirs, 0), noting(os.mkdir, 0)
+shutil.rmtree = noting(shutil.rmtree, 0)
+safetensors.torch.save_file = noting(safetensors.torch.save_file, 1)
+torch.save = noting(torch.save, 1)
+from recipes.train_bilstm_attention import main
+main()
+"""
+
+NO_DROPOUT = ["--embedding_dropout", "0", "--classifier_dropout", "0", "--word_dropout", "0"]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(reviews_csv, tiny_vectors, tmp_path):
+    """2 processes x batch 8 == 1 process x batch 8 x 2 accumulation steps: the same batches make each step.
+
+    With dropout off, the only difference is the order of float additions (DDP's all-reduce vs
+    accumulation), so losses and metrics agree to 1e-4. Only the main process writes outputs.
+    """
+    script = tmp_path / "recipe_noting_writes.py"
+    script.write_text(LOGGING_RECIPE, encoding="utf-8")
+    runs = {}
+    for processes, accumulation in ((1, 2), (2, 1)):
+        output_dir, writes = tmp_path / f"p{processes}", tmp_path / f"writes{processes}"
+        writes.mkdir()
+        args = tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, "--num_train_epochs", "3", *NO_DROPOUT)
+        args += ["--per_device_train_batch_size", "8", "--gradient_accumulation_steps", str(accumulation)]
+        os.environ.update(FINETUNE_ROOT=str(ROOT), WRITES_DIR=str(writes))
+        result = run_launch(args, processes, tmp_path, script=script)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[processes] = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8")), writes
+
+    (one, _), (two, writes) = runs[1], runs[2]
+    assert one["train_steps"] == two["train_steps"] == 45
+    one_losses = [row["loss"] for row in one["history"]["train"]]
+    two_losses = [row["loss"] for row in two["history"]["train"]]
+    assert two_losses == pytest.approx(one_losses, abs=1e-4)
+    for key in ("validation_loss", "test_loss", "test_accuracy", "test_macro_f1", "validation_macro_f1"):
+        assert two[key] == pytest.approx(one[key], abs=1e-4), key
+    assert two["test_num_examples"] == 30
+
+    # In the run directory rank 1 touches only the checkpoint being staged (accelerate saves each
+    # process's random-number state there); every output is rank 0's.
+    rank1 = [line for line in (writes / "rank-1.txt").read_text(encoding="utf-8").splitlines() if "/p2/" in line]
+    staged = re.compile(r".*/p2/checkpoints/\.step-\d+\.tmp(/random_states_1\.pkl)?")
+    assert rank1 and all(staged.fullmatch(line) for line in rank1), rank1
+    assert (tmp_path / "p2" / "checkpoints" / "step-45" / "random_states_1.pkl").exists()
+    rank0 = (writes / "rank-0.txt").read_text(encoding="utf-8")
+    for name in ("metrics.json", "model.safetensors", "optimizer.bin", "random_states_0.pkl", "confusion_matrix.png"):
+        assert name in rank0, name
