@@ -30,6 +30,12 @@ def create_accelerator(**kwargs) -> Accelerator:
     """
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     has_device = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    sharding = [
+        name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"
+    ]
+    if sharding and not has_device:
+        # accelerate would quietly start independent single-process runs instead.
+        raise RuntimeError(f"{sharding[0]} needs GPUs; on CPUs use recipes/accelerate_configs/ddp.yaml")
     return Accelerator(cpu=several and not has_device, **kwargs)
 
 
@@ -41,6 +47,7 @@ def start_run(seed: int, **accelerator_kwargs) -> Accelerator:
         level=logging.INFO if accelerator.is_main_process else logging.WARNING,
     )
     logging.getLogger("gensim").setLevel(logging.WARNING)
+    logging.getLogger("accelerate.checkpointing").setLevel(logging.WARNING)  # a line per file saved
     set_seed(seed)
     return accelerator
 
@@ -246,6 +253,7 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict, best
         os.replace(staging, final)
         for old in list_checkpoints(directory)[:-limit] if limit > 0 else []:
             shutil.rmtree(old)
+        logger.info("checkpoint %s saved", final)
     accelerator.wait_for_everyone()
     return final
 

@@ -168,7 +168,11 @@ def main(argv=None):
     if accelerator.is_main_process:
         write_text_atomic(to_yaml(data_args, model_args, train_args), output_dir / "config.yaml")
     logger.info(
-        "%s, %d process(es); config %s", accelerator.distributed_type.value, accelerator.num_processes, config_path
+        "%s, %d process(es), mixed precision %s; config %s",
+        accelerator.distributed_type.value,
+        accelerator.num_processes,
+        accelerator.mixed_precision,
+        config_path,
     )
 
     #####################

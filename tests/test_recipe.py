@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import RECIPE, ROOT, tiny_recipe_args
+from safetensors.torch import load_file
 
 from finetune.arguments import RECIPE_ARGUMENTS, parse_recipe_args
 from finetune.pretrain.language_model import PretrainArguments
@@ -73,10 +75,10 @@ def test_recipe_trains_saves_and_reports(trained_run):
 
 
 def run_launch(
-    args: list[str], num_processes: int, tmp_path: Path, script: Path = RECIPE
+    args: list[str], num_processes: int, tmp_path: Path, script: Path = RECIPE, mixed_precision: str = "no"
 ) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--num_processes", str(num_processes)]  # fmt: skip
+               "--mixed_precision", mixed_precision, "--dynamo_backend", "no", "--num_processes", str(num_processes)]  # fmt: skip
     # On a machine without GPUs, --multi_gpu starts CPU processes that talk over gloo.
     command += ["--multi_gpu"] if num_processes > 1 else ["--cpu"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -89,7 +91,7 @@ def test_two_processes_count_every_test_example_once(reviews_csv, tiny_vectors, 
     output_dir = tmp_path / "ddp"
     result = run_launch(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir), 2, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "MULTI_CPU, 2 process(es)" in result.stderr
+    assert "MULTI_CPU, 2 process(es), mixed precision no" in result.stderr
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     # 30 test texts: an uneven share per process must not be padded into the metrics
     assert metrics["test_num_examples"] == 30
@@ -175,3 +177,23 @@ def test_two_processes_match_one_process_with_the_same_global_batch(reviews_csv,
     rank0 = (writes / "rank-0.txt").read_text(encoding="utf-8")
     for name in ("metrics.json", "model.safetensors", "optimizer.bin", "random_states_0.pkl", "confusion_matrix.png"):
         assert name in rank0, name
+
+
+def test_bf16_mixed_precision_trains(reviews_csv, tiny_vectors, tmp_path):
+    output_dir = tmp_path / "bf16"
+    result = run_launch(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir), 1, tmp_path, mixed_precision="bf16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 process(es), mixed precision bf16" in result.stderr
+    metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["test_accuracy"] >= 0.9
+    assert load_file(output_dir / "best" / "model.safetensors")["classifier.weight"].dtype == torch.float32
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, accelerate does run FSDP")
+@pytest.mark.parametrize("name", ["FSDP", "DEEPSPEED"])
+def test_sharded_configs_on_cpus_are_a_clear_error(name, monkeypatch):
+    from finetune.training import create_accelerator
+
+    monkeypatch.setenv(f"ACCELERATE_USE_{name}", "true")
+    with pytest.raises(RuntimeError, match=f"{name} needs GPUs; on CPUs use recipes/accelerate_configs/ddp.yaml"):
+        create_accelerator()
