@@ -77,8 +77,8 @@ def test_recipe_trains_saves_and_reports(trained_run):
 def run_launch(
     args: list[str], num_processes: int, tmp_path: Path, script: Path = RECIPE, mixed_precision: str = "no"
 ) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1",
-               "--mixed_precision", mixed_precision, "--dynamo_backend", "no", "--num_processes", str(num_processes)]  # fmt: skip
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--dynamo_backend", "no",
+               "--mixed_precision", mixed_precision, "--num_processes", str(num_processes)]  # fmt: skip
     # On a machine without GPUs, --multi_gpu starts CPU processes that talk over gloo.
     command += ["--multi_gpu"] if num_processes > 1 else ["--cpu"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

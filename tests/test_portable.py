@@ -1,0 +1,73 @@
+"""A saved model carries its own code: `pipeline(..., trust_remote_code=True)` in an interpreter
+that cannot import `finetune` predicts what `finetune` itself predicts, for every encoder kind."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import BERT_CONFIG, BILM_CONFIG, encoder_recipe_args, in_process_scores
+
+from recipes.train_bilstm_attention import main
+
+TEXTS = ["这部电影很好。", "酒店太差劲了！", "", "很" * 500]
+
+# `finetune` (and the recipes) cannot be imported here: only torch, transformers and the segmenter.
+WITHOUT_FINETUNE = """
+import importlib.abc, json, sys
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("finetune", "recipes"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, Blocked())
+try:
+    import finetune
+except ModuleNotFoundError:
+    pass
+else:
+    raise SystemExit("finetune is importable")
+from transformers import pipeline
+
+classifier = pipeline("text-classification", model=sys.argv[1], trust_remote_code=True)
+modules = {type(classifier.model).__module__, type(classifier.tokenizer).__module__}
+scores = classifier(json.loads(sys.argv[2]), top_k=None)
+print(json.dumps({"modules": sorted(modules), "scores": scores}))
+"""
+
+
+def pipeline_without_finetune(model_dir, texts):
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FINETUNE, str(model_dir), json.dumps(texts, ensure_ascii=False)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=model_dir,  # not the repository: nothing to import from the working directory
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def encoder_runs(reviews_csv, tiny_bert, tiny_bilm, tmp_path_factory):
+    runs = {}
+    for name, config, encoder in (("transformer", BERT_CONFIG, tiny_bert), ("bilm", BILM_CONFIG, tiny_bilm)):
+        output_dir = tmp_path_factory.mktemp(name)
+        main(encoder_recipe_args(config, reviews_csv, encoder, output_dir, "--max_steps", "6"))
+        runs[name] = output_dir / "best"
+    return runs
+
+
+@pytest.mark.parametrize("encoder_type", ["word_vectors", "transformer", "bilm"])
+def test_pipeline_without_finetune_installed_matches(encoder_type, trained_run, encoder_runs):
+    model_dir = trained_run / "best" if encoder_type == "word_vectors" else encoder_runs[encoder_type]
+    saved = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    assert saved["encoder_type"] == encoder_type and "AutoModelForSequenceClassification" in saved["auto_map"]
+
+    result = pipeline_without_finetune(model_dir, TEXTS)
+    assert not any(module.startswith("finetune") for module in result["modules"]), result["modules"]
+    assert any(module.startswith("transformers_modules") for module in result["modules"]), result["modules"]
+    expected = in_process_scores(model_dir, TEXTS)  # with finetune
+    for got, want in zip(result["scores"], expected, strict=True):
+        assert {row["label"]: pytest.approx(row["score"], abs=1e-5) for row in got} == want
