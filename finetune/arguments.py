@@ -122,6 +122,11 @@ class TrainArguments:
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0: at each epoch end)."})
     logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
     seed: int = field(default=42, metadata={"help": "Seed for splits, initialisation and batch order."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload best/ with its card and metrics at the end."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "user/name on the Hub (push_to_hub)."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
+    hub_revision: str | None = field(default=None, metadata={"help": "Branch to push to (none: main)."})
+    hub_license: str = field(default="apache-2.0", metadata={"help": "License in the model card."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
 
 

@@ -1,9 +1,10 @@
-"""`finetune` command line: train / predict / explain.
+"""`finetune` command line: train / predict / explain / push.
 
     finetune train --config recipes/configs/word2vec_bilstm_attn.yaml --train_file reviews.csv
     finetune predict runs/reviews/best new_reviews.csv --output predictions.csv
     finetune predict runs/reviews/best --text 这部电影真的很棒！ --text 这部电影真的很差劲。
     finetune explain runs/reviews/best --text 物流很快，但是质量很差 --output attention.html
+    finetune push runs/reviews/best --repo-id user/reviews-sentiment [--private] [--revision v1]
 
 `finetune train` runs the same recipe as `accelerate launch recipes/train_bilstm_attention.py`
 (in one process; use `accelerate launch` for several).
@@ -51,6 +52,20 @@ def _explain(args: argparse.Namespace) -> None:
         print(f"wrote {args.output}")
 
 
+def _push(args: argparse.Namespace) -> None:
+    from .hub import push_to_hub
+
+    try:
+        commits = push_to_hub(
+            args.model, args.repo_id, private=args.private, revision=args.revision, license=args.license,
+            commit_message=args.commit_message,
+        )  # fmt: skip
+    except (RuntimeError, FileNotFoundError) as error:
+        raise SystemExit(f"finetune push: {error}") from None
+    for url in commits:
+        print(url)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finetune", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -67,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("model")
     explain.add_argument("--text", action="append", required=True)
     explain.add_argument("--output", help="HTML file with the words shaded by weight")
+    push = commands.add_parser("push", help="upload a model, its card, metrics and pictures to the Hugging Face Hub")
+    push.add_argument("model", help="saved model directory (OUTPUT_DIR/best)")
+    push.add_argument("--repo-id", "--repo_id", dest="repo_id", required=True, help="user/name on the Hub")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--revision", help="branch to push to (created if missing; default main)")
+    push.add_argument("--license", default="apache-2.0", help="license in the model card")
+    push.add_argument(
+        "--commit-message", "--commit_message", dest="commit_message", default="Upload model trained with finetune"
+    )
     return parser
 
 
@@ -76,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "train":
         return _train(argv[1:])
     args = build_parser().parse_args(argv)
-    {"predict": _predict, "explain": _explain}[args.command](args)
+    {"predict": _predict, "explain": _explain, "push": _push}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from finetune.builders import BUILDERS
 from finetune.data import load_splits
 from finetune.features import eval_dataloader, train_dataloader
 from finetune.freezing import FreezingPolicy, apply_freezing
+from finetune.hub import hardware, push_to_hub, write_model_card
 from finetune.inference import explain
 from finetune.lora import LoraOptions, apply_lora
 from finetune.metrics import classification_metrics
@@ -198,6 +199,8 @@ def main(argv=None):
         freeze_bottom_layers=model_args.freeze_bottom_layers,
         gradual_unfreezing_epochs=model_args.gradual_unfreezing_epochs,
     )
+    if train_args.push_to_hub and not train_args.hub_model_id:
+        raise ValueError("push_to_hub needs hub_model_id (user/name on the Hub)")
     lora = LoraOptions(
         model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules
     )
@@ -276,11 +279,24 @@ def main(argv=None):
     results.update({"data": data_info, **built.report, "history": history})
     if lora.enabled:
         results["lora"] = lora_outputs(accelerator, accelerator.unwrap_model(model), tokenizer, output_dir, model_args)
+    results["hardware"] = {
+        **hardware(), "processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision
+    }  # fmt: skip
     if accelerator.is_main_process:
         write_json_atomic(results, output_dir / "metrics.json")
         draw_pictures(results, accelerator.unwrap_model(model), tokenizer, splits, output_dir)
+        write_model_card(output_dir / "best", train_args.hub_model_id, train_args.hub_license)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if train_args.push_to_hub and accelerator.is_main_process:
+        # After every process is done: a failed upload loses nothing and `finetune push` retries it.
+        push_to_hub(
+            output_dir / "best",
+            train_args.hub_model_id,
+            private=train_args.hub_private_repo,
+            revision=train_args.hub_revision,
+            license=train_args.hub_license,
+        )
     return results
 
 

@@ -20,7 +20,7 @@ def lora_run(reviews_csv, tiny_bert, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lora")
     encoder = shutil.copytree(tiny_bert, tmp / "encoder")
     output_dir = tmp / "run"
-    args = encoder_recipe_args(BERT_CONFIG, reviews_csv, encoder, output_dir, "--num_train_epochs", "4")
+    args = encoder_recipe_args(BERT_CONFIG, reviews_csv, encoder, output_dir, "--num_train_epochs", "6")
     lora = ["--lora_r", "4", "--lora_alpha", "8", "--lora_merge", "true", "--head_learning_rate", "0.01"]
     results = main([*args, *lora, "--learning_rate", "0.01"])
     return output_dir, results
