@@ -214,3 +214,28 @@ def in_process_scores(model_dir, texts):
             probs = model(**inputs).logits.softmax(-1)[0]
         scores.append({model.config.id2label[i]: p.item() for i, p in enumerate(probs)})
     return scores
+
+
+# `finetune` (and the recipes) cannot be imported here: only torch, transformers and the segmenter.
+WITHOUT_FINETUNE = """
+import importlib.abc, json, sys
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("finetune", "recipes"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, Blocked())
+try:
+    import finetune
+except ModuleNotFoundError:
+    pass
+else:
+    raise SystemExit("finetune is importable")
+from transformers import pipeline
+
+classifier = pipeline("text-classification", model=sys.argv[1], trust_remote_code=True)
+modules = {type(classifier.model).__module__, type(classifier.tokenizer).__module__}
+scores = classifier(json.loads(sys.argv[2]), top_k=None)
+print(json.dumps({"modules": sorted(modules), "scores": scores}))
+"""

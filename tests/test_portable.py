@@ -6,35 +6,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BERT_CONFIG, BILM_CONFIG, encoder_recipe_args, in_process_scores
+from conftest import BERT_CONFIG, BILM_CONFIG, WITHOUT_FINETUNE, encoder_recipe_args, in_process_scores
 
 from recipes.train_bilstm_attention import main
 
 TEXTS = ["这部电影很好。", "酒店太差劲了！", "", "很" * 500]
-
-# `finetune` (and the recipes) cannot be imported here: only torch, transformers and the segmenter.
-WITHOUT_FINETUNE = """
-import importlib.abc, json, sys
-
-class Blocked(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("finetune", "recipes"):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-
-sys.meta_path.insert(0, Blocked())
-try:
-    import finetune
-except ModuleNotFoundError:
-    pass
-else:
-    raise SystemExit("finetune is importable")
-from transformers import pipeline
-
-classifier = pipeline("text-classification", model=sys.argv[1], trust_remote_code=True)
-modules = {type(classifier.model).__module__, type(classifier.tokenizer).__module__}
-scores = classifier(json.loads(sys.argv[2]), top_k=None)
-print(json.dumps({"modules": sorted(modules), "scores": scores}))
-"""
 
 
 def pipeline_without_finetune(model_dir, texts):

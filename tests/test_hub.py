@@ -1,0 +1,154 @@
+"""Sharing through the real huggingface_hub client against a local Hub on 127.0.0.1: `finetune push`
+and the recipe's push_to_hub upload model, card, metrics and pictures; `pipeline()` loads the model
+back by repo id, without `finetune`; the token never lands in a file; a failed upload is retried."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import BERT_CONFIG, ROOT, WITHOUT_FINETUNE, encoder_recipe_args, in_process_scores, tiny_recipe_args
+from hub_server import LocalHub, hub_env
+
+from recipes.train_bilstm_attention import main
+
+TOKEN = "hf_never_write_this_token_0123"
+TEXTS = ["这部电影很好。", "酒店太差劲了！", "还行吧"]
+RUN_FILES = {"metrics.json", "training_curves.png", "confusion_matrix.png", "attention.html", "README.md"}
+MODEL_FILES = {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "modeling_bilstm_attention.py"}
+MODEL_FILES |= {"configuration_bilstm_attention.py", "tokenization_jieba.py"}
+
+
+@pytest.fixture
+def hub():
+    with LocalHub() as hub:
+        yield hub
+
+
+def finetune_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from finetune.cli import main; main()", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def hub_pipeline(env: dict, repo_id: str, texts: list[str], script: str = WITHOUT_FINETUNE) -> dict:
+    """`pipeline(repo_id, trust_remote_code=True)` in a new process that cannot import finetune, with an empty cache."""
+    Path(env["HF_HOME"]).mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script, repo_id, json.dumps(texts, ensure_ascii=False)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=env["HF_HOME"],
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_same_scores(got, want):
+    for row, expected in zip(got, want, strict=True):
+        assert {item["label"]: pytest.approx(item["score"], abs=1e-5) for item in row} == expected
+
+
+def digests(directory) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_push_uploads_everything_and_pipeline_loads_it_by_repo_id_without_finetune(hub, trained_run, tmp_path):
+    run_dir = shutil.copytree(trained_run, tmp_path / "run")
+    result = finetune_cli(
+        hub_env(hub, tmp_path / "home", TOKEN), "push", str(run_dir / "best"), "--repo-id", "user/tiny"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().startswith(f"{hub.url}/user/tiny/commit/")
+
+    files = hub.files("user/tiny")
+    assert MODEL_FILES | RUN_FILES <= set(files), sorted(files)
+    card = files["README.md"].decode("utf-8")
+    assert card.startswith("---\n") and "language: zh" in card and "pipeline_tag: text-classification" in card
+    assert "library_name: transformers" in card and "model-index:" in card and "license: apache-2.0" in card
+    metrics = json.loads(files["metrics.json"])
+    assert f"value: {round(metrics['test_accuracy'], 4)}" in card
+    assert 'pipeline("text-classification", model="user/tiny", trust_remote_code=True)' in card
+    assert "| negative |" in card and "| positive |" in card
+
+    # The token was sent, and is nowhere on disk, on the Hub or in the output.
+    assert f"Bearer {TOKEN}" in hub.tokens_seen
+    assert TOKEN not in result.stdout + result.stderr
+    assert not any(TOKEN.encode() in p.read_bytes() for p in run_dir.rglob("*") if p.is_file())
+    assert not any(TOKEN.encode() in data for data in files.values())
+
+    remote = hub_pipeline(hub_env(hub, tmp_path / "fresh", TOKEN), "user/tiny", TEXTS)
+    assert all(module.startswith("transformers_modules") for module in remote["modules"]), remote["modules"]
+    assert_same_scores(remote["scores"], in_process_scores(run_dir / "best", TEXTS))
+
+
+def test_failed_upload_leaves_the_run_intact_and_a_retry_works(hub, trained_run, tmp_path):
+    run_dir = shutil.copytree(trained_run, tmp_path / "run")
+    before = digests(run_dir)
+    env = hub_env(hub, tmp_path / "home", TOKEN, HF_HUB_DISABLE_XET="1")  # one commit request, no client retry
+    hub.fail_next_commits = 1
+    failed = finetune_cli(env, "push", str(run_dir / "best"), "--repo-id", "user/retry")
+    assert failed.returncode != 0
+    assert "upload to user/retry (main) failed" in failed.stderr and "run push again" in failed.stderr
+    assert set(hub.files("user/retry")) == {".gitattributes"}
+    after = digests(run_dir)
+    assert {k: v for k, v in after.items() if k != "best/README.md"} == {
+        k: v for k, v in before.items() if k != "best/README.md"
+    }
+
+    retried = finetune_cli(env, "push", str(run_dir / "best"), "--repo-id", "user/retry")
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    assert MODEL_FILES | RUN_FILES <= set(hub.files("user/retry"))
+
+
+def test_recipe_pushes_to_a_private_branch(hub, reviews_csv, tiny_vectors, tmp_path):
+    output_dir = tmp_path / "run"
+    args = tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, "--num_train_epochs", "1")
+    args += ["--push_to_hub", "true", "--hub_model_id", "user/from-recipe", "--hub_private_repo", "true"]
+    args += ["--hub_revision", "v1"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "train_bilstm_attention.py"), *args],
+        env={**hub_env(hub, tmp_path / "home", TOKEN), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert hub.repo("user/from-recipe").private
+    assert MODEL_FILES | RUN_FILES <= set(hub.files("user/from-recipe", revision="v1"))
+    assert set(hub.files("user/from-recipe")) == {".gitattributes"}  # main untouched
+    assert TOKEN not in result.stdout + result.stderr
+
+
+def test_lora_push_uploads_the_base_and_the_adapter_that_points_at_it(hub, reviews_csv, tiny_bert, tmp_path):
+    output_dir = tmp_path / "run"
+    main(encoder_recipe_args(BERT_CONFIG, reviews_csv, tiny_bert, output_dir, "--max_steps", "6", "--lora_r", "2"))
+    result = finetune_cli(
+        hub_env(hub, tmp_path / "home", TOKEN), "push", str(output_dir / "best"), "--repo-id", "user/lora"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    base, adapter = hub.files("user/lora-base"), hub.files("user/lora")
+    assert {"config.json", "model.safetensors", "modeling_bilstm_attention.py"} <= set(base)
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "metrics.json"} <= set(adapter)
+    assert json.loads(adapter["adapter_config.json"])["base_model_name_or_path"] == "user/lora-base"
+    assert "library_name: peft" in adapter["README.md"].decode("utf-8")
+    local_config = json.loads((output_dir / "best" / "adapter_config.json").read_text(encoding="utf-8"))
+    assert local_config["base_model_name_or_path"] == str((output_dir / "base").resolve())  # local copy unchanged
+
+    remote = hub_pipeline(hub_env(hub, tmp_path / "fresh", TOKEN), "user/lora", TEXTS)
+    assert_same_scores(remote["scores"], in_process_scores(output_dir / "best", TEXTS))
