@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for noisy in ("httpx", "httpx2"):  # a line per HTTP request of the Hub client
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if argv and argv[0] == "train":
         return _train(argv[1:])
     args = build_parser().parse_args(argv)

@@ -47,7 +47,8 @@ def start_run(seed: int, **accelerator_kwargs) -> Accelerator:
         level=logging.INFO if accelerator.is_main_process else logging.WARNING,
     )
     logging.getLogger("gensim").setLevel(logging.WARNING)
-    logging.getLogger("accelerate.checkpointing").setLevel(logging.WARNING)  # a line per file saved
+    for noisy in ("accelerate.checkpointing", "httpx", "httpx2"):  # a line per file saved, per HTTP request
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     set_seed(seed)
     return accelerator
 

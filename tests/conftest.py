@@ -186,14 +186,16 @@ print(json.dumps(classifier(json.loads(sys.argv[2]), top_k=None)))
 """
 
 
-def run_pipeline(model_dir, texts):
-    """`pipeline()` in a new Python process: labels and scores of every class, per text."""
+def run_pipeline(model, texts, script: str = PIPELINE_SCRIPT, env: dict | None = None, cwd=None):
+    """`script` (default: `pipeline()` with finetune imported) in a new Python process for `model` (a
+    directory or a Hub id): what it prints last, as JSON (labels and scores of every class, per text)."""
     result = subprocess.run(
-        [sys.executable, "-c", PIPELINE_SCRIPT, str(model_dir), json.dumps(texts, ensure_ascii=False)],
+        [sys.executable, "-c", script, str(model), json.dumps(texts, ensure_ascii=False)],
         capture_output=True,
         text=True,
         timeout=300,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "false"},
+        env=env or {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "TOKENIZERS_PARALLELISM": "false"},
+        cwd=cwd,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BERT_CONFIG, ROOT, WITHOUT_FINETUNE, encoder_recipe_args, in_process_scores, tiny_recipe_args
+from conftest import (
+    BERT_CONFIG,
+    ROOT,
+    WITHOUT_FINETUNE,
+    encoder_recipe_args,
+    in_process_scores,
+    run_pipeline,
+    tiny_recipe_args,
+)
 from hub_server import LocalHub, hub_env
 
 from recipes.train_bilstm_attention import main
@@ -39,19 +47,10 @@ def finetune_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def hub_pipeline(env: dict, repo_id: str, texts: list[str], script: str = WITHOUT_FINETUNE) -> dict:
+def hub_pipeline(env: dict, repo_id: str, texts: list[str]) -> dict:
     """`pipeline(repo_id, trust_remote_code=True)` in a new process that cannot import finetune, with an empty cache."""
     Path(env["HF_HOME"]).mkdir(parents=True)
-    result = subprocess.run(
-        [sys.executable, "-c", script, repo_id, json.dumps(texts, ensure_ascii=False)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=env["HF_HOME"],
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_pipeline(repo_id, texts, WITHOUT_FINETUNE, env=env, cwd=env["HF_HOME"])
 
 
 def assert_same_scores(got, want):

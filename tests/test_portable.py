@@ -2,11 +2,10 @@
 that cannot import `finetune` predicts what `finetune` itself predicts, for every encoder kind."""
 
 import json
-import subprocess
-import sys
+import os
 
 import pytest
-from conftest import BERT_CONFIG, BILM_CONFIG, WITHOUT_FINETUNE, encoder_recipe_args, in_process_scores
+from conftest import BERT_CONFIG, BILM_CONFIG, WITHOUT_FINETUNE, encoder_recipe_args, in_process_scores, run_pipeline
 
 from recipes.train_bilstm_attention import main
 
@@ -14,15 +13,8 @@ TEXTS = ["这部电影很好。", "酒店太差劲了！", "", "很" * 500]
 
 
 def pipeline_without_finetune(model_dir, texts):
-    result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_FINETUNE, str(model_dir), json.dumps(texts, ensure_ascii=False)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=model_dir,  # not the repository: nothing to import from the working directory
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    # cwd: not the repository, so nothing can be imported from the working directory.
+    return run_pipeline(model_dir, texts, WITHOUT_FINETUNE, env=dict(os.environ), cwd=model_dir)
 
 
 @pytest.fixture(scope="module")
