@@ -23,8 +23,9 @@ class BiLMConfig(PreTrainedConfig):
             LSTM layers per direction, with residual connections between them.
         dropout (`float`, defaults to 0.1):
             Dropout on each layer's input.
-        initializer_range (`float`, defaults to 0.1):
-            Standard deviation of the character embeddings at initialisation.
+        initializer_range (`float`, defaults to 1.0):
+            Standard deviation of the character embeddings at initialisation. LSTMs want inputs of unit
+            scale (PyTorch's own default): with 0.1, pretraining on the embedded corpus went ~2x slower.
     """
 
     model_type = "bilm"
@@ -35,4 +36,4 @@ class BiLMConfig(PreTrainedConfig):
     num_layers: int = 2
     dropout: float = 0.1
     pad_token_id: int | None = 0
-    initializer_range: float = 0.1
+    initializer_range: float = 1.0
