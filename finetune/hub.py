@@ -151,7 +151,7 @@ def model_card(model_dir: str | os.PathLike, repo_id: str | None = None, license
         model_name=name,
         eval_results=eval_results or None,
     )
-    repo = repo_id or "OUTPUT_DIR/best"
+    repo = repo_id or str(model_dir)
     usage = f"""```python
 from transformers import pipeline
 
@@ -164,6 +164,8 @@ classifier(["质量太差了，不推荐", "物流很快，五星好评"], top_k
             "\n\nThis repository holds a LoRA adapter and the trained head; `pipeline()` fetches the base model it "
             "names in `adapter_config.json` (needs `pip install peft`)."
         )
+    word_level = run.get("encoder_type", "word_vectors") == "word_vectors"
+    segmenter = f" and `{run.get('segmenter', 'rjieba')}` (the segmenter)" if word_level else ""
     stats = metrics.get("data", {}).get("stats", {}).get("train", {})
     cleaning = (
         f"{stats.get('rows_read', '?')} rows read; {stats.get('duplicates_removed', 0)} exact duplicates and "
@@ -180,8 +182,8 @@ classifier(["质量太差了，不推荐", "物流很快，五星好评"], top_k
             f"# {name}",
             "",
             f"A Chinese text classifier ({', '.join(labels)}): {encoder}, then a BiLSTM with additive "
-            "attention pooling and a linear classifier, fine-tuned with `finetune`. It runs with `transformers` "
-            "alone: the model and tokenizer code travel in this repository (`trust_remote_code=True`).",
+            "attention pooling and a linear classifier, fine-tuned with `finetune`. It needs only `transformers`"
+            f"{segmenter}: the model and tokenizer code travel in this repository (`trust_remote_code=True`).",
             "",
             "## Usage",
             "",
@@ -213,7 +215,7 @@ classifier(["质量太差了，不推荐", "物流很快，五星好评"], top_k
             f"- Texts are truncated to {run.get('max_length', config.get('max_length'))} tokens.",
             *(
                 ["- Words come from the segmenter: new slang and misspellings fall back to characters or `[UNK]`."]
-                if run.get("encoder_type", "word_vectors") == "word_vectors"
+                if word_level
                 else []
             ),
             "- Scores are softmax outputs, not calibrated probabilities; check them on your own data before using a "
