@@ -81,16 +81,12 @@ def encoder_target_pattern(model: nn.Module, target_modules: list[str]) -> str:
             )
         if not isinstance(module, WRAPPABLE):
             raise ValueError(
-                f"lora.target_modules: {name!r} is an {type(module).__name__}; LoRA wraps Linear/Embedding"
+                f"lora.target_modules: {name!r} is a {type(module).__name__}; LoRA wraps Linear/Embedding layers"
             )
     for target in target_modules:
         if not any(name == target or name.endswith("." + target) for name in matched):
             wrappable = sorted(
-                {
-                    n.rsplit(".", 1)[-1]
-                    for n, m in model.encoder.named_modules()
-                    if isinstance(m, nn.Linear | nn.Embedding)
-                }
+                {n.rsplit(".", 1)[-1] for n, m in model.encoder.named_modules() if isinstance(m, WRAPPABLE)}
             )
             raise ValueError(
                 f"lora.target_modules: no encoder module named {target!r}; Linear/Embedding names: {wrappable}"
