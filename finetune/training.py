@@ -246,6 +246,9 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict, best
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(staging)
+    # Every process writes its random-number state into the staging directory: all must be done
+    # before it is renamed (a rank still writing into `.step-K.tmp` would crash).
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if best_state:
             save_file(best_state, staging / BEST_WEIGHTS)
