@@ -24,7 +24,7 @@ def main(path: str) -> None:
         print(f"| {label} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |")
     print(
         f"\ntraining: {metrics['train_steps']} steps in {metrics['train_runtime_s']:.0f} s "
-        f"({metrics['train_samples_per_second']:.0f} samples/s); best at epoch {metrics['best_epoch'] + 1} (counting from 1)\n"
+        f"({metrics['train_samples_per_second']:.0f} samples/s); best at epoch {metrics['best_epoch'] + 1}\n"
     )
 
 
