@@ -12,7 +12,6 @@ to a file or a log.
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -311,14 +310,3 @@ def push_to_hub(
             logger.info("pushed %s to %s", folder.name if repo != repo_id else model_dir, info.commit_url)
             commits.append(info.commit_url)
     return commits
-
-
-def hardware() -> dict:
-    """Where a run trained, for the model card: device name, CPU count."""
-    import torch
-
-    if torch.cuda.is_available():
-        device = torch.cuda.get_device_name(0)
-    else:
-        device = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    return {"device": device}

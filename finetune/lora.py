@@ -121,9 +121,3 @@ def apply_lora(model: nn.Module, options: LoraOptions, base_path: str):
     peft_model.peft_config["default"].base_model_name_or_path = str(base_path)
     logger.info("LoRA r=%d alpha=%g on %s; fully trained: %s", options.r, options.alpha, targets, modules_to_save)
     return peft_model
-
-
-def is_peft_model(model: nn.Module) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)

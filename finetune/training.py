@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import platform
 import re
 import shutil
 import tempfile
@@ -51,6 +52,15 @@ def start_run(seed: int, **accelerator_kwargs) -> Accelerator:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     set_seed(seed)
     return accelerator
+
+
+def run_hardware(accelerator) -> dict:
+    """Where a run trained (metrics.json, the model card): device, processes, mixed precision."""
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return {"device": device, "processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision}
 
 
 def create_optimizer(

@@ -25,7 +25,7 @@ from finetune.builders import BUILDERS
 from finetune.data import load_splits
 from finetune.features import eval_dataloader, train_dataloader
 from finetune.freezing import FreezingPolicy, apply_freezing
-from finetune.hub import hardware, push_to_hub, write_model_card
+from finetune.hub import push_to_hub, write_model_card
 from finetune.inference import explain
 from finetune.lora import LoraOptions, apply_lora
 from finetune.metrics import classification_metrics
@@ -41,6 +41,7 @@ from finetune.training import (
     remove_partial_checkpoints,
     resolve_checkpoint,
     rewrap_model,
+    run_hardware,
     save_checkpoint,
     save_pretrained_atomic,
     start_run,
@@ -279,9 +280,7 @@ def main(argv=None):
     results.update({"data": data_info, **built.report, "history": history})
     if lora.enabled:
         results["lora"] = lora_outputs(accelerator, accelerator.unwrap_model(model), tokenizer, output_dir, model_args)
-    results["hardware"] = {
-        **hardware(), "processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision
-    }  # fmt: skip
+    results["hardware"] = run_hardware(accelerator)
     if accelerator.is_main_process:
         write_json_atomic(results, output_dir / "metrics.json")
         draw_pictures(results, accelerator.unwrap_model(model), tokenizer, splits, output_dir)

@@ -25,7 +25,8 @@ class BiLMConfig(PreTrainedConfig):
             Dropout on each layer's input.
         initializer_range (`float`, defaults to 1.0):
             Standard deviation of the character embeddings at initialisation. LSTMs want inputs of unit
-            scale (PyTorch's own default): with 0.1, pretraining on the embedded corpus went ~2x slower.
+            scale (PyTorch's own default). Language-model loss after 100 steps on the embedded corpus:
+            6.52 with 0.1 and orthogonal LSTM weights, 6.41 with 1.0 and orthogonal, 6.15 with 1.0 and PyTorch's.
     """
 
     model_type = "bilm"
