@@ -106,6 +106,10 @@ class TrainArguments:
     warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps spent warming up."})
     lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    adversarial_epsilon: float = field(
+        default=0.0,
+        metadata={"help": "Adversarial training on the input embeddings: step size per text (0: off; ~2x time)."},
+    )
     ema_decay: float = field(
         default=0.0, metadata={"help": "Evaluate and save a moving average of the weights (e.g. 0.999; 0: off)."}
     )

@@ -76,6 +76,9 @@ def _training_description(run: dict, metrics: dict) -> list[str]:
         f"{run.get('num_train_epochs')} at most), batch {run.get('per_device_train_batch_size')} per device, "
         f"AdamW lr {run.get('learning_rate')}, {run.get('lr_scheduler_type')} schedule, seed {run.get('seed')}"
     )
+    if run.get("adversarial_epsilon"):
+        epsilon = run["adversarial_epsilon"]
+        lines.append(f"- Adversarial training on the input embeddings (Miyato et al., 2017), epsilon {epsilon}")
     hardware = metrics.get("hardware", {})
     runtime = metrics.get("train_runtime_s")
     if runtime is not None:

@@ -32,6 +32,7 @@ from finetune.metrics import classification_metrics
 from finetune.reports import attention_html, plot_confusion_matrix, plot_training_curves
 from finetune.training import (
     EarlyStopping,
+    EmbeddingAdversary,
     check_parameters_in_sync,
     count_parameters,
     create_optimizer,
@@ -70,6 +71,9 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, st
     average = create_weight_average(accelerator.unwrap_model(model), args.ema_decay)
     if average is not None:
         accelerator.register_for_checkpointing(average)
+    adversary = None
+    if args.adversarial_epsilon > 0:
+        adversary = EmbeddingAdversary(accelerator.unwrap_model(model), args.adversarial_epsilon)
     id2label = accelerator.unwrap_model(model).config.id2label
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     total_steps = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
@@ -99,6 +103,8 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, st
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
+                if adversary is not None:
+                    accelerator.backward(adversary.loss(model, batch))
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
@@ -146,6 +152,8 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, st
             break
         state["batches"] = 0
     progress.close()
+    if adversary is not None:
+        adversary.remove()
     runtime = time.perf_counter() - start
     speed = {"train_runtime_s": runtime, "train_samples_per_second": state["seen"] / runtime}
     speed["train_steps"] = state["step"]

@@ -140,11 +140,16 @@ main()
 NO_DROPOUT = ["--embedding_dropout", "0", "--classifier_dropout", "0", "--word_dropout", "0"]
 
 
-def test_two_processes_match_one_process_with_the_same_global_batch(reviews_csv, tiny_vectors, tmp_path):
+@pytest.mark.parametrize("adversarial_epsilon", ["0", "1"])
+def test_two_processes_match_one_process_with_the_same_global_batch(
+    adversarial_epsilon, reviews_csv, tiny_vectors, tmp_path
+):
     """2 processes x batch 8 == 1 process x batch 8 x 2 accumulation steps: the same batches make each step.
 
     With dropout off, the only difference is the order of float additions (DDP's all-reduce vs
-    accumulation), so losses and metrics agree to 1e-4. Only the main process writes outputs.
+    accumulation), so losses and metrics agree to 1e-4; with adversarial training too (two
+    backward passes per step, each text moved along its own gradient). Only the main process
+    writes outputs.
     """
     script = tmp_path / "recipe_noting_writes.py"
     script.write_text(LOGGING_RECIPE, encoding="utf-8")
@@ -154,6 +159,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(reviews_csv,
         writes.mkdir()
         args = tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, "--num_train_epochs", "3", *NO_DROPOUT)
         args += ["--per_device_train_batch_size", "8", "--gradient_accumulation_steps", str(accumulation)]
+        args += ["--adversarial_epsilon", adversarial_epsilon]
         os.environ.update(FINETUNE_ROOT=str(ROOT), WRITES_DIR=str(writes))
         result = run_launch(args, processes, tmp_path, script=script)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -167,6 +173,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(reviews_csv,
     for key in ("validation_loss", "test_loss", "test_accuracy", "test_macro_f1", "validation_macro_f1"):
         assert two[key] == pytest.approx(one[key], abs=1e-4), key
     assert two["test_num_examples"] == 30
+    card = (tmp_path / "p2" / "best" / "README.md").read_text(encoding="utf-8")
+    assert ("Adversarial training on the input embeddings" in card) == (adversarial_epsilon != "0")
 
     # In the run directory rank 1 touches only the checkpoint being staged (accelerate saves each
     # process's random-number state there); every output is rank 0's.

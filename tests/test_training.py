@@ -14,6 +14,7 @@ from finetune import BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassifica
 from finetune.features import encode_splits, eval_dataloader, segment_splits
 from finetune.training import (
     EarlyStopping,
+    EmbeddingAdversary,
     count_parameters,
     create_optimizer,
     predict,
@@ -33,9 +34,10 @@ def tokenizer():
     return JiebaTokenizer(vocab=VOCAB, model_max_length=32)
 
 
-def tiny_model(freeze_embeddings=False):
+def tiny_model(freeze_embeddings=False, **config_kwargs):
     torch.manual_seed(0)
     config = BiLSTMAttentionConfig(
+        **config_kwargs,
         vocab_size=len(VOCAB),
         embedding_dim=4,
         lstm_hidden_size=3,
@@ -148,6 +150,89 @@ def test_optimizer_step_leaves_frozen_embeddings_unchanged():
     model(ids, labels=torch.tensor([1])).loss.backward()
     optimizer.step()
     assert torch.equal(model.get_input_embeddings().weight, before)
+
+
+# ##### EmbeddingAdversary #####
+
+NO_DROPOUT = {"embedding_dropout": 0.0, "word_dropout": 0.0, "classifier_dropout": 0.0}
+BATCH = {
+    "input_ids": torch.tensor([[2, 3, 4, 5, 7], [9, 4, 6, 8, 0], [10, 0, 0, 0, 0]]),
+    "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0]]),
+    "labels": torch.tensor([1, 0, 2]),
+}
+
+
+def embedding_gradients(model, batch):
+    """d(mean loss)/d(embedded tokens), found without the adversary: the test's own hook."""
+    embedded = []
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        embedded.append(output)
+
+    handle = model.get_input_embeddings().register_forward_hook(keep)
+    model(**batch).loss.backward()
+    handle.remove()
+    model.zero_grad()
+    return embedded[0].grad
+
+
+@pytest.mark.parametrize("freeze_embeddings", [False, True])
+def test_adversarial_loss_rises_by_epsilon_times_each_texts_gradient_norm(freeze_embeddings):
+    """First order: moving text i by eps along g_i/|g_i| raises the mean loss by eps * sum_i |g_i|."""
+    model = tiny_model(freeze_embeddings, **NO_DROPOUT).train()
+    model.get_input_embeddings().weight.requires_grad_(True)
+    grads = embedding_gradients(model, BATCH)
+    model.get_input_embeddings().weight.requires_grad_(not freeze_embeddings)
+    epsilon = 1e-3
+    adversary = EmbeddingAdversary(model, epsilon)
+
+    loss = model(**BATCH).loss
+    loss.backward()
+    adversarial = adversary.loss(model, BATCH)
+
+    expected_rise = epsilon * grads.flatten(1).norm(dim=1).sum()
+    assert expected_rise > 0
+    assert (adversarial - loss).item() == pytest.approx(expected_rise.item(), rel=2e-2)
+    # a random move of the same size per text changes the loss far less
+    torch.manual_seed(1)
+    noise = torch.randn_like(grads)
+    noise = epsilon * noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1)
+    handle = model.get_input_embeddings().register_forward_hook(lambda m, i, out: out + noise)
+    with torch.no_grad():
+        random_move = model(**BATCH).loss
+    handle.remove()
+    assert abs((random_move - loss).item()) < 0.5 * expected_rise.item()
+    if freeze_embeddings:
+        adversarial.backward()
+        assert model.get_input_embeddings().weight.grad is None
+
+
+def test_adversarial_gradient_is_added_to_the_clean_one():
+    model = tiny_model(**NO_DROPOUT).train()
+    model(**BATCH).loss.backward()
+    clean = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    adversary = EmbeddingAdversary(model, epsilon=0.5)
+    model(**BATCH).loss.backward()
+    adversary.loss(model, BATCH).backward()
+    changed = [name for name, p in model.named_parameters() if not torch.allclose(p.grad, clean[name])]
+    assert "classifier.weight" in changed and "encoder.embeddings.weight" in changed
+
+
+def test_adversary_leaves_evaluation_alone_and_can_be_removed():
+    model = tiny_model().eval()
+    with torch.no_grad():
+        before = model(**BATCH).logits
+    adversary = EmbeddingAdversary(model, epsilon=10.0)
+    with torch.no_grad():
+        assert torch.equal(model(**BATCH).logits, before)
+    with pytest.raises(RuntimeError, match="needs a training forward and backward pass first"):
+        adversary.loss(model.train(), BATCH)
+    adversary.remove()
+    model(**BATCH).loss.backward()
+    with pytest.raises(RuntimeError, match="needs a training forward and backward pass first"):
+        adversary.loss(model, BATCH)
 
 
 def test_count_parameters():
