@@ -108,7 +108,10 @@ class TrainArguments:
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     adversarial_epsilon: float = field(
         default=0.0,
-        metadata={"help": "Adversarial training on the input embeddings: step size per text (0: off; ~2x time)."},
+        metadata={
+            "help": "Adversarial training on the input embeddings: L2 size of the move per text (0: off; ~1.5x time). "
+            "1.0 is ~10% of a review's 200-d word2vec vectors; scale it with your embeddings' norm."
+        },
     )
     ema_decay: float = field(
         default=0.0, metadata={"help": "Evaluate and save a moving average of the weights (e.g. 0.999; 0: off)."}

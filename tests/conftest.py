@@ -97,6 +97,8 @@ def tiny_recipe_args(train_file: Path, vectors: Path, output_dir: Path, *extra: 
         "--min_freq", "1",
         "--word_dropout", "0",
         "--early_stopping_patience", "0",
+        # the demo's epsilon 1 is ~10% of a review's vectors; these texts are a few words of norm ~1.4
+        "--adversarial_epsilon", "0.1",
         *extra,
     ]  # fmt: skip
 
