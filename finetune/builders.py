@@ -14,7 +14,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from .arguments import DataArguments, ModelArguments
 from .corpora import unlabelled_sentences
-from .embeddings import build_embedding_matrix, format_coverage
+from .embeddings import build_embedding_matrix, coverage_warnings, format_coverage
 from .features import count_words, encode_splits, encode_texts, segment_splits
 from .models.bilstm_attention import (
     BiLMForLanguageModeling,
@@ -28,6 +28,9 @@ from .vectors import read_word_vectors
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]"]
+# Dimension of word2vec trained here when --vector_size is not given: that of Tencent's vectors
+# and of the demo config's tuned runs.
+DEFAULT_VECTOR_SIZE = 200
 
 
 @dataclass
@@ -37,7 +40,8 @@ class Built:
     model: torch.nn.Module
     tokenizer: object
     splits: DatasetDict  # encoded: input_ids, attention_mask, length, label
-    report: dict = field(default_factory=dict)  # e.g. vector coverage, for metrics.json and the model card
+    # e.g. vector coverage, and `warnings` (strings), for metrics.json and the model card
+    report: dict = field(default_factory=dict)
 
 
 def build_vocabulary(counts: Counter, *, min_freq: int, max_size: int, keep: set[str] = frozenset()) -> list[str]:
@@ -90,7 +94,7 @@ def default_vectors_path(train_words, segmenter: JiebaTokenizer, model_args: Mod
     logger.info("No --word_vectors given: training word2vec on %d sentences", len(sentences))
     return train_word_vectors(
         sentences,
-        vector_size=model_args.vector_size,
+        vector_size=model_args.vector_size or DEFAULT_VECTOR_SIZE,
         epochs=model_args.vector_epochs,
         sg=int(model_args.vector_algorithm == "skipgram"),
         min_count=model_args.vector_min_count,
@@ -113,17 +117,44 @@ def head_config(model_args: ModelArguments, data_args: DataArguments, id2label: 
     )
 
 
+def vector_warnings(model_args: ModelArguments, path, dim: int, coverage: dict) -> list[str]:
+    """Warnings about the vectors used, logged here: almost no coverage, a `--vector_size` not used.
+
+    Args:
+        model_args: `word_vectors` and `vector_size` as the user gave them.
+        path: The vector file used.
+        dim: Its dimension.
+        coverage: The report of `build_embedding_matrix`.
+    """
+    warnings = coverage_warnings(coverage, path)
+    if model_args.word_vectors and model_args.vector_size not in (None, dim):
+        warnings.append(
+            f"--vector_size {model_args.vector_size} was not used: {path} holds {dim}-dimensional vectors, "
+            f"so the embeddings have {dim} dimensions (--vector_size only sizes word2vec trained here)"
+        )
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return warnings
+
+
 def build_word_vector_model(
     splits: DatasetDict, id2label: dict[int, str], model_args: ModelArguments, data_args: DataArguments, seed: int
 ) -> Built:
     """JiebaTokenizer + BiLSTM-attention model whose embeddings start from pretrained word vectors.
 
+    Sets `model_args.vector_size` to the dimension of the vectors used (the file's, or word2vec's
+    trained here), so that the run's config.yaml, written from `model_args`, records it.
+
     Args:
         splits: Clean splits with `text` and integer `label` columns.
         id2label: Label id -> name, as in the model config.
-        model_args: Encoder and head settings.
+        model_args: Encoder and head settings; `vector_size` is updated.
         data_args: For `max_length`.
         seed: Seeds the random vectors of words the pretrained vectors lack.
+
+    Returns:
+        The model, tokenizer and encoded splits; the report holds `vectors` (the coverage of
+        `build_embedding_matrix` and the file) and `warnings` (strings, see `vector_warnings`).
     """
     tokenizer_kwargs = dict(
         segmenter=model_args.segmenter,
@@ -147,6 +178,8 @@ def build_word_vector_model(
     matrix, coverage = build_embedding_matrix(tokenizer.vocab, vectors, token_counts=token_counts, seed=seed)
     coverage["vectors"] = str(path)
     logger.info("%s: %s", path, format_coverage(coverage))
+    report = {"vectors": coverage, "warnings": vector_warnings(model_args, path, vectors.dim, coverage)}
+    model_args.vector_size = vectors.dim
 
     config = BiLSTMAttentionConfig(
         encoder_type="word_vectors",
@@ -168,7 +201,7 @@ def build_word_vector_model(
             model.encoder.token_chars.copy_(token_chars)
             # Zero at the start: the model begins as the word-vector model and learns what characters add.
             model.encoder.char_embeddings.weight.zero_()
-    return Built(model, tokenizer, encode_splits(segmented, tokenizer, data_args.max_length), {"vectors": coverage})
+    return Built(model, tokenizer, encode_splits(segmented, tokenizer, data_args.max_length), report)
 
 
 def copy_encoder_weights(target: torch.nn.Module, pretrained: torch.nn.Module, ignore: tuple[str, ...] = ()) -> None:

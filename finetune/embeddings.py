@@ -18,6 +18,14 @@ from .vectors import WordVectors, read_word_vectors
 logger = logging.getLogger(__name__)
 
 _OOV_EXAMPLES = 20
+# Vectors made for the text cover most of it: Tencent's or Chinese-Word-Vectors' files cover well
+# over half of a review vocabulary's words and 90% of its tokens, and a file from another domain
+# still a good share. Below these shares the file does not fit the text at all (another language,
+# traditional characters for simplified text, character vectors under a word segmenter, a file cut
+# short) and the "pretrained" embeddings are in fact random. Either share alone tells: rare words
+# lower the type share of a good file, but never to 5%; its frequent words keep tokens far above 10%.
+MIN_TYPE_COVERAGE = 0.05
+MIN_TOKEN_COVERAGE = 0.10
 
 
 def _assign_rows(
@@ -158,7 +166,8 @@ def load_word_vectors(
         seed: Seed of the random rows.
 
     Returns:
-        The matrix and report of `build_embedding_matrix`; the coverage is also logged.
+        The matrix and report of `build_embedding_matrix`, plus `warnings` (a list of strings, see
+        `coverage_warnings`); the coverage and the warnings are also logged.
     """
     wanted = set(vocab)
     for word in vocab:
@@ -171,7 +180,34 @@ def load_word_vectors(
         seed=seed,
     )
     logger.info("%s: %s", path, format_coverage(report))
+    report["warnings"] = coverage_warnings(report, path)
+    for warning in report["warnings"]:
+        logger.warning("%s", warning)
     return matrix, report
+
+
+def coverage_warnings(report: dict, path: str | os.PathLike) -> list[str]:
+    """Says so when the vectors cover none or almost none of the vocabulary (see `MIN_TYPE_COVERAGE`).
+
+    Args:
+        report: The report returned by `build_embedding_matrix`.
+        path: The vector file, named in the warning.
+
+    Returns:
+        One warning, or none when the coverage is plausible.
+    """
+    types = report["vocab_size"] - report.get("types_zero", 0)
+    type_share, token_share = report["type_coverage"], report.get("token_coverage")
+    low_tokens = token_share is not None and token_share < MIN_TOKEN_COVERAGE
+    if not types or (type_share >= MIN_TYPE_COVERAGE and not low_tokens):
+        return []
+    covered = f"{type_share:.1%} of the {types:,} vocabulary types"
+    if token_share is not None:
+        covered += f" and {token_share:.1%} of the training tokens"
+    return [
+        f"{path}: the vectors cover only {covered}, so the embeddings start almost all random; "
+        "check the file fits the text (language, simplified vs traditional characters, words vs characters)"
+    ]
 
 
 def format_coverage(report: dict) -> str:

@@ -102,10 +102,20 @@ def _evaluation_table(metrics: dict, split: str) -> list[str]:
     return rows
 
 
+def _warnings_section(metrics: dict) -> list[str]:
+    """The run's warnings (e.g. vectors that cover almost nothing), near the top where a user sees them."""
+    warnings = metrics.get("warnings") or []
+    if not warnings:
+        return []
+    lines = ["## Warnings", "", "The training run warned (see `metrics.json`); weigh these before using the model:", ""]
+    return lines + [f"- {' '.join(str(warning).split())}" for warning in warnings] + [""]
+
+
 def model_card(model_dir: str | os.PathLike, repo_id: str | None = None, license: str = "apache-2.0"):
     """A `huggingface_hub.ModelCard` written from the run around `model_dir` (`OUTPUT_DIR/best`).
 
-    Reads `metrics.json` and `config.yaml` from the run directory and `config.json` from the model.
+    Reads `metrics.json` and `config.yaml` from the run directory and `config.json` from the model;
+    the run's `warnings` (in metrics.json) get a section of their own before the usage.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -187,6 +197,7 @@ classifier(["质量太差了，不推荐", "物流很快，五星好评"], top_k
             "attention pooling and a linear classifier, fine-tuned with `finetune`. It needs only `transformers`"
             f"{segmenter}: the model and tokenizer code travel in this repository (`trust_remote_code=True`).",
             "",
+            *_warnings_section(metrics),
             "## Usage",
             "",
             usage,
@@ -229,7 +240,7 @@ classifier(["质量太差了，不推荐", "物流很快，五星好评"], top_k
 
 def write_model_card(model_dir: str | os.PathLike, repo_id: str | None = None, license: str = "apache-2.0") -> Path:
     """Writes `README.md` (the model card) into `model_dir`, atomically; returns its path."""
-    from .training import write_text_atomic
+    from .files import write_text_atomic
 
     path = Path(model_dir) / "README.md"
     write_text_atomic(str(model_card(model_dir, repo_id, license)), path)

@@ -17,6 +17,8 @@ import codecs
 import gzip
 import logging
 import os
+import re
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +26,25 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .errors import FinetuneError
+
 logger = logging.getLogger(__name__)
 
 # fastText's `.bin` *model* files start with this int32; its word vectors ship as a `.vec` file.
 FASTTEXT_MAGIC = 793712314
 _READ_CHUNK_BYTES = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+# "BZh", the block size digit, then the magic of the first block (or of the end of an empty stream):
+# ten bytes, so a text file whose first word starts with "BZh" is not taken for bz2.
+_BZIP2_MAGIC = re.compile(rb"BZh[1-9](\x31\x41\x59\x26\x53\x59|\x17\x72\x45\x38\x50\x90)")
+_COMPRESSION_SUFFIX = {"gzip": ".gz", "bz2": ".bz2"}
+# What the first vector of a text file is made of; float32 bytes of real vectors never are.
+_NUMBER_BYTES = frozenset(b"0123456789.-+eE \t\r")
+# C0 control bytes never occur in UTF-8 (or GBK) text apart from tab and line ends; float32 bytes hold many.
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
-class VectorFileError(ValueError):
+class VectorFileError(FinetuneError, ValueError):
     """A word-vector file is malformed; the message names the file and the line or entry."""
 
 
@@ -87,11 +100,16 @@ class _Collector:
             self.rows[word] = vector
 
 
-def _open_compressed(path: Path) -> BinaryIO:
+def _named_compression(path: Path) -> str | None:
     name = path.name.lower()
-    if name.endswith(".gz"):
+    return next((kind for kind, suffix in _COMPRESSION_SUFFIX.items() if name.endswith(suffix)), None)
+
+
+def _open_compressed(path: Path) -> BinaryIO:
+    kind = _named_compression(path)
+    if kind == "gzip":
         return gzip.open(path, "rb")
-    if name.endswith(".bz2"):
+    if kind == "bz2":
         return bz2.open(path, "rb")
     return open(path, "rb")
 
@@ -99,6 +117,37 @@ def _open_compressed(path: Path) -> BinaryIO:
 def _is_word2vec_binary(path: Path) -> bool:
     name = path.name.lower().removesuffix(".gz").removesuffix(".bz2")
     return name.endswith(".bin")
+
+
+def _renamed(path: Path, format_suffix: str) -> str:
+    """The file's name with `format_suffix` (.bin or .txt) as its format, a .gz/.bz2 suffix kept."""
+    kind = _named_compression(path)
+    compression = path.name[len(path.name) - len(_COMPRESSION_SUFFIX[kind]) :] if kind else ""
+    stem = path.name[: len(path.name) - len(compression)]
+    base, dot, extension = stem.rpartition(".")
+    if dot and extension.lower() in ("txt", "vec", "bin"):
+        stem = base
+    return stem + format_suffix + compression
+
+
+def _check_compression_matches_name(path: Path) -> None:
+    """The name picks the decompressor: a misnamed file would read as garbage or fail deep inside gzip."""
+    with open(path, "rb") as raw:
+        head = raw.read(10)
+    actual = "gzip" if head.startswith(_GZIP_MAGIC) else "bz2" if _BZIP2_MAGIC.match(head) else None
+    named = _named_compression(path)
+    if actual == named or not head:  # an empty file is reported as such by the readers
+        return
+    stem = path.name[: len(path.name) - len(_COMPRESSION_SUFFIX[named])] if named else path.name
+    if actual:
+        suffix = _COMPRESSION_SUFFIX[actual]
+        raise VectorFileError(
+            f"{path} is {actual}-compressed but its name does not end in {suffix}: name it {stem}{suffix}"
+        )
+    raise VectorFileError(
+        f"{path} is not {named}-compressed (it starts with {head!r}): name it {stem}, without "
+        f"{_COMPRESSION_SUFFIX[named]}"
+    )
 
 
 def _check_not_fasttext_model(path: Path) -> None:
@@ -118,15 +167,50 @@ def _decode(raw: bytes, path: Path, where: str) -> str:
         raise VectorFileError(f"{path}: {where}: bytes {raw[err.start : err.end]!r} are not valid UTF-8") from None
 
 
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _check_finite(vector: np.ndarray, path: Path, where: str, texts: list[str] | None = None) -> None:
+    """A NaN or inf value would make every loss NaN: the whole run would train nothing, silently."""
+    bad = np.flatnonzero(~np.isfinite(vector))
+    if not len(bad):
+        return
+    value = texts[bad[0]] if texts is not None else str(vector[bad[0]])
+    # "1e39" is a finite number, but not a float32 one
+    overflow = " (too large for float32)" if texts is not None and np.isfinite(float(value)) else ""
+    raise VectorFileError(f"{path}: {where}: value {value} is not a finite number{overflow}")
+
+
 def _parse_text_line(line: bytes, dim: int, path: Path, line_no: int) -> tuple[str, np.ndarray]:
     # Split from the right: the last `dim` fields are numbers, the rest (spaces included) the word.
     fields = _decode(line, path, f"line {line_no}").rsplit(None, dim)
     if len(fields) != dim + 1:
         raise VectorFileError(f"{path}: line {line_no} has {len(fields) - 1} values, expected {dim}")
     try:
-        return fields[0], np.array(fields[1:], dtype=np.float32)
+        vector = np.array(fields[1:], dtype=np.float32)
     except ValueError as err:  # numpy names the value: "could not convert string to float: 'x'"
         raise VectorFileError(f"{path}: line {line_no}: {err}") from None
+    _check_finite(vector, path, f"line {line_no} ({fields[0]!r})", fields[1:])
+    return fields[0], vector
+
+
+def _check_first_text_vector(line: bytes, dim: int, path: Path, line_no: int) -> None:
+    """The line after a "count dim" header: is it the first vector, as text, of the size announced?"""
+    values = len(line.split()) - 1
+    # word2vec binary read as text: the float32 bytes hold control bytes, or at least bytes that
+    # are not UTF-8 (a GBK text file is not UTF-8 either, but has the right number of values).
+    if _CONTROL_BYTES.search(line) or (values != dim and not _is_utf8(line)):
+        raise VectorFileError(
+            f"{path}: looks like word2vec binary: name it .bin, e.g. {_renamed(path, '.bin')} "
+            f"(line {line_no}, after the header 'count dimension', holds bytes that are not text)"
+        )
+    if values != dim:
+        raise VectorFileError(f"{path}: header says {dim} values per vector, but line {line_no} has {values}")
 
 
 def _read_text(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[int, int]:
@@ -151,10 +235,7 @@ def _read_text(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[int
                 raise VectorFileError(f"{path}: line {line_no} holds a word but no vector")
         if check_first_vector:
             check_first_vector = False
-            if len(line.split()) - 1 != dim:
-                raise VectorFileError(
-                    f"{path}: header says {dim} values per vector, but line {line_no} has {len(line.split()) - 1}"
-                )
+            _check_first_text_vector(line, dim, path, line_no)
         entries += 1
         # Most lines hold unwanted words: skip them without parsing their values, unless they
         # have too few fields, which always means a malformed (e.g. truncated) line.
@@ -200,9 +281,17 @@ class _ByteReader:
         return piece
 
 
-def _read_binary(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[int, int]:
-    """Reads word2vec binary: header line, then word, space, float32s; returns (dim, entries)."""
-    reader = _ByteReader(stream)
+def _is_text_vector(raw: bytes) -> bool:
+    """Whether bytes read as float32s are in fact numbers written as text (up to the line's end)."""
+    first_line = raw.split(b"\n", 1)[0]
+    return any(byte in b"0123456789" for byte in first_line) and set(first_line) <= _NUMBER_BYTES
+
+
+def _text_named_bin(path: Path, where: str) -> VectorFileError:
+    return VectorFileError(f"{path}: looks like word2vec text: name it .txt, e.g. {_renamed(path, '.txt')} ({where})")
+
+
+def _read_binary_header(reader: _ByteReader, path: Path) -> tuple[int, int]:
     header = reader.read_until(b"\n")
     if header is None:
         header = reader.read_exact(80)
@@ -210,19 +299,31 @@ def _read_binary(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[i
             raise VectorFileError(f"{path} is empty")
     fields = header.split()
     if len(fields) != 2 or not all(field.isdigit() for field in fields):
+        if len(fields) > 1 and all(_is_text_vector(field) for field in fields[1:]):
+            raise _text_named_bin(path, f"line 1 is a word and {len(fields) - 1} numbers, not a header")
         raise VectorFileError(f"{path}: line 1 should be the header 'count dimension', got {header[:80]!r}")
-    count, dim = int(fields[0]), int(fields[1])
+    return int(fields[0]), int(fields[1])
+
+
+def _read_binary(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[int, int]:
+    """Reads word2vec binary: header line, then word, space, float32s; returns (dim, entries)."""
+    reader = _ByteReader(stream)
+    count, dim = _read_binary_header(reader, path)
     record_bytes = 4 * dim
     for number in range(1, count + 1):
         word = reader.read_until(b" ")
         vector = reader.read_exact(record_bytes) if word is not None else b""
+        if number == 1 and _is_text_vector(vector):
+            raise _text_named_bin(path, "entry 1's vector is digits and spaces, not float32 bytes")
         if len(vector) < record_bytes:
             raise VectorFileError(f"{path}: entry {number} of {count} is truncated (the file ends inside it)")
         # The "\n" that the C tool writes after each vector shows up in front of the next word.
         word = word.lstrip(b"\n")
         if collector.may_want_binary(word):
             text = _decode(word, path, f"entry {number}")
-            collector.offer(text, np.frombuffer(vector, dtype="<f4").astype(np.float32))
+            values = np.frombuffer(vector, dtype="<f4").astype(np.float32)
+            _check_finite(values, path, f"entry {number} ({text!r})")
+            collector.offer(text, values)
     return dim, count
 
 
@@ -232,11 +333,13 @@ def read_word_vectors(path: str | os.PathLike, wanted: Iterable[str] | None = No
     Memory grows with the number of kept words, not with the file. Formats, told apart by name:
     `.bin` is word2vec binary, anything else word2vec text with a "count dim" header (fastText
     `.vec`, Tencent AI Lab, Chinese-Word-Vectors `sgns.*`) or without one (GloVe); a `.gz` or
-    `.bz2` suffix is decompressed on the fly. Text is UTF-8 (a BOM is accepted).
+    `.bz2` suffix is decompressed on the fly. Text is UTF-8 (a BOM is accepted). A name that does
+    not match the content (gzip data without `.gz`, binary named `.txt`, text named `.bin`...) is
+    an error that says how to name the file.
 
-    Lines of unwanted words are skipped without parsing their values, so a malformed value there
-    goes unnoticed; a line with too few values is reported wherever it is. A line with too many
-    values cannot be told from a word containing spaces, and reads as an (unwanted) longer word.
+    Lines of unwanted words are skipped without parsing their values, so a malformed or NaN value
+    there goes unnoticed; a line with too few values is reported wherever it is. A line with too
+    many values cannot be told from a word containing spaces, and reads as an (unwanted) longer word.
 
     Args:
         path: The vector file.
@@ -247,18 +350,25 @@ def read_word_vectors(path: str | os.PathLike, wanted: Iterable[str] | None = No
         first vector (a warning counts the duplicates).
 
     Raises:
-        VectorFileError: The file is empty, malformed (the message names the file and the 1-based
-            line or entry number) or a fastText model rather than word vectors.
+        VectorFileError: The file is empty, misnamed, malformed or holds a NaN or infinite value
+            in a kept vector (the message names the file and the 1-based line or entry number),
+            or it is a fastText model rather than word vectors.
     """
     path = Path(path)
-    _check_not_fasttext_model(path)
+    _check_compression_matches_name(path)
     collector = _Collector(wanted)
     read = _read_binary if _is_word2vec_binary(path) else _read_text
     try:
-        with _open_compressed(path) as stream:
+        _check_not_fasttext_model(path)
+        # "1e39" overflows float32 to inf, which _check_finite reports: numpy need not warn as well.
+        with _open_compressed(path) as stream, np.errstate(over="ignore"):
             dim, entries = read(stream, path, collector)
     except EOFError as err:  # gzip and bz2 raise it for a cut-off download
         raise VectorFileError(f"{path}: the compressed data ends early ({err})") from None
+    except (OSError, zlib.error) as err:  # gzip.BadGzipFile, bz2's "Invalid data stream", a bad CRC
+        if _named_compression(path) is None:
+            raise
+        raise VectorFileError(f"{path}: the compressed data is damaged ({err})") from None
     if collector.duplicates:
         logger.warning("%s: %d duplicated words; kept the first vector of each", path, collector.duplicates)
     words = list(collector.rows)

@@ -1,5 +1,6 @@
 """finetune.builders: the vocabulary, and the word-vector model built from the training split."""
 
+import logging
 from collections import Counter
 
 import numpy as np
@@ -10,7 +11,7 @@ from datasets import Dataset, DatasetDict
 
 from finetune import BiLSTMAttentionForSequenceClassification, JiebaTokenizer
 from finetune.arguments import DataArguments, ModelArguments
-from finetune.builders import SPECIAL_TOKENS, build_vocabulary, build_word_vector_model
+from finetune.builders import DEFAULT_VECTOR_SIZE, SPECIAL_TOKENS, build_vocabulary, build_word_vector_model
 
 # 电 occurs alone once and inside 电影 four times: as a character it counts 5.
 COUNTS = Counter({"很": 9, "好": 6, "电影": 4, "电": 1, "差": 3, "失望": 1})
@@ -159,3 +160,56 @@ def test_word2vec_trained_here_can_learn_character_vectors(characters):
     assert {"电影", "糟糕", "很"} <= set(vectors.words)
     # 糟 only occurs inside 糟糕: it has a vector only when word2vec also read the text as characters
     assert ("糟" in vectors.words) is characters
+
+
+def build(splits, vectors, **model_settings):
+    model_args = ModelArguments(
+        word_vectors=str(vectors), min_freq=1, lstm_hidden_size=8, attention_dim=8, **model_settings
+    )
+    built = build_word_vector_model(splits, {0: "negative", 1: "positive"}, model_args, DataArguments(max_length=32), 0)
+    return built, model_args
+
+
+def test_vectors_that_fit_give_no_warnings_and_record_their_dimension(review_splits, tiny_vectors, caplog):
+    with caplog.at_level(logging.WARNING, logger="finetune"):
+        built, model_args = build(review_splits, tiny_vectors)
+
+    assert built.report["warnings"] == []
+    assert not [record for record in caplog.records if record.name.startswith("finetune")]
+    assert model_args.vector_size == 8  # what config.yaml records: the dimension used, not the default None
+
+
+def test_vector_size_that_the_file_overrides_warns(review_splits, tiny_vectors, caplog):
+    with caplog.at_level(logging.WARNING, logger="finetune"):
+        built, model_args = build(review_splits, tiny_vectors, vector_size=300)
+
+    message = (
+        f"--vector_size 300 was not used: {tiny_vectors} holds 8-dimensional vectors, so the embeddings have 8 "
+        "dimensions (--vector_size only sizes word2vec trained here)"
+    )
+    assert built.report["warnings"] == [message]
+    assert [(r.levelname, r.message) for r in caplog.records if r.name.startswith("finetune")] == [("WARNING", message)]
+    assert model_args.vector_size == built.model.config.embedding_dim == 8
+
+
+def test_vectors_that_cover_nothing_warn_in_the_report(review_splits, tmp_path, caplog):
+    english = tmp_path / "glove.6B.8d.txt"
+    english.write_text("".join(f"{word} {' '.join(['0.1'] * 8)}\n" for word in ("the", "movie", "good")), "utf-8")
+
+    with caplog.at_level(logging.WARNING, logger="finetune"):
+        built, _ = build(review_splits, english)
+
+    assert len(built.report["warnings"]) == 1
+    assert built.report["warnings"][0].startswith(f"{english}: the vectors cover only 0.0% of the ")
+    assert "0.0% of the training tokens" in built.report["warnings"][0]
+    assert built.report["warnings"][0] in caplog.text
+
+
+def test_word2vec_trained_here_defaults_to_200_dimensions():
+    from finetune.builders import default_vectors_path
+    from finetune.vectors import read_word_vectors
+
+    args = ModelArguments(pretrain_corpus=False, vector_epochs=1, vector_min_count=1)
+    assert args.vector_size is None
+    path = default_vectors_path([["电影", "很", "精彩"]] * 5, JiebaTokenizer(vocab=SPECIAL_TOKENS), args, seed=0)
+    assert read_word_vectors(path).dim == DEFAULT_VECTOR_SIZE == 200

@@ -21,6 +21,7 @@ from conftest import (
 )
 from hub_server import LocalHub, hub_env
 
+from finetune.hub import model_card
 from recipes.train_bilstm_attention import main
 
 TOKEN = "hf_never_write_this_token_0123"
@@ -151,3 +152,19 @@ def test_lora_push_uploads_the_base_and_the_adapter_that_points_at_it(hub, revie
 
     remote = hub_pipeline(hub_env(hub, tmp_path / "fresh", TOKEN), "user/lora", TEXTS)
     assert_same_scores(remote["scores"], in_process_scores(output_dir / "best", TEXTS))
+
+
+def test_model_card_shows_the_run_warnings(trained_run, tmp_path):
+    run_dir = shutil.copytree(trained_run, tmp_path / "run")
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["warnings"] == []  # the tiny vectors fit the tiny reviews
+    assert "## Warnings" not in str(model_card(run_dir / "best"))
+
+    warning = "english.txt: the vectors cover only 0.0% of the 120 vocabulary types, so the embeddings start random"
+    metrics["warnings"] = [warning, "--vector_size 300 was not used: english.txt holds 8-dimensional vectors"]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    card = str(model_card(run_dir / "best"))
+
+    section = card[card.index("## Warnings") : card.index("## Usage")]
+    assert f"- {warning}\n" in section
+    assert "- --vector_size 300 was not used: english.txt holds 8-dimensional vectors\n" in section

@@ -1,5 +1,6 @@
 """Tests of finetune.vectors (reading word2vec files) and finetune.embeddings (the embedding matrix)."""
 
+import bz2
 import gzip
 import json
 import logging
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from finetune.embeddings import build_embedding_matrix, format_coverage, load_word_vectors
+from finetune.embeddings import build_embedding_matrix, coverage_warnings, format_coverage, load_word_vectors
+from finetune.errors import FinetuneError
 from finetune.vectors import (
     FASTTEXT_MAGIC,
     VectorFileError,
@@ -231,6 +233,155 @@ def test_fasttext_model_is_refused_with_a_hint(tmp_path):
         read_word_vectors(path)
 
 
+def test_vector_file_error_is_a_finetune_error(tmp_path):
+    path = tmp_path / "e.txt"
+    path.write_bytes(b"")
+
+    with pytest.raises(FinetuneError) as caught:
+        read_word_vectors(path)
+    assert isinstance(caught.value, ValueError)  # callers that caught ValueError still do
+
+
+# ##### read_word_vectors: values that are not finite #####
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [("nan", "value nan is not a finite number"), ("inf", "value inf is not"), ("-inf", "value -inf is not")]
+    + [("NaN", "value NaN is not"), ("1e39", r"value 1e39 is not a finite number \(too large for float32\)")],
+)
+def test_non_finite_text_value_names_file_line_and_word(tmp_path, value, shown):
+    path = tmp_path / "vec.txt"
+    path.write_text(f"3 2\n看 1 2\n好 3 {value}\n电影 5 6\n", encoding="utf-8")
+
+    with pytest.raises(VectorFileError, match=rf"vec\.txt: line 3 \('好'\): {shown}"):
+        read_word_vectors(path)
+
+
+def test_non_finite_binary_value_names_file_entry_and_word(tmp_path, keyed_vectors):
+    vectors = keyed_vectors.vectors.copy()
+    vectors[2, 5] = np.nan
+    broken = KeyedVectors(vector_size=DIM)
+    broken.add_vectors(WORDS, vectors)
+    path = tmp_path / "vec.bin"
+    broken.save_word2vec_format(str(path), binary=True)
+
+    with pytest.raises(VectorFileError, match=r"vec\.bin: entry 3 \('好'\): value nan is not a finite number"):
+        read_word_vectors(path)
+    # Unwanted entries are not converted, so their values are not checked either (the fast path).
+    assert read_word_vectors(path, wanted={"电影"}).words == ["电影"]
+
+
+def test_non_finite_value_of_an_unwanted_word_is_skipped_unparsed(tmp_path):
+    path = tmp_path / "vec.txt"
+    path.write_text("3 2\n看 1 2\n好 3 nan\n电影 5 6\n", encoding="utf-8")
+
+    read = read_word_vectors(path, wanted={"看", "电影"})
+
+    assert read.words == ["看", "电影"] and np.isfinite(read.vectors).all()
+
+
+# ##### read_word_vectors: names that do not match the content #####
+
+
+@pytest.mark.parametrize(
+    "name, compress, message",
+    [
+        (
+            "vec.txt",
+            gzip.compress,
+            r"vec\.txt is gzip-compressed but its name does not end in \.gz: name it vec\.txt\.gz",
+        ),
+        (
+            "vec.vec",
+            bz2.compress,
+            r"vec\.vec is bz2-compressed but its name does not end in \.bz2: name it vec\.vec\.bz2",
+        ),
+        ("vec.txt.gz", bz2.compress, r"vec\.txt\.gz is bz2-compressed .* name it vec\.txt\.bz2"),
+        (
+            "vec.txt.gz",
+            bytes,
+            r"vec\.txt\.gz is not gzip-compressed \(it starts with b'12 8\\n.*\): name it vec\.txt, without \.gz",
+        ),
+        ("vec.txt.bz2", bytes, r"vec\.txt\.bz2 is not bz2-compressed .*: name it vec\.txt, without \.bz2"),
+    ],
+)
+def test_compression_that_does_not_match_the_name(tmp_path, keyed_vectors, name, compress, message):
+    plain = tmp_path / "plain.txt"
+    keyed_vectors.save_word2vec_format(str(plain), binary=False)
+    path = tmp_path / name
+    path.write_bytes(compress(plain.read_bytes()))
+
+    with pytest.raises(VectorFileError, match=message):
+        read_word_vectors(path)
+
+
+@pytest.mark.parametrize("name, compress", [("vec.txt.gz", gzip.compress), ("vec.txt.bz2", bz2.compress)])
+def test_damaged_compressed_data(tmp_path, keyed_vectors, name, compress):
+    plain = tmp_path / "plain.txt"
+    keyed_vectors.save_word2vec_format(str(plain), binary=False)
+    data = bytearray(compress(plain.read_bytes()))
+    for offset in (30, 40, 60):  # inside the compressed blocks, past the headers
+        data[offset] ^= 0xFF
+    path = tmp_path / name
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(VectorFileError, match=rf"{name}: the compressed data is damaged \(.+\)"):
+        read_word_vectors(path)
+
+
+def test_text_file_starting_with_bzh_is_not_taken_for_bz2(tmp_path):
+    path = tmp_path / "vec.txt"
+    path.write_text("BZh9 1 2\n好 3 4\n", encoding="utf-8")
+
+    assert read_word_vectors(path).words == ["BZh9", "好"]
+
+
+@pytest.mark.parametrize(
+    "name, suggested", [("vec.txt", "vec.bin"), ("vec.vec", "vec.bin"), ("sgns.word", "sgns.word.bin")]
+)
+@pytest.mark.parametrize("wanted", [None, {"好"}])
+def test_word2vec_binary_with_a_text_name(tmp_path, keyed_vectors, name, suggested, wanted):
+    path = tmp_path / name
+    keyed_vectors.save_word2vec_format(str(path), binary=True)
+
+    with pytest.raises(VectorFileError, match=rf"{name}: looks like word2vec binary: name it \.bin, e.g. {suggested} "):
+        read_word_vectors(path, wanted=wanted)
+
+
+def test_compressed_word2vec_binary_with_a_text_name(tmp_path, keyed_vectors):
+    binary = tmp_path / "vec.bin"
+    keyed_vectors.save_word2vec_format(str(binary), binary=True)
+    path = tmp_path / "vec.vec.gz"
+    path.write_bytes(gzip.compress(binary.read_bytes()))
+
+    with pytest.raises(VectorFileError, match=r"looks like word2vec binary: name it \.bin, e.g. vec\.bin\.gz"):
+        read_word_vectors(path)
+
+
+@pytest.mark.parametrize(
+    "header, where", [(True, "entry 1's vector is digits"), (False, "line 1 is a word and 8 numbers")]
+)
+def test_word2vec_text_named_bin(tmp_path, keyed_vectors, header, where):
+    rows = dict(zip(WORDS, keyed_vectors.vectors))
+    path = write_text(tmp_path / "vec.bin", rows, header=header)
+
+    with pytest.raises(
+        VectorFileError, match=rf"vec\.bin: looks like word2vec text: name it \.txt, e.g. vec\.txt \({where}"
+    ):
+        read_word_vectors(path)
+
+
+def test_gensim_text_named_bin_gz(tmp_path, keyed_vectors):
+    text = tmp_path / "vec.txt"
+    keyed_vectors.save_word2vec_format(str(text), binary=False)
+    path = tmp_path / "vec.bin.gz"
+    path.write_bytes(gzip.compress(text.read_bytes()))
+
+    with pytest.raises(VectorFileError, match=r"looks like word2vec text: name it \.txt, e.g. vec\.txt\.gz"):
+        read_word_vectors(path)
+
+
 # ##### build_embedding_matrix #####
 
 SMALL_VOCAB = {"[PAD]": 0, "[UNK]": 1, "电影": 2, "好看": 3, "很": 4, "差劲": 5, "好": 6}
@@ -332,3 +483,41 @@ def test_load_word_vectors_reads_characters_for_unknown_words(tmp_path, keyed_ve
     assert report["token_coverage"] == 0.75 and report["token_coverage_with_chars"] == 1.0
     assert "kept 5 words" in caplog.text  # 电影 好 看 极 了: 好看 itself is not wanted
     assert "vectors cover 33.3% of 3 vocabulary types and 75.0% of tokens" in caplog.text
+
+
+# ##### coverage warnings #####
+
+
+def test_vectors_that_cover_almost_nothing_warn(tmp_path, keyed_vectors, caplog):
+    path = tmp_path / "english.txt"
+    english = KeyedVectors(vector_size=DIM)
+    english.add_vectors(["movie", "good", "bad"], keyed_vectors.vectors[:3])
+    english.save_word2vec_format(str(path), binary=False)
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{word: i + 2 for i, word in enumerate(WORDS)}}
+
+    with caplog.at_level(logging.WARNING, logger="finetune"):
+        _, report = load_word_vectors(path, vocab, token_counts=dict.fromkeys(WORDS, 3))
+
+    assert report["warnings"] == [
+        f"{path}: the vectors cover only 0.0% of the 13 vocabulary types and 0.0% of the training tokens, so the "
+        "embeddings start almost all random; check the file fits the text (language, simplified vs traditional "
+        "characters, words vs characters)"
+    ]
+    assert [record.levelname for record in caplog.records if "cover only" in record.message] == ["WARNING"]
+
+
+def test_coverage_warning_thresholds(small_vectors):
+    _, report = build_embedding_matrix(SMALL_VOCAB, small_vectors, token_counts=SMALL_COUNTS)
+    assert coverage_warnings(report, "v.txt") == []  # 50% of types, 64% of tokens
+
+    few_types = {**report, "type_coverage": 0.04}
+    few_tokens = {**report, "token_coverage": 0.09}
+    no_counts = {k: v for k, v in few_types.items() if not k.startswith("token")}
+    assert (
+        "cover only 4.0% of the 6 vocabulary types and 64.0% of the training tokens"
+        in coverage_warnings(few_types, "v")[0]
+    )
+    assert "cover only 50.0% of the 6 vocabulary types and 9.0%" in coverage_warnings(few_tokens, "v")[0]
+    assert coverage_warnings(no_counts, "v.txt")[0].startswith(
+        "v.txt: the vectors cover only 4.0% of the 6 vocabulary types, so"
+    )

@@ -47,6 +47,24 @@ def load_segmenter(name: str, user_dict_file: str | None = None):
     raise ValueError(f"segmenter must be 'rjieba', 'jieba' or 'char', got {name!r}")
 
 
+def _describe(value) -> str:
+    return "None" if value is None else f"{type(value).__name__} {value!r}"[:80]
+
+
+def check_texts(text) -> None:
+    """Raises a `TypeError` naming the item when `text` is not a string, nor a list of strings (or ids).
+
+    Lists of strings (pretokenized words) and of ints (ids) pass: transformers accepts both.
+    """
+    if isinstance(text, str):
+        return
+    if not isinstance(text, (list, tuple)):
+        raise TypeError(f"text is {_describe(text)}, expected a string or a list of strings")
+    for index, item in enumerate(text):
+        if not isinstance(item, (str, int, list, tuple)) or isinstance(item, bool):
+            raise TypeError(f"text {index} is {_describe(item)}, expected a string")
+
+
 class JiebaTokenizer(PreTrainedTokenizer):
     """Segments Chinese text into words with jieba and maps them to ids from `vocab.txt`.
 
@@ -59,6 +77,9 @@ class JiebaTokenizer(PreTrainedTokenizer):
         split_unknown_words (`bool`, defaults to `True`): A word missing from the vocabulary is
             read as its characters (很棒 -> 很, 棒) instead of one `[UNK]`: Chinese words are
             built from characters that carry most of their meaning.
+        user_dict_required (`bool`, defaults to `False`): Saved as `True` when there is a user
+            dictionary, so that loading without `user_dict.txt` fails instead of segmenting
+            differently from training.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -72,10 +93,21 @@ class JiebaTokenizer(PreTrainedTokenizer):
         segmenter: str = "rjieba",
         do_lower_case: bool = True,
         split_unknown_words: bool = True,
+        user_dict_required: bool = False,
         unk_token: str = "[UNK]",
         pad_token: str = "[PAD]",
         **kwargs,
     ):
+        where = kwargs.get("name_or_path") or "JiebaTokenizer"
+        if vocab is None and vocab_file is None:
+            raise ValueError(
+                f"{where}: no vocab.txt (the vocabulary of a saved JiebaTokenizer); pass vocab_file or vocab"
+            )
+        if user_dict_required and not user_dict_file:
+            raise ValueError(
+                f"{where}: no user_dict.txt: the tokenizer was saved with a user dictionary and would segment "
+                "differently without it"
+            )
         if vocab is not None:
             tokens = list(vocab)
         else:
@@ -98,6 +130,7 @@ class JiebaTokenizer(PreTrainedTokenizer):
             segmenter=segmenter,
             do_lower_case=do_lower_case,
             split_unknown_words=split_unknown_words,
+            user_dict_required=bool(user_dict_file),
             unk_token=unk_token,
             pad_token=pad_token,
             **kwargs,
@@ -110,8 +143,18 @@ class JiebaTokenizer(PreTrainedTokenizer):
     def get_vocab(self) -> dict[str, int]:
         return dict(self.vocab, **self.added_tokens_encoder)
 
+    def __call__(self, text=None, *args, **kwargs):
+        # Checked here, where the index of a bad item in a batch is known: jieba and transformers
+        # would fail on a None (a missing cell of a table) without saying which text it was.
+        text_target = args[1] if len(args) > 1 else kwargs.get("text_target")
+        if text is not None or text_target is None:
+            check_texts(text)
+        return super().__call__(text, *args, **kwargs)
+
     def segment(self, text: str) -> list[str]:
         """Words of `text` as the model sees them: lowercased, segmented, whitespace dropped."""
+        if not isinstance(text, str):
+            raise TypeError(f"text is {_describe(text)}, expected a string")
         if self.do_lower_case:
             text = text.lower()
         return [word for word in self._cut(text) if not word.isspace()]
