@@ -18,7 +18,8 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/accelerate launch --config_file recipes/accelerate_configs/single_device.yaml \
-		recipes/train_bilstm_attention.py --config recipes/configs/word2vec_bilstm_attn.yaml --output_dir $(DEMO_DIR)
+		recipes/train_bilstm_attention.py --config recipes/configs/word2vec_bilstm_attn.yaml --output_dir $(DEMO_DIR) \
+		--overwrite_output_dir
 	$(PY) scripts/show_metrics.py $(DEMO_DIR)/metrics.json
 	$(VENV)/bin/finetune predict $(DEMO_DIR)/best \
 		--text "这部电影真的很棒！" --text "这部电影真的很差劲。" \

@@ -1,21 +1,17 @@
 """Parts of the accelerate training loop that every recipe shares."""
 
-import json
 import logging
+import math
 import os
 import platform
-import re
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .errors import TrainingError
 from .freezing import layer_learning_rates
 
 logger = logging.getLogger(__name__)
@@ -176,6 +172,21 @@ class EmbeddingAdversary:
         self._handle.remove()
 
 
+def check_finite_loss(value: float, step: int, epoch: int, args, what: str = "training loss") -> float:
+    """Returns `value`, or stops the run when it is NaN or infinite: a diverged model is never saved.
+
+    Raises:
+        TrainingError: naming the step and the settings to change.
+    """
+    if math.isfinite(value):
+        return value
+    raise TrainingError(
+        f"the {what} became {value} at step {step} (epoch {epoch + 1}): training diverged; "
+        f"lower --learning_rate (now {args.learning_rate:g}) or --max_grad_norm (now {args.max_grad_norm:g}), "
+        "and check the word vectors and data for extreme values. Nothing from this point was saved"
+    )
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     params = list(model.parameters())
@@ -185,10 +196,15 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 class EarlyStopping:
     """Tracks the best value of a metric where higher is better; says when patience runs out."""
 
-    def __init__(self, patience: int, best: float = -float("inf"), bad_evaluations: int = 0):
+    def __init__(self, patience: int, best: float | None = None, bad_evaluations: int = 0):
         self.patience = patience
-        self.best = best
+        self.best = -math.inf if best is None else best
         self.bad_evaluations = bad_evaluations
+
+    @property
+    def best_or_none(self) -> float | None:
+        """The best value, or None before the first evaluation (-inf has no JSON spelling)."""
+        return self.best if math.isfinite(self.best) else None
 
     def update(self, value: float) -> bool:
         """Records `value`; returns True when it is a new best."""
@@ -221,44 +237,6 @@ def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, float]:
     return torch.cat(probabilities).numpy(), torch.cat(labels).numpy(), float(torch.cat(losses).mean())
 
 
-def write_json_atomic(obj, path: str | os.PathLike) -> None:
-    """Writes JSON to a temporary file beside `path`, then renames it over `path`."""
-    write_text_atomic(json.dumps(obj, ensure_ascii=False, indent=2), path)
-
-
-def write_text_atomic(text: str, path: str | os.PathLike) -> None:
-    """Writes text to a temporary file beside `path`, then renames it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as f:
-        f.write(text)
-    os.replace(f.name, path)
-
-
-def save_pretrained_atomic(model, tokenizer, directory: str | os.PathLike) -> None:
-    """`save_pretrained` into a temporary sibling directory, then swap it in.
-
-    A kill during the save leaves the previous `directory` whole: readers never see half a model.
-    """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if directory.exists():
-        retired = directory.with_name(f".{directory.name}-old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(directory, retired)
-        os.replace(staging, directory)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, directory)
-
-
 def rewrap_model(accelerator, model):
     """Wraps the model for DDP again after parameters were unfrozen; one process: unchanged.
 
@@ -279,73 +257,3 @@ def check_parameters_in_sync(accelerator, model) -> None:
     gathered = accelerator.gather(checksum.unsqueeze(0))
     if not torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=1e-6, atol=1e-6):
         raise RuntimeError("processes ended with different weights: gradients were not synchronised")
-
-
-CHECKPOINT_NAME = re.compile(r"step-(\d+)")
-TRAINER_STATE = "trainer_state.json"  # written last: a checkpoint without it is not complete
-BEST_WEIGHTS = "best_model.safetensors"
-
-
-def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints `step-K` in `directory`, oldest first; temporary ones are ignored."""
-    directory = Path(directory)
-    found = [p for p in directory.glob("step-*") if CHECKPOINT_NAME.fullmatch(p.name) and (p / TRAINER_STATE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict, best_state: dict, limit: int) -> Path:
-    """`accelerator.save_state` (model, optimizer, scheduler, RNG of every process) plus the loop's
-    state into `directory/step-K`, atomically; keeps the newest `limit` checkpoints (0: all).
-
-    Everything is written into `.step-K.tmp` first and renamed when complete, so a kill during the
-    save leaves no directory that `list_checkpoints` would pick.
-    """
-    directory = Path(directory)
-    final = directory / f"step-{state['step']}"
-    staging = directory / f".{final.name}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(staging)
-    # Every process writes its random-number state into the staging directory: all must be done
-    # before it is renamed (a rank still writing into `.step-K.tmp` would crash).
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if best_state:
-            save_file(best_state, staging / BEST_WEIGHTS)
-        (staging / TRAINER_STATE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
-        for old in list_checkpoints(directory)[:-limit] if limit > 0 else []:
-            shutil.rmtree(old)
-        logger.info("checkpoint %s saved", final)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def resolve_checkpoint(which: str, directory: str | os.PathLike) -> Path | None:
-    """`latest` -> the newest complete checkpoint in `directory` (None if there is none); else a path."""
-    if which != "latest":
-        path = Path(which)
-        if not (path / TRAINER_STATE).is_file():
-            raise FileNotFoundError(f"{path}: not a complete checkpoint (no {TRAINER_STATE})")
-        return path
-    found = list_checkpoints(directory)
-    return found[-1] if found else None
-
-
-def load_checkpoint(accelerator, path: str | os.PathLike) -> tuple[dict, dict]:
-    """Restores what `save_checkpoint` wrote; returns the loop's state and the best weights so far."""
-    path = Path(path)
-    accelerator.load_state(path)
-    state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
-    best_state = load_file(path / BEST_WEIGHTS) if (path / BEST_WEIGHTS).exists() else {}
-    return state, best_state
-
-
-def remove_partial_checkpoints(directory: str | os.PathLike) -> None:
-    """Deletes checkpoints a killed run left half written."""
-    for partial in Path(directory).glob(".step-*.tmp"):
-        logger.warning("removing the incomplete checkpoint %s (a run was stopped while saving it)", partial)
-        shutil.rmtree(partial, ignore_errors=True)

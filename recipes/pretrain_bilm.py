@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from transformers import DataCollatorWithPadding
 
 from finetune.arguments import parse_recipe_args, to_yaml
+from finetune.errors import report_errors
 from finetune.models.bilstm_attention import BiLMConfig, BiLMForLanguageModeling
 from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus
-from finetune.pretrain.language_model import PretrainArguments, pretrain, tokenize_corpus
+from finetune.pretrain.language_model import PretrainArguments, check_pretrain_output_dir, pretrain, tokenize_corpus
 from finetune.training import count_parameters, start_run
 
 logger = logging.getLogger("finetune.recipe")
@@ -44,6 +45,7 @@ def main(argv=None):
     # Seed, logging, run directory
     #####################
     accelerator = start_run(args.seed)
+    check_pretrain_output_dir(model_args, args)
 
     #####################
     # Corpus, character vocabulary, model
@@ -67,4 +69,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    report_errors("pretrain_bilm.py")(main)()

@@ -23,8 +23,9 @@ from transformers import (
 )
 
 from finetune.arguments import parse_recipe_args, to_yaml
+from finetune.errors import report_errors
 from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus
-from finetune.pretrain.language_model import PretrainArguments, pretrain, tokenize_corpus
+from finetune.pretrain.language_model import PretrainArguments, check_pretrain_output_dir, pretrain, tokenize_corpus
 from finetune.training import count_parameters, start_run
 
 logger = logging.getLogger("finetune.recipe")
@@ -71,6 +72,7 @@ def main(argv=None):
     # Seed, logging, run directory
     #####################
     accelerator = start_run(args.seed)
+    check_pretrain_output_dir(model_args, args)
 
     #####################
     # Corpus, tokenizer, model
@@ -92,4 +94,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    report_errors("pretrain_mlm.py")(main)()

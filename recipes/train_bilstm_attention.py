@@ -22,32 +22,30 @@ from transformers import get_scheduler
 
 from finetune.arguments import parse_recipe_args, to_yaml
 from finetune.builders import BUILDERS
+from finetune.checkpointing import load_checkpoint, remove_partial_checkpoints, resolve_checkpoint, save_checkpoint
 from finetune.data import load_splits
+from finetune.errors import report_errors
 from finetune.features import eval_dataloader, train_dataloader
+from finetune.files import save_pretrained_atomic, write_json_atomic, write_text_atomic
 from finetune.freezing import FreezingPolicy, apply_freezing
 from finetune.hub import push_to_hub, write_model_card
 from finetune.inference import explain
 from finetune.lora import LoraOptions, apply_lora
 from finetune.metrics import classification_metrics
 from finetune.reports import attention_html, plot_confusion_matrix, plot_training_curves
+from finetune.run_directory import check_output_dir, empty_output_dir, fingerprint, run_identity
 from finetune.training import (
     EarlyStopping,
     EmbeddingAdversary,
+    check_finite_loss,
     check_parameters_in_sync,
     count_parameters,
     create_optimizer,
     create_weight_average,
-    load_checkpoint,
     predict,
-    remove_partial_checkpoints,
-    resolve_checkpoint,
     rewrap_model,
     run_hardware,
-    save_checkpoint,
-    save_pretrained_atomic,
     start_run,
-    write_json_atomic,
-    write_text_atomic,
 )
 
 logger = logging.getLogger("finetune.recipe")
@@ -59,14 +57,18 @@ def evaluate_split(model, loader, accelerator, id2label, prefix):
     return {**metrics, f"{prefix}loss": loss}
 
 
-def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, start_epoch):
+def train(model, loaders, optimizer, scheduler, accelerator, args, run, callbacks):
     """The loop: train, evaluate every `eval_steps` (or epoch), keep the best validation macro-F1,
-    checkpoint every `save_steps` and at each epoch end, resume from a checkpoint mid-epoch.
+    checkpoint every `save_steps` and at each epoch end, resume mid-epoch; a loss or validation
+    score that is not finite stops the run.
 
-    `start_epoch(epoch, model)` runs before each epoch (gradual unfreezing) and returns the model;
-    `save_best(model)` writes a new best model. Returns the model, the best validation metrics, the
-    history, the speed, and the best weights.
+    `run` is the run's identity (named in every checkpoint) and the checkpoint to resume from (or None).
+    `callbacks` are `save_best(model)`, which writes a new best model, and `start_epoch(epoch, model)`,
+    which runs before each epoch (gradual unfreezing) and returns the model. Returns the model, the
+    best validation metrics, the history, the speed, and the best weights.
     """
+    save_best, start_epoch = callbacks
+    identity, resume = run
     train_loader, validation_loader = loaders
     average = create_weight_average(accelerator.unwrap_model(model), args.ema_decay)
     if average is not None:
@@ -79,17 +81,17 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, st
     total_steps = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
     # Everything the loop needs to go on where it stopped (the rest is in accelerate's state).
     state = {"step": 0, "epoch": 0, "batches": 0, "seen": 0, "elapsed": 0.0, "running": [], "best": {}}
-    state |= {"history": {"train": [], "eval": []}, "stopper": [-math.inf, 0]}
+    state |= {"history": {"train": [], "eval": []}, "stopper": [None, 0]}
+    state |= {"run": fingerprint(identity), "run_identity": identity}
     best_state = {}
     checkpoints = Path(args.output_dir) / "checkpoints"
     if accelerator.is_main_process:
         remove_partial_checkpoints(checkpoints)
-    resume = resolve_checkpoint(args.resume_from_checkpoint, checkpoints) if args.resume_from_checkpoint else None
     if resume is not None:
         state, best_state = load_checkpoint(accelerator, resume)
         logger.info("Resumed from %s: epoch %d, step %d", resume, state["epoch"], state["step"])
     elif args.resume_from_checkpoint:
-        logger.warning("No checkpoint in %s: training from the start", checkpoints)
+        logger.warning("No checkpoint of this run in %s: training from the start", checkpoints)
     stopper = EarlyStopping(args.early_stopping_patience, *state["stopper"])
     start = time.perf_counter() - state["elapsed"]
     progress = tqdm(
@@ -112,7 +114,7 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, st
                 optimizer.zero_grad()
                 if average is not None and accelerator.sync_gradients:
                     average.update_parameters(accelerator.unwrap_model(model))
-            state["running"].append(loss.item())
+            state["running"].append(check_finite_loss(loss.item(), state["step"] + 1, epoch, args))
             state["batches"] += 1
             state["seen"] += len(batch["labels"]) * accelerator.num_processes
             if not accelerator.sync_gradients:
@@ -133,6 +135,7 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, st
             ):
                 evaluated = model if average is None else average.module
                 metrics = evaluate_split(evaluated, validation_loader, accelerator, id2label, "validation_")
+                check_finite_loss(metrics["validation_loss"], step, epoch, args, what="validation loss")
                 state["history"]["eval"].append({"step": step, "epoch": epoch, **_short(metrics, "validation_")})
                 logger.info("step %d: %s", step, _format(metrics, "validation_"))
                 if stopper.update(metrics["validation_macro_f1"]):
@@ -141,7 +144,7 @@ def train(model, loaders, optimizer, scheduler, accelerator, args, save_best, st
                     best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
                     save_best(unwrapped)
             if (args.save_steps and step % args.save_steps == 0) or end_of_epoch:
-                state |= {"epoch": epoch, "stopper": [stopper.best, stopper.bad_evaluations]}
+                state |= {"epoch": epoch, "stopper": [stopper.best_or_none, stopper.bad_evaluations]}
                 state["elapsed"] = time.perf_counter() - start
                 save_checkpoint(accelerator, checkpoints, state, best_state, args.save_total_limit)
             if step >= total_steps or stopper.should_stop:
@@ -171,12 +174,16 @@ def _format(metrics, prefix):
 def main(argv=None):
     data_args, model_args, train_args, config_path = parse_recipe_args(argv)
     #####################
-    # Seed, logging, run directory
+    # Seed, logging; the run directory is checked now, written only once the data has been read
     #####################
     accelerator = start_run(train_args.seed, gradient_accumulation_steps=train_args.gradient_accumulation_steps)
     output_dir = Path(train_args.output_dir)
-    if accelerator.is_main_process:
-        write_text_atomic(to_yaml(data_args, model_args, train_args), output_dir / "config.yaml")
+    check_output_dir(
+        output_dir,
+        run_identity(data_args, model_args, train_args),
+        overwrite=train_args.overwrite_output_dir,
+        resume=bool(train_args.resume_from_checkpoint),
+    )
     logger.info(
         "%s, %d process(es), mixed precision %s; config %s",
         accelerator.distributed_type.value,
@@ -199,23 +206,30 @@ def main(argv=None):
             validation_size=data_args.validation_size,
             test_size=data_args.test_size,
             seed=train_args.seed,
+            encoding=data_args.encoding,
         )
         built = BUILDERS[model_args.encoder_type](splits, data_info["id2label"], model_args, data_args, train_args.seed)
     model, tokenizer, encoded = built.model, built.tokenizer, built.splits
+    # The builders fill in what the data decides (e.g. the vectors' dimension): the run is named after that.
+    identity = run_identity(data_args, model_args, train_args)
+    resume = None
+    if train_args.resume_from_checkpoint:
+        resume = resolve_checkpoint(train_args.resume_from_checkpoint, output_dir / "checkpoints", identity)
+    if accelerator.is_main_process:
+        if train_args.overwrite_output_dir:
+            empty_output_dir(output_dir)
+        write_text_atomic(to_yaml(data_args, model_args, train_args), output_dir / "config.yaml")
+    accelerator.wait_for_everyone()
     freezing = FreezingPolicy(
         freeze_embeddings=model_args.freeze_embeddings,
         freeze_encoder=model_args.freeze_encoder,
         freeze_bottom_layers=model_args.freeze_bottom_layers,
         gradual_unfreezing_epochs=model_args.gradual_unfreezing_epochs,
     )
-    if train_args.push_to_hub and not train_args.hub_model_id:
-        raise ValueError("push_to_hub needs hub_model_id (user/name on the Hub)")
     lora = LoraOptions(
         model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules
     )
     if lora.enabled:
-        if freezing.freezes_anything:
-            raise ValueError("LoRA freezes the encoder itself: drop the freeze_* / gradual_unfreezing options")
         # The adapter points at this copy of the model as it is now (pretrained encoder, new head).
         if accelerator.is_main_process:
             save_pretrained_atomic(model, tokenizer, output_dir / "base")
@@ -268,7 +282,14 @@ def main(argv=None):
         return rewrap_model(accelerator, model)
 
     model, best, history, speed, best_state = train(
-        model, (train_loader, validation_loader), optimizer, scheduler, accelerator, train_args, save_best, start_epoch
+        model,
+        (train_loader, validation_loader),
+        optimizer,
+        scheduler,
+        accelerator,
+        train_args,
+        (identity, resume),
+        (save_best, start_epoch),
     )
     check_parameters_in_sync(accelerator, model)
     accelerator.unwrap_model(model).load_state_dict(best_state)
@@ -334,4 +355,4 @@ def draw_pictures(results, model, tokenizer, splits, output_dir):
 
 
 if __name__ == "__main__":
-    main()
+    report_errors("train_bilstm_attention.py")(main)()

@@ -14,6 +14,7 @@ from conftest import RECIPE, ROOT, tiny_recipe_args
 from safetensors.torch import load_file
 
 from finetune.arguments import RECIPE_ARGUMENTS, parse_recipe_args
+from finetune.errors import ArgumentError
 from finetune.pretrain.language_model import PretrainArguments
 from recipes.pretrain_bilm import BiLMArguments
 from recipes.pretrain_mlm import MLMArguments
@@ -48,7 +49,7 @@ def test_command_line_overrides_config(tmp_path):
 def test_unknown_config_key_is_named(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("num_train_epoch: 3\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"c.yaml: unknown keys \['num_train_epoch'\]"):
+    with pytest.raises(ArgumentError, match=r"c.yaml: unknown key num_train_epoch \(did you mean num_train_epochs\?\)"):
         parse_recipe_args(["--config", str(config)])
 
 

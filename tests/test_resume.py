@@ -12,7 +12,8 @@ import torch
 from conftest import ROOT, tiny_recipe_args
 from safetensors.torch import load_file
 
-from finetune.training import list_checkpoints, resolve_checkpoint
+from finetune.checkpointing import list_checkpoints, resolve_checkpoint
+from finetune.errors import RunDirectoryError
 from recipes.train_bilstm_attention import main
 
 # Runs the recipe and SIGKILLs itself before optimizer step KILL_AT_STEP, or right after
@@ -115,5 +116,5 @@ def test_checkpoints_keep_the_newest_and_hold_the_loop_state(uninterrupted):
 def test_resume_latest_without_checkpoints_starts_over_and_a_bad_path_is_an_error(tmp_path):
     assert resolve_checkpoint("latest", tmp_path / "checkpoints") is None
     (tmp_path / "step-3").mkdir()
-    with pytest.raises(FileNotFoundError, match="step-3: not a complete checkpoint"):
+    with pytest.raises(RunDirectoryError, match="step-3: not a complete checkpoint"):
         resolve_checkpoint(str(tmp_path / "step-3"), tmp_path)

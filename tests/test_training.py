@@ -12,15 +12,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from finetune import BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification, JiebaTokenizer
 from finetune.features import encode_splits, eval_dataloader, segment_splits
+from finetune.files import save_pretrained_atomic, write_json_atomic, write_text_atomic
 from finetune.training import (
     EarlyStopping,
     EmbeddingAdversary,
     count_parameters,
     create_optimizer,
     predict,
-    save_pretrained_atomic,
-    write_json_atomic,
-    write_text_atomic,
 )
 
 VOCAB = ["[PAD]", "[UNK]", "这部", "电影", "很", "好", "差", "。", "！", "酒店", "服务"]

