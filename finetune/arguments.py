@@ -2,11 +2,14 @@
 
 import argparse
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from transformers import HfArgumentParser
+
+from .errors import ArgumentError
 
 
 @dataclass
@@ -18,6 +21,10 @@ class DataArguments:
     test_file: str | None = field(default=None, metadata={"help": "Test data; none: split off train."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     label_column: str = field(default="label", metadata={"help": "Column holding the label (string or int)."})
+    encoding: str | None = field(
+        default=None,
+        metadata={"help": "Encoding of the text files (e.g. big5, gbk); none: UTF-8, else detected and logged."},
+    )
     validation_size: float = field(default=0.1, metadata={"help": "Share split off for validation."})
     test_size: float = field(default=0.1, metadata={"help": "Share split off for test."})
     max_length: int = field(default=256, metadata={"help": "Tokens kept per text (longer texts are truncated)."})
@@ -72,7 +79,10 @@ class ModelArguments:
     embedding_dropout: float = field(default=0.3, metadata={"help": "Dropout on word vectors."})
     classifier_dropout: float = field(default=0.3, metadata={"help": "Dropout before the classifier."})
     word_dropout: float = field(default=0.0, metadata={"help": "Share of words replaced by [UNK] in training."})
-    vector_size: int = field(default=200, metadata={"help": "Dimension of word2vec trained here."})
+    vector_size: int | None = field(
+        default=None,
+        metadata={"help": "Dimension of word2vec trained here (none: 200); --word_vectors files bring their own."},
+    )
     vector_algorithm: str = field(default="cbow", metadata={"help": "word2vec trained here: cbow or skipgram."})
     vector_epochs: int = field(default=5, metadata={"help": "Epochs of word2vec trained here."})
     vector_min_count: int = field(default=2, metadata={"help": "min_count of word2vec trained here."})
@@ -87,6 +97,10 @@ class ModelArguments:
 @dataclass
 class TrainArguments:
     output_dir: str = field(default="outputs/run", metadata={"help": "Run directory (best/, metrics.json, ...)."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Empty OUTPUT_DIR first when it holds another or a finished run (else it is refused)."},
+    )
     num_train_epochs: int = field(default=10, metadata={"help": "Epochs (early stopping may end sooner)."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: no limit)."})
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Training batch per process."})
@@ -110,7 +124,7 @@ class TrainArguments:
         default=0.0,
         metadata={
             "help": "Adversarial training on the input embeddings: L2 size of the move per text (0: off; ~1.5x time). "
-            "1.0 is ~10% of a review's 200-d word2vec vectors; scale it with your embeddings' norm."
+            "1.0 is ~10%% of a review's 200-d word2vec vectors; scale it with your embeddings' norm."
         },
     )
     ema_decay: float = field(
@@ -140,6 +154,60 @@ class TrainArguments:
 RECIPE_ARGUMENTS = (DataArguments, ModelArguments, TrainArguments)
 
 
+class RecipeArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` whose mistakes are `ArgumentError`s (one line, naming the flag) rather than
+    argparse's usage dump and exit, so the recipes report them like every other user error.
+
+    Abbreviated flags are refused: argparse would read `--learning_rat` as `--learning_rate` and
+    `--lora` as whichever `--lora_*` flag it happens to prefix alone."""
+
+    def __init__(self, dataclass_types, **kwargs):
+        super().__init__(dataclass_types, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise ArgumentError(f"{message} (see --help)")
+
+
+def unknown_flag_error(unknown: list[str], known: list[str], where: str = "", what: str = "flag") -> ArgumentError:
+    """Names each unknown flag (never its value, which may be a token) and the closest known one.
+
+    Args:
+        unknown: The strings no flag took (`--flag`, `--flag=value`, values), or unknown config keys.
+        known: The known flags (or keys), spelled as `unknown` spells them.
+        where: Prefix of the message, e.g. the config file.
+        what: "flag" or "key".
+    """
+    names = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("-") or what != "flag"]
+    parts = []
+    for name in names or ["(a value without a flag)"]:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        parts.append(name + (f" (did you mean {close[0]}?)" if close else ""))
+    return ArgumentError(f"{where}unknown {what}{'s' if len(parts) > 1 else ''} {', '.join(parts)}; see --help")
+
+
+def _read_config(path: str, names: set[str]) -> dict:
+    """The flat defaults of a `--config` YAML file; every mistake named with the file and place."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArgumentError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ArgumentError(f"--config {path}: cannot read it ({error})") from None
+    try:
+        config = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ArgumentError(f"{path}: {where}not valid YAML ({getattr(error, 'problem', None) or error})") from None
+    if not isinstance(config, dict):
+        raise ArgumentError(f"{path}: expected 'key: value' lines, got a {type(config).__name__}")
+    defaults = flatten_sections(config)
+    unknown = sorted(set(defaults) - names)
+    if unknown:
+        raise unknown_flag_error(unknown, sorted(names), f"{path}: ", what="key")
+    return defaults
+
+
 def parse_recipe_args(argv: list[str] | None = None, groups=RECIPE_ARGUMENTS) -> tuple:
     """Parses `--config FILE.yaml` (defaults) then the other flags (overrides) into `groups`.
 
@@ -149,21 +217,72 @@ def parse_recipe_args(argv: list[str] | None = None, groups=RECIPE_ARGUMENTS) ->
 
     Returns:
         One instance per group, in order, plus the config file path (or `None`) as the last item.
+
+    Raises:
+        ArgumentError: An unknown flag or config key (the closest known one is named), a value of
+            the wrong type, or a config file that is missing or not YAML.
     """
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(argv)
-    parser = HfArgumentParser(groups)
+    parser = RecipeArgumentParser(groups)
     parser.add_argument("--config", default=None, help="YAML file with defaults for every flag below.")
+    names = {f.name for group in groups for f in dataclasses.fields(group)}
     if known.config:
-        defaults = flatten_sections(yaml.safe_load(Path(known.config).read_text(encoding="utf-8")) or {})
-        names = {f.name for group in groups for f in dataclasses.fields(group)}
-        unknown = sorted(set(defaults) - names)
-        if unknown:
-            raise ValueError(f"{known.config}: unknown keys {unknown}; known keys: {sorted(names)}")
-        parser.set_defaults(**defaults)
-    *parsed, _ = parser.parse_args_into_dataclasses(args=rest)
+        parser.set_defaults(**_read_config(known.config, names))
+    # The last two items: the namespace left over (--config), the strings no flag took.
+    *parsed, _, unknown = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
+    if unknown:
+        raise unknown_flag_error(unknown, [f"--{name}" for name in sorted(names)] + ["--config"])
+    if RECIPE_ARGUMENTS == tuple(groups):
+        check_recipe_args(*parsed)
     return (*parsed, known.config)
+
+
+def check_recipe_args(data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments) -> None:
+    """Checks values the types cannot: ranges, choices, files that must exist, flags that go together.
+
+    Raises:
+        ArgumentError: naming the flag.
+    """
+    from .models.bilstm_attention.configuration_bilstm_attention import ENCODER_TYPES, POOLINGS
+
+    problems = {
+        "--encoder_type": model_args.encoder_type not in ENCODER_TYPES and f"one of {', '.join(ENCODER_TYPES)}",
+        "--pooling": model_args.pooling not in POOLINGS and f"one of {', '.join(POOLINGS)}",
+        "--segmenter": model_args.segmenter not in ("rjieba", "jieba", "char") and "rjieba, jieba or char",
+        "--learning_rate": not train_args.learning_rate > 0 and "a number above 0",
+        "--num_train_epochs": train_args.num_train_epochs < 1 and train_args.max_steps <= 0 and "at least 1",
+        "--per_device_train_batch_size": train_args.per_device_train_batch_size < 1 and "at least 1",
+        "--per_device_eval_batch_size": train_args.per_device_eval_batch_size < 1 and "at least 1",
+        "--gradient_accumulation_steps": train_args.gradient_accumulation_steps < 1 and "at least 1",
+        "--max_length": data_args.max_length < 1 and "at least 1",
+        "--validation_size": not 0 <= data_args.validation_size < 1 and "between 0 and 1",
+        "--test_size": not 0 <= data_args.test_size < 1 and "between 0 and 1",
+        "--logging_steps": train_args.logging_steps < 1 and "at least 1",
+        "--adversarial_epsilon": train_args.adversarial_epsilon < 0 and "0 or more",
+        "--max_grad_norm": not train_args.max_grad_norm > 0 and "a number above 0",
+    }
+    for flag, wanted in problems.items():
+        if wanted:
+            value = next(getattr(g, flag[2:]) for g in (data_args, model_args, train_args) if hasattr(g, flag[2:]))
+            raise ArgumentError(f"{flag} {value}: must be {wanted}")
+    if data_args.validation_file is None and data_args.validation_size == 0:
+        raise ArgumentError("--validation_size 0 needs --validation_file: the best model is chosen on validation")
+    for flag, path in (("--word_vectors", model_args.word_vectors), ("--user_dict", model_args.user_dict)):
+        if path and not Path(path).is_file():
+            raise ArgumentError(f"{flag} {path}: no such file")
+    if model_args.encoder_type != "word_vectors" and not model_args.encoder_name_or_path:
+        raise ArgumentError(f"--encoder_type {model_args.encoder_type} needs --encoder_name_or_path")
+    if train_args.overwrite_output_dir and train_args.resume_from_checkpoint == "latest":
+        raise ArgumentError(
+            "--overwrite_output_dir empties the directory that --resume_from_checkpoint latest resumes from: give one"
+        )
+    if train_args.push_to_hub and not train_args.hub_model_id:
+        raise ArgumentError("--push_to_hub needs --hub_model_id (user/name on the Hub)")
+    freezes = model_args.freeze_encoder or model_args.freeze_bottom_layers or model_args.gradual_unfreezing_epochs
+    if model_args.lora_r and (freezes or model_args.freeze_embeddings):
+        raise ArgumentError("--lora_r: LoRA freezes the encoder itself; drop the freeze_* / gradual_unfreezing flags")
 
 
 def flatten_sections(config: dict) -> dict:

@@ -11,10 +11,14 @@
 """
 
 import argparse
+import functools
 import json
 import logging
 import sys
 from pathlib import Path
+
+from .arguments import unknown_flag_error
+from .errors import ArgumentError, FinetuneError, report_errors
 
 
 def _train(argv: list[str]) -> None:
@@ -24,18 +28,38 @@ def _train(argv: list[str]) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from .inference import load_classifier, predict_file
+    from .inference import OUTPUT_FORMATS, load_classifier, predict_file
 
     if args.input_file:
-        output = args.output or str(Path(args.input_file).with_suffix("")) + ".predictions.csv"
-        count = predict_file(args.model, args.input_file, output, text_column=args.text_column)
+        # The default output keeps the input's format, so its values keep their types.
+        suffix = Path(args.input_file).suffix.lower()
+        suffix = suffix if suffix in OUTPUT_FORMATS else ".csv"
+        output = args.output or str(Path(args.input_file).with_suffix("")) + ".predictions" + suffix
+        count = predict_file(
+            args.model, args.input_file, output, text_column=args.text_column, top_k=args.top_k,
+            encoding=args.encoding,
+        )  # fmt: skip
         print(f"wrote {count} predictions to {output}")
     if args.text:
         classifier = load_classifier(args.model)
-        for text, prediction in zip(args.text, classifier(args.text)):
-            print(json.dumps({"text": text, **prediction}, ensure_ascii=False))
+        if args.top_k is None:
+            for text, prediction in zip(args.text, classifier(args.text)):
+                print(json.dumps({"text": text, **prediction}, ensure_ascii=False))
+        else:
+            top_k = None if args.top_k == "all" else args.top_k  # the pipeline's None: every label
+            for text, predictions in zip(args.text, classifier(args.text, top_k=top_k)):
+                print(json.dumps({"text": text, "top_k": predictions}, ensure_ascii=False))
     if not args.input_file and not args.text:
-        raise SystemExit("finetune predict: give an input file or --text")
+        raise ArgumentError("predict: give an input file or --text")
+
+
+def _top_k(value: str) -> int | str:
+    """`--top_k`: a positive integer, or "all"."""
+    if value == "all":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {value!r}")
 
 
 def _explain(args: argparse.Namespace) -> None:
@@ -61,23 +85,53 @@ def _push(args: argparse.Namespace) -> None:
             commit_message=args.commit_message,
         )  # fmt: skip
     except (RuntimeError, FileNotFoundError) as error:
-        raise SystemExit(f"finetune push: {error}") from None
+        raise FinetuneError(f"push: {error}") from None
     for url in commits:
         print(url)
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse whose mistakes are `ArgumentError`s: one line naming the flag, not the usage dump."""
+
+    def error(self, message: str):
+        raise ArgumentError(f"{self.prog.removeprefix('finetune ')}: {message} (see --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = self._subparsers._group_actions[0].choices[parsed.command]
+            flags = [flag for action in command._actions for flag in action.option_strings]
+            raise unknown_flag_error(unknown, flags, f"{parsed.command}: ")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="finetune", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    parser = CommandParser(
+        prog="finetune", description=__doc__, formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser = functools.partial(commands.add_parser, allow_abbrev=False)
     commands.add_parser("train", help="fine-tune (flags as the recipe: finetune train --help)", add_help=False)
     predict = commands.add_parser("predict", help="label texts with a saved model")
     predict.add_argument("model", help="saved model directory (OUTPUT_DIR/best) or Hub id")
     predict.add_argument("input_file", nargs="?", help="csv/tsv/json/jsonl/parquet file to label")
-    predict.add_argument("--output", help="CSV to write (default: INPUT.predictions.csv)")
-    predict.add_argument("--text_column", default="text")
+    predict.add_argument(
+        "--output",
+        help="file to write, never the input: .csv, .tsv, .jsonl/.json (JSON Lines) or .parquet, by its extension "
+        "(default: INPUT.predictions with the input's extension, .csv for others); the input's columns, then "
+        "predicted_label and score",
+    )
+    predict.add_argument("--text_column", default="text", help="the input column holding the texts")
     predict.add_argument("--text", action="append", help="a text to label (repeatable)")
+    predict.add_argument(
+        "--top_k",
+        type=_top_k,
+        help="K or 'all': also a score_<label> column per label, filled for the row's K best labels "
+        "(with --text: print the K best labels and scores)",
+    )
+    predict.add_argument(
+        "--encoding", help="the input's encoding (e.g. big5, gbk); default: UTF-8, else detected and logged"
+    )
     explain = commands.add_parser("explain", help="show attention weights over the words of texts")
     explain.add_argument("model")
     explain.add_argument("--text", action="append", required=True)
@@ -94,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@report_errors("finetune")
 def main(argv: list[str] | None = None) -> None:
+    """Runs a subcommand; a user's mistake is one line on stderr and exit status 1 (`--debug`: traceback)."""
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     for noisy in ("httpx", "httpx2"):  # a line per HTTP request of the Hub client

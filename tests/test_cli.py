@@ -25,13 +25,18 @@ def test_weight_average_is_what_gets_saved(reviews_csv, tiny_vectors, tmp_path):
     assert not any(key.startswith("module.") or key == "n_averaged" for key in weights)
 
 
-def test_predict_needs_something_to_label(trained_run):
-    with pytest.raises(SystemExit, match="give an input file or --text"):
+def test_predict_needs_something_to_label(trained_run, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         cli(["predict", str(trained_run / "best")])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip() == "finetune: error: predict: give an input file or --text"
 
 
-def test_bad_data_error_names_the_column(tiny_vectors, tmp_path):
+def test_bad_data_error_names_the_column(tiny_vectors, tmp_path, capsys):
     data = tmp_path / "bad.csv"
     data.write_text("review,label\n很好,pos\n很差,neg\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad.csv: no column 'text' \(columns: review, label\)"):
+    with pytest.raises(SystemExit):
         cli(["train", *tiny_recipe_args(data, tiny_vectors, tmp_path / "out")])
+    assert "bad.csv: no column 'text' (columns: review, label)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"bad.csv: no column 'text'"):  # --debug: the exception itself
+        cli(["train", *tiny_recipe_args(data, tiny_vectors, tmp_path / "out"), "--debug"])
