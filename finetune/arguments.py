@@ -10,6 +10,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from .errors import ArgumentError
+from .model_files import is_hub_id
 
 
 @dataclass
@@ -274,6 +275,9 @@ def check_recipe_args(data_args: DataArguments, model_args: ModelArguments, trai
             raise ArgumentError(f"{flag} {path}: no such file")
     if model_args.encoder_type != "word_vectors" and not model_args.encoder_name_or_path:
         raise ArgumentError(f"--encoder_type {model_args.encoder_type} needs --encoder_name_or_path")
+    encoder = model_args.encoder_name_or_path
+    if encoder and not Path(encoder).exists() and not is_hub_id(encoder):
+        raise ArgumentError(f"--encoder_name_or_path {encoder}: no such directory (nor a Hub id)")
     if train_args.overwrite_output_dir and train_args.resume_from_checkpoint == "latest":
         raise ArgumentError(
             "--overwrite_output_dir empties the directory that --resume_from_checkpoint latest resumes from: give one"

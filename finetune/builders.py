@@ -15,7 +15,9 @@ from transformers import AutoModel, AutoTokenizer
 from .arguments import DataArguments, ModelArguments
 from .corpora import unlabelled_sentences
 from .embeddings import build_embedding_matrix, coverage_warnings, format_coverage
+from .errors import ArgumentError
 from .features import count_words, encode_splits, encode_texts, segment_splits
+from .model_files import hub_errors
 from .models.bilstm_attention import (
     BiLMForLanguageModeling,
     BiLSTMAttentionConfig,
@@ -215,7 +217,10 @@ def copy_encoder_weights(target: torch.nn.Module, pretrained: torch.nn.Module, i
     state = {k: v for k, v in pretrained.state_dict().items() if not k.startswith(ignore)}
     missing, unexpected = target.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"pretrained encoder does not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ArgumentError(
+            f"--encoder_name_or_path: the pretrained encoder does not match: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
 
 
 def _pretrained_encoder_model(
@@ -252,8 +257,9 @@ def build_transformer_model(
         seed: Unused: nothing here is random.
     """
     path = _require_encoder_path(model_args)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    pretrained = AutoModel.from_pretrained(path)
+    with hub_errors(path):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        pretrained = AutoModel.from_pretrained(path)
     model = _pretrained_encoder_model("transformer", pretrained, tokenizer, model_args, data_args, id2label)
     copy_encoder_weights(model.encoder.model, pretrained, ignore=("pooler.",))
     max_length = _encoder_max_length(tokenizer, pretrained, data_args.max_length)
@@ -275,8 +281,9 @@ def build_bilm_model(
         seed: Unused: nothing here is random.
     """
     path = _require_encoder_path(model_args)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    pretrained = BiLMForLanguageModeling.from_pretrained(path).bilm  # the LM head is not needed
+    with hub_errors(path):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        pretrained = BiLMForLanguageModeling.from_pretrained(path).bilm  # the LM head is not needed
     model = _pretrained_encoder_model("bilm", pretrained, tokenizer, model_args, data_args, id2label)
     copy_encoder_weights(model.encoder.bilm, pretrained)
     tokenizer.model_max_length = data_args.max_length
@@ -286,7 +293,7 @@ def build_bilm_model(
 
 def _require_encoder_path(model_args: ModelArguments) -> str:
     if not model_args.encoder_name_or_path:
-        raise ValueError(f"encoder_type {model_args.encoder_type!r} needs --encoder_name_or_path (Hub id or directory)")
+        raise ArgumentError(f"--encoder_type {model_args.encoder_type} needs --encoder_name_or_path (Hub id or dir)")
     return model_args.encoder_name_or_path
 
 

@@ -186,7 +186,14 @@ def _read_split(file, split: str, text_column: str, label_column: str, encoding:
             f"{source}: column '{label_column}' mixes numbers and strings (e.g. {examples[False]!r} and "
             f"{examples[True]!r}); use one kind for all labels"
         )
-    columns = {"text": table[text_column][:], "label": labels, "_row": list(range(len(labels)))}
+    texts = table[text_column][:]
+    numbers = [text for text in texts if isinstance(text, (int, float)) and not isinstance(text, bool)]
+    if numbers and len(numbers) == sum(text is not None for text in texts):
+        raise DataError(
+            f"{source}: column '{text_column}' holds numbers, not texts (e.g. {', '.join(map(str, numbers[:3]))}); "
+            "give the column of texts with --text_column"
+        )
+    columns = {"text": texts, "label": labels, "_row": list(range(len(labels)))}
     return datasets.Dataset.from_dict(columns), source, locate
 
 
@@ -211,7 +218,15 @@ def _drop_shared_texts(splits: dict, sources: dict, stats: dict) -> None:
 
 def _check_labels(splits: dict, sources: dict, locators: dict) -> None:
     """Check that train has two labels or more and that other files use only those."""
-    train_labels = set(splits["train"]["label"][:])
+    labels = splits["train"]["label"][:]
+    train_labels = set(labels)
+    # A column of texts given as the labels: a class per row, nothing a classifier can learn.
+    if len(labels) >= 20 and len(train_labels) > len(labels) / 2:
+        raise DataError(
+            f"{sources['train']}: {len(train_labels):,} distinct labels in {len(labels):,} rows (e.g. "
+            f"{', '.join(repr(_shorten(str(label))) for label in list(train_labels)[:3])}): is this the label "
+            "column? Give it with --label_column"
+        )
     if len(train_labels) < 2:
         raise DataError(
             f"{sources['train']}: only one label ({next(iter(train_labels))!r}) after cleaning; "

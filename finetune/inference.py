@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 
 from .errors import ArgumentError
 from .files import atomic_path
-from .model_files import check_finite_weights, check_model_directory
+from .model_files import check_finite_weights, check_model_directory, hub_errors
 from .tables import DataError, read_table, separator_hint
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ def load_classifier(model_dir: str | os.PathLike, device: int | str | None = Non
             or its weights hold NaN/inf (a diverged run's model never predicts).
     """
     check_model_directory(model_dir)
-    classifier = pipeline("text-classification", model=str(model_dir), device=device, **kwargs)
+    with hub_errors(model_dir):
+        classifier = pipeline("text-classification", model=str(model_dir), device=device, **kwargs)
     check_finite_weights(classifier.model, model_dir)
     return classifier
 
@@ -238,7 +239,8 @@ def explain(model, tokenizer, texts: list[str]) -> list[dict]:
 def load_for_explain(model_dir: str | os.PathLike):
     """Model and tokenizer from a saved directory, for `explain` (checked as `load_classifier` does)."""
     check_model_directory(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    with hub_errors(model_dir):
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     check_finite_weights(model, model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     return model, tokenizer

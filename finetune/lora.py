@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .errors import ArgumentError
+
 logger = logging.getLogger(__name__)
 
 # Attention projections of the BERT family (BERT, RoBERTa-wwm, MacBERT, ELECTRA, ERNIE, NEZHA...).
@@ -60,7 +62,7 @@ def default_target_modules(model: nn.Module) -> list[str]:
     model_type = config.encoder_config.get("model_type")
     if model_type in PEFT_DEFAULTS:
         return list(PEFT_DEFAULTS[model_type])
-    raise ValueError(f"no default LoRA target modules for encoder model_type {model_type!r}: set lora.target_modules")
+    raise ArgumentError(f"no default LoRA target modules for encoder type {model_type!r}: set --lora_target_modules")
 
 
 def encoder_target_pattern(model: nn.Module, target_modules: list[str]) -> str:
@@ -75,12 +77,12 @@ def encoder_target_pattern(model: nn.Module, target_modules: list[str]) -> str:
     matched = {name: module for name, module in model.named_modules() if re.fullmatch(pattern, name)}
     for name, module in matched.items():
         if any(isinstance(m, nn.RNNBase) for m in module.modules()):
-            raise ValueError(
+            raise ArgumentError(
                 f"lora.target_modules: {name!r} is or holds an nn.LSTM, which peft cannot wrap; "
                 "LoRA on the biLM targets its embeddings (or use freeze_bottom_layers / full fine-tuning)"
             )
         if not isinstance(module, WRAPPABLE):
-            raise ValueError(
+            raise ArgumentError(
                 f"lora.target_modules: {name!r} is a {type(module).__name__}; LoRA wraps Linear/Embedding layers"
             )
     for target in target_modules:
@@ -88,7 +90,7 @@ def encoder_target_pattern(model: nn.Module, target_modules: list[str]) -> str:
             wrappable = sorted(
                 {n.rsplit(".", 1)[-1] for n, m in model.encoder.named_modules() if isinstance(m, WRAPPABLE)}
             )
-            raise ValueError(
+            raise ArgumentError(
                 f"lora.target_modules: no encoder module named {target!r}; Linear/Embedding names: {wrappable}"
             )
     return pattern

@@ -12,6 +12,7 @@ or damaged instead, reading only headers, so it costs milliseconds before a load
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import zipfile
@@ -27,7 +28,7 @@ SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
 
-def _is_hub_id(name: str) -> bool:
+def is_hub_id(name: str) -> bool:
     """Whether `name` could be a Hub repo id (`user/model`, `model`) rather than a mistyped path."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -147,7 +148,7 @@ def check_model_directory(path: str | os.PathLike) -> None:
     """
     directory = Path(path)
     if not directory.exists():
-        if _is_hub_id(str(path)):
+        if is_hub_id(str(path)):
             return
         raise ModelDirectoryError(f"{path}: no such model directory")
     if not directory.is_dir():
@@ -164,7 +165,7 @@ def check_model_directory(path: str | os.PathLike) -> None:
         return
     # A LoRA adapter alone: pipeline() loads the config and tokenizer from the base model it names.
     base = config.get("base_model_name_or_path")
-    if not base or (not Path(base).exists() and not _is_hub_id(str(base))):
+    if not base or (not Path(base).exists() and not is_hub_id(str(base))):
         raise ModelDirectoryError(f"{config_file}: base model {base}: no such model directory")
     if Path(base).exists() and Path(base).resolve() != directory.resolve():
         check_model_directory(base)
@@ -189,3 +190,18 @@ def check_finite_weights(model, path: str | os.PathLike | None = None) -> None:
                 raise ModelDirectoryError(
                     f"{where}: the weights hold NaN or inf values (the run that saved it diverged); first in {name}"
                 )
+
+
+@contextlib.contextmanager
+def hub_errors(name: str | os.PathLike):
+    """Turns transformers' failure to fetch a Hub id (offline, no such repository, gated) into one
+    `ModelDirectoryError` line; a local directory's errors pass through (it was checked already)."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, ModelDirectoryError) or Path(name).exists():
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelDirectoryError(
+            f"{name}: no such directory here, and it could not be loaded from the Hugging Face Hub ({reason})"
+        ) from error

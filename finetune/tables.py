@@ -183,7 +183,8 @@ def _resolve_encoding(path: Path, encoding: str | None) -> tuple[str, int]:
 
 def separator_hint(path) -> str:
     """A hint to end a message with: "; the file looks tab-separated: name it .tsv" for a `.csv`
-    whose header line has tabs, the converse for a `.tsv` with commas and no tabs; else ""."""
+    whose header line has tabs, the converse for a `.tsv` with commas and no tabs, one about
+    full-width commas (，) where the header has only those; else ""."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv") or not path.is_file():
@@ -194,6 +195,9 @@ def separator_hint(path) -> str:
         return "; the file looks tab-separated: name it .tsv"
     if suffix == ".tsv" and b"," in header and b"\t" not in header:
         return "; the file looks comma-separated: name it .csv"
+    # The full-width comma "，" (UTF-8 or GBK bytes), typed by a Chinese input method.
+    if b"," not in header and b"\t" not in header and (b"\xef\xbc\x8c" in header or b"\xa3\xac" in header):
+        return "; its header separates the columns with full-width commas (，): use ASCII commas (,)"
     return ""
 
 

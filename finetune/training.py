@@ -1,5 +1,6 @@
 """Parts of the accelerate training loop that every recipe shares."""
 
+import contextlib
 import logging
 import math
 import os
@@ -48,6 +49,21 @@ def start_run(seed: int, **accelerator_kwargs) -> Accelerator:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     set_seed(seed)
     return accelerator
+
+
+@contextlib.contextmanager
+def main_process_first(accelerator: Accelerator):
+    """accelerate's `main_process_first` (the main process fills the caches, the others then reuse
+    them), except that when the main process fails, the others still go on: they then meet the same
+    bad input and its one-line error themselves, not a broken connection's traceback."""
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        yield
+        return
+    try:
+        yield
+    finally:
+        accelerator.wait_for_everyone()
 
 
 def run_hardware(accelerator) -> dict:

@@ -20,7 +20,7 @@ from finetune.errors import report_errors
 from finetune.models.bilstm_attention import BiLMConfig, BiLMForLanguageModeling
 from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus
 from finetune.pretrain.language_model import PretrainArguments, check_pretrain_output_dir, pretrain, tokenize_corpus
-from finetune.training import count_parameters, start_run
+from finetune.training import count_parameters, main_process_first, start_run
 
 logger = logging.getLogger("finetune.recipe")
 
@@ -50,7 +50,7 @@ def main(argv=None):
     #####################
     # Corpus, character vocabulary, model
     #####################
-    with accelerator.main_process_first():
+    with main_process_first(accelerator):
         texts = read_text_corpus(args.corpus, seed=args.seed)
         tokenizer = build_char_tokenizer(texts, min_freq=args.min_char_freq, max_size=args.max_vocab_size)
         encoded = tokenize_corpus(corpus_splits(texts, args.validation_size, args.seed), tokenizer, args.max_length)

@@ -26,7 +26,7 @@ from finetune.arguments import parse_recipe_args, to_yaml
 from finetune.errors import report_errors
 from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus
 from finetune.pretrain.language_model import PretrainArguments, check_pretrain_output_dir, pretrain, tokenize_corpus
-from finetune.training import count_parameters, start_run
+from finetune.training import count_parameters, main_process_first, start_run
 
 logger = logging.getLogger("finetune.recipe")
 
@@ -77,7 +77,7 @@ def main(argv=None):
     #####################
     # Corpus, tokenizer, model
     #####################
-    with accelerator.main_process_first():
+    with main_process_first(accelerator):
         texts = read_text_corpus(args.corpus, seed=args.seed)
         model, tokenizer = build_model(model_args, args, texts)
         encoded = tokenize_corpus(corpus_splits(texts, args.validation_size, args.seed), tokenizer, args.max_length)

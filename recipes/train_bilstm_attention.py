@@ -42,6 +42,7 @@ from finetune.training import (
     count_parameters,
     create_optimizer,
     create_weight_average,
+    main_process_first,
     predict,
     rewrap_model,
     run_hardware,
@@ -196,7 +197,7 @@ def main(argv=None):
     # Data, tokenizer, model
     #####################
     # The main process goes first: it fills the caches (segmentation, word2vec) the others reuse.
-    with accelerator.main_process_first():
+    with main_process_first(accelerator):
         splits, data_info = load_splits(
             data_args.train_file,
             data_args.validation_file,

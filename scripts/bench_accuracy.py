@@ -82,7 +82,8 @@ def main() -> None:
     if not (run_dir / "metrics.json").exists():
         from recipes.train_bilstm_attention import main as train
 
-        train(["--config", args.config, "--output_dir", str(run_dir)])
+        # Continues an unfinished run of the same config there, if any (else starts one).
+        train(["--config", args.config, "--output_dir", str(run_dir), "--resume_from_checkpoint", "latest"])
     splits, _ = load_splits(
         config.get("train_file"),
         config.get("validation_file"),

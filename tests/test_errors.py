@@ -68,6 +68,20 @@ CASES = {
         lambda c: train(c, train_file=write(c, "t.csv", "text\tlabel\n很好\tpos\n很差\tneg\n")),
         r"t.csv: .*tab-separated",
     ),
+    "header with full-width commas": (
+        lambda c: train(c, train_file=write(c, "f.csv", "text，label\n很好，pos\n很差，neg\n")),
+        r"f.csv: no column 'text' .*full-width commas \(，\): use ASCII commas",
+    ),
+    "text column of numbers": (
+        lambda c: train(
+            c, "--text_column", "id", train_file=write(c, "n.csv", "id,text,label\n1,很好,pos\n2,很差,neg\n")
+        ),
+        r"n.csv: column 'id' holds numbers, not texts \(e.g. 1, 2\)",
+    ),
+    "texts given as the labels": (
+        lambda c: train(c, "--label_column", "text"),
+        r"reviews.csv: \d+ distinct labels in \d+ rows .*is this the label column\? Give it with --label_column",
+    ),
     "one label only": (
         lambda c: train(c, train_file=write(c, "one.csv", "text,label\n很好,pos\n不错,pos\n")),
         r"one.csv: only one label \('pos'\)",
@@ -146,6 +160,14 @@ CASES = {
     "predict: truncated weights": (
         lambda c: ["predict", str(damaged_model(c, lambda m: truncate(m / "model.safetensors"))), "--text", "很好"],
         r"model.safetensors is damaged or truncated",
+    ),
+    "predict: Hub id that cannot be fetched": (
+        lambda c: ["predict", "someone/no-such-model", "--text", "很好"],
+        r"someone/no-such-model: no such directory here, and it could not be loaded from the Hugging Face Hub",
+    ),
+    "encoder directory missing": (
+        lambda c: train(c, "--encoder_type", "bilm", "--encoder_name_or_path", str(c["dir"] / "bilm")),
+        r"--encoder_name_or_path .*bilm: no such directory \(nor a Hub id\)",
     ),
     "predict: input file missing": (
         lambda c: ["predict", str(c["run"] / "best"), str(c["dir"] / "absent.csv")],
@@ -255,3 +277,17 @@ def test_a_diverging_run_stops_and_saves_no_nan_model(reviews_csv, tiny_vectors,
     assert not (output_dir / "metrics.json").exists()
     if (output_dir / "best").exists():  # a model saved before the loss went wrong is a finite one
         assert all(torch.isfinite(w).all() for w in load_file(output_dir / "best" / "model.safetensors").values())
+
+
+def test_two_processes_meet_bad_input_with_one_line(tiny_vectors, tmp_path):
+    """Under `accelerate launch` with 2 processes: the main process says it once; the other meets the
+    same error itself (not a broken connection's traceback). The launcher's own report follows."""
+    from test_recipe import run_launch
+
+    args = tiny_recipe_args(tmp_path / "absent.csv", tiny_vectors, tmp_path / "out")
+    result = run_launch(args, 2, tmp_path)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("train_bilstm_attention.py: error:")]
+    assert len(lines) == 1 and "absent.csv: no such file" in lines[0], result.stderr[-3000:]
+    assert "[rank1]" not in result.stderr and "Connection closed" not in result.stderr
+    assert not (tmp_path / "out").exists()
