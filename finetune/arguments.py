@@ -181,7 +181,7 @@ def unknown_flag_error(unknown: list[str], known: list[str], where: str = "", wh
     names = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("-") or what != "flag"]
     parts = []
     for name in names or ["(a value without a flag)"]:
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
         parts.append(name + (f" (did you mean {close[0]}?)" if close else ""))
     return ArgumentError(f"{where}unknown {what}{'s' if len(parts) > 1 else ''} {', '.join(parts)}; see --help")
 
