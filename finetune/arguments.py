@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
-from .errors import ArgumentError
+from .errors import DEBUG_HELP, ArgumentError
 from .model_files import is_hub_id
 
 
@@ -228,6 +228,7 @@ def parse_recipe_args(argv: list[str] | None = None, groups=RECIPE_ARGUMENTS) ->
     known, rest = pre.parse_known_args(argv)
     parser = RecipeArgumentParser(groups)
     parser.add_argument("--config", default=None, help="YAML file with defaults for every flag below.")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     names = {f.name for group in groups for f in dataclasses.fields(group)}
     if known.config:
         parser.set_defaults(**_read_config(known.config, names))

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .arguments import unknown_flag_error
-from .errors import ArgumentError, FinetuneError, report_errors
+from .errors import DEBUG_HELP, ArgumentError, FinetuneError, report_errors
 
 
 def _train(argv: list[str]) -> None:
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="finetune", description=__doc__, formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser = functools.partial(commands.add_parser, allow_abbrev=False)
     commands.add_parser("train", help="fine-tune (flags as the recipe: finetune train --help)", add_help=False)

@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 EXIT_USER_ERROR = 1
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "FINETUNE_DEBUG"
+DEBUG_HELP = f"On an error, show its traceback rather than one line (or set {DEBUG_ENV}=1)."
 # Hugging Face tokens (hf_...), and the value of any flag whose name says it holds a secret.
 _SECRET = re.compile(r"\bhf_[A-Za-z0-9]{6,}")
 _SECRET_FLAG = re.compile(r"(--?[\w-]*(?:token|secret|password|api_key)[\w-]*)(=|\s+)(?![(\-])(\S+)", re.IGNORECASE)

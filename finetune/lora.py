@@ -78,12 +78,12 @@ def encoder_target_pattern(model: nn.Module, target_modules: list[str]) -> str:
     for name, module in matched.items():
         if any(isinstance(m, nn.RNNBase) for m in module.modules()):
             raise ArgumentError(
-                f"lora.target_modules: {name!r} is or holds an nn.LSTM, which peft cannot wrap; "
+                f"--lora_target_modules: {name!r} is or holds an nn.LSTM, which peft cannot wrap; "
                 "LoRA on the biLM targets its embeddings (or use freeze_bottom_layers / full fine-tuning)"
             )
         if not isinstance(module, WRAPPABLE):
             raise ArgumentError(
-                f"lora.target_modules: {name!r} is a {type(module).__name__}; LoRA wraps Linear/Embedding layers"
+                f"--lora_target_modules: {name!r} is a {type(module).__name__}; LoRA wraps Linear/Embedding layers"
             )
     for target in target_modules:
         if not any(name == target or name.endswith("." + target) for name in matched):
@@ -91,9 +91,15 @@ def encoder_target_pattern(model: nn.Module, target_modules: list[str]) -> str:
                 {n.rsplit(".", 1)[-1] for n, m in model.encoder.named_modules() if isinstance(m, WRAPPABLE)}
             )
             raise ArgumentError(
-                f"lora.target_modules: no encoder module named {target!r}; Linear/Embedding names: {wrappable}"
+                f"--lora_target_modules: no encoder module named {target!r}; Linear/Embedding names: {wrappable}"
             )
     return pattern
+
+
+def check_lora_targets(model: nn.Module, options: LoraOptions) -> None:
+    """Raises the `ArgumentError` `apply_lora` would for targets the encoder lacks or peft cannot
+    wrap, without changing the model: the recipe checks before it writes anything."""
+    encoder_target_pattern(model, options.target_modules or default_target_modules(model))
 
 
 def apply_lora(model: nn.Module, options: LoraOptions, base_path: str):

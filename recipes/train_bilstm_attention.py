@@ -30,7 +30,7 @@ from finetune.files import save_pretrained_atomic, write_json_atomic, write_text
 from finetune.freezing import FreezingPolicy, apply_freezing
 from finetune.hub import push_to_hub, write_model_card
 from finetune.inference import explain
-from finetune.lora import LoraOptions, apply_lora
+from finetune.lora import LoraOptions, apply_lora, check_lora_targets
 from finetune.metrics import classification_metrics
 from finetune.reports import attention_html, plot_confusion_matrix, plot_training_curves
 from finetune.run_directory import check_output_dir, empty_output_dir, fingerprint, run_identity
@@ -216,11 +216,6 @@ def main(argv=None):
     resume = None
     if train_args.resume_from_checkpoint:
         resume = resolve_checkpoint(train_args.resume_from_checkpoint, output_dir / "checkpoints", identity)
-    if accelerator.is_main_process:
-        if train_args.overwrite_output_dir:
-            empty_output_dir(output_dir)
-        write_text_atomic(to_yaml(data_args, model_args, train_args), output_dir / "config.yaml")
-    accelerator.wait_for_everyone()
     freezing = FreezingPolicy(
         freeze_embeddings=model_args.freeze_embeddings,
         freeze_encoder=model_args.freeze_encoder,
@@ -230,6 +225,14 @@ def main(argv=None):
     lora = LoraOptions(
         model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules
     )
+    if lora.enabled:
+        check_lora_targets(model, lora)
+    # Everything is checked: only now does the run directory change.
+    if accelerator.is_main_process:
+        if train_args.overwrite_output_dir:
+            empty_output_dir(output_dir)
+        write_text_atomic(to_yaml(data_args, model_args, train_args), output_dir / "config.yaml")
+    accelerator.wait_for_everyone()
     if lora.enabled:
         # The adapter points at this copy of the model as it is now (pretrained encoder, new head).
         if accelerator.is_main_process:

@@ -137,6 +137,10 @@ CASES = {
         r"--encoder_type transformer needs --encoder_name_or_path",
     ),
     "encoder type misspelled": (lambda c: train(c, "--encoder_type", "bert"), r"--encoder_type bert: must be one of"),
+    "LoRA target the encoder lacks": (
+        lambda c: train(c, "--lora_r", "2", "--lora_target_modules", "query"),
+        r"--lora_target_modules: no encoder module named 'query'",
+    ),
     "output directory holds a finished run": (
         lambda c: train(c, "--output_dir", str(c["finished"])),
         r"--output_dir .*: holds a finished run \(metrics.json\); give --overwrite_output_dir",
