@@ -1,5 +1,6 @@
 # `make demo`: train on the embedded default data and show predictions.  `make test`: the test suite.
 # Both create .venv and install what they need; torch is pinned to the CPU build on this machine.
+# The demo replaces its own previous run in $(DEMO_DIR) (--overwrite_output_dir).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0

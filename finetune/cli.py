@@ -94,7 +94,8 @@ class CommandParser(argparse.ArgumentParser):
     """argparse whose mistakes are `ArgumentError`s: one line naming the flag, not the usage dump."""
 
     def error(self, message: str):
-        raise ArgumentError(f"{self.prog.removeprefix('finetune ')}: {message} (see --help)")
+        command = self.prog.removeprefix("finetune").strip()  # "" for the top level
+        raise ArgumentError(f"{command + ': ' if command else ''}{message} (see --help)")
 
     def parse_args(self, args=None, namespace=None):
         parsed, unknown = self.parse_known_args(args, namespace)

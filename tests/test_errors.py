@@ -185,6 +185,18 @@ CASES = {
         lambda c: ["predict", str(c["run"] / "best"), "--txt", "很好"],
         r"--txt \(did you mean --text\?\)",
     ),
+    "unknown subcommand": (
+        lambda c: ["frobnicate"],
+        r"^finetune: error: argument command: invalid choice: 'frobnicate'",
+    ),
+    "predict without a model": (
+        lambda c: ["predict"],
+        r"^finetune: error: predict: the following arguments are required",
+    ),
+    "push: not a model directory": (
+        lambda c: ["push", str(c["dir"]), "--repo-id", "user/model"],
+        r"push: .*: no config.json or adapter_config.json; give a run's best/ directory",
+    ),
     "explain: model directory missing": (
         lambda c: ["explain", str(c["dir"] / "nowhere"), "--text", "很好"],
         r"nowhere: no such model directory",
