@@ -1,6 +1,13 @@
-"""Pictures of a run: training curves, confusion matrix, attention over the text."""
+"""Pictures of a run: training curves, confusion matrix, attention over the text.
 
+Labels are often Chinese (书籍, 平板, 手机): matplotlib's own font has no Chinese glyphs and would
+draw each as an empty box, so the pictures use a font that has them (`chinese_font_family`).
+"""
+
+import functools
 import html
+import importlib.util
+import logging
 import os
 from pathlib import Path
 
@@ -9,14 +16,47 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+
+from .files import atomic_path, write_text_atomic  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+# Sans-serif families with Chinese glyphs that operating systems ship, tried first (no file to load).
+SYSTEM_CHINESE_FAMILIES = (
+    "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
+    "Microsoft YaHei", "PingFang SC", "Heiti SC", "SimHei", "Droid Sans Fallback",
+)  # fmt: skip
+# Else the Noto Sans CJK SC that the `mplfonts` package (a dependency) installs from PyPI.
+PACKAGED_FONT = ("mplfonts", "fonts/NotoSansCJKsc-Regular.otf")
+
+
+@functools.cache
+def chinese_font_family() -> str | None:
+    """The name of a font family with Chinese glyphs, registered with matplotlib; None if none is found."""
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    for family in SYSTEM_CHINESE_FAMILIES:
+        if family in installed:
+            return family
+    package, relative = PACKAGED_FONT
+    spec = importlib.util.find_spec(package)  # its location only: importing it would pull in its CLI
+    path = Path(spec.origin).parent / relative if spec and spec.origin else None
+    if path is None or not path.is_file():
+        logger.warning("no font with Chinese glyphs found: Chinese labels in the pictures show as boxes")
+        return None
+    font_manager.fontManager.addfont(str(path))
+    return font_manager.FontProperties(fname=str(path)).get_name()
+
+
+def _figure_style() -> dict:
+    family = chinese_font_family()
+    return {"font.family": "sans-serif", "font.sans-serif": [family, "DejaVu Sans"] if family else ["DejaVu Sans"]}
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def plot_training_curves(history: dict, path: str | os.PathLike) -> None:
@@ -26,6 +66,11 @@ def plot_training_curves(history: dict, path: str | os.PathLike) -> None:
         history: `{"train": [{"step", "loss"}...], "eval": [{"step", "loss", "macro_f1", "accuracy"}...]}`.
         path: PNG file to write.
     """
+    with plt.rc_context(_figure_style()):
+        _draw_training_curves(history, path)
+
+
+def _draw_training_curves(history: dict, path: str | os.PathLike) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     train, evals = history.get("train", []), history.get("eval", [])
     left.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", alpha=0.8)
@@ -42,8 +87,12 @@ def plot_training_curves(history: dict, path: str | os.PathLike) -> None:
 
 
 def plot_confusion_matrix(matrix, labels: list[str], path: str | os.PathLike, title: str = "") -> None:
-    """Counts with row-normalised shading (rows: true label, columns: predicted)."""
-    matrix = np.asarray(matrix)
+    """Counts with row-normalised shading (rows: true label, columns: predicted); Chinese labels drawn."""
+    with plt.rc_context(_figure_style()):
+        _draw_confusion_matrix(np.asarray(matrix), labels, path, title)
+
+
+def _draw_confusion_matrix(matrix: np.ndarray, labels: list[str], path: str | os.PathLike, title: str) -> None:
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.8 * len(labels)
     fig, ax = plt.subplots(figsize=(size + 1, size))
@@ -64,7 +113,7 @@ def plot_confusion_matrix(matrix, labels: list[str], path: str | os.PathLike, ti
 def attention_html(examples: list[dict], path: str | os.PathLike) -> None:
     """Each text with its words shaded by attention weight, as an HTML page.
 
-    HTML rather than PNG: browsers render Chinese with the reader's fonts, matplotlib here has none.
+    HTML rather than PNG: browsers render the text with the reader's fonts, and hovering shows weights.
 
     Args:
         examples: Dicts with `tokens`, `weights` (same length), `label`, `score` and optional `true_label`.
@@ -89,6 +138,4 @@ def attention_html(examples: list[dict], path: str | os.PathLike) -> None:
         "<h1>Attention over the text</h1><p>Darker: more weight in the attention pooling "
         "(hover a word for its weight).</p>" + "".join(rows)
     )
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(page, path)

@@ -83,3 +83,32 @@ def test_attention_html_all_zero_weights(tmp_path):
     path = tmp_path / "attention.html"
     attention_html([{"tokens": ["很", "好"], "weights": [0.0, 0.0], "label": "positive", "score": 0.5}], path)
     assert path.read_text(encoding="utf-8").count("rgba(220, 50, 47, 0.00)") == 2
+
+
+def draw_chinese_labels(path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plot_confusion_matrix([[8, 1, 1], [0, 9, 1], [2, 0, 8]], ["书籍", "平板", "手机"], path, title="测试集")
+        plot_training_curves(HISTORY, path.with_name("curves.png"))
+    return [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+
+def test_chinese_labels_are_drawn_with_a_font_that_has_them(tmp_path):
+    from finetune.reports import chinese_font_family
+
+    assert chinese_font_family() is not None
+    assert draw_chinese_labels(tmp_path / "confusion_matrix.png") == []
+    assert_png(tmp_path / "confusion_matrix.png")
+
+
+def test_without_a_chinese_font_the_labels_would_be_boxes(tmp_path, monkeypatch):
+    """What the test above guards against: matplotlib's own font warns of every missing glyph."""
+    import finetune.reports as reports
+
+    monkeypatch.setattr(
+        reports, "_figure_style", lambda: {"font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"]}
+    )
+    missing = draw_chinese_labels(tmp_path / "confusion_matrix.png")
+    assert any("20070" in message or "书" in message for message in missing), missing
