@@ -47,6 +47,73 @@ def write_csv(path: Path, rows, header=("text", "label")) -> Path:
     return path
 
 
+# Genuine (not templated) reviews, for the data-reading tests.
+GENUINE_POSITIVE = [
+    "这本书写得很好，值得一读",
+    "酒店服务周到，房间干净",
+    "物流很快，包装完好",
+    "质量不错，性价比高",
+    "屏幕清晰，运行流畅",
+    "早餐丰富，位置方便",
+    "作者文笔细腻，故事感人",
+    "客服态度好，问题很快解决",
+    "电池耐用，充电也快",
+    "环境安静，睡得很好",
+    "价格实惠，下次还来",
+    "翻译地道，读来顺畅",
+    "做工精致，手感很好",
+    "孩子很喜欢这本绘本",
+    "前台热情，入住顺利",
+]
+GENUINE_NEGATIVE = [
+    "纸张太差，错字很多",
+    "房间有异味，隔音差",
+    "发货太慢，等了两周",
+    "用了三天就坏了",
+    "系统卡顿，经常死机",
+    "服务员态度恶劣",
+    "内容空洞，浪费时间",
+    "退货流程太麻烦",
+    "噪音很大，没法休息",
+    "价格虚高，不值这个钱",
+    "说明书看不懂",
+    "卫生间很脏，毛巾发黄",
+    "键盘手感很差",
+    "快递员把包裹摔坏了",
+    "空调不制冷，热得睡不着",
+]
+GENUINE_REVIEWS = [(text, "positive") for text in GENUINE_POSITIVE] + [(text, "negative") for text in GENUINE_NEGATIVE]
+
+
+def write_table(path, rows, header=("text", "label"), encoding="utf-8"):
+    with open(path, "w", encoding=encoding, newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def texts_of(table):
+    return table["text"][:]
+
+
+@pytest.fixture(scope="module")
+def quiet_datasets():
+    """No `datasets` progress bars in a module's tests."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    yield
+    if was_enabled:
+        datasets.enable_progress_bars()
+
+
+@pytest.fixture(scope="module")
+def genuine_reviews_csv(tmp_path_factory):
+    return write_table(tmp_path_factory.mktemp("reviews") / "reviews.csv", GENUINE_REVIEWS)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def offline(tmp_path_factory):
     """No Hub, and caches (word2vec, evaluate modules) in a throwaway directory."""

@@ -1,99 +1,41 @@
 """Tests for finetune.data: cleaning, labels, splitting, several files, the embedded default data."""
 
-import csv
 import logging
 from collections import Counter
 
 import datasets
 import pytest
+from conftest import GENUINE_NEGATIVE, GENUINE_POSITIVE, GENUINE_REVIEWS, texts_of, write_table
 
 from finetune.data import DataError, clean_split, label_maps, load_splits, stratified_split
 
-POSITIVE = [
-    "这本书写得很好，值得一读",
-    "酒店服务周到，房间干净",
-    "物流很快，包装完好",
-    "质量不错，性价比高",
-    "屏幕清晰，运行流畅",
-    "早餐丰富，位置方便",
-    "作者文笔细腻，故事感人",
-    "客服态度好，问题很快解决",
-    "电池耐用，充电也快",
-    "环境安静，睡得很好",
-    "价格实惠，下次还来",
-    "翻译地道，读来顺畅",
-    "做工精致，手感很好",
-    "孩子很喜欢这本绘本",
-    "前台热情，入住顺利",
-]
-NEGATIVE = [
-    "纸张太差，错字很多",
-    "房间有异味，隔音差",
-    "发货太慢，等了两周",
-    "用了三天就坏了",
-    "系统卡顿，经常死机",
-    "服务员态度恶劣",
-    "内容空洞，浪费时间",
-    "退货流程太麻烦",
-    "噪音很大，没法休息",
-    "价格虚高，不值这个钱",
-    "说明书看不懂",
-    "卫生间很脏，毛巾发黄",
-    "键盘手感很差",
-    "快递员把包裹摔坏了",
-    "空调不制冷，热得睡不着",
-]
-REVIEWS = [(text, "positive") for text in POSITIVE] + [(text, "negative") for text in NEGATIVE]
-
-
-def write_csv(path, rows, header=("text", "label"), encoding="utf-8"):
-    with open(path, "w", encoding=encoding, newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def texts_of(table):
-    return table["text"][:]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def quiet_progress_bars():
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    yield
-    if was_enabled:
-        datasets.enable_progress_bars()
-
-
-@pytest.fixture(scope="module")
-def reviews_csv(tmp_path_factory):
-    return write_csv(tmp_path_factory.mktemp("reviews") / "reviews.csv", REVIEWS)
+pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
 
 # ---------------------------------------------------------------- cleaning
 
 
-def test_missing_column_lists_the_columns(reviews_csv):
+def test_missing_column_lists_the_columns(genuine_reviews_csv):
     with pytest.raises(DataError, match=r"reviews\.csv: no column 'review' \(columns: text, label\)"):
-        load_splits(reviews_csv, text_column="review")
+        load_splits(genuine_reviews_csv, text_column="review")
 
 
 def test_column_mapping(tmp_path):
-    path = write_csv(
+    path = write_table(
         tmp_path / "r.csv",
-        [(i, text, label) for i, (text, label) in enumerate(REVIEWS)],
+        [(i, text, label) for i, (text, label) in enumerate(GENUINE_REVIEWS)],
         header=("id", "review", "sentiment"),
     )
     splits, _ = load_splits(path, text_column="review", label_column="sentiment")
     assert all(split.column_names == ["text", "label"] for split in splits.values())
-    assert sorted(text for split in splits.values() for text in texts_of(split)) == sorted(POSITIVE + NEGATIVE)
+    assert sorted(text for split in splits.values() for text in texts_of(split)) == sorted(
+        GENUINE_POSITIVE + GENUINE_NEGATIVE
+    )
 
 
 def test_empty_rows_dropped_and_counted(tmp_path):
-    rows = REVIEWS + [("", "positive"), ("   ", "negative"), ("没有标签", ""), ("\u3000", "positive")]
-    splits, info = load_splits(write_csv(tmp_path / "r.csv", rows))
+    rows = GENUINE_REVIEWS + [("", "positive"), ("   ", "negative"), ("没有标签", ""), ("\u3000", "positive")]
+    splits, info = load_splits(write_table(tmp_path / "r.csv", rows))
     stats = info["stats"]["train"]
     assert (stats["rows_read"], stats["empty_dropped"], stats["kept"]) == (34, 4, 30)
     assert sum(split.num_rows for split in splits.values()) == 30
@@ -117,17 +59,21 @@ def test_clean_split_strips_and_counts():
 
 
 def test_duplicates_removed_before_splitting(tmp_path):
-    path = write_csv(tmp_path / "r.csv", REVIEWS * 3)
+    path = write_table(tmp_path / "r.csv", GENUINE_REVIEWS * 3)
     splits, info = load_splits(path, validation_size=0.2, test_size=0.2)
     assert info["stats"]["train"]["duplicates_removed"] == 60
     seen = Counter(text for split in splits.values() for text in texts_of(split))
-    assert set(seen) == set(POSITIVE + NEGATIVE) and set(seen.values()) == {1}
+    assert set(seen) == set(GENUINE_POSITIVE + GENUINE_NEGATIVE) and set(seen.values()) == {1}
 
 
 def test_conflicting_labels_dropped_and_counted(tmp_path, caplog):
-    rows = REVIEWS + [(POSITIVE[0], "negative"), (NEGATIVE[0], "positive"), (NEGATIVE[0], "positive")]
+    rows = GENUINE_REVIEWS + [
+        (GENUINE_POSITIVE[0], "negative"),
+        (GENUINE_NEGATIVE[0], "positive"),
+        (GENUINE_NEGATIVE[0], "positive"),
+    ]
     with caplog.at_level(logging.WARNING, logger="finetune.data"):
-        splits, info = load_splits(write_csv(tmp_path / "r.csv", rows))
+        splits, info = load_splits(write_table(tmp_path / "r.csv", rows))
     stats = info["stats"]["train"]
     assert (stats["duplicates_removed"], stats["conflicting_texts"], stats["conflicting_dropped"]) == (
         1,
@@ -136,15 +82,15 @@ def test_conflicting_labels_dropped_and_counted(tmp_path, caplog):
     )
     assert stats["kept"] == 28
     all_texts = {text for split in splits.values() for text in texts_of(split)}
-    assert POSITIVE[0] not in all_texts and NEGATIVE[0] not in all_texts
-    assert "2 texts have two labels" in caplog.text and POSITIVE[0] in caplog.text
+    assert GENUINE_POSITIVE[0] not in all_texts and GENUINE_NEGATIVE[0] not in all_texts
+    assert "2 texts have two labels" in caplog.text and GENUINE_POSITIVE[0] in caplog.text
 
 
 def test_missing_value_labels_dropped_and_counted(tmp_path):
     missing = ["NaN", "nan", "null", "NULL", "None", "N/A", "n/a", "NA", "<NA>", " NaN "]
-    rows = REVIEWS + [(f"缺标签的评论{i}", label) for i, label in enumerate(missing)] + [("没有情绪", "none")]
+    rows = GENUINE_REVIEWS + [(f"缺标签的评论{i}", label) for i, label in enumerate(missing)] + [("没有情绪", "none")]
     rows += [("NA", "positive"), ("null", "negative")]  # texts like missing values are texts
-    splits, info = load_splits(write_csv(tmp_path / "r.csv", rows))
+    splits, info = load_splits(write_table(tmp_path / "r.csv", rows))
     stats = info["stats"]["train"]
     assert (stats["rows_read"], stats["missing_label_dropped"], stats["empty_dropped"]) == (43, 10, 0)
     assert stats["kept"] == 33
@@ -154,8 +100,8 @@ def test_missing_value_labels_dropped_and_counted(tmp_path):
 
 
 def test_int_labels_among_missing_value_strings_stay_ints(tmp_path):
-    rows = [(text, 1 if label == "positive" else 0) for text, label in REVIEWS] + [("缺标签", "NaN")]
-    splits, info = load_splits(write_csv(tmp_path / "r.csv", rows), validation_file=write_csv(
+    rows = [(text, 1 if label == "positive" else 0) for text, label in GENUINE_REVIEWS] + [("缺标签", "NaN")]
+    splits, info = load_splits(write_table(tmp_path / "r.csv", rows), validation_file=write_table(
         tmp_path / "dev.csv", [("新的好评", 1), ("新的差评", 0)]))  # fmt: skip
     assert info["stats"]["train"]["missing_label_dropped"] == 1
     assert info["label2id"] == {"0": 0, "1": 1} and splits["validation"].num_rows == 2
@@ -181,10 +127,10 @@ def test_zero_size_leaves_a_split_out():
     assert list(stratified_split(table, validation_size=0, test_size=0.2, seed=1)) == ["train", "test"]
 
 
-def test_seeded_split_is_reproducible(reviews_csv):
-    first, _ = load_splits(reviews_csv, seed=7)
-    again, _ = load_splits(reviews_csv, seed=7)
-    other, _ = load_splits(reviews_csv, seed=8)
+def test_seeded_split_is_reproducible(genuine_reviews_csv):
+    first, _ = load_splits(genuine_reviews_csv, seed=7)
+    again, _ = load_splits(genuine_reviews_csv, seed=7)
+    other, _ = load_splits(genuine_reviews_csv, seed=8)
     assert texts_of(first["test"]) == texts_of(again["test"])
     assert set(texts_of(first["test"])) != set(texts_of(other["test"]))
     assert Counter(first["test"]["label"][:]) == {0: 2, 1: 2}  # stratified: 10% of 15 per label, rounded
@@ -193,18 +139,18 @@ def test_seeded_split_is_reproducible(reviews_csv):
 # ---------------------------------------------------------------- labels
 
 
-def test_string_labels_numbered_alphabetically(reviews_csv):
-    splits, info = load_splits(reviews_csv)
+def test_string_labels_numbered_alphabetically(genuine_reviews_csv):
+    splits, info = load_splits(genuine_reviews_csv)
     assert info["label2id"] == {"negative": 0, "positive": 1}
     assert info["id2label"] == {0: "negative", 1: "positive"}
     assert splits["train"].features["label"].names == ["negative", "positive"]
     first = splits["train"][0]
-    assert (first["label"] == 1) == (first["text"] in POSITIVE)
+    assert (first["label"] == 1) == (first["text"] in GENUINE_POSITIVE)
 
 
 def test_int_labels_sorted_numerically(tmp_path):
-    rows = [(text, 10 if label == "positive" else 2) for text, label in REVIEWS] + [("没有标签", "")]
-    splits, info = load_splits(write_csv(tmp_path / "r.csv", rows))
+    rows = [(text, 10 if label == "positive" else 2) for text, label in GENUINE_REVIEWS] + [("没有标签", "")]
+    splits, info = load_splits(write_table(tmp_path / "r.csv", rows))
     assert info["label2id"] == {"2": 0, "10": 1} and info["id2label"] == {0: "2", 1: "10"}
     assert info["stats"]["train"]["empty_dropped"] == 1
     assert all(label in (0, 1) for split in splits.values() for label in split["label"][:])
@@ -222,28 +168,28 @@ def test_labels_mixing_numbers_and_strings_is_an_error(tmp_path):
 
 
 def test_single_class_is_an_error(tmp_path):
-    path = write_csv(tmp_path / "one.csv", [(text, "positive") for text in POSITIVE])
+    path = write_table(tmp_path / "one.csv", [(text, "positive") for text in GENUINE_POSITIVE])
     with pytest.raises(DataError, match=r"one\.csv: only one label \('positive'\) after cleaning"):
         load_splits(path)
 
 
-def test_unseen_validation_label_is_an_error(tmp_path, reviews_csv):
-    validation = write_csv(tmp_path / "dev.csv", [("还行吧", "positive"), ("一般般", "neutral")])
+def test_unseen_validation_label_is_an_error(tmp_path, genuine_reviews_csv):
+    validation = write_table(tmp_path / "dev.csv", [("还行吧", "positive"), ("一般般", "neutral")])
     with pytest.raises(DataError, match=r"dev\.csv: line 3: label 'neutral' never occurs in .*reviews\.csv"):
-        load_splits(reviews_csv, validation)
+        load_splits(genuine_reviews_csv, validation)
     # A quoted text spanning two lines: lines no longer map onto rows, so the row is named.
-    multiline = write_csv(tmp_path / "dev2.csv", [("第一行\n第二行", "positive"), ("一般般", "neutral")])
+    multiline = write_table(tmp_path / "dev2.csv", [("第一行\n第二行", "positive"), ("一般般", "neutral")])
     with pytest.raises(DataError, match=r"dev2\.csv: row 2: label 'neutral'"):
-        load_splits(reviews_csv, multiline)
+        load_splits(genuine_reviews_csv, multiline)
 
 
 # ---------------------------------------------------------------- several files
 
 
 def test_texts_shared_between_files_reported_and_removed_from_train(tmp_path, caplog):
-    train = write_csv(tmp_path / "train.csv", REVIEWS)
-    validation = write_csv(tmp_path / "dev.csv", [REVIEWS[0], REVIEWS[-1], ("新的好评", "positive")])
-    test = write_csv(tmp_path / "test.csv", [REVIEWS[1], REVIEWS[-1], ("新的差评", "negative")])
+    train = write_table(tmp_path / "train.csv", GENUINE_REVIEWS)
+    validation = write_table(tmp_path / "dev.csv", [GENUINE_REVIEWS[0], GENUINE_REVIEWS[-1], ("新的好评", "positive")])
+    test = write_table(tmp_path / "test.csv", [GENUINE_REVIEWS[1], GENUINE_REVIEWS[-1], ("新的差评", "negative")])
     with caplog.at_level(logging.WARNING, logger="finetune.data"):
         splits, info = load_splits(train, validation, test)
     assert {name: split.num_rows for name, split in splits.items()} == {
@@ -257,19 +203,19 @@ def test_texts_shared_between_files_reported_and_removed_from_train(tmp_path, ca
     assert not set(texts_of(splits["train"])) & (set(texts_of(splits["validation"])) | set(texts_of(splits["test"])))
 
 
-def test_train_and_validation_files_cut_test_from_train(tmp_path, reviews_csv):
-    validation = write_csv(tmp_path / "dev.csv", [("新的好评", "positive"), ("新的差评", "negative")])
-    splits, info = load_splits(reviews_csv, validation, test_size=0.2)
+def test_train_and_validation_files_cut_test_from_train(tmp_path, genuine_reviews_csv):
+    validation = write_table(tmp_path / "dev.csv", [("新的好评", "positive"), ("新的差评", "negative")])
+    splits, info = load_splits(genuine_reviews_csv, validation, test_size=0.2)
     assert {name: split.num_rows for name, split in splits.items()} == {
         "train": 24,
         "validation": 2,
         "test": 6,
     }
-    assert info["sources"]["test"] == str(reviews_csv)
+    assert info["sources"]["test"] == str(genuine_reviews_csv)
 
 
 def test_empty_split_is_an_error(tmp_path):
-    path = write_csv(tmp_path / "tiny.csv", [("好", "positive"), ("坏", "negative")])
+    path = write_table(tmp_path / "tiny.csv", [("好", "positive"), ("坏", "negative")])
     with pytest.raises(DataError, match=r"tiny\.csv: the validation split is empty"):
         load_splits(path)
 

@@ -6,34 +6,22 @@ import logging
 
 import datasets
 import pytest
-from test_data import REVIEWS, texts_of, write_csv
+from conftest import GENUINE_REVIEWS, texts_of, write_table
 
 from finetune.data import DataError, load_splits, read_table
 from finetune.errors import FinetuneError
 from finetune.tables import read_text_lines
 
-
-@pytest.fixture(scope="module", autouse=True)
-def quiet_progress_bars():
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    yield
-    if was_enabled:
-        datasets.enable_progress_bars()
-
-
-@pytest.fixture(scope="module")
-def reviews_csv(tmp_path_factory):
-    return write_csv(tmp_path_factory.mktemp("reviews") / "reviews.csv", REVIEWS)
+pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
 
 # ---------------------------------------------------------------- read_table: formats, encodings
 
 
 def write_every_format(directory):
-    records = [{"text": text, "label": label} for text, label in REVIEWS]
+    records = [{"text": text, "label": label} for text, label in GENUINE_REVIEWS]
     (directory / "r.tsv").write_text(
-        "text\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in REVIEWS), encoding="utf-8"
+        "text\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in GENUINE_REVIEWS), encoding="utf-8"
     )
     (directory / "r.json").write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
     (directory / "r.jsonl").write_text(
@@ -46,25 +34,27 @@ def write_every_format(directory):
     return ["r.tsv", "r.json", "r.jsonl", "r.parquet", "saved_dataset", "saved_dict"]
 
 
-def test_every_format_round_trips(tmp_path, reviews_csv):
-    expected = [text for text, _ in REVIEWS]
-    assert texts_of(read_table(reviews_csv)) == expected
+def test_every_format_round_trips(tmp_path, genuine_reviews_csv):
+    expected = [text for text, _ in GENUINE_REVIEWS]
+    assert texts_of(read_table(genuine_reviews_csv)) == expected
     for name in write_every_format(tmp_path):
         table = read_table(tmp_path / name)
         assert table.column_names == ["text", "label"], name
         assert texts_of(table) == expected, name
-        assert table["label"][:] == [label for _, label in REVIEWS], name
+        assert table["label"][:] == [label for _, label in GENUINE_REVIEWS], name
     assert texts_of(read_table(tmp_path / "saved_dict", split_name="validation")) == expected[:5]
 
 
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "gbk", "gb18030"])
 def test_bom_and_gbk_files_read_the_same_texts(tmp_path, encoding):
-    table = read_table(write_csv(tmp_path / "r.csv", REVIEWS, encoding=encoding))
+    table = read_table(write_table(tmp_path / "r.csv", GENUINE_REVIEWS, encoding=encoding))
     assert table.column_names == ["text", "label"]  # no "\ufefftext"
-    assert texts_of(table) == [text for text, _ in REVIEWS]
+    assert texts_of(table) == [text for text, _ in GENUINE_REVIEWS]
     jsonl = tmp_path / "r.jsonl"
-    jsonl.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t, _ in REVIEWS), encoding=encoding)
-    assert texts_of(read_table(jsonl)) == [text for text, _ in REVIEWS]
+    jsonl.write_text(
+        "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t, _ in GENUINE_REVIEWS), encoding=encoding
+    )
+    assert texts_of(read_table(jsonl)) == [text for text, _ in GENUINE_REVIEWS]
 
 
 def test_undecodable_bytes_name_file_and_line(tmp_path):
@@ -103,7 +93,7 @@ def test_tsv_keeps_quote_marks_inside_texts(tmp_path):
 
 
 def test_texts_like_na_are_not_missing(tmp_path):
-    table = read_table(write_csv(tmp_path / "r.csv", [("NA", "a"), ("null", "b"), ("", "c")]))
+    table = read_table(write_table(tmp_path / "r.csv", [("NA", "a"), ("null", "b"), ("", "c")]))
     assert texts_of(table) == ["NA", "null", None]
 
 
@@ -128,7 +118,7 @@ TRADITIONAL = [
 
 @pytest.mark.parametrize(("rows", "encoding"), [(SIMPLIFIED, "gbk"), (TRADITIONAL, "big5")])
 def test_gbk_and_big5_files_are_detected_and_logged(tmp_path, caplog, rows, encoding):
-    path = write_csv(tmp_path / "reviews.csv", rows, encoding=encoding)
+    path = write_table(tmp_path / "reviews.csv", rows, encoding=encoding)
     with caplog.at_level(logging.INFO, logger="finetune.tables"):
         table = read_table(path)
     assert texts_of(table) == [text for text, _ in rows] and table["label"][:] == [label for _, label in rows]
@@ -152,7 +142,7 @@ def test_doubtful_encoding_is_refused_and_encoding_forces(tmp_path):
     assert texts_of(read_table(path, encoding="gbk")) == ["很好", "很差"]
     # Forced means not detected: these GBK bytes happen to be valid Big5 too.
     assert texts_of(read_table(path, encoding="big5")) == ["竭疑", "竭船"]
-    big5 = write_csv(tmp_path / "big5.csv", [("很好", "positive"), ("很差", "negative")], encoding="big5")
+    big5 = write_table(tmp_path / "big5.csv", [("很好", "positive"), ("很差", "negative")], encoding="big5")
     assert texts_of(read_table(big5, encoding="big5")) == ["很好", "很差"]
     path.write_bytes("text,label\n很好,positive\n很差,negative\n真棒,positive\n真糟,negative\n".encode("gbk"))
     with pytest.raises(DataError, match="the encoding is doubtful"):
@@ -161,11 +151,11 @@ def test_doubtful_encoding_is_refused_and_encoding_forces(tmp_path):
     assert sorted(texts_of(splits["train"]) + texts_of(splits["test"])) == sorted(["很好", "很差", "真棒", "真糟"])
 
 
-def test_bad_encoding_names_are_refused_naming_the_flag(tmp_path, reviews_csv):
+def test_bad_encoding_names_are_refused_naming_the_flag(tmp_path, genuine_reviews_csv):
     with pytest.raises(DataError, match=r"reviews\.csv: unknown encoding 'klingon' given by --encoding"):
-        read_table(reviews_csv, encoding="klingon")
+        read_table(genuine_reviews_csv, encoding="klingon")
     with pytest.raises(DataError, match="unknown encoding 'rot13' given by --encoding"):
-        read_table(reviews_csv, encoding="rot13")  # a codec, but not a text encoding
+        read_table(genuine_reviews_csv, encoding="rot13")  # a codec, but not a text encoding
     big5 = tmp_path / "big5.csv"
     big5.write_bytes("text,label\n這家餐廳很好,positive\n".encode("big5"))
     with pytest.raises(
@@ -181,7 +171,8 @@ def test_bad_encoding_names_are_refused_naming_the_flag(tmp_path, reviews_csv):
 def test_utf8_file_with_a_damaged_line_is_not_guessed(tmp_path):
     path = tmp_path / "damaged.csv"
     path.write_bytes(
-        ("text,label\n" + "".join(f"{text},{label}\n" for text, label in REVIEWS)).encode() + b"\xb0\xa1,positive\n"
+        ("text,label\n" + "".join(f"{text},{label}\n" for text, label in GENUINE_REVIEWS)).encode()
+        + b"\xb0\xa1,positive\n"
     )
     with pytest.raises(DataError, match=r"damaged\.csv: cannot decode: not UTF-8 \(byte 0xb0 at line 32, .*"
                        r"the rest of the file is UTF-8, so that line is damaged"):  # fmt: skip
