@@ -228,6 +228,7 @@ def parse_recipe_args(argv: list[str] | None = None, groups=RECIPE_ARGUMENTS) ->
     known, rest = pre.parse_known_args(argv)
     parser = RecipeArgumentParser(groups)
     parser.add_argument("--config", default=None, help="YAML file with defaults for every flag below.")
+    # report_errors takes --debug out of argv before parsing; it is declared for --help only.
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     names = {f.name for group in groups for f in dataclasses.fields(group)}
     if known.config:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from transformers import pipeline
 
 from .errors import ArgumentError
 from .files import atomic_path
@@ -237,10 +237,6 @@ def explain(model, tokenizer, texts: list[str]) -> list[dict]:
 
 
 def load_for_explain(model_dir: str | os.PathLike):
-    """Model and tokenizer from a saved directory, for `explain` (checked as `load_classifier` does)."""
-    check_model_directory(model_dir)
-    with hub_errors(model_dir):
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    check_finite_weights(model, model_dir)
-    return model, tokenizer
+    """Model and tokenizer from a saved directory, for `explain`: those of `load_classifier`, checked alike."""
+    classifier = load_classifier(model_dir)
+    return classifier.model, classifier.tokenizer

@@ -119,11 +119,16 @@ def _is_word2vec_binary(path: Path) -> bool:
     return name.endswith(".bin")
 
 
+def _split_compression(path: Path) -> tuple[str, str]:
+    """("vec.txt", ".gz") for vec.txt.gz: the name, and its compression suffix as written ("" if none)."""
+    kind = _named_compression(path)
+    cut = len(path.name) - len(_COMPRESSION_SUFFIX[kind]) if kind else len(path.name)
+    return path.name[:cut], path.name[cut:]
+
+
 def _renamed(path: Path, format_suffix: str) -> str:
     """The file's name with `format_suffix` (.bin or .txt) as its format, a .gz/.bz2 suffix kept."""
-    kind = _named_compression(path)
-    compression = path.name[len(path.name) - len(_COMPRESSION_SUFFIX[kind]) :] if kind else ""
-    stem = path.name[: len(path.name) - len(compression)]
+    stem, compression = _split_compression(path)
     base, dot, extension = stem.rpartition(".")
     if dot and extension.lower() in ("txt", "vec", "bin"):
         stem = base
@@ -138,7 +143,7 @@ def _check_compression_matches_name(path: Path) -> None:
     named = _named_compression(path)
     if actual == named or not head:  # an empty file is reported as such by the readers
         return
-    stem = path.name[: len(path.name) - len(_COMPRESSION_SUFFIX[named])] if named else path.name
+    stem = _split_compression(path)[0]
     if actual:
         suffix = _COMPRESSION_SUFFIX[actual]
         raise VectorFileError(
