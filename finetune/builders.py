@@ -12,7 +12,7 @@ import torch
 from datasets import DatasetDict
 from transformers import AutoModel, AutoTokenizer
 
-from .arguments import DataArguments, ModelArguments
+from .arguments import HeadArguments, RunArguments, WordVectorArguments
 from .corpora import unlabelled_sentences
 from .embeddings import build_embedding_matrix, coverage_warnings, format_coverage
 from .errors import ArgumentError
@@ -80,58 +80,58 @@ def token_characters(vocab: list[str], max_word_chars: int) -> tuple[list[str], 
     return chars, table
 
 
-def default_vectors_path(train_words, segmenter: JiebaTokenizer, model_args: ModelArguments, seed: int):
+def default_vectors_path(train_words, segmenter: JiebaTokenizer, vector_args: WordVectorArguments, seed: int):
     """word2vec trained on the training split (plus the embedded unlabelled corpus); cached by content.
 
     The corpus is segmented by `segmenter`, the one that segmented the training texts (same
     segmenter, user dictionary and lowercasing), so both give the same words.
     """
     sentences = list(train_words)
-    if model_args.pretrain_corpus:
+    if vector_args.pretrain_corpus:
         sentences += [segmenter.segment(text) for text in unlabelled_sentences()]
-    if model_args.vector_characters:
+    if vector_args.vector_characters:
         # The same text once more as characters: characters get vectors in the words' space, for
         # the unknown words that the tokenizer reads as characters.
         sentences += [list("".join(words)) for words in sentences]
     logger.info("No --word_vectors given: training word2vec on %d sentences", len(sentences))
     return train_word_vectors(
         sentences,
-        vector_size=model_args.vector_size or DEFAULT_VECTOR_SIZE,
-        epochs=model_args.vector_epochs,
-        sg=int(model_args.vector_algorithm == "skipgram"),
-        min_count=model_args.vector_min_count,
+        vector_size=vector_args.vector_size or DEFAULT_VECTOR_SIZE,
+        epochs=vector_args.vector_epochs,
+        sg=int(vector_args.vector_algorithm == "skipgram"),
+        min_count=vector_args.vector_min_count,
         seed=seed,
     )
 
 
-def head_config(model_args: ModelArguments, data_args: DataArguments, id2label: dict[int, str]) -> dict:
+def head_config(head: HeadArguments, max_length: int, id2label: dict[int, str]) -> dict:
     """Config settings of the head (BiLSTM, pooling, classifier) and labels, whatever the encoder."""
     return dict(
-        embedding_dropout=model_args.embedding_dropout,
-        lstm_hidden_size=model_args.lstm_hidden_size,
-        lstm_num_layers=model_args.lstm_num_layers,
-        attention_dim=model_args.attention_dim,
-        pooling=model_args.pooling,
-        classifier_dropout=model_args.classifier_dropout,
-        max_length=data_args.max_length,
+        embedding_dropout=head.embedding_dropout,
+        lstm_hidden_size=head.lstm_hidden_size,
+        lstm_num_layers=head.lstm_num_layers,
+        attention_dim=head.attention_dim,
+        pooling=head.pooling,
+        classifier_dropout=head.classifier_dropout,
+        max_length=max_length,
         id2label=id2label,
         label2id={label: i for i, label in id2label.items()},
     )
 
 
-def vector_warnings(model_args: ModelArguments, path, dim: int, coverage: dict) -> list[str]:
+def vector_warnings(vector_args: WordVectorArguments, path, dim: int, coverage: dict) -> list[str]:
     """Warnings about the vectors used, logged here: almost no coverage, a `--vector_size` not used.
 
     Args:
-        model_args: `word_vectors` and `vector_size` as the user gave them.
+        vector_args: `word_vectors` and `vector_size` as the user gave them.
         path: The vector file used.
         dim: Its dimension.
         coverage: The report of `build_embedding_matrix`.
     """
     warnings = coverage_warnings(coverage, path)
-    if model_args.word_vectors and model_args.vector_size not in (None, dim):
+    if vector_args.word_vectors and vector_args.vector_size not in (None, dim):
         warnings.append(
-            f"--vector_size {model_args.vector_size} was not used: {path} holds {dim}-dimensional vectors, "
+            f"--vector_size {vector_args.vector_size} was not used: {path} holds {dim}-dimensional vectors, "
             f"so the embeddings have {dim} dimensions (--vector_size only sizes word2vec trained here)"
         )
     for warning in warnings:
@@ -139,39 +139,37 @@ def vector_warnings(model_args: ModelArguments, path, dim: int, coverage: dict) 
     return warnings
 
 
-def build_word_vector_model(
-    splits: DatasetDict, id2label: dict[int, str], model_args: ModelArguments, data_args: DataArguments, seed: int
-) -> Built:
+def build_word_vector_model(splits: DatasetDict, id2label: dict[int, str], args: RunArguments) -> Built:
     """JiebaTokenizer + BiLSTM-attention model whose embeddings start from pretrained word vectors.
 
-    Sets `model_args.vector_size` to the dimension of the vectors used (the file's, or word2vec's
-    trained here), so that the run's config.yaml, written from `model_args`, records it.
+    Sets `args.vectors.vector_size` to the dimension of the vectors used (the file's, or word2vec's
+    trained here), so that the run's config.yaml, written from `args`, records it.
 
     Args:
         splits: Clean splits with `text` and integer `label` columns.
         id2label: Label id -> name, as in the model config.
-        model_args: Encoder and head settings; `vector_size` is updated.
-        data_args: For `max_length`.
-        seed: Seeds the random vectors of words the pretrained vectors lack.
+        args: The word vector, head and freezing settings, `max_seq_length`; the seed (of the random
+            vectors of words the pretrained vectors lack). `vectors.vector_size` is updated.
 
     Returns:
         The model, tokenizer and encoded splits; the report holds `vectors` (the coverage of
         `build_embedding_matrix` and the file) and `warnings` (strings, see `vector_warnings`).
     """
+    vector_args, seed, max_length = args.vectors, args.training.seed, args.data.max_seq_length
     tokenizer_kwargs = dict(
-        segmenter=model_args.segmenter,
-        user_dict_file=model_args.user_dict,
-        split_unknown_words=model_args.split_unknown_words,
-        model_max_length=data_args.max_length,
+        segmenter=vector_args.segmenter,
+        user_dict_file=vector_args.user_dict,
+        split_unknown_words=vector_args.split_unknown_words,
+        model_max_length=max_length,
     )
     segmenter = JiebaTokenizer(vocab=SPECIAL_TOKENS, **tokenizer_kwargs)
     segmented = segment_splits(splits, segmenter)
     counts = count_words(segmented["train"])
-    path = model_args.word_vectors or default_vectors_path(segmented["train"]["words"], segmenter, model_args, seed)
+    path = vector_args.word_vectors or default_vectors_path(segmented["train"]["words"], segmenter, vector_args, seed)
     wanted = set(counts) | {char for word in counts for char in word}
     vectors = read_word_vectors(path, wanted=wanted)
     vocab = build_vocabulary(
-        counts, min_freq=model_args.min_freq, max_size=model_args.max_vocab_size, keep=set(vectors.words)
+        counts, min_freq=vector_args.min_freq, max_size=vector_args.max_vocab_size, keep=set(vectors.words)
     )
     tokenizer = JiebaTokenizer(vocab=vocab, **tokenizer_kwargs)
     token_counts = Counter()
@@ -180,30 +178,30 @@ def build_word_vector_model(
     matrix, coverage = build_embedding_matrix(tokenizer.vocab, vectors, token_counts=token_counts, seed=seed)
     coverage["vectors"] = str(path)
     logger.info("%s: %s", path, format_coverage(coverage))
-    report = {"vectors": coverage, "warnings": vector_warnings(model_args, path, vectors.dim, coverage)}
-    model_args.vector_size = vectors.dim
+    report = {"vectors": coverage, "warnings": vector_warnings(vector_args, path, vectors.dim, coverage)}
+    vector_args.vector_size = vectors.dim
 
     config = BiLSTMAttentionConfig(
         encoder_type="word_vectors",
         vocab_size=len(vocab),
         embedding_dim=vectors.dim,
-        freeze_embeddings=model_args.freeze_embeddings,
-        word_dropout=model_args.word_dropout,
+        freeze_embeddings=args.freezing.freeze_embeddings,
+        word_dropout=args.head.word_dropout,
         unk_token_id=tokenizer.unk_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **head_config(model_args, data_args, id2label),
+        **head_config(args.head, max_length, id2label),
     )
-    if model_args.char_vectors:
+    if vector_args.char_vectors:
         chars, token_chars = token_characters(vocab, config.max_word_chars)
         config.char_vocab_size = len(chars)
     model = BiLSTMAttentionForSequenceClassification(config)
     with torch.no_grad():
         model.get_input_embeddings().weight.copy_(torch.from_numpy(matrix))
-        if model_args.char_vectors:
+        if vector_args.char_vectors:
             model.encoder.token_chars.copy_(token_chars)
             # Zero at the start: the model begins as the word-vector model and learns what characters add.
             model.encoder.char_embeddings.weight.zero_()
-    return Built(model, tokenizer, encode_splits(segmented, tokenizer, data_args.max_length), report)
+    return Built(model, tokenizer, encode_splits(segmented, tokenizer, max_length), report)
 
 
 def copy_encoder_weights(target: torch.nn.Module, pretrained: torch.nn.Module, ignore: tuple[str, ...] = ()) -> None:
@@ -218,22 +216,22 @@ def copy_encoder_weights(target: torch.nn.Module, pretrained: torch.nn.Module, i
     missing, unexpected = target.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ArgumentError(
-            f"--encoder_name_or_path: the pretrained encoder does not match: missing {missing[:5]}, "
+            f"--model_name_or_path: the pretrained encoder does not match: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
 
 
 def _pretrained_encoder_model(
-    encoder_type: str, pretrained, tokenizer, model_args: ModelArguments, data_args: DataArguments, id2label
+    encoder_type: str, pretrained, tokenizer, args: RunArguments, id2label
 ) -> BiLSTMAttentionForSequenceClassification:
     config = BiLSTMAttentionConfig(
         encoder_type=encoder_type,
         encoder_config=pretrained.config.to_dict(),
-        encoder_name_or_path=model_args.encoder_name_or_path,
-        encoder_layers=model_args.encoder_layers,
+        encoder_name_or_path=args.encoder.model_name_or_path,
+        encoder_layers=args.encoder.encoder_layers,
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
-        **head_config(model_args, data_args, id2label),
+        **head_config(args.head, args.data.max_seq_length, id2label),
     )
     return BiLSTMAttentionForSequenceClassification(config)
 
@@ -244,57 +242,51 @@ def _encoder_max_length(tokenizer, pretrained, max_length: int) -> int:
     return min(max_length, positions, tokenizer.model_max_length)
 
 
-def build_transformer_model(
-    splits: DatasetDict, id2label: dict[int, str], model_args: ModelArguments, data_args: DataArguments, seed: int
-) -> Built:
+def build_transformer_model(splits: DatasetDict, id2label: dict[int, str], args: RunArguments) -> Built:
     """The checkpoint's own tokenizer + the classifier over its `AutoModel` (BERT, RoBERTa, ELECTRA...).
 
     Args:
         splits: Clean splits with `text` and integer `label` columns.
         id2label: Label id -> name, as in the model config.
-        model_args: `encoder_name_or_path` (Hub id or directory), `encoder_layers`, head settings.
-        data_args: For `max_length` (capped by the encoder's positions).
-        seed: Unused: nothing here is random.
+        args: `model_name_or_path` (Hub id or directory), `encoder_layers`, head settings,
+            `max_seq_length` (capped by the encoder's positions).
     """
-    path = _require_encoder_path(model_args)
+    path = _require_encoder_path(args.encoder)
     with hub_errors(path):
         tokenizer = AutoTokenizer.from_pretrained(path)
         pretrained = AutoModel.from_pretrained(path)
-    model = _pretrained_encoder_model("transformer", pretrained, tokenizer, model_args, data_args, id2label)
+    model = _pretrained_encoder_model("transformer", pretrained, tokenizer, args, id2label)
     copy_encoder_weights(model.encoder.model, pretrained, ignore=("pooler.",))
-    max_length = _encoder_max_length(tokenizer, pretrained, data_args.max_length)
+    max_length = _encoder_max_length(tokenizer, pretrained, args.data.max_seq_length)
     model.config.max_length = tokenizer.model_max_length = max_length
     report = {"encoder": {"type": "transformer", "name_or_path": path, "architecture": type(pretrained).__name__}}
     return Built(model, tokenizer, encode_texts(splits, tokenizer, max_length), report)
 
 
-def build_bilm_model(
-    splits: DatasetDict, id2label: dict[int, str], model_args: ModelArguments, data_args: DataArguments, seed: int
-) -> Built:
+def build_bilm_model(splits: DatasetDict, id2label: dict[int, str], args: RunArguments) -> Built:
     """The biLM's character tokenizer + the classifier over the pretrained biLM (ELMo's scalar mix).
 
     Args:
         splits: Clean splits with `text` and integer `label` columns.
         id2label: Label id -> name, as in the model config.
-        model_args: `encoder_name_or_path`: a `recipes/pretrain_bilm.py` output directory.
-        data_args: For `max_length` (characters).
-        seed: Unused: nothing here is random.
+        args: `model_name_or_path` (a `recipes/pretrain_bilm.py` output directory), head settings,
+            `max_seq_length` (characters).
     """
-    path = _require_encoder_path(model_args)
+    path = _require_encoder_path(args.encoder)
     with hub_errors(path):
         tokenizer = AutoTokenizer.from_pretrained(path)
         pretrained = BiLMForLanguageModeling.from_pretrained(path).bilm  # the LM head is not needed
-    model = _pretrained_encoder_model("bilm", pretrained, tokenizer, model_args, data_args, id2label)
+    model = _pretrained_encoder_model("bilm", pretrained, tokenizer, args, id2label)
     copy_encoder_weights(model.encoder.bilm, pretrained)
-    tokenizer.model_max_length = data_args.max_length
+    tokenizer.model_max_length = args.data.max_seq_length
     report = {"encoder": {"type": "bilm", "name_or_path": path, "layers": pretrained.config.num_layers}}
-    return Built(model, tokenizer, encode_texts(splits, tokenizer, data_args.max_length), report)
+    return Built(model, tokenizer, encode_texts(splits, tokenizer, args.data.max_seq_length), report)
 
 
-def _require_encoder_path(model_args: ModelArguments) -> str:
-    if not model_args.encoder_name_or_path:
-        raise ArgumentError(f"--encoder_type {model_args.encoder_type} needs --encoder_name_or_path (Hub id or dir)")
-    return model_args.encoder_name_or_path
+def _require_encoder_path(encoder) -> str:
+    if not encoder.model_name_or_path:
+        raise ArgumentError(f"--encoder_type {encoder.encoder_type} needs --model_name_or_path (Hub id or dir)")
+    return encoder.model_name_or_path
 
 
 BUILDERS = {
@@ -302,3 +294,8 @@ BUILDERS = {
     "transformer": build_transformer_model,
     "bilm": build_bilm_model,
 }
+
+
+def build_model(splits: DatasetDict, id2label: dict[int, str], args: RunArguments) -> Built:
+    """The tokenizer, model and encoded splits for `args.encoder.encoder_type`."""
+    return BUILDERS[args.encoder.encoder_type](splits, id2label, args)

@@ -5,6 +5,7 @@ random-number state), the best weights so far and the loop's state, which names 
 belongs to (`run_directory.fingerprint`): `latest` never picks another run's checkpoint.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ def list_checkpoints(directory: str | os.PathLike, run: str | None = None) -> li
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict, best_state: dict, limit: int) -> Path:
+def save_checkpoint(accelerator, directory: str | os.PathLike, state, best_state: dict, limit: int) -> Path:
     """`accelerator.save_state` (model, optimizer, scheduler, RNG of every process) plus the loop's
     state into `directory/step-K`, atomically; keeps the newest `limit` checkpoints (0: all).
 
@@ -52,6 +53,7 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict, best
     save leaves no directory that `list_checkpoints` would pick.
     """
     directory = Path(directory)
+    state = dataclasses.asdict(state)  # a training.LoopState
     final = directory / f"step-{state['step']}"
     staging = directory / f".{final.name}.tmp"
     if accelerator.is_main_process:
@@ -75,7 +77,7 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state: dict, best
     return final
 
 
-def resolve_checkpoint(which: str, directory: str | os.PathLike, identity: dict | None = None) -> Path | None:
+def resolve_checkpoint(which: str | None, directory: str | os.PathLike, identity: dict | None = None) -> Path | None:
     """`latest` -> the newest complete checkpoint in `directory` of the run with `identity`
     (`run_directory.run_identity`; None: of any run), or None if there is none; else a path, which
     must be a complete checkpoint of that run.
@@ -83,6 +85,8 @@ def resolve_checkpoint(which: str, directory: str | os.PathLike, identity: dict 
     Raises:
         RunDirectoryError: The path is not a complete checkpoint, or belongs to another run.
     """
+    if not which:
+        return None
     run = None if identity is None else fingerprint(identity)
     if which != "latest":
         path = Path(which)
@@ -97,14 +101,20 @@ def resolve_checkpoint(which: str, directory: str | os.PathLike, identity: dict 
             )
         return path
     found = list_checkpoints(directory, run)
+    if not found:
+        logger.warning("No checkpoint of this run in %s: training from the start", directory)
     return found[-1] if found else None
 
 
-def load_checkpoint(accelerator, path: str | os.PathLike) -> tuple[dict, dict]:
-    """Restores what `save_checkpoint` wrote; returns the loop's state and the best weights so far."""
+def load_checkpoint(accelerator, path: str | os.PathLike) -> tuple:
+    """Restores what `save_checkpoint` wrote; returns the loop's state (`training.LoopState`) and the
+    best weights so far."""
+    from .training import LoopState
+
     path = Path(path)
     accelerator.load_state(path)
-    state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
+    state = LoopState.from_dict(json.loads((path / TRAINER_STATE).read_text(encoding="utf-8")))
+    logger.info("Resumed from %s: epoch %d, step %d", path, state.epoch, state.step)
     best_state = load_file(path / BEST_WEIGHTS) if (path / BEST_WEIGHTS).exists() else {}
     return state, best_state
 

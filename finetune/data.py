@@ -306,3 +306,18 @@ def load_splits(
     logger.info("splits: %s; labels: %s", split_sizes, ", ".join(label2id))
     info = {"label2id": label2id, "id2label": id2label, "stats": stats, "sources": sources}
     return datasets.DatasetDict(encoded), info
+
+
+def load_data(data_args, seed: int) -> tuple[datasets.DatasetDict, dict]:
+    """`load_splits` with the recipe's `DataArguments`."""
+    return load_splits(
+        data_args.train_file,
+        data_args.validation_file,
+        data_args.test_file,
+        text_column=data_args.text_column,
+        label_column=data_args.label_column,
+        validation_size=data_args.validation_size,
+        test_size=data_args.test_size,
+        seed=seed,
+        encoding=data_args.encoding,
+    )

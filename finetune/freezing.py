@@ -6,7 +6,7 @@ attention, classifier, and any scalar mix of encoder layers) is never frozen her
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FreezingPolicy:
-    """What the YAML / command line asks for.
+    """Which encoder layers train: the recipe's freezing flags are this group.
 
     Attributes:
         freeze_embeddings: Freeze the embedding layer (layer 0).
@@ -25,10 +25,16 @@ class FreezingPolicy:
             more layer, top down, every k epochs (ULMFiT). Layers frozen by the options above stay frozen.
     """
 
-    freeze_embeddings: bool = False
-    freeze_encoder: bool = False
-    freeze_bottom_layers: int = 0
-    gradual_unfreezing_epochs: int = 0
+    _argument_group_name = "freezing"
+
+    freeze_embeddings: bool = field(default=False, metadata={"help": "Keep the embedding layer (word vectors) fixed."})
+    freeze_encoder: bool = field(default=False, metadata={"help": "Freeze every encoder layer (the head trains)."})
+    freeze_bottom_layers: int = field(
+        default=0, metadata={"help": "Freeze encoder layers 0..N-1 (the embedding layer is layer 0)."}
+    )
+    gradual_unfreezing_epochs: int = field(
+        default=0, metadata={"help": "k > 0: head only at first; unfreeze one more layer, top down, every k epochs."}
+    )
 
     @property
     def freezes_anything(self) -> bool:

@@ -143,6 +143,22 @@ def _write_atomically(table: pa.Table, predictions: dict[str, list], output_file
         _write_rows(table, predictions, str(temporary), output_file.suffix.lower())
 
 
+def write_predictions(dataset, probabilities, config, path: str | os.PathLike) -> None:
+    """A labelled split's texts and labels with the predicted label and its score, as CSV (atomically).
+
+    Args:
+        dataset: Rows with `text` and integer `label`, in the order of `probabilities`.
+        probabilities: Class probabilities, one row per text.
+        config: The model config (`id2label`).
+        path: The CSV file to write.
+    """
+    labels = [config.id2label[i] for i in range(len(config.id2label))]
+    table = pa.table({"text": dataset["text"], "label": [labels[i] for i in dataset["label"]]})
+    best = probabilities.argmax(-1)
+    predictions = {PREDICTED_LABEL: [labels[i] for i in best], SCORE: probabilities.max(-1).astype(float).tolist()}
+    _write_atomically(table, predictions, Path(path))
+
+
 def predict_file(
     model_dir: str | os.PathLike,
     input_file: str | os.PathLike,

@@ -14,13 +14,16 @@ adapter is also folded into the weights (`merge_and_unload`) and saved as a plai
 `OUTPUT_DIR/merged/`.
 """
 
+import copy
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import nn
 
 from .errors import ArgumentError
+from .files import save_pretrained_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +36,25 @@ WRAPPABLE = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)
 
 @dataclass
 class LoraOptions:
-    """`lora: {r, alpha, dropout, target_modules}` of the recipe config; `r = 0` turns LoRA off."""
+    """LoRA on the encoder: the recipe's `lora_*` flags are this group (`lora: {r, alpha, ...}` in
+    the YAML); `lora_r = 0` turns it off."""
 
-    r: int = 0
-    alpha: float = 16.0
-    dropout: float = 0.05
-    target_modules: list[str] | None = None
+    _argument_group_name = "LoRA"
+
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the encoder (peft); 0: no LoRA."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Encoder modules LoRA wraps (none: query/key/value for BERTs, the embeddings for a biLM)."},
+    )
+    lora_merge: bool = field(
+        default=False, metadata={"help": "Also save the adapter merged into the weights, in OUTPUT_DIR/merged/."}
+    )
 
     @property
     def enabled(self) -> bool:
-        return self.r > 0
+        return self.lora_r > 0
 
 
 def default_target_modules(model: nn.Module) -> list[str]:
@@ -99,7 +111,7 @@ def encoder_target_pattern(model: nn.Module, target_modules: list[str]) -> str:
 def check_lora_targets(model: nn.Module, options: LoraOptions) -> None:
     """Raises the `ArgumentError` `apply_lora` would for targets the encoder lacks or peft cannot
     wrap, without changing the model: the recipe checks before it writes anything."""
-    encoder_target_pattern(model, options.target_modules or default_target_modules(model))
+    encoder_target_pattern(model, options.lora_target_modules or default_target_modules(model))
 
 
 def apply_lora(model: nn.Module, options: LoraOptions, base_path: str):
@@ -115,17 +127,42 @@ def apply_lora(model: nn.Module, options: LoraOptions, base_path: str):
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
-    targets = options.target_modules or default_target_modules(model)
+    targets = options.lora_target_modules or default_target_modules(model)
     modules_to_save = list(HEAD_MODULES) + (["mix"] if getattr(model.encoder, "mix", None) is not None else [])
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
-        r=options.r,
-        lora_alpha=options.alpha,
-        lora_dropout=options.dropout,
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
         target_modules=encoder_target_pattern(model, targets),
         modules_to_save=modules_to_save,
     )
     peft_model = get_peft_model(model, config)
     peft_model.peft_config["default"].base_model_name_or_path = str(base_path)
-    logger.info("LoRA r=%d alpha=%g on %s; fully trained: %s", options.r, options.alpha, targets, modules_to_save)
+    logger.info(
+        "LoRA r=%d alpha=%g on %s; fully trained: %s", options.lora_r, options.lora_alpha, targets, modules_to_save
+    )
     return peft_model
+
+
+def apply_lora_to_run(accelerator, model: nn.Module, tokenizer, options: LoraOptions, output_dir: Path):
+    """Saves the model as it is now (pretrained encoder, new head) to `OUTPUT_DIR/base/`, which the
+    adapter points at, and wraps it with LoRA (`apply_lora`)."""
+    base = Path(output_dir) / "base"
+    if accelerator.is_main_process:
+        save_pretrained_atomic(model, tokenizer, base)
+    accelerator.wait_for_everyone()
+    return apply_lora(model, options, base_path=base.resolve())
+
+
+def lora_outputs(accelerator, model, tokenizer, output_dir: Path, options: LoraOptions) -> dict:
+    """Sizes of the adapter and the full model; with `lora_merge`, the merged model in `merged/`."""
+    output_dir = Path(output_dir)
+    adapter_bytes = (output_dir / "best" / "adapter_model.safetensors").stat().st_size
+    full_bytes = (output_dir / "base" / "model.safetensors").stat().st_size
+    logger.info("LoRA adapter %.2f MB, full model %.2f MB", adapter_bytes / 1e6, full_bytes / 1e6)
+    if options.lora_merge and accelerator.is_main_process:
+        # merge_and_unload changes the model in place: merge a copy, the run still needs the adapter.
+        merged = copy.deepcopy(model).merge_and_unload()
+        save_pretrained_atomic(merged, tokenizer, output_dir / "merged")
+    return {"adapter_bytes": adapter_bytes, "full_model_bytes": full_bytes, "adapter_share": adapter_bytes / full_bytes}

@@ -40,3 +40,40 @@ def classification_metrics(predictions, references, id2label: dict[int, str], pr
         f"{prefix}confusion_matrix": report["confusion_matrix"],
         f"{prefix}num_examples": len(references),
     }
+
+
+def evaluate_split(model, loader, accelerator, prefix: str, return_scores: bool = False):
+    """Metrics of `model` on a prepared evaluation loader (every example once, across processes).
+
+    Args:
+        model: The classifier (prepared, or a weight average's module).
+        loader: Batches from `features.eval_dataloader`, prepared by the accelerator.
+        accelerator: The run's `Accelerator`.
+        prefix: Key prefix, e.g. `"validation_"`.
+        return_scores: Also return the class probabilities, in the loader's order.
+
+    Returns:
+        `classification_metrics` plus `{prefix}loss`; with `return_scores`, (metrics, probabilities).
+    """
+    from .training import predict
+
+    probabilities, labels, loss = predict(model, loader, accelerator)
+    id2label = accelerator.unwrap_model(model).config.id2label
+    metrics = {
+        **classification_metrics(probabilities.argmax(-1), labels, id2label, prefix=prefix),
+        f"{prefix}loss": loss,
+    }
+    return (metrics, probabilities) if return_scores else metrics
+
+
+HEADLINE = ("loss", "accuracy", "macro_f1")
+
+
+def short_metrics(metrics: dict, prefix: str = "validation_") -> dict:
+    """The headline numbers (loss, accuracy, macro-F1) without their prefix."""
+    return {key: metrics[prefix + key] for key in HEADLINE}
+
+
+def log_line(metrics: dict, prefix: str = "validation_") -> str:
+    """`loss=0.3012 accuracy=0.8800 macro_f1=0.8790`."""
+    return " ".join(f"{key}={value:.4f}" for key, value in short_metrics(metrics, prefix).items())

@@ -139,3 +139,22 @@ def attention_html(examples: list[dict], path: str | os.PathLike) -> None:
         "(hover a word for its weight).</p>" + "".join(rows)
     )
     write_text_atomic(page, path)
+
+
+def draw_pictures(results: dict, model, tokenizer, splits, output_dir: Path) -> None:
+    """A run's pictures: training curves, the confusion matrix (test split, else validation), and the
+    attention over 20 texts of that split (`attention.html`)."""
+    from .inference import explain
+
+    output_dir = Path(output_dir)
+    plot_training_curves(results["history"], output_dir / "training_curves.png")
+    split = "test" if "test_confusion_matrix" in results else "validation"
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    plot_confusion_matrix(
+        results[f"{split}_confusion_matrix"], labels, output_dir / "confusion_matrix.png", title=f"{split} split"
+    )
+    sample = splits[split].shuffle(seed=0).select(range(min(20, len(splits[split]))))
+    examples = explain(model, tokenizer, sample["text"])
+    for example, label in zip(examples, sample["label"]):
+        example["true_label"] = model.config.id2label[label]
+    attention_html(examples, output_dir / "attention.html")

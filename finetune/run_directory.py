@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from .errors import RunDirectoryError
+from .files import write_text_atomic
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "metrics.json"
@@ -29,9 +30,10 @@ CHECKPOINTS = "checkpoints"
 # Where outputs go, how often to log or save, whether to upload: a run is the same run without them.
 NOT_IDENTITY = frozenset(
     {
-        "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "save_steps",
+        "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "save_strategy", "save_steps",
         "save_total_limit", "push_to_hub", "hub_model_id", "hub_private_repo", "hub_revision", "hub_license",
-        "num_workers", "per_device_eval_batch_size",
+        "dataloader_num_workers", "per_device_eval_batch_size", "do_train", "do_eval", "do_predict",
+        "max_predict_samples", "report_to", "run_name", "logging_dir", "dataset_title",
     }
 )  # fmt: skip
 # Left unset (None), these are filled in from the data by the builders (the vector file's dimension):
@@ -43,7 +45,7 @@ RUN_ENTRIES = frozenset(
         CONFIG_FILE, RESULTS_FILE, CHECKPOINTS, "best", "base", "merged", "training_curves.png",
         "confusion_matrix.png", "attention.html", "pretrain_config.yaml", "config.json",
         "model.safetensors", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
-        "generation_config.json", "tokenizer.json",
+        "generation_config.json", "tokenizer.json", "runs", "test_predictions.csv", "evaluation",
     }
 )  # fmt: skip
 
@@ -145,3 +147,11 @@ def empty_output_dir(directory: str | os.PathLike) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def start_output_dir(directory: str | os.PathLike, settings: str, *, overwrite: bool) -> None:
+    """Empties `directory` with `--overwrite_output_dir`, then writes the run's settings (`config.yaml`).
+    Called once `check_output_dir` and every other check passed, by the main process."""
+    if overwrite:
+        empty_output_dir(directory)
+    write_text_atomic(settings, Path(directory) / CONFIG_FILE)

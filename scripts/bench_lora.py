@@ -33,7 +33,7 @@ def measure(name: str, encoder: dict, rank: int, directory: Path) -> dict:
     full_dir, adapter_dir = directory / f"{name}-full", directory / f"{name}-adapter"
     model.save_pretrained(full_dir)
     total = count_parameters(model)[1]
-    peft_model = apply_lora(model, LoraOptions(r=rank, alpha=2 * rank), base_path=full_dir)
+    peft_model = apply_lora(model, LoraOptions(lora_r=rank, lora_alpha=2 * rank), base_path=full_dir)
     trainable = count_parameters(peft_model)[0]
     peft_model.save_pretrained(adapter_dir)
     full_bytes = (full_dir / "model.safetensors").stat().st_size

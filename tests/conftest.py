@@ -234,7 +234,7 @@ def encoder_recipe_args(config: Path, train_file: Path, encoder: Path, output_di
     return [
         "--config", str(config),
         "--train_file", str(train_file),
-        "--encoder_name_or_path", str(encoder),
+        "--model_name_or_path", str(encoder),
         "--output_dir", str(output_dir),
         "--lstm_hidden_size", "16",
         "--attention_dim", "16",

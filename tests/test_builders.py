@@ -10,7 +10,7 @@ from conftest import make_reviews
 from datasets import Dataset, DatasetDict
 
 from finetune import BiLSTMAttentionForSequenceClassification, JiebaTokenizer
-from finetune.arguments import DataArguments, ModelArguments
+from finetune.arguments import RunArguments
 from finetune.builders import DEFAULT_VECTOR_SIZE, SPECIAL_TOKENS, build_vocabulary, build_word_vector_model
 
 # 电 occurs alone once and inside 电影 four times: as a character it counts 5.
@@ -75,10 +75,10 @@ def review_splits():
 
 @pytest.fixture(scope="module")
 def built(review_splits, tiny_vectors):
-    model_args = ModelArguments(word_vectors=str(tiny_vectors), min_freq=1, lstm_hidden_size=8, attention_dim=8)
-    return build_word_vector_model(
-        review_splits, {0: "negative", 1: "positive"}, model_args, DataArguments(max_length=32), seed=0
+    args = RunArguments.of(
+        word_vectors=str(tiny_vectors), min_freq=1, lstm_hidden_size=8, attention_dim=8, max_seq_length=32, seed=0
     )
+    return build_word_vector_model(review_splits, {0: "negative", 1: "positive"}, args)
 
 
 def test_built_model_and_config(built):
@@ -153,9 +153,9 @@ def test_word2vec_trained_here_can_learn_character_vectors(characters):
     from finetune.vectors import read_word_vectors
 
     words = [["这部", "电影", "很", "精彩"], ["酒店", "服务", "很", "糟糕"]] * 20
-    args = ModelArguments(
+    args = RunArguments.of(
         pretrain_corpus=False, vector_characters=characters, vector_size=8, vector_epochs=1, vector_min_count=1
-    )
+    ).vectors
     vectors = read_word_vectors(default_vectors_path(words, JiebaTokenizer(vocab=SPECIAL_TOKENS), args, seed=0))
     assert {"电影", "糟糕", "很"} <= set(vectors.words)
     # 糟 only occurs inside 糟糕: it has a vector only when word2vec also read the text as characters
@@ -163,11 +163,12 @@ def test_word2vec_trained_here_can_learn_character_vectors(characters):
 
 
 def build(splits, vectors, **model_settings):
-    model_args = ModelArguments(
-        word_vectors=str(vectors), min_freq=1, lstm_hidden_size=8, attention_dim=8, **model_settings
-    )
-    built = build_word_vector_model(splits, {0: "negative", 1: "positive"}, model_args, DataArguments(max_length=32), 0)
-    return built, model_args
+    args = RunArguments.of(
+        word_vectors=str(vectors), min_freq=1, lstm_hidden_size=8, attention_dim=8, max_seq_length=32, seed=0,
+        **model_settings,
+    )  # fmt: skip
+    built = build_word_vector_model(splits, {0: "negative", 1: "positive"}, args)
+    return built, args.vectors
 
 
 def test_vectors_that_fit_give_no_warnings_and_record_their_dimension(review_splits, tiny_vectors, caplog):
@@ -209,7 +210,7 @@ def test_word2vec_trained_here_defaults_to_200_dimensions():
     from finetune.builders import default_vectors_path
     from finetune.vectors import read_word_vectors
 
-    args = ModelArguments(pretrain_corpus=False, vector_epochs=1, vector_min_count=1)
+    args = RunArguments.of(pretrain_corpus=False, vector_epochs=1, vector_min_count=1).vectors
     assert args.vector_size is None
     path = default_vectors_path([["电影", "很", "精彩"]] * 5, JiebaTokenizer(vocab=SPECIAL_TOKENS), args, seed=0)
     assert read_word_vectors(path).dim == DEFAULT_VECTOR_SIZE == 200

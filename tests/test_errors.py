@@ -134,7 +134,7 @@ CASES = {
     ),
     "transformer without a checkpoint": (
         lambda c: train(c, "--encoder_type", "transformer"),
-        r"--encoder_type transformer needs --encoder_name_or_path",
+        r"--encoder_type transformer needs --model_name_or_path",
     ),
     "encoder type misspelled": (lambda c: train(c, "--encoder_type", "bert"), r"--encoder_type bert: must be one of"),
     "LoRA target the encoder lacks": (
@@ -170,8 +170,8 @@ CASES = {
         r"someone/no-such-model: no such directory here, and it could not be loaded from the Hugging Face Hub",
     ),
     "encoder directory missing": (
-        lambda c: train(c, "--encoder_type", "bilm", "--encoder_name_or_path", str(c["dir"] / "bilm")),
-        r"--encoder_name_or_path .*bilm: no such directory \(nor a Hub id\)",
+        lambda c: train(c, "--encoder_type", "bilm", "--model_name_or_path", str(c["dir"] / "bilm")),
+        r"--model_name_or_path .*bilm: no such directory \(nor a Hub id\)",
     ),
     "predict: input file missing": (
         lambda c: ["predict", str(c["run"] / "best"), str(c["dir"] / "absent.csv")],
@@ -283,7 +283,7 @@ def test_a_diverging_run_stops_and_saves_no_nan_model(reviews_csv, tiny_vectors,
     from safetensors.torch import load_file
 
     output_dir = tmp_path / "out"
-    huge = ("--learning_rate", "1e30", "--max_grad_norm", "1e30", "--eval_steps", "1")
+    huge = ("--learning_rate", "1e30", "--max_grad_norm", "1e30", "--eval_strategy", "steps", "--eval_steps", "1")
     with pytest.raises(SystemExit) as exit_info:
         cli(["train", *tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, *huge)])
     assert exit_info.value.code == 1

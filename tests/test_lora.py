@@ -91,9 +91,9 @@ def test_lora_on_a_bilm_wraps_its_embeddings_and_refuses_lstm_targets(reviews_cs
 
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "base")
     with pytest.raises(ValueError, match="holds an nn.LSTM, which peft cannot wrap"):
-        apply_lora(model, LoraOptions(r=2, target_modules=["layers"]), base_path=tmp_path / "run" / "base")
+        apply_lora(model, LoraOptions(lora_r=2, lora_target_modules=["layers"]), base_path=tmp_path / "run" / "base")
     with pytest.raises(ValueError, match="no encoder module named 'query'"):
-        apply_lora(model, LoraOptions(r=2, target_modules=["query"]), base_path=tmp_path / "run" / "base")
+        apply_lora(model, LoraOptions(lora_r=2, lora_target_modules=["query"]), base_path=tmp_path / "run" / "base")
 
 
 def test_lora_with_freezing_options_is_refused(reviews_csv, tiny_bert, tmp_path):
@@ -103,12 +103,12 @@ def test_lora_with_freezing_options_is_refused(reviews_csv, tiny_bert, tmp_path)
 
 
 def test_yaml_lora_section_becomes_flags(tmp_path):
-    from finetune.arguments import parse_recipe_args
+    from finetune.arguments import parse_run_args
 
     config = tmp_path / "lora.yaml"
     config.write_text(
         BERT_CONFIG.read_text(encoding="utf-8") + "\nlora:\n  r: 8\n  alpha: 32\n  target_modules: [query, value]\n",
         encoding="utf-8",
     )
-    _, model_args, _, _ = parse_recipe_args(["--config", str(config), "--lora_alpha", "16"])
-    assert (model_args.lora_r, model_args.lora_alpha, model_args.lora_target_modules) == (8, 16, ["query", "value"])
+    args, _ = parse_run_args(["--config", str(config), "--lora_alpha", "16"])
+    assert (args.lora.lora_r, args.lora.lora_alpha, args.lora.lora_target_modules) == (8, 16, ["query", "value"])

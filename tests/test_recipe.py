@@ -13,7 +13,7 @@ import yaml
 from conftest import RECIPE, ROOT, tiny_recipe_args
 from safetensors.torch import load_file
 
-from finetune.arguments import RECIPE_ARGUMENTS, parse_recipe_args
+from finetune.arguments import RECIPE_ARGUMENTS, parse_recipe_args, parse_run_args
 from finetune.errors import ArgumentError
 from finetune.pretrain.language_model import PretrainArguments
 from recipes.pretrain_bilm import BiLMArguments
@@ -42,8 +42,8 @@ def test_every_recipe_config_parses():
 def test_command_line_overrides_config(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("num_train_epochs: 3\nlearning_rate: 0.01\n", encoding="utf-8")
-    _, _, train_args, _ = parse_recipe_args(["--config", str(config), "--learning_rate", "0.5"])
-    assert (train_args.num_train_epochs, train_args.learning_rate) == (3, 0.5)
+    args, _ = parse_run_args(["--config", str(config), "--learning_rate", "0.5"])
+    assert (args.training.num_train_epochs, args.training.learning_rate) == (3, 0.5)
 
 
 def test_unknown_config_key_is_named(tmp_path):

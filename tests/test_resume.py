@@ -47,7 +47,18 @@ main(sys.argv[2:])
 """
 
 # 240 training texts in batches of 16: 15 steps per epoch, 45 in all; a checkpoint every 4 steps.
-RUN = ["--num_train_epochs", "3", "--save_steps", "4", "--save_total_limit", "3", "--word_dropout", "0.1"]
+RUN = [
+    "--num_train_epochs",
+    "3",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "4",
+    "--save_total_limit",
+    "3",
+    "--word_dropout",
+    "0.1",
+]
 
 
 def run_killed(args, **kill):

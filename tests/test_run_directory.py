@@ -13,7 +13,7 @@ from finetune.errors import RunDirectoryError
 from finetune.run_directory import check_output_dir, describe_differences, empty_output_dir, fingerprint
 from recipes.train_bilstm_attention import main
 
-ONE_EPOCH = ("--num_train_epochs", "1", "--save_steps", "5")
+ONE_EPOCH = ("--num_train_epochs", "1", "--save_strategy", "steps", "--save_steps", "5")
 
 
 def snapshot(directory: Path) -> dict:
@@ -102,7 +102,17 @@ def test_overwrite_empties_the_directory_first(finished_run, reviews_csv, tiny_v
     shutil.copytree(finished_run, output_dir)
     old_checkpoints = {p.name for p in (output_dir / "checkpoints").iterdir()}
     assert "step-15" in old_checkpoints  # one epoch of 15 steps
-    args = ("--max_steps", "4", "--save_steps", "2", "--overwrite_output_dir", "--learning_rate", "0.02")
+    args = (
+        "--max_steps",
+        "4",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--overwrite_output_dir",
+        "--learning_rate",
+        "0.02",
+    )
     results = main(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, *args))
     assert results["train_steps"] == 4
     assert [p.name for p in list_checkpoints(output_dir / "checkpoints")] == ["step-2", "step-4"]

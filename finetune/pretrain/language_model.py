@@ -18,12 +18,11 @@ import torch
 from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from ..features import EpochLengthGroupedSampler, encode_texts
 from ..files import save_pretrained_atomic, write_json_atomic, write_text_atomic
 from ..run_directory import check_output_dir, empty_output_dir, run_identity
-from ..training import check_finite_loss, create_optimizer
+from ..training import check_finite_loss, create_optimizer, create_scheduler, total_training_steps
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ class PretrainArguments:
         default=False, metadata={"help": "Empty OUTPUT_DIR first when it holds another run (else it is refused)."}
     )
     validation_size: float = field(default=0.02, metadata={"help": "Share of texts held out for perplexity."})
-    max_length: int = field(default=128, metadata={"help": "Tokens per text (longer texts are cut)."})
+    max_seq_length: int = field(default=128, metadata={"help": "Tokens per text (longer texts are cut)."})
     min_char_freq: int = field(default=2, metadata={"help": "Characters seen fewer times are [UNK]."})
     max_vocab_size: int = field(default=8000, metadata={"help": "Most characters in a vocabulary built here."})
     num_train_epochs: int = field(default=3, metadata={"help": "Passes over the corpus."})
@@ -96,7 +95,9 @@ def evaluate_perplexity(model, loader, accelerator, count_targets: Callable) -> 
     return math.exp(total.item() / max(count.item(), 1.0))
 
 
-def train_language_model(model, loaders, optimizer, scheduler, accelerator, args, count_targets, save) -> dict:
+def train_language_model(
+    model, loaders, optimizer, scheduler, accelerator, args, count_targets, save, total_steps: int
+) -> dict:
     """The loop: step through the corpus, report validation perplexity per epoch, save the best.
 
     Args:
@@ -106,12 +107,12 @@ def train_language_model(model, loaders, optimizer, scheduler, accelerator, args
         args: `PretrainArguments`.
         count_targets: batch -> number of tokens the loss averages over (weights the perplexity).
         save: Called with the unwrapped model when validation perplexity improves.
+        total_steps: Optimizer steps in the run (`training.total_training_steps`).
 
     Returns:
         `history` (train loss per logging step, perplexity per epoch), best perplexity, throughput.
     """
     train_loader, validation_loader = loaders
-    total_steps = args.max_steps if args.max_steps > 0 else len(train_loader) * args.num_train_epochs
     history, best, step, seen, running = {"train": [], "eval": []}, math.inf, 0, 0, []
     start = time.perf_counter()
     deadline = start + args.max_minutes * 60 if args.max_minutes > 0 else math.inf
@@ -179,15 +180,9 @@ def pretrain(
         empty_output_dir(output_dir)
     loaders = corpus_loaders(encoded, collator, args)
     optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
-    steps_per_epoch = math.ceil(len(loaders[0]) / accelerator.num_processes)
-    total_steps = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
-    scheduler = get_scheduler(
-        "linear",
-        optimizer,
-        num_warmup_steps=int(args.warmup_ratio * total_steps) * accelerator.num_processes,
-        # accelerate steps a prepared scheduler once per process per step
-        num_training_steps=total_steps * accelerator.num_processes,
-    )
+    batches = math.ceil(len(loaders[0]) / accelerator.num_processes)
+    _, total_steps = total_training_steps(batches, args.num_train_epochs, args.max_steps)
+    scheduler = create_scheduler("linear", optimizer, total_steps, args.warmup_ratio, accelerator.num_processes)
     model, optimizer, train_loader, validation_loader, scheduler = accelerator.prepare(
         model, optimizer, *loaders, scheduler
     )
@@ -198,7 +193,15 @@ def pretrain(
             write_text_atomic(settings, output_dir / "pretrain_config.yaml")
 
     results = train_language_model(
-        model, (train_loader, validation_loader), optimizer, scheduler, accelerator, args, count_targets, save
+        model,
+        (train_loader, validation_loader),
+        optimizer,
+        scheduler,
+        accelerator,
+        args,
+        count_targets,
+        save,
+        total_steps,
     )
     if accelerator.is_main_process:
         write_json_atomic(results, output_dir / "metrics.json")
