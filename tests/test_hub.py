@@ -68,9 +68,8 @@ def digests(directory) -> dict[str, str]:
 
 def test_push_uploads_everything_and_pipeline_loads_it_by_repo_id_without_finetune(hub, trained_run, tmp_path):
     run_dir = shutil.copytree(trained_run, tmp_path / "run")
-    result = finetune_cli(
-        hub_env(hub, tmp_path / "home", TOKEN), "push", str(run_dir / "best"), "--repo-id", "user/tiny"
-    )
+    env = hub_env(hub, tmp_path / "home", TOKEN)
+    result = finetune_cli(env, "push", str(run_dir / "best"), "--repo-id", "user/tiny", "--dataset_title", "酒店评论")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().startswith(f"{hub.url}/user/tiny/commit/")
 
@@ -83,7 +82,7 @@ def test_push_uploads_everything_and_pipeline_loads_it_by_repo_id_without_finetu
     assert f"value: {round(metrics['test_accuracy'], 4)}" in card
     assert 'pipeline("text-classification", model="user/tiny", trust_remote_code=True)' in card
     assert "| negative |" in card and "| positive |" in card
-    assert "trained on `reviews.csv`:" in card and "- sentiment-analysis\n" in card
+    assert "trained on 酒店评论:" in card and "- sentiment-analysis\n" in card
 
     # The token was sent, and is nowhere on disk, on the Hub or in the output.
     assert f"Bearer {TOKEN}" in hub.tokens_seen
