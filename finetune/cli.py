@@ -6,6 +6,7 @@
     finetune predict runs/reviews/best --text 这部电影真的很棒！ --text 这部电影真的很差劲。
     finetune explain runs/reviews/best --text 物流很快，但是质量很差 --output attention.html
     finetune push runs/reviews/best --repo-id user/reviews-sentiment [--private] [--revision v1]
+        [--dataset_title "ChnSentiCorp 酒店评论"]
 
 `finetune train` runs the same recipe as `accelerate launch recipes/train_bilstm_attention.py`
 (in one process; use `accelerate launch` for several).
@@ -100,7 +101,7 @@ def _push(args: argparse.Namespace) -> None:
     try:
         commits = push_to_hub(
             args.model, args.repo_id, private=args.private, revision=args.revision, license=args.license,
-            commit_message=args.commit_message,
+            dataset_title=args.dataset_title, commit_message=args.commit_message,
         )  # fmt: skip
     except (RuntimeError, FileNotFoundError) as error:
         raise FinetuneError(f"push: {error}") from None
@@ -182,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repository as private")
     push.add_argument("--revision", help="branch to push to (created if missing; default main)")
     push.add_argument("--license", default="apache-2.0", help="license in the model card")
+    push.add_argument(
+        "--dataset-title",
+        "--dataset_title",
+        dest="dataset_title",
+        help="the training data's proper name in the model card (default: the run's --dataset_title, else its "
+        "--dataset_name, else the train file's name)",
+    )
     push.add_argument(
         "--commit-message", "--commit_message", dest="commit_message", default="Upload model trained with finetune"
     )

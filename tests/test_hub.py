@@ -21,7 +21,6 @@ from conftest import (
 )
 from hub_server import LocalHub, hub_env
 
-from finetune.hub import model_card
 from recipes.train_bilstm_attention import main
 
 TOKEN = "hf_never_write_this_token_0123"
@@ -69,9 +68,8 @@ def digests(directory) -> dict[str, str]:
 
 def test_push_uploads_everything_and_pipeline_loads_it_by_repo_id_without_finetune(hub, trained_run, tmp_path):
     run_dir = shutil.copytree(trained_run, tmp_path / "run")
-    result = finetune_cli(
-        hub_env(hub, tmp_path / "home", TOKEN), "push", str(run_dir / "best"), "--repo-id", "user/tiny"
-    )
+    env = hub_env(hub, tmp_path / "home", TOKEN)
+    result = finetune_cli(env, "push", str(run_dir / "best"), "--repo-id", "user/tiny", "--dataset_title", "酒店评论")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().startswith(f"{hub.url}/user/tiny/commit/")
 
@@ -84,6 +82,7 @@ def test_push_uploads_everything_and_pipeline_loads_it_by_repo_id_without_finetu
     assert f"value: {round(metrics['test_accuracy'], 4)}" in card
     assert 'pipeline("text-classification", model="user/tiny", trust_remote_code=True)' in card
     assert "| negative |" in card and "| positive |" in card
+    assert "trained on 酒店评论:" in card and "- sentiment-analysis\n" in card
 
     # The token was sent, and is nowhere on disk, on the Hub or in the output.
     assert f"Bearer {TOKEN}" in hub.tokens_seen
@@ -146,25 +145,10 @@ def test_lora_push_uploads_the_base_and_the_adapter_that_points_at_it(hub, revie
     assert {"config.json", "model.safetensors", "modeling_bilstm_attention.py"} <= set(base)
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "metrics.json"} <= set(adapter)
     assert json.loads(adapter["adapter_config.json"])["base_model_name_or_path"] == "user/lora-base"
-    assert "library_name: peft" in adapter["README.md"].decode("utf-8")
+    card = adapter["README.md"].decode("utf-8")
+    assert "library_name: peft" in card and "base_model: user/lora-base" in card
     local_config = json.loads((output_dir / "best" / "adapter_config.json").read_text(encoding="utf-8"))
     assert local_config["base_model_name_or_path"] == str((output_dir / "base").resolve())  # local copy unchanged
 
     remote = hub_pipeline(hub_env(hub, tmp_path / "fresh", TOKEN), "user/lora", TEXTS)
     assert_same_scores(remote["scores"], in_process_scores(output_dir / "best", TEXTS))
-
-
-def test_model_card_shows_the_run_warnings(trained_run, tmp_path):
-    run_dir = shutil.copytree(trained_run, tmp_path / "run")
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["warnings"] == []  # the tiny vectors fit the tiny reviews
-    assert "## Warnings" not in str(model_card(run_dir / "best"))
-
-    warning = "english.txt: the vectors cover only 0.0% of the 120 vocabulary types, so the embeddings start random"
-    metrics["warnings"] = [warning, "--vector_size 300 was not used: english.txt holds 8-dimensional vectors"]
-    (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
-    card = str(model_card(run_dir / "best"))
-
-    section = card[card.index("## Warnings") : card.index("## Usage")]
-    assert f"- {warning}\n" in section
-    assert "- --vector_size 300 was not used: english.txt holds 8-dimensional vectors\n" in section
