@@ -25,11 +25,11 @@ from .errors import ArgumentError
 from .features import encode_splits, encode_texts, eval_dataloader, segment_splits
 from .files import atomic_write, write_json_atomic
 from .inference import load_classifier
-from .metrics import classification_metrics
+from .metrics import evaluate_split
 from .model_files import check_model_directory
 from .reports import plot_confusion_matrix
 from .tables import DataError
-from .training import create_accelerator, predict, run_hardware
+from .training import create_accelerator, run_hardware
 
 logger = logging.getLogger(__name__)
 
@@ -38,21 +38,6 @@ METRICS_FILE, PER_CLASS_FILE, CONFUSION_FILE = "metrics.json", "per_class.csv", 
 PER_CLASS_COLUMNS = ("precision", "recall", "f1", "support")
 # Beside a run's best/: a run directory lists it among its own entries (`run_directory.RUN_ENTRIES`).
 EVALUATION_DIR = "evaluation"
-
-
-def evaluate_loader(model, loader, accelerator, id2label: dict[int, str], prefix: str = PREFIX) -> dict:
-    """`classification_metrics` of the model's predictions over a prepared loader, and `{prefix}loss`.
-
-    Args:
-        model: The classifier, on the accelerator's device.
-        loader: An `eval_dataloader` passed through `accelerator.prepare`.
-        accelerator: Gathers every example once across processes.
-        id2label: Label names by id, as in the model config.
-        prefix: Key prefix: "validation_", "test_".
-    """
-    probabilities, labels, loss = predict(model, loader, accelerator)
-    metrics = classification_metrics(probabilities.argmax(-1), labels, id2label, prefix=prefix)
-    return {**metrics, f"{prefix}loss": loss}
 
 
 def encode_for_model(dataset: datasets.Dataset, tokenizer, max_length: int, name: str = "test") -> datasets.Dataset:
@@ -92,7 +77,7 @@ def evaluate_dataset(
     loader, _ = eval_dataloader(dataset, tokenizer, batch_size)
     loader = accelerator.prepare(loader)
     start = time.perf_counter()
-    metrics = evaluate_loader(model, loader, accelerator, config.id2label, prefix)
+    metrics = evaluate_split(model, loader, accelerator, prefix)
     metrics[f"{prefix}samples_per_second"] = len(dataset) / (time.perf_counter() - start)
     return metrics
 
@@ -235,4 +220,53 @@ def evaluate_file(
         title=f"{Path(source).name}, {results[PREFIX + 'num_examples']} examples",
     )
     logger.info("Wrote %s, %s and %s to %s", METRICS_FILE, PER_CLASS_FILE, CONFUSION_FILE, output_dir)
+    return results
+
+
+def evaluate_saved_run(args, accelerator) -> dict:
+    """`--do_train false`: the run's `best/` model scored on the run's data as the run scored it:
+    the validation split with `do_eval`, the test split with `do_predict` (the same files, or the
+    same seeded split of one file). Into OUTPUT_DIR/evaluation/ go `metrics.json` (`validation_*`
+    and `test_*` keys, as the run's), and the per-class table and confusion matrix of the test
+    split (else validation); the run's own files are left as they are.
+
+    Args:
+        args: The recipe's `RunArguments` (data, seed, output_dir, batch size, do_eval/do_predict).
+        accelerator: The run's `Accelerator`.
+    """
+    from .data import load_data
+
+    output_dir = Path(args.training.output_dir)
+    model_dir = output_dir / "best"
+    check_model_directory(model_dir)
+    splits, data_info = load_data(args.data, args.training.seed)
+    classifier = load_classifier(model_dir)
+    model, tokenizer = classifier.model, classifier.tokenizer
+    label2id = model.config.label2id
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    wanted = {"validation": args.training.do_eval, "test": args.training.do_predict}
+    results = {"model": str(model_dir), "data": data_info}
+    for split in [name for name, asked in wanted.items() if asked and name in splits]:
+        names = [data_info["id2label"][i] for i in splits[split]["label"]]
+        source = data_info["sources"].get(split, split)
+        ids = label_ids(names, list(range(len(names))), label2id, source, lambda row: f"row {row + 1}", str(model_dir))
+        dataset = datasets.Dataset.from_dict({"text": splits[split]["text"][:], "label": ids})
+        batch_size = args.training.per_device_eval_batch_size
+        results |= evaluate_dataset(model, tokenizer, dataset, accelerator, batch_size=batch_size, prefix=f"{split}_")
+        logger.info(
+            "%s: accuracy %.4f, macro-F1 %.4f", split, results[f"{split}_accuracy"], results[f"{split}_macro_f1"]
+        )
+    shown = "test" if "test_accuracy" in results else "validation" if "validation_accuracy" in results else None
+    if shown is None:
+        raise ArgumentError("--do_train false: nothing to do without --do_eval or --do_predict")
+    if accelerator.is_main_process:
+        config = accelerator.unwrap_model(model).config
+        labels = [config.id2label[i] for i in range(config.num_labels)]
+        target = output_dir / EVALUATION_DIR
+        write_json_atomic({**results, "hardware": run_hardware(accelerator)}, target / METRICS_FILE)
+        write_per_class_csv(results[f"{shown}_per_class"], target / PER_CLASS_FILE)
+        matrix = results[f"{shown}_confusion_matrix"]
+        plot_confusion_matrix(matrix, labels, target / CONFUSION_FILE, title=f"{shown} split")
+        logger.info("Wrote %s, %s and %s to %s", METRICS_FILE, PER_CLASS_FILE, CONFUSION_FILE, target)
+    accelerator.wait_for_everyone()
     return results

@@ -46,7 +46,7 @@ RUN_ENTRIES = frozenset(
         CONFIG_FILE, RESULTS_FILE, CHECKPOINTS, "best", "base", "merged", "evaluation", "training_curves.png",
         "confusion_matrix.png", "attention.html", "pretrain_config.yaml", "config.json",
         "model.safetensors", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
-        "generation_config.json", "tokenizer.json", "runs", "test_predictions.csv", "evaluation",
+        "generation_config.json", "tokenizer.json", "runs", "test_predictions.csv",
     }
 )  # fmt: skip
 

@@ -41,15 +41,11 @@ def count_targets(batch):
 
 def main(argv=None):
     model_args, args, config_path = parse_recipe_args(argv, groups=(BiLMArguments, PretrainArguments))
-    #####################
     # Seed, logging, run directory
-    #####################
     accelerator = start_run(args.seed)
     check_pretrain_output_dir(model_args, args)
 
-    #####################
     # Corpus, character vocabulary, model
-    #####################
     with main_process_first(accelerator):
         texts = read_text_corpus(args.corpus, seed=args.seed)
         tokenizer = build_char_tokenizer(texts, min_freq=args.min_char_freq, max_size=args.max_vocab_size)
@@ -59,9 +55,7 @@ def main(argv=None):
     model = BiLMForLanguageModeling(config)
     logger.info("Parameters: %s", f"{count_parameters(model)[1]:,}")
 
-    #####################
     # Batches, optimizer, schedule, accelerator.prepare, pretraining loop; the best checkpoint saved
-    #####################
     collator = DataCollatorWithPadding(tokenizer)
     results = pretrain(model, tokenizer, encoded, collator, count_targets, args, accelerator, to_yaml(model_args, args))
     accelerator.end_training()

@@ -68,15 +68,11 @@ def build_model(model_args: MLMArguments, args: PretrainArguments, texts: list[s
 
 def main(argv=None):
     model_args, args, config_path = parse_recipe_args(argv, groups=(MLMArguments, PretrainArguments))
-    #####################
     # Seed, logging, run directory
-    #####################
     accelerator = start_run(args.seed)
     check_pretrain_output_dir(model_args, args)
 
-    #####################
     # Corpus, tokenizer, model
-    #####################
     with main_process_first(accelerator):
         texts = read_text_corpus(args.corpus, seed=args.seed)
         model, tokenizer = build_model(model_args, args, texts)
@@ -84,9 +80,7 @@ def main(argv=None):
     logger.info("corpus: %d training texts, %d validation", len(encoded["train"]), len(encoded["validation"]))
     logger.info("Parameters: %s", f"{count_parameters(model)[1]:,}")
 
-    #####################
     # Batches, optimizer, schedule, accelerator.prepare, pretraining loop; the best checkpoint saved
-    #####################
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=model_args.mlm_probability)
     results = pretrain(model, tokenizer, encoded, collator, count_targets, args, accelerator, to_yaml(model_args, args))
     accelerator.end_training()

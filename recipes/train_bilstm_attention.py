@@ -24,6 +24,7 @@ from finetune.builders import build_model
 from finetune.checkpointing import load_checkpoint, remove_partial_checkpoints, resolve_checkpoint, save_checkpoint
 from finetune.data import load_data
 from finetune.errors import report_errors
+from finetune.evaluation import evaluate_saved_run
 from finetune.features import eval_dataloader, train_dataloader
 from finetune.files import save_pretrained_atomic, write_json_atomic
 from finetune.freezing import apply_freezing
@@ -135,10 +136,9 @@ def test(model, dataset, tokenizer, accelerator, args) -> dict:
 def main(argv=None):
     args, config_path = parse_run_args(argv)
     training, output_dir = args.training, Path(args.training.output_dir)
+    # Seed, logging, trackers; the run directory is checked now, written once the data has been read
     accelerator = start_run(training.seed, **accelerator_options(training, args.logging))
     if not training.do_train:
-        from finetune.evaluation import evaluate_saved_run
-
         return evaluate_saved_run(args, accelerator)
     check_output_dir(output_dir, run_identity(*args.groups), overwrite=training.overwrite_output_dir,
                      resume=bool(training.resume_from_checkpoint))  # fmt: skip
