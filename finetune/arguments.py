@@ -70,7 +70,10 @@ class EncoderArguments:
     _argument_group_name = "encoder"
 
     encoder_type: str = field(
-        default="word_vectors", metadata={"help": "Encoder under the head: word_vectors, transformer or bilm."}
+        default="word_vectors",
+        metadata={
+            "help": "Encoder under the head: word_vectors, transformer, bilm, or a kind given to register_encoder."
+        },
     )
     model_name_or_path: str | None = field(
         default=None,
@@ -412,7 +415,8 @@ def check_run_args(args: RunArguments) -> None:
     Raises:
         ArgumentError: naming the flag.
     """
-    from .models.bilstm_attention.configuration_bilstm_attention import ENCODER_TYPES, POOLINGS
+    from .models.bilstm_attention import ENCODER_TYPES, encoder_kind
+    from .models.bilstm_attention.configuration_bilstm_attention import POOLINGS
 
     data, encoder, vectors, training = args.data, args.encoder, args.vectors, args.training
     positive = ("max_train_samples", "max_eval_samples", "max_predict_samples")
@@ -453,7 +457,7 @@ def check_run_args(args: RunArguments) -> None:
     for flag, path in (("--word_vectors", vectors.word_vectors), ("--user_dict", vectors.user_dict)):
         if path and not Path(path).is_file():
             raise ArgumentError(f"{flag} {path}: no such file")
-    if encoder.encoder_type != "word_vectors" and not encoder.model_name_or_path:
+    if encoder_kind(encoder.encoder_type).pretrained_from == "checkpoint" and not encoder.model_name_or_path:
         raise ArgumentError(f"--encoder_type {encoder.encoder_type} needs --model_name_or_path")
     name = encoder.model_name_or_path
     if name and not Path(name).exists() and not is_hub_id(name):

@@ -1,11 +1,15 @@
 """Build the tokenizer and the model for an encoder kind, from the training split.
 
-The recipe calls one builder; everything an encoder kind needs (vocabulary, pretrained vectors,
-their coverage) is decided here, so the recipe reads the same whatever the encoder.
+The recipe calls one builder, `BUILDERS[encoder_type]`: the one registered with the encoder kind
+(`register_encoder` in `finetune/models/bilstm_attention/encoders.py`, where the built-in kinds name
+the builders below). Everything an encoder kind needs (vocabulary, pretrained vectors, their
+coverage) is decided here, so the recipe reads the same whatever the encoder.
 """
 
+import importlib
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -19,10 +23,12 @@ from .errors import ArgumentError
 from .features import count_words, encode_splits, encode_texts, segment_splits
 from .model_files import hub_errors
 from .models.bilstm_attention import (
+    ENCODER_KINDS,
     BiLMForLanguageModeling,
     BiLSTMAttentionConfig,
     BiLSTMAttentionForSequenceClassification,
     JiebaTokenizer,
+    encoder_kind,
 )
 from .pretrain.word2vec import train_word_vectors
 from .vectors import read_word_vectors
@@ -142,6 +148,8 @@ def vector_warnings(vector_args: WordVectorArguments, path, dim: int, coverage: 
 def build_word_vector_model(splits: DatasetDict, id2label: dict[int, str], args: RunArguments) -> Built:
     """JiebaTokenizer + BiLSTM-attention model whose embeddings start from pretrained word vectors.
 
+    Builds for `args.encoder.encoder_type`: `word_vectors`, or any kind registered with this builder
+    whose encoder's `embeddings` is an `nn.Embedding(config.vocab_size, config.embedding_dim)`.
     Sets `args.vectors.vector_size` to the dimension of the vectors used (the file's, or word2vec's
     trained here), so that the run's config.yaml, written from `args`, records it.
 
@@ -182,7 +190,7 @@ def build_word_vector_model(splits: DatasetDict, id2label: dict[int, str], args:
     vector_args.vector_size = vectors.dim
 
     config = BiLSTMAttentionConfig(
-        encoder_type="word_vectors",
+        encoder_type=args.encoder.encoder_type,
         vocab_size=len(vocab),
         embedding_dim=vectors.dim,
         freeze_embeddings=args.freezing.freeze_embeddings,
@@ -289,13 +297,37 @@ def _require_encoder_path(encoder) -> str:
     return encoder.model_name_or_path
 
 
-BUILDERS = {
-    "word_vectors": build_word_vector_model,
-    "transformer": build_transformer_model,
-    "bilm": build_bilm_model,
-}
+def encoder_builder(encoder_type: str) -> Callable[..., Built]:
+    """The builder registered with the encoder kind `encoder_type`, imported if it was given by name.
+
+    Raises:
+        ValueError: No kind of that name is registered.
+    """
+    builder = encoder_kind(encoder_type).builder
+    if isinstance(builder, str):
+        module, _, name = builder.partition(":")
+        builder = getattr(importlib.import_module(module), name)
+    return builder
+
+
+class RegisteredBuilders(Mapping):
+    """Encoder kind -> builder, read from the encoder registry (a kind registered later is in it too)."""
+
+    def __getitem__(self, encoder_type: str) -> Callable[..., Built]:
+        if encoder_type not in ENCODER_KINDS:
+            raise KeyError(encoder_type)
+        return encoder_builder(encoder_type)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ENCODER_KINDS)
+
+    def __len__(self) -> int:
+        return len(ENCODER_KINDS)
+
+
+BUILDERS = RegisteredBuilders()
 
 
 def build_model(splits: DatasetDict, id2label: dict[int, str], args: RunArguments) -> Built:
-    """The tokenizer, model and encoded splits for `args.encoder.encoder_type`."""
-    return BUILDERS[args.encoder.encoder_type](splits, id2label, args)
+    """The tokenizer, model and encoded splits for `args.encoder.encoder_type`, by its registered builder."""
+    return encoder_builder(args.encoder.encoder_type)(splits, id2label, args)

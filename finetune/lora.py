@@ -27,8 +27,6 @@ from .files import save_pretrained_atomic
 
 logger = logging.getLogger(__name__)
 
-# Attention projections of the BERT family (BERT, RoBERTa-wwm, MacBERT, ELECTRA, ERNIE, NEZHA...).
-BERT_TARGETS = ["query", "key", "value"]
 # Trained in full and saved with the adapter: everything that is not the pretrained encoder.
 HEAD_MODULES = ["head", "classifier"]
 WRAPPABLE = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)
@@ -58,20 +56,18 @@ class LoraOptions:
 
 
 def default_target_modules(model: nn.Module) -> list[str]:
-    """Module names LoRA wraps when the config names none, per encoder kind.
+    """Module names LoRA wraps when the config names none: the encoder's own default.
 
-    transformer: query/key/value for the BERT family, else peft's own default for the model type.
-    bilm and word_vectors: the token embedding table (peft cannot wrap an `nn.LSTM`).
+    Each encoder kind says (`Encoder.default_lora_target_modules`): query/key/value for a BERT-family
+    transformer, the token embedding table for word vectors and the biLM (peft cannot wrap an
+    `nn.LSTM`). An encoder that says None gets peft's default for its checkpoint's model type.
     """
-    config = model.config
-    if config.encoder_type != "transformer":
-        return ["embeddings"]
+    targets = model.encoder.default_lora_target_modules()
+    if targets is not None:
+        return list(targets)
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
 
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.encoder.named_modules()}
-    if set(BERT_TARGETS) <= names:
-        return list(BERT_TARGETS)
-    model_type = config.encoder_config.get("model_type")
+    model_type = (model.config.encoder_config or {}).get("model_type")
     if model_type in PEFT_DEFAULTS:
         return list(PEFT_DEFAULTS[model_type])
     raise ArgumentError(f"no default LoRA target modules for encoder type {model_type!r}: set --lora_target_modules")

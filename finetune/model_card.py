@@ -108,10 +108,23 @@ def _dataset(run: dict, metrics: dict, dataset_title: str | None) -> dict:
     )
 
 
-def _encoder_description(run: dict, metrics: dict) -> tuple[str, str | None]:
-    """(sentence about the encoder, Hub id of the base model if there is one)."""
-    kind = run.get("encoder_type", "word_vectors")
-    if kind == "word_vectors":
+def _encoder_kind(run: dict, config: dict):
+    """(the model's `encoder_type`, its registered `EncoderKind`, or None when not registered here)."""
+    from .models.bilstm_attention import ENCODER_KINDS
+
+    encoder_type = config.get("encoder_type") or run.get("encoder_type") or "word_vectors"
+    return encoder_type, ENCODER_KINDS.get(encoder_type)
+
+
+def _encoder_description(run: dict, metrics: dict, config: dict) -> tuple[str, str | None]:
+    """(sentence about the encoder, Hub id of the base model if there is one), from its registered kind.
+
+    A kind not registered in this process (a plugin's) is named, not described.
+    """
+    encoder_type, kind = _encoder_kind(run, config)
+    what = kind.description if kind else f"a `{encoder_type}` encoder"
+    pretrained_from = kind.pretrained_from if kind else None
+    if pretrained_from == "word_vectors":
         vectors = metrics.get("vectors", {})
         source = run.get("word_vectors") or "word2vec trained here on the training texts"
         if not run.get("word_vectors") and run.get("pretrain_corpus"):
@@ -122,10 +135,12 @@ def _encoder_description(run: dict, metrics: dict) -> tuple[str, str | None]:
                 f" ({vectors.get('dim')}-dimensional; {vectors.get('type_coverage', 0):.1%} of the vocabulary's words "
                 f"and {vectors.get('token_coverage', 0):.1%} of the training tokens have a pretrained vector)"
             )
-        return f"word vectors: {source}{coverage}, segmented with {run.get('segmenter', 'rjieba')}", None
-    name = _setting(run, "model_name_or_path", "encoder_name_or_path")
+        return f"{what}: {source}{coverage}, segmented with {run.get('segmenter', 'rjieba')}", None
+    if pretrained_from != "checkpoint":
+        return what, None
+    # The model's own record of its checkpoint, else the run's flag.
+    name = config.get("encoder_name_or_path") or _setting(run, "model_name_or_path", "encoder_name_or_path")
     base = name if name and not Path(name).exists() and name.count("/") == 1 else None
-    what = "a transformer encoder" if kind == "transformer" else "an ELMo-style character biLM"
     return f"{what} (`{Path(name).name if name and not base else name}`)", base
 
 
@@ -215,8 +230,9 @@ def card_variables(model_dir: str | os.PathLike, repo_id: str | None = None, dat
     split = "test" if "test_accuracy" in metrics else "validation"
     labels = _labels(config, metrics, split)
     task = classification_task([label["name"] for label in labels])
-    encoder, base_model = _encoder_description(run, metrics)
-    kind = run.get("encoder_type", "word_vectors")
+    encoder, base_model = _encoder_description(run, metrics, config)
+    kind, registered = _encoder_kind(run, config)
+    word_level = registered is not None and registered.pretrained_from == "word_vectors"  # a JiebaTokenizer's words
     example, examples = EXAMPLES[task]
     evaluation = None
     if f"{split}_accuracy" in metrics:
@@ -239,7 +255,7 @@ def card_variables(model_dir: str | os.PathLike, repo_id: str | None = None, dat
         "base_model": f"{repo_id}-base" if adapter and repo_id else base_model,
         "library_name": "peft" if adapter else "transformers",
         "adapter": adapter,
-        "segmenter": run.get("segmenter", "rjieba") if kind == "word_vectors" else None,
+        "segmenter": run.get("segmenter", "rjieba") if word_level else None,
         "warnings": [" ".join(str(warning).split()) for warning in metrics.get("warnings") or []],
         "example": example,
         "examples": json.dumps(examples, ensure_ascii=False),

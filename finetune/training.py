@@ -424,9 +424,12 @@ class Schedule:
         return step % every == 0 or step == self.total_steps
 
     def save_now(self, step: int) -> bool:
+        """Epoch ends (`epoch`), or every `save_steps` and the last step (`steps`, as transformers saves)."""
         if self.save_steps == 0:
             return False
-        return step % (self.save_steps or self.steps_per_epoch) == 0
+        if self.save_steps is None:
+            return step % self.steps_per_epoch == 0
+        return step % self.save_steps == 0 or step == self.total_steps
 
 
 class TrainingStep:

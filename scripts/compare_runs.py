@@ -2,8 +2,9 @@
 
     python scripts/compare_runs.py outputs/word2vec_bilstm_attn outputs/bilm_frozen outputs/bert_tuned ...
 
-Each argument is a run directory of `recipes/train_bilstm_attention.py`; for pretrained encoders
-the encoder's own `metrics.json` (validation perplexity, pretraining time) is read too.
+Each argument is a run directory of `recipes/train_bilstm_attention.py`; for encoders pretrained
+from a checkpoint (the kind's `pretrained_from`, in the encoder registry) the checkpoint's own
+`metrics.json` (validation perplexity, pretraining time) is read too.
 """
 
 import json
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from finetune.models.bilstm_attention import ENCODER_KINDS
 
 
 def read_json(path: Path) -> dict:
@@ -21,19 +24,23 @@ def describe(run: Path) -> list[str]:
     metrics = read_json(run / "metrics.json")
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     encoder = config["encoder_type"]
-    pretraining = "word2vec (cached)" if encoder == "word_vectors" else "-"
-    if encoder != "word_vectors":
-        pretrained = read_json(Path(config["encoder_name_or_path"]) / "metrics.json")
+    kind = ENCODER_KINDS.get(encoder)  # None: a kind registered by a plugin, not here
+    pretrained_from = kind.pretrained_from if kind else None
+    pretraining = "word2vec (cached)" if pretrained_from == "word_vectors" else "-"
+    if pretrained_from == "checkpoint":
+        checkpoint = config.get("model_name_or_path") or config.get("encoder_name_or_path")  # older runs' name
+        pretrained = read_json(Path(checkpoint) / "metrics.json")
         if pretrained:
             pretraining = (
                 f"{pretrained['train_runtime_s'] / 60:.0f} min, ppl {pretrained['best_validation_perplexity']:.0f}"
             )
-    frozen = "frozen" if config.get("freeze_encoder") else "fine-tuned"
+    # The pretrained weights of a word-vector encoder are its table: --freeze_embeddings keeps them as they were.
+    frozen = config.get("freeze_encoder") or (pretrained_from == "word_vectors" and config.get("freeze_embeddings"))
     return [
         run.name,
         encoder,
         pretraining,
-        frozen if encoder != "word_vectors" else ("frozen" if config["freeze_embeddings"] else "fine-tuned"),
+        "frozen" if frozen else "fine-tuned",
         f"{metrics['test_accuracy']:.4f}",
         f"{metrics['test_macro_f1']:.4f}",
         f"{metrics['train_samples_per_second']:.0f}",

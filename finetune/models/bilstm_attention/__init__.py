@@ -1,4 +1,7 @@
-"""The BiLSTM + attention model family, registered with the Auto classes in one place."""
+"""The BiLSTM + attention model family, registered with the Auto classes in one place.
+
+Encoder kinds are registered in `encoders.py` (`register_encoder`; its docstring says how to add one).
+"""
 
 from transformers import (
     AutoConfig,
@@ -10,6 +13,15 @@ from transformers import (
 
 from .configuration_bilm import BiLMConfig
 from .configuration_bilstm_attention import BiLSTMAttentionConfig
+from .encoders import (
+    ENCODER_KINDS,
+    ENCODER_TYPES,
+    Encoder,
+    EncoderKind,
+    encoder_kind,
+    register_encoder,
+    unregister_encoder,
+)
 from .modeling_bilm import BiLMForLanguageModeling, BiLMModel
 from .modeling_bilstm_attention import BiLSTMAttentionForSequenceClassification
 from .tokenization_jieba import JiebaTokenizer
@@ -33,10 +45,17 @@ BiLMModel.register_for_auto_class("AutoModel")
 BiLMForLanguageModeling.register_for_auto_class("AutoModelForPreTraining")
 
 __all__ = [
+    "ENCODER_KINDS",
+    "ENCODER_TYPES",
     "BiLMConfig",
     "BiLMForLanguageModeling",
     "BiLMModel",
     "BiLSTMAttentionConfig",
     "BiLSTMAttentionForSequenceClassification",
+    "Encoder",
+    "EncoderKind",
     "JiebaTokenizer",
+    "encoder_kind",
+    "register_encoder",
+    "unregister_encoder",
 ]

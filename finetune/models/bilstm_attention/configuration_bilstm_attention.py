@@ -1,11 +1,16 @@
 """Configuration of the BiLSTM + attention classifier.
 
-This file travels to the Hub as custom code: it imports only transformers.
+`encoder_type` must name a kind in the encoder registry (`encoders.py`); `ENCODER_TYPES`, the
+registered names, is re-exported here. This file travels to the Hub as custom code: it imports
+only transformers and its sibling files.
 """
 
 from transformers import PreTrainedConfig
 
-ENCODER_TYPES = ("word_vectors", "transformer", "bilm")
+from .encoders import ENCODER_TYPES, encoder_kind
+
+__all__ = ["ENCODER_TYPES", "POOLINGS", "BiLSTMAttentionConfig"]
+
 POOLINGS = ("attention", "attention+max", "attention+mean")
 
 
@@ -17,12 +22,14 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
 
     Args:
         encoder_type (`str`, defaults to `"word_vectors"`):
+            A kind registered in `encoders.py` (`ENCODER_TYPES`). Built in:
             `"word_vectors"`: an embedding table, usually initialised from pretrained word vectors;
             `"transformer"`: any `AutoModel` (BERT, RoBERTa-wwm-ext, MacBERT, ELECTRA...);
             `"bilm"`: an ELMo-style bidirectional LSTM language model ([`BiLMModel`]).
         encoder_config (`dict`, *optional*):
-            For `"transformer"` and `"bilm"`: the encoder's own config (`to_dict()`), from which the
-            encoder is rebuilt; its weights are saved with the model, so loading needs no network.
+            For kinds pretrained from a checkpoint (`"transformer"`, `"bilm"`): the encoder's own config
+            (`to_dict()`), from which the encoder is rebuilt; its weights are saved with the model, so
+            loading needs no network.
         encoder_name_or_path (`str`, *optional*):
             Where the pretrained encoder came from (Hub id or directory), for the record.
         encoder_layers (`int`, defaults to 1):
@@ -86,11 +93,10 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
     initializer_range: float = 0.1
 
     def __post_init__(self, **kwargs):
-        if self.encoder_type not in ENCODER_TYPES:
-            raise ValueError(f"encoder_type must be one of {ENCODER_TYPES}, got {self.encoder_type!r}")
+        kind = encoder_kind(self.encoder_type)  # a ValueError naming the registered kinds
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.encoder_type != "word_vectors" and not self.encoder_config:
+        if kind.pretrained_from == "checkpoint" and not self.encoder_config:
             raise ValueError(f"encoder_type {self.encoder_type!r} needs encoder_config (the encoder's own config)")
         if self.encoder_layers < 1:
             raise ValueError(f"encoder_layers must be at least 1, got {self.encoder_layers}")

@@ -1,141 +1,19 @@
-"""BiLSTM + attention classifier over word vectors, a transformer or a biLM.
+"""BiLSTM + attention classifier over any registered encoder: word vectors, a transformer, a biLM...
 
-This file travels to the Hub as custom code: it imports only torch, transformers and its
+The encoder comes from the registry in `encoders.py` (`config.encoder_type`); the head is the same
+for all. This file travels to the Hub as custom code: it imports only torch, transformers and its
 sibling files.
 """
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .configuration_bilm import BiLMConfig
 from .configuration_bilstm_attention import BiLSTMAttentionConfig
-from .modeling_bilm import BiLMModel, ScalarMix, init_weights
-
-
-class WordVectorEncoder(nn.Module):
-    """Token ids -> token vectors: a table usually initialised from pretrained word vectors.
-
-    With `config.char_vocab_size > 0`, each token's vector also gets the mean of learned vectors
-    of its characters (the `token_chars` buffer lists them): rare and unseen words share what
-    their characters say (差 in 差劲, 太差, 很差), which a word table alone cannot.
-    """
-
-    def __init__(self, config: BiLSTMAttentionConfig):
-        super().__init__()
-        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
-        self.char_embeddings = None
-        if config.char_vocab_size:
-            self.char_embeddings = nn.Embedding(config.char_vocab_size, config.embedding_dim, padding_idx=0)
-            token_chars = torch.zeros(config.vocab_size, config.max_word_chars, dtype=torch.long)
-            self.register_buffer("token_chars", token_chars)
-        self.dropout = nn.Dropout(config.embedding_dropout)
-        self.word_dropout = config.word_dropout
-        self.unk_token_id = config.unk_token_id
-        self.output_dim = config.embedding_dim
-        if config.freeze_embeddings:
-            self.embeddings.weight.requires_grad_(False)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.training and self.word_dropout > 0:
-            dropped = torch.rand(input_ids.shape, device=input_ids.device) < self.word_dropout
-            input_ids = input_ids.masked_fill(dropped & attention_mask, self.unk_token_id)
-        vectors = self.embeddings(input_ids)
-        if self.char_embeddings is not None:
-            chars = self.token_chars[input_ids]
-            counts = chars.ne(0).sum(-1, keepdim=True).clamp(min=1)
-            vectors = vectors + self.char_embeddings(chars).sum(-2) / counts
-        return self.dropout(vectors)
-
-    def layer_groups(self) -> list[list[nn.Module]]:
-        """Bottom-up groups for freezing: here only the embeddings (layer 0)."""
-        groups = [self.embeddings] + ([self.char_embeddings] if self.char_embeddings is not None else [])
-        return [groups]
-
-
-def find_layer_list(model: nn.Module, num_layers: int) -> nn.ModuleList:
-    """The model's list of transformer blocks (`encoder.layer` in BERT, `layers` in others)."""
-    for name in ("encoder.layer", "layers", "transformer.layer", "layer", "h", "encoder.layers"):
-        module = model.get_submodule(name) if _has_submodule(model, name) else None
-        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
-            return module
-    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == num_layers]
-    if not lists:
-        raise ValueError(f"no list of {num_layers} layers found in {type(model).__name__}")
-    return lists[0]
-
-
-def _has_submodule(model: nn.Module, name: str) -> bool:
-    try:
-        model.get_submodule(name)
-    except AttributeError:
-        return False
-    return True
-
-
-class TransformerEncoder(nn.Module):
-    """Any `AutoModel` (BERT, RoBERTa, ELECTRA...): its last layer, or a scalar mix of its last K.
-
-    Built from `config.encoder_config` alone; the recipe then copies the pretrained weights in, and
-    `from_pretrained` finds them in the classifier's own safetensors.
-    """
-
-    def __init__(self, config: BiLSTMAttentionConfig):
-        super().__init__()
-        encoder_config = AutoConfig.for_model(**config.encoder_config)
-        self.model = AutoModel.from_config(encoder_config)
-        if getattr(self.model, "pooler", None) is not None:
-            # The head pools; an unused pooler would also stall DDP (parameters without gradients).
-            self.model.pooler = None
-        self.num_mixed = config.encoder_layers
-        self.mix = ScalarMix(self.num_mixed) if self.num_mixed > 1 else None
-        self.dropout = nn.Dropout(config.embedding_dropout)
-        self.output_dim = encoder_config.hidden_size
-
-    @property
-    def embeddings(self) -> nn.Module:
-        return self.model.get_input_embeddings()
-
-    def layer_groups(self) -> list[list[nn.Module]]:
-        """Bottom-up groups for freezing: the embedding layer (layer 0), then each block."""
-        embeddings = getattr(self.model, "embeddings", None)
-        embeddings = embeddings if embeddings is not None else self.model.get_input_embeddings()
-        layers = find_layer_list(self.model, self.model.config.num_hidden_layers)
-        return [[embeddings]] + [[layer] for layer in layers]
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(
-            input_ids=input_ids, attention_mask=attention_mask.long(), output_hidden_states=self.mix is not None
-        )
-        if self.mix is None:
-            return self.dropout(outputs.last_hidden_state)
-        return self.dropout(self.mix(outputs.hidden_states[-self.num_mixed :]))
-
-
-class BiLMEncoder(nn.Module):
-    """ELMo: the biLM's layers (embeddings and each LSTM layer) mixed by learned softmax weights."""
-
-    def __init__(self, config: BiLSTMAttentionConfig):
-        super().__init__()
-        self.bilm = BiLMModel(BiLMConfig(**config.encoder_config))
-        self.mix = ScalarMix(self.bilm.config.num_layers + 1)
-        self.dropout = nn.Dropout(config.embedding_dropout)
-        self.output_dim = 2 * self.bilm.config.projection_size
-
-    @property
-    def embeddings(self) -> nn.Module:
-        return self.bilm.embeddings
-
-    def layer_groups(self) -> list[list[nn.Module]]:
-        return self.bilm.layer_groups()
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.mix(self.bilm(input_ids, attention_mask).hidden_states))
-
-
-ENCODERS = {"word_vectors": WordVectorEncoder, "transformer": TransformerEncoder, "bilm": BiLMEncoder}
+from .encoders import Encoder, encoder_kind, missing_members
+from .modeling_bilm import init_weights
 
 
 class AdditiveAttentionPooling(nn.Module):
@@ -196,6 +74,15 @@ class BiLSTMAttentionHead(nn.Module):
         return pooled, weights
 
 
+def build_encoder(config: BiLSTMAttentionConfig) -> Encoder:
+    """The encoder registered for `config.encoder_type`, built from the config."""
+    encoder = encoder_kind(config.encoder_type).encoder_class(config)
+    missing = missing_members(encoder)
+    if missing:
+        raise TypeError(f"{type(encoder).__name__} is no Encoder: it lacks {', '.join(missing)}")
+    return encoder
+
+
 class BiLSTMAttentionPreTrainedModel(PreTrainedModel):
     config_class = BiLSTMAttentionConfig
     base_model_prefix = "bilstm_attention"
@@ -216,7 +103,7 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
     def __init__(self, config: BiLSTMAttentionConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.encoder = ENCODERS[config.encoder_type](config)
+        self.encoder = build_encoder(config)
         self.head = BiLSTMAttentionHead(config, self.encoder.output_dim)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(self.head.output_dim, config.num_labels)
