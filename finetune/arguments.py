@@ -441,7 +441,10 @@ def check_run_args(args: RunArguments) -> None:
         "--save_steps": training.save_steps < 1 and "at least 1",
         "--metric_for_best_model": best_model_metric(training.metric_for_best_model) not in BEST_MODEL_METRICS
         and f"one of {', '.join(BEST_MODEL_METRICS)}",
-        **{f"--{name}": (getattr(data, name) or 1) < 1 and "at least 1" for name in positive},
+        **{
+            f"--{name}": getattr(data, name) is not None and getattr(data, name) < 1 and "at least 1"
+            for name in positive
+        },
     }
     for flag, wanted in problems.items():
         if wanted:

@@ -53,8 +53,8 @@ def test_tensorboard_gets_losses_learning_rate_metrics_and_hyperparameters(track
     assert [e["step"] for e in history["eval"]] == [5, 10, 15, 20, 25, 30]
     assert [round(v, 5) for _, v in found["eval/macro_f1"]] == [round(e["macro_f1"], 5) for e in history["eval"]]
     assert found["test/accuracy"] == [(30, pytest.approx(results["test_accuracy"], abs=1e-6))]
-    # the hyper-parameters: accelerate's tracker stores them as tensorboard hparams and hparams.yml
-    hparams = (run_dir / "hparams.yml").read_text(encoding="utf-8")
+    # the hyper-parameters: accelerate's tracker stores them as tensorboard hparams and an hparams.yml
+    hparams = next(run_dir.rglob("hparams.yml")).read_text(encoding="utf-8")
     assert "learning_rate: 0.01" in hparams and "report_to: tensorboard" in hparams
 
 

@@ -8,7 +8,7 @@ registration drives:
 - the config's check of `encoder_type` (and, for `pretrained_from="checkpoint"`, of `encoder_config`);
 - the encoder `BiLSTMAttentionForSequenceClassification` builds (`build_encoder`);
 - the builder the recipe calls, `finetune.builders.BUILDERS[encoder_type]` (imported on first use);
-- the model card's sentence about the encoder (`finetune.hub`: `description`, `pretrained_from`);
+- the model card's sentence about the encoder (`finetune.model_card`: `description`, `pretrained_from`);
 - LoRA's default target modules (`finetune.lora`: `default_lora_target_modules()`);
 - the pretraining column of `scripts/compare_runs.py` (`pretrained_from`);
 - the choices of `--encoder_type` (`ENCODER_TYPES`).
@@ -31,7 +31,7 @@ Adding an encoder kind
    (the builder by name: this file cannot import `finetune.builders`, which needs datasets and
    gensim); a plugin or a test calls `register_encoder` with the builder itself.
 
-A builder is `builder(splits, id2label, model_args, data_args, seed) -> finetune.builders.Built`.
+A builder is `builder(splits, id2label, args: finetune.arguments.RunArguments) -> finetune.builders.Built`.
 A kind over words with `pretrained_from="word_vectors"` and `embeddings` an
 `nn.Embedding(config.vocab_size, config.embedding_dim)` can reuse `build_word_vector_model`
 (JiebaTokenizer vocabulary from the training split, pretrained vectors copied into `embeddings`);
