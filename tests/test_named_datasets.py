@@ -65,7 +65,7 @@ def test_local_directory_splits_cleaned_as_files_are(reviews_dir):
         "config_name": None,
         "splits": {"train": "train", "validation": "validation", "test": "test"},
     }
-    assert info["id2label"] == {0: "negative", 1: "positive"}
+    assert info["id2label"] == {0: "negative", 1: "positive"} and info["max_samples"] == {}
     assert set(texts_of(splits["test"])) == {text for text, _ in TEST}
 
 
