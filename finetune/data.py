@@ -9,6 +9,7 @@ id given as `dataset_name` reaches the Hub (through the Hugging Face cache).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from itertools import combinations
 
@@ -23,6 +24,7 @@ from finetune.tables import DataError, read_table
 
 __all__ = [
     "DataError",
+    "check_label_names",
     "clean_split",
     "label_maps",
     "load_splits",
@@ -142,6 +144,35 @@ def label_maps(labels: Iterable, order: list | None = None) -> tuple[dict[str, i
     return {name: index for index, name in id2label.items()}, id2label
 
 
+def check_label_names(labels: Iterable, label_names: list[str], source: str) -> dict:
+    """The id of each label when `label_names` names the integer labels 0..K-1 in order.
+
+    Args:
+        labels: The training labels: ints, or strings of whole numbers ("0", "1").
+        label_names: K distinct names; names[i] is label i's.
+        source: What the labels are called in errors.
+
+    Returns:
+        Label value -> id (the value as an int).
+
+    Raises:
+        DataError: The labels are not whole numbers, are not exactly 0..K-1, or number other than K.
+    """
+    distinct = sorted(set(labels), key=repr)
+    numbers = _whole_numbers(distinct)
+    shown = ", ".join(map(repr, distinct[:6])) + (", ..." if len(distinct) > 6 else "")
+    if numbers is None:
+        raise DataError(f"{source}: --label_names names integer labels 0..K-1, but the labels are {shown}")
+    if sorted(set(numbers)) != list(range(len(set(numbers)))):
+        raise DataError(f"{source}: --label_names names the labels 0..K-1, but the labels are {shown}")
+    if len(set(numbers)) != len(label_names):
+        raise DataError(
+            f"{source}: --label_names gives {len(label_names)} names ({', '.join(label_names)}) for "
+            f"{len(set(numbers))} labels (0..{len(set(numbers)) - 1})"
+        )
+    return dict(zip(distinct, numbers, strict=True))
+
+
 def _drop_shared_texts(splits: dict, sources: dict, stats: dict) -> None:
     """Warn about texts found in two files, and remove from train those in evaluation files."""
     texts = {split: set(part["text"][:]) for split, part in splits.items()}
@@ -186,7 +217,7 @@ def _check_labels(splits: dict, sources: dict, locators: dict) -> None:
                 )
 
 
-def _check_arguments(files: dict, dataset_name, max_samples: dict) -> None:
+def _check_arguments(files: dict, dataset_name, max_samples: dict, label_names) -> None:
     if dataset_name is not None and any(file is not None for file in files.values()):
         raise ArgumentError(
             "give the data with --dataset_name or with --train_file / --validation_file / --test_file, not both"
@@ -196,6 +227,20 @@ def _check_arguments(files: dict, dataset_name, max_samples: dict) -> None:
             raise ArgumentError(
                 f"{MAX_SAMPLES_FLAGS[split]} must be a whole number of 1 or more (or unset), got {cap!r}"
             )
+    if label_names is not None:
+        if blank := [index for index, name in enumerate(label_names) if not str(name).strip()]:
+            raise ArgumentError(f"--label_names: name {blank[0]} is empty")
+        if repeated := [name for name, count in Counter(label_names).items() if count > 1]:
+            raise ArgumentError(f"--label_names: {', '.join(map(repr, repeated))} given more than once")
+
+
+def _number_labels(labels: list, label_order: list | None, label_names: list[str] | None, source: str):
+    """label2id, id2label and each label value's id: from `label_names`, else `label_maps`."""
+    if label_names is None:
+        label2id, id2label = label_maps(labels, order=label_order)
+        return label2id, id2label, {label: label2id[str(label)] for label in set(labels)}
+    ids = check_label_names(labels, label_names, source)
+    return {name: index for index, name in enumerate(label_names)}, dict(enumerate(label_names)), ids
 
 
 def _cap_and_encode(splits: dict, sources: dict, caps: dict, ids: dict, names: list[str], seed: int):
@@ -234,6 +279,7 @@ def load_splits(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     max_predict_samples: int | None = None,
+    label_names: list[str] | None = None,
 ) -> tuple[datasets.DatasetDict, dict]:
     """Read, clean and split labelled texts, labels numbered for a classifier.
 
@@ -263,11 +309,13 @@ def load_splits(
         max_train_samples: At most this many training rows; None: all.
         max_eval_samples: At most this many validation rows; None: all.
         max_predict_samples: At most this many test rows; None: all.
+        label_names: For integer labels 0..K-1, their names in order (id2label becomes
+            {0: label_names[0], ...}); None: the labels themselves, or a ClassLabel's names.
 
     Returns:
         A DatasetDict of "train", "validation" and "test" (those present), each with columns
         "text" and "label" (a ClassLabel), and info: "label2id" and "id2label" (`label_maps`:
-        sorted labels, or a ClassLabel's names in its order), "stats"
+        sorted labels, a ClassLabel's names in its order, or `label_names`), "stats"
         (`clean_split`'s counts per file read, plus "shared_removed" for train), "sources" (the
         file or dataset split each split comes from), "dataset" (None for files, else "name",
         "config_name" and "splits", our split -> the dataset's) and "max_samples" (for each
@@ -275,16 +323,20 @@ def load_splits(
 
     Raises:
         DataError: For any problem in the data; the message names the file (or dataset and split) and the place.
-        ArgumentError: Files and a dataset both given, or a cap below 1.
+        ArgumentError: Files and a dataset both given, a cap below 1, repeated or empty label names.
     """
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     caps = {"train": max_train_samples, "validation": max_eval_samples, "test": max_predict_samples}
-    _check_arguments(files, dataset_name, caps)
+    _check_arguments(files, dataset_name, caps, label_names)
+    label_names = None if label_names is None else [str(name) for name in label_names]
+    class_names = label_names is None  # names given replace a ClassLabel's
     if dataset_name is None:
-        read, dataset = read_file_splits(files, text_column, label_column, encoding), None
+        read, dataset = read_file_splits(files, text_column, label_column, encoding, class_names), None
     else:
         split_names = {"train": train_split_name, "validation": validation_split_name, "test": test_split_name}
-        read = read_dataset_splits(dataset_name, dataset_config_name, split_names, text_column, label_column)
+        read = read_dataset_splits(
+            dataset_name, dataset_config_name, split_names, text_column, label_column, class_names
+        )
         chosen = {split: part.split_name for split, part in read.items()}
         dataset = {"name": dataset_name, "config_name": dataset_config_name, "splits": chosen}
     splits, stats = {}, {}
@@ -293,9 +345,9 @@ def load_splits(
         splits[split], stats[split] = clean_split(part.rows, name=part.source)
     _drop_shared_texts(splits, sources, stats)
     _check_labels(splits, sources, {split: part.locate for split, part in read.items()})
-    train_labels = splits["train"]["label"][:]
-    label2id, id2label = label_maps(train_labels, order=read["train"].label_order)
-    ids = {label: label2id[str(label)] for label in set(train_labels)}
+    label2id, id2label, ids = _number_labels(
+        splits["train"]["label"][:], read["train"].label_order, label_names, sources["train"]
+    )
     if len(splits) < len(SPLITS):
         held_out = {"validation": validation_size, "test": test_size}
         sizes = {f"{split}_size": 0 if split in splits else size for split, size in held_out.items()}

@@ -1,5 +1,6 @@
 """Tests for finetune.data: cleaning, labels, splitting, several files, the embedded default data."""
 
+import json
 import logging
 from collections import Counter
 
@@ -280,3 +281,45 @@ def test_max_samples_errors(genuine_reviews_csv):
         load_splits(genuine_reviews_csv, max_eval_samples=1)
     with pytest.raises(ArgumentError, match="--max_train_samples must be a whole number of 1 or more .*got 0"):
         load_splits(genuine_reviews_csv, max_train_samples=0)
+
+
+# ---------------------------------------------------------------- label_names
+
+
+def test_label_names_name_integer_labels_in_order(tmp_path):
+    rows = [(text, int(label == "positive")) for text, label in GENUINE_REVIEWS]
+    splits, info = load_splits(write_table(tmp_path / "r.csv", rows), label_names=["差评", "好评"])
+    assert info["id2label"] == {0: "差评", 1: "好评"} and info["label2id"] == {"差评": 0, "好评": 1}
+    assert splits["train"].features["label"].names == ["差评", "好评"]
+    first = splits["train"][0]
+    assert (first["label"] == 1) == (first["text"] in GENUINE_POSITIVE)
+    # Whole numbers written as JSON strings are the same labels, numbered as numbers ("10" after "2").
+    texts = [text for text, _ in GENUINE_REVIEWS]
+    texts += [text + "！" for text in texts]
+    numbered = tmp_path / "numbered.jsonl"
+    lines = [
+        json.dumps({"text": text, "label": str(index % 11)}, ensure_ascii=False) for index, text in enumerate(texts)
+    ]
+    numbered.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    names = [f"类{index}" for index in range(11)]
+    splits, info = load_splits(numbered, label_names=names, validation_size=0, test_size=0)
+    assert info["id2label"] == dict(enumerate(names))
+    named = dict(zip(texts_of(splits["train"]), splits["train"].features["label"].int2str(splits["train"]["label"][:])))
+    assert named == {text: f"类{index % 11}" for index, text in enumerate(texts)}
+
+
+def test_label_names_errors(tmp_path, genuine_reviews_csv):
+    with pytest.raises(DataError, match=r"reviews\.csv: --label_names names integer labels 0\.\.K-1, but the labels"):
+        load_splits(genuine_reviews_csv, label_names=["neg", "pos"])
+    ints = write_table(tmp_path / "ints.csv", [(text, 1 + (label == "positive")) for text, label in GENUINE_REVIEWS])
+    with pytest.raises(
+        DataError, match=r"ints\.csv: --label_names names the labels 0\.\.K-1, but the labels are 1, 2$"
+    ):
+        load_splits(ints, label_names=["neg", "pos"])
+    zero_one = write_table(tmp_path / "01.csv", [(text, int(label == "positive")) for text, label in GENUINE_REVIEWS])
+    with pytest.raises(
+        DataError, match=r"01\.csv: --label_names gives 3 names \(neg, pos, mid\) for 2 labels \(0\.\.1\)"
+    ):
+        load_splits(zero_one, label_names=["neg", "pos", "mid"])
+    with pytest.raises(ArgumentError, match="--label_names: 'pos' given more than once"):
+        load_splits(zero_one, label_names=["pos", "pos"])

@@ -166,6 +166,17 @@ def test_save_to_disk_directory_with_class_label_names(tmp_path):
         load_splits(dataset_name=str(tmp_path / "lone"), dataset_config_name="x")
 
 
+def test_label_names_replace_class_label_names(tmp_path):
+    features = datasets.Features(text=datasets.Value("string"), label=datasets.ClassLabel(names=["neg", "pos"]))
+    rows = {
+        "text": [text for text, _ in GENUINE_REVIEWS],
+        "label": [int(label == "positive") for _, label in GENUINE_REVIEWS],
+    }
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "saved"))
+    _, info = load_splits(dataset_name=str(tmp_path / "saved"), label_names=["差评", "好评"])
+    assert info["id2label"] == {0: "差评", 1: "好评"}
+
+
 # ---------------------------------------------------------------- errors
 
 
