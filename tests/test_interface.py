@@ -118,3 +118,33 @@ def test_fp16_without_a_gpu_is_an_error():
     with pytest.raises(ArgumentError, match=r"--fp16 needs a CUDA GPU"):
         mixed_precision(bf16=False, fp16=True)
     assert mixed_precision(bf16=True, fp16=False) == "bf16"
+
+
+def test_a_local_dataset_by_name_with_caps_and_label_names(reviews_csv, tiny_vectors, tmp_path):
+    import csv
+
+    rows = list(csv.DictReader(reviews_csv.open(encoding="utf-8")))
+    data = tmp_path / "hotel-reviews"
+    data.mkdir()
+    for split, part in (("train", rows[:200]), ("validation", rows[200:250]), ("test", rows[250:300])):
+        with open(data / f"{split}.csv", "w", encoding="utf-8", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["text", "label"])
+            writer.writerows((row["text"], int(row["label"] == "positive")) for row in part)
+    args = tiny_recipe_args(reviews_csv, tiny_vectors, tmp_path / "run", "--num_train_epochs", "2")
+    at = args.index("--train_file")
+    del args[at : at + 2]
+    args += ["--dataset_name", str(data), "--label_names", "negative,positive", "--max_train_samples", "100"]
+    args += ["--max_predict_samples", "40"]
+    results = main(args)
+
+    assert results["data"]["dataset"]["splits"] == {"train": "train", "validation": "validation", "test": "test"}
+    assert results["data"]["max_samples"]["train"] == {"max": 100, "rows_before": 200, "rows": 100}
+    assert (results["validation_num_examples"], results["test_num_examples"]) == (50, 40)
+    assert set(results["test_per_class"]) == {"negative", "positive"}
+    config = json.loads((tmp_path / "run" / "best" / "config.json").read_text(encoding="utf-8"))
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    card = (tmp_path / "run" / "best" / "README.md").read_text(encoding="utf-8")
+    assert "hotel-reviews" in card and "sentiment-analysis" in card
+    predictions = (tmp_path / "run" / "test_predictions.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert predictions[0] == "text,label,predicted_label,score" and len(predictions) == 41

@@ -1,0 +1,103 @@
+"""Seeded, stratified cuts of labelled rows: train / validation / test splits, and capped subsets.
+
+Both keep each label's share of the rows to within one row, so small data and small caps still
+hold every label.
+"""
+
+from __future__ import annotations
+
+import math
+
+import datasets
+import numpy as np
+
+from finetune.tables import DataError
+
+__all__ = ["SPLITS", "stratified_sample", "stratified_split"]
+
+SPLITS = ("train", "validation", "test")
+
+
+def _rows_by_label(ds: datasets.Dataset) -> dict:
+    rows_by_label: dict = {}
+    for index, label in enumerate(ds["label"][:]):
+        rows_by_label.setdefault(label, []).append(index)
+    return rows_by_label
+
+
+def stratified_split(
+    ds: datasets.Dataset, *, validation_size: float, test_size: float, seed: int
+) -> datasets.DatasetDict:
+    """Split rows into train / validation / test with every label in the same proportions.
+
+    Each label's rows are shuffled and cut on their own, so each split holds each label's share
+    to within one example (rounded half up; each label keeps at least one training example).
+
+    Args:
+        ds: Rows with a "label" column.
+        validation_size: Fraction of the rows for validation; 0 leaves the split out.
+        test_size: Fraction of the rows for test; 0 leaves the split out.
+        seed: Seed of the shuffle; the same seed gives the same splits.
+
+    Returns:
+        "train", and "validation" and "test" where their size is above 0, each in shuffled order.
+    """
+    if min(validation_size, test_size) < 0 or validation_size + test_size >= 1:
+        raise ValueError(f"need validation_size, test_size >= 0 with a sum below 1, got {validation_size}, {test_size}")
+    rng = np.random.default_rng(seed)
+    rows_by_label = _rows_by_label(ds)
+    parts: dict[str, list[int]] = {split: [] for split in SPLITS}
+    for label in sorted(rows_by_label, key=repr):
+        rows = rng.permutation(rows_by_label[label]).tolist()
+        n_test = min(math.floor(len(rows) * test_size + 0.5), len(rows) - 1)
+        n_validation = min(math.floor(len(rows) * validation_size + 0.5), len(rows) - 1 - n_test)
+        parts["test"] += rows[:n_test]
+        parts["validation"] += rows[n_test : n_test + n_validation]
+        parts["train"] += rows[n_test + n_validation :]
+    wanted = {"train": True, "validation": validation_size > 0, "test": test_size > 0}
+    shuffled = {
+        split: ds.select(rng.permutation(np.asarray(rows, dtype=np.int64)))
+        for split, rows in parts.items()
+        if wanted[split]
+    }
+    return datasets.DatasetDict(shuffled)
+
+
+def stratified_sample(ds: datasets.Dataset, n: int, *, seed: int, name: str) -> datasets.Dataset:
+    """At most `n` rows, seeded and stratified: each label keeps its share (to within one row) and
+    at least one row, so a small cap still holds every label.
+
+    Args:
+        ds: Rows with a "label" column.
+        n: How many rows to keep; all of them, in their order, if `n` >= their number.
+        seed: Seed of the choice; the same seed gives the same rows.
+        name: The rows and the cap, for errors, e.g. "reviews.csv (validation split): --max_eval_samples 1".
+
+    Returns:
+        The chosen rows in shuffled order.
+
+    Raises:
+        DataError: `n` is below the number of labels.
+    """
+    if n >= ds.num_rows:
+        return ds
+    rows_by_label = _rows_by_label(ds)
+    if n < len(rows_by_label):
+        labels = len(rows_by_label)
+        raise DataError(
+            f"{name} is fewer than the {labels} labels; give {labels} or more so that each label keeps a row"
+        )
+    shares = {label: n * len(rows) / ds.num_rows for label, rows in rows_by_label.items()}
+    take = {label: max(1, math.floor(share)) for label, share in shares.items()}
+    while sum(take.values()) > n:  # labels raised to one row push the total over: take from the most over
+        label = max((label for label in take if take[label] > 1), key=lambda label: take[label] - shares[label])
+        take[label] -= 1
+    while sum(take.values()) < n:  # the largest remainders get the rows left
+        label = max(
+            (label for label in take if take[label] < len(rows_by_label[label])),
+            key=lambda label: shares[label] - take[label],
+        )
+        take[label] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(rows_by_label[label])[: take[label]] for label in sorted(rows_by_label, key=repr)]
+    return ds.select(rng.permutation(np.concatenate(chosen)).astype(np.int64))
