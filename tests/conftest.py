@@ -136,6 +136,20 @@ def reviews_csv(tmp_path_factory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "reviews.csv", make_reviews(150, seed=0))
 
 
+@pytest.fixture(scope="module")
+def review_splits(quiet_datasets):
+    """30 training, 5 validation and 5 test templated reviews as a DatasetDict, labels 0 (negative) / 1."""
+    from datasets import Dataset, DatasetDict
+
+    labels = ["negative", "positive"]
+
+    def split(n, seed):
+        rows = make_reviews(n, seed)
+        return Dataset.from_dict({"text": [t for t, _ in rows], "label": [labels.index(y) for _, y in rows]})
+
+    return DatasetDict({"train": split(30, 0), "validation": split(5, 1), "test": split(5, 2)})
+
+
 @pytest.fixture(scope="session")
 def tiny_vectors(tmp_path_factory) -> Path:
     """A dozen 8-dimensional vectors in word2vec text format, with the header line."""

@@ -6,8 +6,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from conftest import make_reviews
-from datasets import Dataset, DatasetDict
 
 from finetune import BiLSTMAttentionForSequenceClassification, JiebaTokenizer
 from finetune.arguments import RunArguments
@@ -60,17 +58,6 @@ def test_vocabulary_does_not_repeat_special_tokens():
 def read_vec_file(path):
     lines = path.read_text(encoding="utf-8").splitlines()[1:]
     return {word: np.array(values, dtype=np.float32) for word, *values in (line.split() for line in lines)}
-
-
-@pytest.fixture(scope="module")
-def review_splits():
-    labels = ["negative", "positive"]
-
-    def split(n, seed):
-        rows = make_reviews(n, seed)
-        return Dataset.from_dict({"text": [t for t, _ in rows], "label": [labels.index(y) for _, y in rows]})
-
-    return DatasetDict({"train": split(30, 0), "validation": split(5, 1), "test": split(5, 2)})
 
 
 @pytest.fixture(scope="module")

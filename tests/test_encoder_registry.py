@@ -10,8 +10,7 @@ import runpy
 import pytest
 import torch
 import yaml
-from conftest import ROOT, make_reviews
-from datasets import Dataset, DatasetDict
+from conftest import ROOT
 from torch import nn
 from transformers import AutoModelForSequenceClassification, BertConfig
 
@@ -59,17 +58,6 @@ class BagOfWordsEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.projection(self.embeddings(input_ids)))
-
-
-@pytest.fixture(scope="module")
-def review_splits(quiet_datasets):
-    labels = ["negative", "positive"]
-
-    def split(n, seed):
-        rows = make_reviews(n, seed)
-        return Dataset.from_dict({"text": [t for t, _ in rows], "label": [labels.index(y) for _, y in rows]})
-
-    return DatasetDict({"train": split(30, 0), "validation": split(5, 1), "test": split(5, 2)})
 
 
 @pytest.fixture(scope="module")
