@@ -1,4 +1,4 @@
-"""Write outputs atomically, readable as normal files are.
+"""Write outputs atomically, readable as normal files are; where caches live.
 
 Each output goes to a temporary name beside its final one and is renamed when complete, so a
 reader (or a kill) never sees half a file. Python's temporary files are private (mode 0600,
@@ -16,6 +16,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def cache_directory(name: str) -> Path:
+    """`$FINETUNE_CACHE/<name>`, else `~/.cache/finetune/<name>`: where finetune keeps what it can remake."""
+    root = os.environ.get("FINETUNE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "finetune") / name
 
 
 def current_umask() -> int:

@@ -10,14 +10,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..files import atomic_path
+from ..files import atomic_path, cache_directory
 
 logger = logging.getLogger(__name__)
-
-
-def _default_cache_dir() -> Path:
-    root = os.environ.get("FINETUNE_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "finetune") / "vectors"
 
 
 def _training_key(sentences: Sequence[Sequence[str]], params: dict) -> str:
@@ -79,7 +74,7 @@ def train_word_vectors(
         "seed": seed,
         "workers": workers,
     }
-    directory = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
+    directory = Path(cache_dir) if cache_dir is not None else cache_directory("vectors")
     path = directory / f"word2vec-{_training_key(sentences, params)}.bin"
     if path.exists():
         logger.info("reusing cached vectors %s", path)
