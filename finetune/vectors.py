@@ -18,6 +18,7 @@ import gzip
 import logging
 import os
 import re
+import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .errors import FinetuneError
+from .vector_cache import cache_enabled, cache_entry
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class _Collector:
         self.wanted = None if wanted is None else set(wanted)
         self.rows: dict[str, np.ndarray] = {}  # dicts keep insertion order, i.e. file order
         self.duplicates = 0
+        self.warnings: list[str] = []  # logged by read_word_vectors, and again when read from the cache
         if self.wanted is not None:
             encoded = [word.encode("utf-8") for word in self.wanted]
             self._wanted_bytes = set(encoded)
@@ -250,7 +253,7 @@ def _read_text(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[int
     if dim is None:
         raise VectorFileError(f"{path} is empty")
     if header_count is not None and header_count != entries:
-        logger.warning("%s: header announces %d vectors, file holds %d", path, header_count, entries)
+        collector.warnings.append(f"{path}: header announces {header_count} vectors, file holds {entries}")
     return dim, entries
 
 
@@ -332,7 +335,32 @@ def _read_binary(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[i
     return dim, count
 
 
-def read_word_vectors(path: str | os.PathLike, wanted: Iterable[str] | None = None) -> WordVectors:
+def _read_file(path: Path, wanted: set[str] | None) -> tuple[list[str], np.ndarray, dict]:
+    """Reads the file: the kept words, their vectors and `info` (dim, entries, warnings to log)."""
+    _check_compression_matches_name(path)
+    collector = _Collector(wanted)
+    read = _read_binary if _is_word2vec_binary(path) else _read_text
+    try:
+        _check_not_fasttext_model(path)
+        # "1e39" overflows float32 to inf, which _check_finite reports: numpy need not warn as well.
+        with _open_compressed(path) as stream, np.errstate(over="ignore"):
+            dim, entries = read(stream, path, collector)
+    except EOFError as err:  # gzip and bz2 raise it for a cut-off download
+        raise VectorFileError(f"{path}: the compressed data ends early ({err})") from None
+    except (OSError, zlib.error) as err:  # gzip.BadGzipFile, bz2's "Invalid data stream", a bad CRC
+        if _named_compression(path) is None:
+            raise
+        raise VectorFileError(f"{path}: the compressed data is damaged ({err})") from None
+    if collector.duplicates:
+        collector.warnings.append(f"{path}: {collector.duplicates} duplicated words; kept the first vector of each")
+    words = list(collector.rows)
+    vectors = np.stack(list(collector.rows.values())) if words else np.zeros((0, dim), np.float32)
+    return words, vectors, {"dim": dim, "entries": entries, "warnings": collector.warnings}
+
+
+def read_word_vectors(
+    path: str | os.PathLike, wanted: Iterable[str] | None = None, *, cache: bool | None = None
+) -> WordVectors:
     """Streams a word2vec-format file and keeps the vectors of the wanted words.
 
     Memory grows with the number of kept words, not with the file. Formats, told apart by name:
@@ -349,10 +377,15 @@ def read_word_vectors(path: str | os.PathLike, wanted: Iterable[str] | None = No
     Args:
         path: The vector file.
         wanted: Words to keep; None keeps every word.
+        cache: Whether to reuse and store the kept vectors in the cache of `finetune.vector_cache`,
+            keyed by the file's identity (path, size, mtime, ctime, inode) and the wanted words: a
+            second read of an unchanged file for the same words does not open it, and returns the
+            same words, order and values. None: on, unless FINETUNE_VECTOR_CACHE=0. Reads of every
+            word (`wanted` None) are never cached: the entry would be as large as the file.
 
     Returns:
         The kept words in file order with their float32 vectors. A word listed twice keeps its
-        first vector (a warning counts the duplicates).
+        first vector (a warning counts the duplicates; a read from the cache logs it again).
 
     Raises:
         VectorFileError: The file is empty, misnamed, malformed or holds a NaN or infinite value
@@ -360,23 +393,22 @@ def read_word_vectors(path: str | os.PathLike, wanted: Iterable[str] | None = No
             or it is a fastText model rather than word vectors.
     """
     path = Path(path)
-    _check_compression_matches_name(path)
-    collector = _Collector(wanted)
-    read = _read_binary if _is_word2vec_binary(path) else _read_text
-    try:
-        _check_not_fasttext_model(path)
-        # "1e39" overflows float32 to inf, which _check_finite reports: numpy need not warn as well.
-        with _open_compressed(path) as stream, np.errstate(over="ignore"):
-            dim, entries = read(stream, path, collector)
-    except EOFError as err:  # gzip and bz2 raise it for a cut-off download
-        raise VectorFileError(f"{path}: the compressed data ends early ({err})") from None
-    except (OSError, zlib.error) as err:  # gzip.BadGzipFile, bz2's "Invalid data stream", a bad CRC
-        if _named_compression(path) is None:
-            raise
-        raise VectorFileError(f"{path}: the compressed data is damaged ({err})") from None
-    if collector.duplicates:
-        logger.warning("%s: %d duplicated words; kept the first vector of each", path, collector.duplicates)
-    words = list(collector.rows)
-    vectors = np.stack(list(collector.rows.values())) if words else np.zeros((0, dim), np.float32)
-    logger.info("read %s: dimension %d, %d entries, kept %d words", path, dim, entries, len(words))
+    wanted = None if wanted is None else set(wanted)
+    entry = cache_entry(path, wanted) if wanted is not None and cache_enabled(cache) else None
+    started = time.perf_counter()
+    cached = entry.load() if entry is not None else None
+    words, vectors, info = cached or _read_file(path, wanted)
+    seconds = time.perf_counter() - started
+    for warning in info["warnings"]:
+        logger.warning("%s", warning)
+    kept = f"dimension {info['dim']}, {info['entries']} entries, kept {len(words)} words"
+    if cached:
+        logger.info(
+            "read %s from the cache in %.2fs (%.1fs from the file): %s; cache entry %s",
+            path, seconds, info["seconds"], kept, entry.file,
+        )  # fmt: skip
+    else:
+        logger.info("read %s in %.1fs: %s", path, seconds, kept)
+        if entry is not None:
+            entry.store(words, vectors, {**info, "seconds": seconds})
     return WordVectors(words=words, vectors=vectors)

@@ -1,6 +1,8 @@
 """finetune.builders: the vocabulary, and the word-vector model built from the training split."""
 
 import logging
+import os
+import time
 from collections import Counter
 
 import numpy as np
@@ -201,3 +203,19 @@ def test_word2vec_trained_here_defaults_to_200_dimensions():
     assert args.vector_size is None
     path = default_vectors_path([["电影", "很", "精彩"]] * 5, JiebaTokenizer(vocab=SPECIAL_TOKENS), args, seed=0)
     assert read_word_vectors(path).dim == DEFAULT_VECTOR_SIZE == 200
+
+
+def test_second_build_reads_the_vectors_from_the_cache(review_splits, tiny_vectors, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
+    vectors = tmp_path / "tiny.vec"
+    vectors.write_bytes(tiny_vectors.read_bytes())
+    os.utime(vectors, (time.time() - 3600,) * 2)  # a file written just now is not cached
+    first, _ = build(review_splits, vectors)
+
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        second, _ = build(review_splits, vectors)
+
+    assert f"read {vectors} from the cache in " in caplog.text
+    assert first.tokenizer.get_vocab() == second.tokenizer.get_vocab()
+    torch.testing.assert_close(first.model.get_input_embeddings().weight, second.model.get_input_embeddings().weight)
+    assert first.report == second.report
