@@ -53,7 +53,7 @@ def _hash(text: str) -> str:
 
 
 def _checksum(words_json: str, vectors: np.ndarray) -> str:
-    return str(zlib.crc32(vectors.tobytes(), zlib.crc32(words_json.encode("utf-8"))))
+    return str(zlib.crc32(np.ascontiguousarray(vectors), zlib.crc32(words_json.encode("utf-8"))))  # no copy
 
 
 class CacheEntry:
