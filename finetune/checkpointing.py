@@ -5,7 +5,6 @@ random-number state), the best weights so far and the loop's state, which names 
 belongs to (`run_directory.fingerprint`): `latest` never picks another run's checkpoint.
 """
 
-import dataclasses
 import json
 import logging
 import os
@@ -53,7 +52,7 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state, best_state
     save leaves no directory that `list_checkpoints` would pick.
     """
     directory = Path(directory)
-    state = dataclasses.asdict(state)  # a training.LoopState
+    state = state.to_dict()  # a training.LoopState
     final = directory / f"step-{state['step']}"
     staging = directory / f".{final.name}.tmp"
     if accelerator.is_main_process:

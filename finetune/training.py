@@ -279,7 +279,7 @@ class LoopState:
     batches: int = 0  # batches of the current epoch already trained on
     seen: int = 0  # training examples, all processes
     elapsed: float = 0.0  # training seconds before this session
-    running: list[float] = field(default_factory=list)  # losses since the last log line
+    running: list = field(default_factory=list)  # losses since the last log line (tensors until saved)
     best: dict = field(default_factory=dict)  # validation metrics of the best model
     best_value: float | None = None  # of metric_for_best_model
     bad_evaluations: int = 0
@@ -288,6 +288,10 @@ class LoopState:
     @classmethod
     def from_dict(cls, saved: dict) -> "LoopState":
         return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+
+    def to_dict(self) -> dict:
+        """As JSON holds it (the running losses as numbers: a host sync, once per checkpoint)."""
+        return {**dataclasses.asdict(self), "running": [float(loss) for loss in self.running]}
 
     def speed(self) -> dict:
         """Training time and throughput, for metrics.json."""
@@ -474,10 +478,26 @@ class TrainingStep:
         """The model to validate and save: the weight average if there is one."""
         return model if self.average is None else self.average.module
 
-    def log(self, state: LoopState, epoch: int, progress) -> None:
+    def check(self, state: LoopState, epoch: int, training) -> torch.Tensor:
+        """The mean training loss since the last log, over all processes; stops the run (naming the
+        first step whose loss was not finite) if one was not. The loop keeps the losses on the
+        device and reads them only here, at a log line or a checkpoint: no host sync every step."""
+        if not state.running:  # (on every process alike: the same steps ran)
+            return torch.zeros(())
+        device = self.accelerator.device
+        losses = torch.stack([torch.as_tensor(loss, dtype=torch.float32, device=device) for loss in state.running])
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0])
+            later_batches = len(losses) - 1 - first
+            step = state.step - later_batches // self.accelerator.gradient_accumulation_steps
+            check_finite_loss(float(losses[first]), step, epoch, training)
+        return self.accelerator.gather(losses.mean().unsqueeze(0)).mean()
+
+    def log(self, state: LoopState, epoch: int, progress, training) -> None:
         """The mean training loss since the last log (all processes) and the learning rate: into the
         history, the progress bar and the trackers."""
-        mean = self.accelerator.gather(torch.tensor(state.running).mean().unsqueeze(0)).mean().item()
+        mean = check_finite_loss(self.check(state, epoch, training).item(), state.step, epoch, training)
         rate = self.scheduler.get_last_lr()[0]
         state.history["train"].append({"step": state.step, "epoch": epoch, "loss": mean})
         progress.set_postfix(loss=f"{mean:.4f}", lr=f"{rate:.2e}")

@@ -76,14 +76,14 @@ def train(model, tokenizer, loaders, step: TrainingStep, accelerator, args, sche
         train_loader.set_epoch(epoch)
         for batch in accelerator.skip_first_batches(train_loader, state.batches) if state.batches else train_loader:
             loss = step(model, batch)
-            state.running.append(check_finite_loss(loss.item(), state.step + 1, epoch, training))
+            state.running.append(loss.detach())
             state.batches, state.seen = state.batches + 1, state.seen + len(batch["labels"]) * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
             progress.update(1)
             if state.step % args.logging.logging_steps == 0:
-                step.log(state, epoch, progress)
+                step.log(state, epoch, progress, training)
             if schedule.evaluate_now(state.step):
                 evaluated = step.evaluated(model)
                 metrics = evaluate_split(evaluated, validation_loader, accelerator, "validation_")
@@ -96,6 +96,7 @@ def train(model, tokenizer, loaders, step: TrainingStep, accelerator, args, sche
                     best_weights = save_best(accelerator, accelerator.unwrap_model(evaluated), tokenizer, output_dir)
             state.epoch, state.best_value, state.bad_evaluations = epoch, stopper.best_or_none, stopper.bad_evaluations
             if schedule.save_now(state.step):
+                step.check(state, epoch, training)  # a diverged run is never saved
                 state.elapsed = time.perf_counter() - start
                 save_checkpoint(accelerator, output_dir / "checkpoints", state, best_weights, training.save_total_limit)
             if state.step >= schedule.total_steps or stopper.should_stop:
