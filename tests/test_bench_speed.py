@@ -1,0 +1,67 @@
+"""scripts/bench_speed.py --quick on tiny data: the table has its six rows and every figure is positive.
+
+Speed claims live in the benchmark's own output, not in timed assertions here.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+from conftest import ROOT, make_reviews, write_csv
+
+ROW_NAMES = [
+    "plain loop train",
+    "recipe, adversarial off",
+    "recipe default (adversarial_epsilon 1.0)",
+    "plain loop predict",
+    "pipeline()",
+    "finetune predict (predict_file)",
+]
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The cells of the markdown table's body rows."""
+    lines = [line for line in output.splitlines() if line.startswith("|")]
+    assert lines[1] == "|---|---:|---:|---:|---:|---:|"
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def test_quick_run_prints_the_table_and_writes_json(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_csv(data / "train.csv", make_reviews(80, seed=0))
+    write_csv(data / "dev.csv", make_reviews(15, seed=1))
+    write_csv(data / "test.csv", make_reviews(15, seed=2))
+    output = tmp_path / "speed.json"
+    # One thread: two-thread torch on a busy 2-core machine spends minutes spinning
+    command = [sys.executable, str(ROOT / "scripts" / "bench_speed.py"), "--quick", "--threads", "1",
+               "--data", str(data), "--output", str(output)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rows = table_rows(done.stdout)
+    assert [row[0] for row in rows] == ROW_NAMES
+    assert all(len(row) == 6 for row in rows)
+    for name, *cells in rows:
+        numbers = [float(n) for cell in cells for n in re.findall(r"\d+(?:\.\d+)?", cell)]
+        # throughput, p50 and p95 (plain and pipeline() prediction only), peak RSS and its rise, ratio
+        latencies = name in ("plain loop predict", "pipeline()")
+        assert len(numbers) == (6 if latencies else 4), (name, cells)
+        rise = numbers[-2]  # a phase may reuse memory already taken: its rise can be 0
+        assert all(n > 0 for n in numbers[:-2] + numbers[-1:]) and rise >= 0, (name, cells)
+    assert rows[0][-1] == rows[3][-1] == "1.00x"
+
+    results = json.loads(output.read_text(encoding="utf-8"))
+    assert results["splits"]["test"] == 30 and results["machine"]["torch_threads"] == 1
+    for kind, unit in (("train", "samples_per_second"), ("predict", "texts_per_second")):
+        assert len(results[kind]) == 3
+        for row in results[kind].values():
+            assert row[unit] > 0 and row["peak_rss_mb"] > 0
+    for name in ("plain", "pipeline"):
+        row = results["predict"][name]
+        assert 0 < row["p50_ms"] <= row["p95_ms"] and row["calls"] == 10
+    train = results["train"]
+    assert train["plain"]["runs"][0]["samples"] == train["recipe_default"]["runs"][0]["samples"] == 128
