@@ -159,3 +159,25 @@ def test_character_vectors_are_added_and_saved(tokenizer, tmp_path):
     assert torch.equal(reloaded.encoder.token_chars, token_chars)
     batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
     torch.testing.assert_close(reloaded(**batch).logits, model(**batch).logits)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_padded_bilstm_equals_packed_sequences_at_real_tokens(layers):
+    """The head runs each direction over padded batches (the backward one reversed within each
+    length): at real tokens, the states of nn.LSTM over packed sequences, empty texts included."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from finetune.models.bilstm_attention.modeling_bilstm_attention import BiLSTMAttentionHead
+
+    torch.manual_seed(0)
+    config = BiLSTMAttentionConfig(
+        vocab_size=10, embedding_dim=16, lstm_hidden_size=8, attention_dim=8, lstm_num_layers=layers
+    )
+    head = BiLSTMAttentionHead(config, input_dim=16).eval()
+    inputs, lengths = torch.randn(5, 9, 16), torch.tensor([9, 3, 1, 6, 0])
+    real = torch.arange(9).unsqueeze(0) < lengths.unsqueeze(1)
+    with torch.no_grad():
+        padded = head.bilstm(inputs, lengths)
+        packed = pack_padded_sequence(inputs, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
+        reference, _ = pad_packed_sequence(head.lstm(packed)[0], batch_first=True, total_length=9)
+    torch.testing.assert_close(padded[real], reference[real], atol=1e-6, rtol=1e-6)

