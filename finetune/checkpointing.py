@@ -52,7 +52,7 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state, best_state
     save leaves no directory that `list_checkpoints` would pick.
     """
     directory = Path(directory)
-    state = state.to_dict()  # a training.LoopState
+    state = state.to_dict()  # a loop.LoopState
     final = directory / f"step-{state['step']}"
     staging = directory / f".{final.name}.tmp"
     if accelerator.is_main_process:
@@ -106,9 +106,9 @@ def resolve_checkpoint(which: str | None, directory: str | os.PathLike, identity
 
 
 def load_checkpoint(accelerator, path: str | os.PathLike) -> tuple:
-    """Restores what `save_checkpoint` wrote; returns the loop's state (`training.LoopState`) and the
+    """Restores what `save_checkpoint` wrote; returns the loop's state (`loop.LoopState`) and the
     best weights so far."""
-    from .training import LoopState
+    from .loop import LoopState
 
     path = Path(path)
     accelerator.load_state(path)

@@ -1,4 +1,5 @@
-"""Parts of the accelerate training loop that every recipe shares."""
+"""What every recipe shares: the accelerator, trackers, optimizer and schedule, adversarial training,
+the NaN guard, prediction. The fine-tuning loop's own state and steps are in `loop.py`."""
 
 import contextlib
 import dataclasses
@@ -6,7 +7,6 @@ import logging
 import math
 import os
 import platform
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from torch import nn
 from transformers import get_scheduler
 
 from .errors import ArgumentError, TrainingError
-from .freezing import apply_freezing, layer_learning_rates
+from .freezing import layer_learning_rates
 
 logger = logging.getLogger(__name__)
 
@@ -238,72 +238,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-class EarlyStopping:
-    """Tracks the best value of a metric; says when patience runs out.
-
-    Args:
-        patience: Evaluations without a better value before `should_stop` (0: never).
-        best: The best value so far (resuming), None before the first evaluation.
-        bad_evaluations: Evaluations since the best (resuming).
-        greater_is_better: False for a loss.
-    """
-
-    def __init__(self, patience: int, best: float | None = None, bad_evaluations: int = 0, greater_is_better=True):
-        self.patience = patience
-        self.sign = 1.0 if greater_is_better else -1.0
-        self.best = -math.inf * self.sign if best is None else best
-        self.bad_evaluations = bad_evaluations
-
-    @property
-    def best_or_none(self) -> float | None:
-        """The best value, or None before the first evaluation (inf has no JSON spelling)."""
-        return self.best if math.isfinite(self.best) else None
-
-    def update(self, value: float) -> bool:
-        """Records `value`; returns True when it is a new best."""
-        if self.sign * value > self.sign * self.best:
-            self.best, self.bad_evaluations = value, 0
-            return True
-        self.bad_evaluations += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience > 0 and self.bad_evaluations >= self.patience
-
-
-@dataclass
-class LoopState:
-    """Everything the training loop needs to go on where it stopped (the rest is accelerate's state);
-    saved as JSON in every checkpoint."""
-
-    run: str  # the run's fingerprint: `latest` never resumes another run
-    run_identity: dict
-    step: int = 0  # optimizer steps
-    epoch: int = 0
-    batches: int = 0  # batches of the current epoch already trained on
-    seen: int = 0  # training examples, all processes
-    elapsed: float = 0.0  # training seconds before this session
-    running: list = field(default_factory=list)  # losses since the last log line (tensors until saved)
-    best: dict = field(default_factory=dict)  # validation metrics of the best model
-    best_value: float | None = None  # of metric_for_best_model
-    bad_evaluations: int = 0
-    history: dict = field(default_factory=lambda: {"train": [], "eval": []})
-
-    @classmethod
-    def from_dict(cls, saved: dict) -> "LoopState":
-        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
-
-    def to_dict(self) -> dict:
-        """As JSON holds it (the running losses as numbers: a host sync, once per checkpoint)."""
-        return {**dataclasses.asdict(self), "running": [float(loss) for loss in self.running]}
-
-    def speed(self) -> dict:
-        """Training time and throughput, for metrics.json."""
-        elapsed = max(self.elapsed, 1e-9)
-        return {"train_runtime_s": elapsed, "train_samples_per_second": self.seen / elapsed, "train_steps": self.step}
-
-
 def total_training_steps(batches_per_epoch: int, epochs: int, max_steps: int, accumulation: int = 1) -> tuple[int, int]:
     """(optimizer steps per epoch, optimizer steps in the run) for batches already split between processes."""
     per_epoch = math.ceil(batches_per_epoch / accumulation)
@@ -381,134 +315,3 @@ def check_parameters_in_sync(accelerator, model) -> None:
     gathered = accelerator.gather(checksum.unsqueeze(0))
     if not torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=1e-6, atol=1e-6):
         raise RuntimeError("processes ended with different weights: gradients were not synchronised")
-
-
-def unfreeze_for_epoch(accelerator, model, policy, epoch: int):
-    """Gradual unfreezing at the start of `epoch` (`policy` None: nothing to do, e.g. under LoRA);
-    returns the model, wrapped for DDP again when parameters were unfrozen."""
-    if policy is None or epoch == 0 or not apply_freezing(accelerator.unwrap_model(model).encoder, policy, epoch):
-        return model
-    logger.info("Parameters: %s trainable", f"{count_parameters(model)[0]:,}")
-    return rewrap_model(accelerator, model)
-
-
-@dataclass
-class Schedule:
-    """When the loop validates and checkpoints, how long it runs, and by which metric it keeps the best.
-
-    Computed once (`Schedule.of`) from the arguments and the batches per epoch; the scheduler's
-    length is `total_steps`.
-    """
-
-    steps_per_epoch: int
-    total_steps: int
-    eval_steps: int | None  # None: at epoch ends
-    save_steps: int | None  # None: at epoch ends; 0: never
-    metric: str  # as metrics.json names it after `validation_`
-    greater: bool
-
-    @classmethod
-    def of(cls, args, batches: int, num_processes: int) -> "Schedule":
-        """`args`: the run's `RunArguments`; `batches`: batches per epoch before `accelerator.prepare`
-        splits them between `num_processes`."""
-        from .arguments import best_model_metric
-
-        training = args.training
-        per_epoch, total = total_training_steps(
-            math.ceil(batches / num_processes),
-            training.num_train_epochs,
-            training.max_steps,
-            training.gradient_accumulation_steps,
-        )
-        metric = best_model_metric(training.metric_for_best_model)
-        greater = training.greater_is_better if training.greater_is_better is not None else not metric.endswith("loss")
-        eval_steps = None
-        if training.eval_strategy == "steps":
-            eval_steps = training.eval_steps or args.logging.logging_steps  # as transformers defaults it
-        save_steps = {"epoch": None, "steps": training.save_steps, "no": 0}[training.save_strategy]
-        return cls(per_epoch, total, eval_steps, save_steps, metric, greater)
-
-    def evaluate_now(self, step: int) -> bool:
-        every = self.eval_steps or self.steps_per_epoch
-        return step % every == 0 or step == self.total_steps
-
-    def save_now(self, step: int) -> bool:
-        """Epoch ends (`epoch`), or every `save_steps` and the last step (`steps`, as transformers saves)."""
-        if self.save_steps == 0:
-            return False
-        if self.save_steps is None:
-            return step % self.steps_per_epoch == 0
-        return step % self.save_steps == 0 or step == self.total_steps
-
-
-class TrainingStep:
-    """One batch of training: forward, backward (and the adversarial pass), clipping, the optimizer
-    and scheduler steps, the weight average; and the log line of the losses since the last one.
-
-    Args:
-        accelerator: The run's `Accelerator`.
-        model, optimizer, scheduler: Prepared by the accelerator.
-        training: `max_grad_norm`, `ema_decay`, `adversarial_epsilon`.
-    """
-
-    def __init__(self, accelerator: Accelerator, model, optimizer, scheduler, training):
-        self.accelerator, self.optimizer, self.scheduler = accelerator, optimizer, scheduler
-        self.max_grad_norm = training.max_grad_norm
-        unwrapped = accelerator.unwrap_model(model)
-        self.average = create_weight_average(unwrapped, training.ema_decay)
-        if self.average is not None:
-            accelerator.register_for_checkpointing(self.average)
-        self.adversary = None
-        if training.adversarial_epsilon > 0:
-            self.adversary = EmbeddingAdversary(unwrapped, training.adversarial_epsilon)
-
-    def __call__(self, model, batch: dict) -> torch.Tensor:
-        """Trains on `batch` (an optimizer step once the accumulation is complete); returns its loss."""
-        accelerator = self.accelerator
-        with accelerator.accumulate(model):
-            loss = model(**batch).loss
-            accelerator.backward(loss)
-            if self.adversary is not None:
-                accelerator.backward(self.adversary.loss(model, batch))
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), self.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad()
-            if self.average is not None and accelerator.sync_gradients:
-                self.average.update_parameters(accelerator.unwrap_model(model))
-        return loss
-
-    def evaluated(self, model):
-        """The model to validate and save: the weight average if there is one."""
-        return model if self.average is None else self.average.module
-
-    def check(self, state: LoopState, epoch: int, training) -> torch.Tensor:
-        """The mean training loss since the last log, over all processes; stops the run (naming the
-        first step whose loss was not finite) if one was not. The loop keeps the losses on the
-        device and reads them only here, at a log line or a checkpoint: no host sync every step."""
-        if not state.running:  # (on every process alike: the same steps ran)
-            return torch.zeros(())
-        device = self.accelerator.device
-        losses = torch.stack([torch.as_tensor(loss, dtype=torch.float32, device=device) for loss in state.running])
-        finite = torch.isfinite(losses)
-        if not bool(finite.all()):
-            first = int((~finite).nonzero()[0])
-            later_batches = len(losses) - 1 - first
-            step = state.step - later_batches // self.accelerator.gradient_accumulation_steps
-            check_finite_loss(float(losses[first]), step, epoch, training)
-        return self.accelerator.gather(losses.mean().unsqueeze(0)).mean()
-
-    def log(self, state: LoopState, epoch: int, progress, training) -> None:
-        """The mean training loss since the last log (all processes) and the learning rate: into the
-        history, the progress bar and the trackers."""
-        mean = check_finite_loss(self.check(state, epoch, training).item(), state.step, epoch, training)
-        rate = self.scheduler.get_last_lr()[0]
-        state.history["train"].append({"step": state.step, "epoch": epoch, "loss": mean})
-        progress.set_postfix(loss=f"{mean:.4f}", lr=f"{rate:.2e}")
-        self.accelerator.log({"train/loss": mean, "train/learning_rate": rate, "train/epoch": epoch}, step=state.step)
-        state.running = []
-
-    def close(self) -> None:
-        if self.adversary is not None:
-            self.adversary.remove()

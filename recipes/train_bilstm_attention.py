@@ -30,15 +30,12 @@ from finetune.files import save_pretrained_atomic, write_json_atomic
 from finetune.freezing import apply_freezing
 from finetune.hub import push_to_hub, write_model_card
 from finetune.inference import write_predictions
+from finetune.loop import EarlyStopping, LoopState, Schedule, TrainingStep, unfreeze_for_epoch
 from finetune.lora import apply_lora_to_run, check_lora_targets, lora_outputs
 from finetune.metrics import evaluate_split, log_line, short_metrics
 from finetune.reports import draw_pictures
 from finetune.run_directory import check_output_dir, fingerprint, run_identity, start_output_dir
 from finetune.training import (
-    EarlyStopping,
-    LoopState,
-    Schedule,
-    TrainingStep,
     accelerator_options,
     check_finite_loss,
     check_parameters_in_sync,
@@ -49,7 +46,6 @@ from finetune.training import (
     run_hardware,
     start_run,
     start_trackers,
-    unfreeze_for_epoch,
 )
 
 logger = logging.getLogger("finetune.recipe")

@@ -13,8 +13,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from finetune import BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification, JiebaTokenizer
 from finetune.features import encode_splits, eval_dataloader, segment_splits
 from finetune.files import save_pretrained_atomic, write_json_atomic, write_text_atomic
+from finetune.loop import EarlyStopping
 from finetune.training import (
-    EarlyStopping,
     EmbeddingAdversary,
     count_parameters,
     create_optimizer,
