@@ -121,7 +121,7 @@ class Schedule:
     def of(cls, args, batches: int, num_processes: int) -> "Schedule":
         """`args`: the run's `RunArguments`; `batches`: batches per epoch before `accelerator.prepare`
         splits them between `num_processes`."""
-        from .arguments import best_model_metric
+        from .argument_checks import best_model_metric
 
         training = args.training
         per_epoch, total = total_training_steps(

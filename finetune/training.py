@@ -57,7 +57,7 @@ def start_run(seed: int, **accelerator_kwargs) -> Accelerator:
 def accelerator_options(training, logging_args) -> dict:
     """`Accelerator` settings of a fine-tuning run: accumulation, `--bf16`/`--fp16`, `--report_to` trackers
     writing under `--logging_dir` (default OUTPUT_DIR/runs)."""
-    from .arguments import trackers
+    from .argument_checks import trackers
 
     logging_dir = logging_args.logging_dir or os.path.join(training.output_dir, "runs")
     return dict(

@@ -1,0 +1,110 @@
+"""Checks of the fine-tuning recipe's arguments that their types cannot make: ranges, choices,
+files that must exist, flags that go together; and the two names they settle (the best-model
+metric, the trackers)."""
+
+from pathlib import Path
+
+from .errors import ArgumentError
+from .model_files import is_hub_id
+
+# Validation metrics that can pick the best model (`metric_for_best_model`), as metrics.json names
+# them after `validation_`; transformers' `eval_` prefix is accepted too.
+BEST_MODEL_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
+STRATEGIES = {"eval_strategy": ("epoch", "steps"), "save_strategy": ("epoch", "steps", "no")}
+
+
+def best_model_metric(name: str) -> str:
+    """`metric_for_best_model` as metrics.json names it after `validation_` (`eval_accuracy` -> `accuracy`)."""
+    for prefix in ("eval_", "validation_"):
+        name = name.removeprefix(prefix)
+    return name
+
+
+def trackers(report_to: list[str]) -> list[str]:
+    """The trackers `report_to` asks for, checked against accelerate's and what is installed."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+    available = [str(getattr(t, "value", t)) for t in get_available_trackers()]
+    if report_to in (["none"], []):
+        return []
+    if report_to == ["all"]:
+        return available
+    for name in report_to:
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise ArgumentError(
+                f"--report_to {name}: not a tracker (one of {', '.join(LOGGER_TYPE_TO_CLASS)}, none, all)"
+            )
+        if name not in available:
+            raise ArgumentError(f"--report_to {name}: the {name} package is not installed (pip install {name})")
+    return list(report_to)
+
+
+def check_run_args(args) -> None:
+    """Checks values the types cannot (`args`: a `RunArguments`): ranges, choices, files that must
+    exist, flags that go together.
+
+    Raises:
+        ArgumentError: naming the flag.
+    """
+    from .models.bilstm_attention import ENCODER_TYPES, encoder_kind
+    from .models.bilstm_attention.configuration_bilstm_attention import POOLINGS
+
+    data, encoder, vectors, training = args.data, args.encoder, args.vectors, args.training
+    positive = ("max_train_samples", "max_eval_samples", "max_predict_samples")
+    problems = {
+        "--encoder_type": encoder.encoder_type not in ENCODER_TYPES and f"one of {', '.join(ENCODER_TYPES)}",
+        "--pooling": args.head.pooling not in POOLINGS and f"one of {', '.join(POOLINGS)}",
+        "--segmenter": vectors.segmenter not in ("rjieba", "jieba", "char") and "rjieba, jieba or char",
+        "--learning_rate": not training.learning_rate > 0 and "a number above 0",
+        "--num_train_epochs": training.num_train_epochs < 1 and training.max_steps <= 0 and "at least 1",
+        "--per_device_train_batch_size": training.per_device_train_batch_size < 1 and "at least 1",
+        "--per_device_eval_batch_size": training.per_device_eval_batch_size < 1 and "at least 1",
+        "--gradient_accumulation_steps": training.gradient_accumulation_steps < 1 and "at least 1",
+        "--max_seq_length": data.max_seq_length < 1 and "at least 1",
+        "--validation_size": not 0 <= data.validation_size < 1 and "between 0 and 1",
+        "--test_size": not 0 <= data.test_size < 1 and "between 0 and 1",
+        "--logging_steps": args.logging.logging_steps < 1 and "at least 1",
+        "--adversarial_epsilon": training.adversarial_epsilon < 0 and "0 or more",
+        "--max_grad_norm": not training.max_grad_norm > 0 and "a number above 0",
+        "--eval_strategy": training.eval_strategy not in STRATEGIES["eval_strategy"] and "epoch or steps",
+        "--eval_steps": training.eval_steps is not None and training.eval_steps < 1 and "at least 1",
+        "--save_strategy": training.save_strategy not in STRATEGIES["save_strategy"] and "epoch, steps or no",
+        "--save_steps": training.save_steps < 1 and "at least 1",
+        "--metric_for_best_model": best_model_metric(training.metric_for_best_model) not in BEST_MODEL_METRICS
+        and f"one of {', '.join(BEST_MODEL_METRICS)}",
+        **{
+            f"--{name}": getattr(data, name) is not None and getattr(data, name) < 1 and "at least 1"
+            for name in positive
+        },
+    }
+    for flag, wanted in problems.items():
+        if wanted:
+            value = next(getattr(g, flag[2:]) for g in args.groups if hasattr(g, flag[2:]))
+            raise ArgumentError(f"{flag} {value}: must be {wanted}")
+    trackers(args.logging.report_to)
+    if training.bf16 and training.fp16:
+        raise ArgumentError("--bf16 and --fp16: give one mixed precision")
+    if data.dataset_name and (data.train_file or data.validation_file or data.test_file):
+        raise ArgumentError("--dataset_name and --train_file/--validation_file/--test_file: give one source of data")
+    if data.validation_file is None and not data.dataset_name and data.validation_size == 0:
+        raise ArgumentError("--validation_size 0 needs --validation_file: the best model is chosen on validation")
+    for flag, path in (("--word_vectors", vectors.word_vectors), ("--user_dict", vectors.user_dict)):
+        if path and not Path(path).is_file():
+            raise ArgumentError(f"{flag} {path}: no such file")
+    if encoder_kind(encoder.encoder_type).pretrained_from == "checkpoint" and not encoder.model_name_or_path:
+        raise ArgumentError(f"--encoder_type {encoder.encoder_type} needs --model_name_or_path")
+    name = encoder.model_name_or_path
+    if name and not Path(name).exists() and not is_hub_id(name):
+        raise ArgumentError(f"--model_name_or_path {name}: no such directory (nor a Hub id)")
+    if training.overwrite_output_dir and training.resume_from_checkpoint == "latest":
+        raise ArgumentError(
+            "--overwrite_output_dir empties the directory that --resume_from_checkpoint latest resumes from: give one"
+        )
+    if not training.do_train and (training.overwrite_output_dir or training.resume_from_checkpoint):
+        raise ArgumentError(
+            "--do_train false evaluates OUTPUT_DIR/best: --overwrite_output_dir/--resume_from_checkpoint"
+        )
+    if args.hub.push_to_hub and not args.hub.hub_model_id:
+        raise ArgumentError("--push_to_hub needs --hub_model_id (user/name on the Hub)")
+    if args.lora.enabled and (args.freezing.freezes_anything):
+        raise ArgumentError("--lora_r: LoRA freezes the encoder itself; drop the freeze_* / gradual_unfreezing flags")
