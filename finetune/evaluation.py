@@ -209,18 +209,18 @@ def evaluate_file(
     results = {**metrics, "model": str(model_dir), "file": str(file), "output_dir": str(output_dir)}
     results |= {"data": {"sources": {"test": source}, "stats": {"test": counts}}, "hardware": run_hardware(accelerator)}
 
-    config = accelerator.unwrap_model(model).config
+    title = f"{Path(source).name}, {results[PREFIX + 'num_examples']} examples"
+    write_evaluation(results, accelerator.unwrap_model(model).config, PREFIX, output_dir, title)
+    return results
+
+
+def write_evaluation(results: dict, config, prefix: str, output_dir: Path, title: str) -> None:
+    """`metrics.json` (all of `results`), and the per-class table and confusion matrix of the `prefix` split."""
     labels = [config.id2label[i] for i in range(config.num_labels)]
     write_json_atomic(results, output_dir / METRICS_FILE)
-    write_per_class_csv(results[PREFIX + "per_class"], output_dir / PER_CLASS_FILE)
-    plot_confusion_matrix(
-        results[PREFIX + "confusion_matrix"],
-        labels,
-        output_dir / CONFUSION_FILE,
-        title=f"{Path(source).name}, {results[PREFIX + 'num_examples']} examples",
-    )
+    write_per_class_csv(results[prefix + "per_class"], output_dir / PER_CLASS_FILE)
+    plot_confusion_matrix(results[prefix + "confusion_matrix"], labels, output_dir / CONFUSION_FILE, title=title)
     logger.info("Wrote %s, %s and %s to %s", METRICS_FILE, PER_CLASS_FILE, CONFUSION_FILE, output_dir)
-    return results
 
 
 def evaluate_saved_run(args, accelerator) -> dict:
@@ -261,12 +261,7 @@ def evaluate_saved_run(args, accelerator) -> dict:
         raise ArgumentError("--do_train false: nothing to do without --do_eval or --do_predict")
     if accelerator.is_main_process:
         config = accelerator.unwrap_model(model).config
-        labels = [config.id2label[i] for i in range(config.num_labels)]
-        target = output_dir / EVALUATION_DIR
-        write_json_atomic({**results, "hardware": run_hardware(accelerator)}, target / METRICS_FILE)
-        write_per_class_csv(results[f"{shown}_per_class"], target / PER_CLASS_FILE)
-        matrix = results[f"{shown}_confusion_matrix"]
-        plot_confusion_matrix(matrix, labels, target / CONFUSION_FILE, title=f"{shown} split")
-        logger.info("Wrote %s, %s and %s to %s", METRICS_FILE, PER_CLASS_FILE, CONFUSION_FILE, target)
+        results_with_hardware = {**results, "hardware": run_hardware(accelerator)}
+        write_evaluation(results_with_hardware, config, f"{shown}_", output_dir / EVALUATION_DIR, f"{shown} split")
     accelerator.wait_for_everyone()
     return results
