@@ -1,14 +1,27 @@
 """Word-level Chinese tokenizer: jieba segmentation + a vocabulary file.
 
-This file travels to the Hub as custom code: it imports only transformers and the segmenter
-(`rjieba`, the Rust port of jieba, by default; `jieba` itself on request).
+This file travels to the Hub as custom code: it imports only transformers (and numpy, which
+transformers needs) and the segmenter (`rjieba`, the Rust port of jieba, by default; `jieba` itself
+on request).
 """
 
 import os
 
+import numpy as np
 from transformers import PreTrainedTokenizer
+from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.txt", "user_dict_file": "user_dict.txt"}
+# What the fast path of `_encode_plus` leaves to PreTrainedTokenizer: pairs' and overflow's outputs.
+SLOW_PATH_OPTIONS = (
+    "return_overflowing_tokens",
+    "return_special_tokens_mask",
+    "return_offsets_mapping",
+    "return_length",
+    "return_token_type_ids",
+    "sanitize_control_tokens",
+)
+FAST_TRUNCATION = (TruncationStrategy.DO_NOT_TRUNCATE, TruncationStrategy.LONGEST_FIRST, TruncationStrategy.ONLY_FIRST)
 
 
 def load_segmenter(name: str, user_dict_file: str | None = None):
@@ -163,9 +176,9 @@ class JiebaTokenizer(PreTrainedTokenizer):
         """Words to vocabulary tokens: unknown words become their characters when so configured."""
         if not self.split_unknown_words:
             return words
-        tokens = []
+        tokens, vocab = [], self.vocab
         for word in words:
-            if word in self.vocab or len(word) == 1:
+            if word in vocab or len(word) == 1:
                 tokens.append(word)
             else:
                 tokens.extend(word)
@@ -186,6 +199,91 @@ class JiebaTokenizer(PreTrainedTokenizer):
     def build_inputs_with_special_tokens(self, token_ids_0, token_ids_1=None):
         # No [CLS]/[SEP]: the attention pooling is the sentence summary.
         return token_ids_0 if token_ids_1 is None else token_ids_0 + token_ids_1
+
+    def _encode_plus(self, text, text_pair=None, **kwargs) -> BatchEncoding:
+        # PreTrainedTokenizer encodes a batch text by text through tokenize() (which first splits
+        # out added tokens such as [UNK]), prepare_for_model() and pad(), and makes tensors from
+        # nested lists: several times the cost of segmenting. Texts without added tokens in them
+        # take a direct path instead; the ids and masks are the same (tests compare them).
+        sequences = self._fast_path_sequences(text, text_pair, kwargs)
+        if sequences is None:
+            return super()._encode_plus(text, text_pair, **kwargs)
+        batched = not isinstance(text, str) and not (kwargs.get("is_split_into_words") and isinstance(text[0], str))
+        max_length = kwargs.get("max_length")
+        truncate = kwargs.get("truncation_strategy") != TruncationStrategy.DO_NOT_TRUNCATE and max_length
+        lookup = self.vocab
+        if any(self.vocab.get(token) != index for token, index in self._added_tokens_encoder.items()):
+            lookup = {**self.vocab, **self._added_tokens_encoder}  # as convert_tokens_to_ids looks them up
+        encoded = []
+        for sequence in sequences:
+            ids = self._sequence_ids(sequence, lookup, kwargs)
+            if truncate and len(ids) > max_length:
+                ids = ids[:max_length] if self.truncation_side == "right" else ids[-max_length:]
+            self._eventual_warn_about_too_long_sequence(ids, max_length, kwargs.get("verbose", True))
+            encoded.append(ids)
+        outputs = self._pad_ids(encoded, batched, kwargs)
+        return_tensors = kwargs.get("return_tensors")
+        if return_tensors in ("pt", "np") and len({len(ids) for ids in outputs["input_ids"]}) == 1:
+            # torch.tensor() reads nested lists at ~1 us an id; from an int64 array it copies memory.
+            outputs = {key: np.array(rows, dtype=np.int64) for key, rows in outputs.items()}
+        if batched:
+            return BatchEncoding(outputs, tensor_type=return_tensors)
+        return BatchEncoding({k: v[0] for k, v in outputs.items()}, tensor_type=return_tensors, prepend_batch_axis=True)
+
+    def _fast_path_sequences(self, text, text_pair, kwargs) -> list | None:
+        """The texts (or pretokenized word lists) `_encode_plus` can encode directly; None: the slow path."""
+        if text_pair is not None or any(kwargs.get(option) for option in SLOW_PATH_OPTIONS):
+            return None
+        if kwargs.get("truncation_strategy", TruncationStrategy.DO_NOT_TRUNCATE) not in FAST_TRUNCATION:
+            return None
+        if isinstance(text, str):
+            return [text]
+        if not isinstance(text, (list, tuple)) or not text:
+            return None
+        if not kwargs.get("is_split_into_words"):
+            return text if all(isinstance(item, str) for item in text) else None
+        if all(isinstance(item, str) for item in text):
+            return [text]  # one pretokenized text
+        # A batch of word lists; transformers reads a tuple of two as a pair, an empty list as an error.
+        words_lists = all(isinstance(item, list) and item and all(isinstance(w, str) for w in item) for item in text)
+        return text if words_lists else None
+
+    def _sequence_ids(self, sequence, lookup: dict[str, int], kwargs) -> list[int]:
+        """Ids of a text, or of pretokenized words (each word tokenized as a text), as `tokenize` gives them."""
+        if not isinstance(sequence, str):
+            return [token_id for word in sequence for token_id in self._sequence_ids(word, lookup, kwargs)]
+        split_special_tokens = kwargs.get("split_special_tokens", self.split_special_tokens)
+        if not split_special_tokens and any(token in sequence for token in self._added_tokens_encoder):
+            # The text holds [UNK] or another added token, which tokenize() keeps whole.
+            return self.convert_tokens_to_ids(self.tokenize(sequence, split_special_tokens=split_special_tokens))
+        unk_id = self.vocab[self.unk_token]
+        return [lookup.get(token, unk_id) for token in self._tokenize(sequence)]
+
+    def _pad_ids(self, encoded: list[list[int]], batched: bool, kwargs) -> dict[str, list]:
+        """`input_ids` and `attention_mask` padded as `pad()` pads them (an empty single text never is)."""
+        strategy = kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD)
+        return_attention_mask = kwargs.get("return_attention_mask")
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        target = kwargs.get("max_length")
+        if strategy == PaddingStrategy.LONGEST:
+            target = max(len(ids) for ids in encoded)
+        multiple = kwargs.get("pad_to_multiple_of")
+        if target is not None and multiple and target % multiple:
+            target = (target // multiple + 1) * multiple
+        if strategy == PaddingStrategy.DO_NOT_PAD or (not batched and not encoded[0]):
+            target = None
+        right, pad_id = (kwargs.get("padding_side") or self.padding_side) == "right", self.pad_token_id
+        input_ids, attention_mask = [], []
+        for ids in encoded:
+            missing = max(0, target - len(ids)) if target is not None else 0
+            input_ids.append(ids + [pad_id] * missing if right else [pad_id] * missing + ids)
+            attention_mask.append([1] * len(ids) + [0] * missing if right else [0] * missing + [1] * len(ids))
+        return (
+            {"input_ids": input_ids, "attention_mask": attention_mask}
+            if return_attention_mask
+            else {"input_ids": input_ids}
+        )
 
     def _get_padding_truncation_strategies(self, padding=False, truncation=None, max_length=None, *args, **kwargs):
         # An LSTM has no hard length limit, but a 100k-character post should not cost minutes of
