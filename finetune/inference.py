@@ -231,7 +231,7 @@ def explain(model, tokenizer, texts: list[str]) -> list[dict]:
     results = []
     for text in texts:
         inputs = tokenizer(text, return_tensors="pt").to(model.device)
-        outputs = model(**inputs)
+        outputs = model(**inputs, output_attentions=True)
         probabilities = outputs.logits.softmax(-1)[0]
         label_id = int(probabilities.argmax())
         tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())

@@ -126,8 +126,9 @@ class BiLSTMAttentionPreTrainedModel(PreTrainedModel):
 class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
     """Encoder -> BiLSTM -> masked additive attention pooling -> dropout -> `classifier`.
 
-    `outputs.attentions` is a one-element tuple holding the pooling weights, shape (batch, time):
-    how much each token contributed to the prediction (zero on padding).
+    With `output_attentions=True`, `outputs.attentions` is a one-element tuple holding the pooling
+    weights, shape (batch, time): how much each token contributed to the prediction (zero on
+    padding). They are left out otherwise: `pipeline()` would slice them for every text.
     """
 
     def __init__(self, config: BiLSTMAttentionConfig):
@@ -147,6 +148,7 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput | tuple:
@@ -166,9 +168,12 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         pooled, weights = self.head(token_states, mask)
         logits = self.classifier(self.dropout(pooled))
         loss = None if labels is None else self.compute_loss(logits, labels)
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        attentions = (weights,) if output_attentions else None
         if return_dict is False:
-            return tuple(x for x in (loss, logits, (weights,)) if x is not None)
-        return SequenceClassifierOutput(loss=loss, logits=logits, attentions=(weights,))
+            return tuple(x for x in (loss, logits, attentions) if x is not None)
+        return SequenceClassifierOutput(loss=loss, logits=logits, attentions=attentions)
 
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss BERT picks for `config.problem_type`, inferring it from the labels when unset."""
