@@ -4,6 +4,7 @@
     finetune evaluate runs/reviews/best test.csv [--output_dir runs/reviews/evaluation/test]
     finetune predict runs/reviews/best new_reviews.csv --output predictions.csv
     finetune predict runs/reviews/best --text 这部电影真的很棒！ --text 这部电影真的很差劲。
+    accelerate launch --num_processes 2 -m finetune.cli predict runs/reviews/best big.csv  # rows shared
     finetune explain runs/reviews/best --text 物流很快，但是质量很差 --output attention.html
     finetune push runs/reviews/best --repo-id user/reviews-sentiment [--private] [--revision v1]
         [--dataset_title "ChnSentiCorp 酒店评论"]
@@ -56,9 +57,10 @@ def _predict(args: argparse.Namespace) -> None:
         output = args.output or str(Path(args.input_file).with_suffix("")) + ".predictions" + suffix
         count = predict_file(
             args.model, args.input_file, output, text_column=args.text_column, top_k=args.top_k,
-            encoding=args.encoding,
+            encoding=args.encoding, batch_size=args.per_device_eval_batch_size,
         )  # fmt: skip
-        print(f"wrote {count} predictions to {output}")
+        if count:  # 0: a process of `accelerate launch` other than the main one, which writes
+            print(f"wrote {count} predictions to {output}")
     if args.text:
         classifier = load_classifier(args.model)
         if args.top_k is None:
@@ -172,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--encoding", help="the input's encoding (e.g. big5, gbk); default: UTF-8, else detected and logged"
+    )
+    predict.add_argument(
+        "--per_device_eval_batch_size",
+        type=_positive_int,
+        default=256,
+        help="texts per batch and process (texts of similar length are batched together)",
     )
     explain = commands.add_parser("explain", help="show attention weights over the words of texts")
     explain.add_argument("model")

@@ -1,26 +1,33 @@
 """Use a trained model: label a file of texts, show which words the attention pooling weighed."""
 
-import csv
-import json
 import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 from transformers import pipeline
+from transformers.pipelines.text_classification import sigmoid, softmax
 
 from .errors import ArgumentError
-from .files import atomic_path
 from .model_files import check_finite_weights, check_model_directory, hub_errors
+from .prediction_files import (
+    OUTPUT_FORMATS,
+    PREDICTED_LABEL,
+    SCORE,
+    check_tsv_cells,
+    prediction_columns,
+    prediction_writer,
+)
 from .tables import DataError, read_table, separator_hint
 
 logger = logging.getLogger(__name__)
 
-PREDICTED_LABEL, SCORE = "predicted_label", "score"
-OUTPUT_FORMATS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+# Rows tokenized, sorted by length, predicted and written at a time: sorting within a chunk this
+# size leaves batches of 256 almost free of padding, and memory stays flat on any file.
+CHUNK_ROWS = 16384
 
 
 def load_classifier(model_dir: str | os.PathLike, device: int | str | None = None, **kwargs):
@@ -75,74 +82,6 @@ def _check_input_columns(table: pa.Table, source: Path, text_column: str, taken:
             raise DataError(f"{source}: already has a column '{name}', where predictions would go; rename that column")
 
 
-def _check_tsv_cells(table: pa.Table, source: Path) -> None:
-    """A TSV (no quoting) cannot hold a tab or a line break inside a value."""
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        for row, value in enumerate(column.to_pylist()):
-            if isinstance(value, str) and any(char in value for char in "\t\n\r"):
-                raise DataError(
-                    f"{source}: row {row + 1}, column '{name}' holds a tab or line break, which a .tsv cannot "
-                    "hold: name --output .csv, .jsonl or .parquet"
-                )
-
-
-def _prediction_columns(scores: list[list[dict]], labels: list[str], top_k: int) -> dict[str, list]:
-    """`predicted_label` and `score`, and `score_<label>` for every label if `top_k`: that label's
-    probability where it is among the row's `top_k` best, None elsewhere."""
-    columns = {PREDICTED_LABEL: [row[0]["label"] for row in scores], SCORE: [row[0]["score"] for row in scores]}
-    for label in labels if top_k else []:
-        columns[f"{SCORE}_{label}"] = []
-    for row in scores if top_k else []:
-        best = {prediction["label"]: prediction["score"] for prediction in row[:top_k]}
-        for label in labels:
-            columns[f"{SCORE}_{label}"].append(best.get(label))
-    return columns
-
-
-def _cell(value, prediction: bool) -> str:
-    """A value as a CSV/TSV field: None empty, lists and dicts as JSON, scores to 6 decimals."""
-    if value is None:
-        return ""
-    if prediction and isinstance(value, float):
-        return f"{value:.6f}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
-
-
-def _write_rows(table: pa.Table, predictions: dict[str, list], path: str, suffix: str) -> None:
-    """Write the input's columns, then the predictions', in the format `suffix` names."""
-    if suffix == ".parquet":
-        # The `datasets` features in the metadata would not list the prediction columns.
-        table = table.replace_schema_metadata(None)
-        for name, values in predictions.items():
-            kind = pa.string() if name == PREDICTED_LABEL else pa.float64()  # float even where all are empty
-            table = table.append_column(name, pa.array(values, type=kind))
-        pq.write_table(table, path)
-    elif suffix in (".jsonl", ".json"):  # JSON Lines either way: one object per input row
-        with open(path, "w", encoding="utf-8") as file:
-            for index, row in enumerate(table.to_pylist()):
-                row.update({name: values[index] for name, values in predictions.items()})
-                file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-    else:
-        header = [*table.column_names, *predictions]
-        columns = [(column.to_pylist(), False) for column in table.columns]
-        columns += [(values, True) for values in predictions.values()]
-        rows = ([_cell(values[i], prediction) for values, prediction in columns] for i in range(table.num_rows))
-        if suffix == ".tsv":  # no quoting, as `read_table` reads a .tsv
-            with open(path, "w", encoding="utf-8", newline="") as file:
-                file.writelines("\t".join(cells) + "\n" for cells in [header, *rows])
-        else:  # utf-8-sig: Excel then opens the Chinese texts correctly
-            with open(path, "w", encoding="utf-8-sig", newline="") as file:
-                csv.writer(file).writerows([header, *rows])
-
-
-def _write_atomically(table: pa.Table, predictions: dict[str, list], output_file: Path) -> None:
-    """Write to a temporary file beside `output_file`, then rename: no half-written output."""
-    with atomic_path(output_file) as temporary:
-        _write_rows(table, predictions, str(temporary), output_file.suffix.lower())
-
-
 def write_predictions(dataset, probabilities, config, path: str | os.PathLike) -> None:
     """A labelled split's texts and labels with the predicted label and its score, as CSV (atomically).
 
@@ -156,7 +95,77 @@ def write_predictions(dataset, probabilities, config, path: str | os.PathLike) -
     table = pa.table({"text": dataset["text"], "label": [labels[i] for i in dataset["label"]]})
     best = probabilities.argmax(-1)
     predictions = {PREDICTED_LABEL: [labels[i] for i in best], SCORE: probabilities.max(-1).astype(float).tolist()}
-    _write_atomically(table, predictions, Path(path))
+    with prediction_writer(Path(path)) as write:
+        write(table, predictions)
+
+
+def _label_scores(logits: np.ndarray, config) -> np.ndarray:
+    """Logits to the scores `pipeline()` reports: softmax, sigmoid (multi-label or one label) or none (regression)."""
+    if config.problem_type == "regression":
+        return logits
+    if config.problem_type == "multi_label_classification" or config.num_labels == 1:
+        return sigmoid(logits)
+    return softmax(logits)
+
+
+def _padded(rows: list[list[int]], pad_token_id: int, padding_side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`input_ids` and `attention_mask` of a batch, padded as `pipeline()` pads it."""
+    lengths = np.array([len(ids) for ids in rows])
+    positions = np.arange(lengths.max(initial=0))
+    mask = positions < lengths[:, None] if padding_side == "right" else positions >= (len(positions) - lengths)[:, None]
+    input_ids = np.full(mask.shape, pad_token_id, dtype=np.int64)
+    input_ids[mask] = np.fromiter((i for ids in rows for i in ids), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(input_ids), torch.from_numpy(mask.astype(np.int64))
+
+
+@torch.inference_mode()
+def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 256, progress=None) -> np.ndarray:
+    """Label scores of `texts`, as `pipeline(texts, top_k=None)` gives them, one row per text in label order.
+
+    The texts are tokenized at once, then run in batches of similar length (little padding) and
+    returned in their own order.
+
+    Args:
+        model: A sequence classifier (in eval mode).
+        tokenizer: Its tokenizer.
+        texts: The texts.
+        batch_size: Texts per forward pass.
+        progress: A tqdm bar to advance by each batch's size.
+    """
+    encoded = tokenizer(texts)["input_ids"]  # as pipeline() calls it: no padding, its truncation
+    order = np.argsort([len(ids) for ids in encoded], kind="stable")
+    logits = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(texts), batch_size):
+        rows = order[start : start + batch_size]
+        input_ids, attention_mask = _padded([encoded[i] for i in rows], tokenizer.pad_token_id, tokenizer.padding_side)
+        outputs = model(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device))
+        logits[rows] = outputs.logits.float().cpu().numpy()
+        if progress is not None:
+            progress.update(len(rows))
+    return _label_scores(logits, model.config)
+
+
+def _process_shard(row_count: int, accelerator) -> tuple[int, int]:
+    """The rows this process labels: a contiguous share, so that the shares concatenate in input order."""
+    if accelerator is None:
+        return 0, row_count
+    rank, processes = accelerator.process_index, accelerator.num_processes
+    return row_count * rank // processes, row_count * (rank + 1) // processes
+
+
+def _predict_column(classifier, column: pa.ChunkedArray, batch_size: int, chunk_size: int, main: bool) -> np.ndarray:
+    """Scores of every text of `column`, `chunk_size` texts at a time, with a progress bar (rows/s)."""
+    model, tokenizer = classifier.model.eval(), classifier.tokenizer
+    scores = [np.empty((0, model.config.num_labels), dtype=np.float32)]
+    with tqdm(total=len(column), desc="Predicting", unit="rows", unit_scale=True, disable=not main) as progress:
+        for start in range(0, len(column), chunk_size):
+            texts = ["" if text is None else str(text) for text in column.slice(start, chunk_size).to_pylist()]
+            scores.append(predict_probabilities(model, tokenizer, texts, batch_size, progress))
+    return np.concatenate(scores)
+
+
+def _several_processes() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def predict_file(
@@ -165,16 +174,20 @@ def predict_file(
     output_file: str | os.PathLike,
     *,
     text_column: str = "text",
-    batch_size: int = 64,
+    batch_size: int = 256,
     top_k: int | str | None = None,
     encoding: str | None = None,
+    chunk_size: int = CHUNK_ROWS,
 ) -> int:
     """Label every row of `input_file` and write its columns, unchanged, plus the predictions.
 
     The input's values are written back as read: CSV/TSV fields as strings ("007" stays "007",
     empty stays empty), JSON and parquet values with their types (ints with nulls stay ints).
     Missing or empty texts get a prediction too (the model's answer for no words), so the output
-    has exactly one row per input row. It is written to a temporary file and renamed.
+    has exactly one row per input row, in input order. The scores are those `pipeline()` gives.
+    Rows are labelled and written `chunk_size` at a time (memory stays flat); the output goes to
+    a temporary file renamed when complete. Under `accelerate launch --num_processes N`, each
+    process labels a share of the rows and the main process writes the one output.
 
     Args:
         model_dir: A saved model directory (or Hub id).
@@ -182,13 +195,14 @@ def predict_file(
         output_file: Where to write; its extension picks the format: .csv (UTF-8 with BOM), .tsv,
             .jsonl or .json (JSON Lines) or .parquet. Never the input file.
         text_column: The input column holding the texts.
-        batch_size: Texts per forward pass.
+        batch_size: Texts per forward pass (texts of similar length go together).
         top_k: None, or an int K or "all": also a `score_<label>` column per label, holding that
             label's probability in the rows where it is among the K best (empty elsewhere).
         encoding: The input's encoding (e.g. "big5"); None: UTF-8, else detected and logged.
+        chunk_size: Rows tokenized, sorted, labelled and written at a time.
 
     Returns:
-        The number of rows written.
+        The number of rows written: all of them on the main process, 0 on the others.
 
     Raises:
         DataError: The input is missing or unreadable, lacks `text_column` or already has a
@@ -200,19 +214,36 @@ def predict_file(
     table = read_table(input_file, encoding=encoding, as_written=True).with_format("arrow")[:]
     _check_input_columns(table, input_file, text_column, [PREDICTED_LABEL, SCORE])
     if output_file.suffix.lower() == ".tsv":
-        _check_tsv_cells(table, input_file)
-    classifier = load_classifier(model_dir)
+        check_tsv_cells(table, input_file)
+    accelerator = None
+    if _several_processes():
+        from .training import create_accelerator  # several CPU processes too, not one run each
+
+        accelerator = create_accelerator()
+    main = accelerator is None or accelerator.is_main_process
+    classifier = load_classifier(model_dir, device=None if accelerator is None else accelerator.device)
     id2label = classifier.model.config.id2label
     labels = [id2label[index] for index in sorted(id2label)]
     top_k = _top_k_count(top_k, len(labels))
     _check_input_columns(table, input_file, text_column, [f"{SCORE}_{label}" for label in labels] if top_k else [])
-    texts = ["" if text is None else str(text) for text in table[text_column].to_pylist()]
-    scores = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="Predicting", unit="batch"):
-        scores += classifier(texts[start : start + batch_size], batch_size=batch_size, top_k=None)
-    _write_atomically(table, _prediction_columns(scores, labels, top_k), output_file)
-    logger.info("Wrote %d predictions to %s", len(scores), output_file)
-    return len(scores)
+    first, last = _process_shard(table.num_rows, accelerator)
+    if accelerator is not None:
+        rank, processes = accelerator.process_index + 1, accelerator.num_processes
+        logger.info("Process %d of %d labels rows %d to %d", rank, processes, first + 1, last)
+    column = table[text_column].slice(first, last - first)
+    scores = _predict_column(classifier, column, batch_size, chunk_size, main)
+    if accelerator is not None:
+        from accelerate.utils import gather_object
+
+        scores = np.concatenate(gather_object([scores]))  # the shares in process order: the input's
+    if not main:
+        return 0
+    with prediction_writer(output_file) as write:
+        for start in range(0, table.num_rows, chunk_size):
+            chunk_scores = scores[start : start + chunk_size]
+            write(table.slice(start, chunk_size), prediction_columns(chunk_scores, labels, top_k))
+    logger.info("Wrote %d predictions to %s", table.num_rows, output_file)
+    return table.num_rows
 
 
 @torch.no_grad()

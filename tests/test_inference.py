@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, write_csv
+from conftest import GENUINE_REVIEWS, ROOT, make_reviews, write_csv
 
 from finetune.cli import main as cli
-from finetune.inference import predict_file
+from finetune.inference import load_classifier, predict_file
 from finetune.tables import DataError, read_table
 
 PIPELINE_SCRIPT = """
@@ -170,3 +171,85 @@ def test_predict_texts_and_explain(trained_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("positive") and "电影:" in printed
     assert "电影" in page.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def mixed_texts():
+    """Templated and genuine reviews, empty and very long texts, a text holding [UNK]: 103 in all."""
+    genuine = [text for text, _ in GENUINE_REVIEWS]
+    templated = [text for text, _ in make_reviews(35, seed=3)]
+    return [*templated[:30], *genuine, "", "很" * 400, "[UNK]这部电影很好", *templated[30:]]
+
+
+def test_predict_file_gives_the_pipelines_scores_in_input_order(trained_run, mixed_texts, tmp_path):
+    model = trained_run / "best"
+    input_file = write_csv(tmp_path / "in.csv", [(str(i), text) for i, text in enumerate(mixed_texts)], ("id", "text"))
+    # Batches of 8 sorted by length, 50 rows a chunk: the last chunk is short and the order is undone.
+    assert predict_file(model, input_file, tmp_path / "out.jsonl", batch_size=8, chunk_size=50, top_k="all") == 103
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["id"] for row in written] == [str(i) for i in range(103)]
+    classifier = load_classifier(model)
+    expected = classifier(mixed_texts, top_k=None)  # one text at a time, as before
+    for row, predictions in zip(written, expected, strict=True):
+        assert row["predicted_label"] == predictions[0]["label"]
+        for prediction in predictions:
+            assert abs(row[f"score_{prediction['label']}"] - prediction["score"]) < 1e-6
+    # The tokenizer's direct path changes nothing the pipeline reports, batched or not.
+    classifier.tokenizer._fast_path_sequences = lambda *_: None
+    for batch_size in (1, 16):
+        slow = classifier(mixed_texts, top_k=None, batch_size=batch_size)
+        del classifier.tokenizer._fast_path_sequences
+        fast = classifier(mixed_texts, top_k=None, batch_size=batch_size)
+        classifier.tokenizer._fast_path_sequences = lambda *_: None
+        for before, after in zip(slow, fast, strict=True):
+            assert [p["label"] for p in before] == [p["label"] for p in after]
+            assert max(abs(b["score"] - a["score"]) for b, a in zip(before, after, strict=True)) < 1e-6
+
+
+def assert_same_predictions(path: Path, expected: Path) -> None:
+    """The same rows, labels and columns; scores equal to float32 rounding: a text's logits differ in
+    the last bits with the texts batched beside it (0.1234565 may be written 0.123456 or 0.123457)."""
+    table, other = read_table(path, as_written=True).to_pandas(), read_table(expected, as_written=True).to_pandas()
+    assert list(table.columns) == list(other.columns) and len(table) == len(other)
+    for name in table.columns:
+        if name.startswith("score"):
+            assert np.allclose(table[name].astype(float), other[name].astype(float), rtol=0, atol=2e-6, equal_nan=True)
+        else:
+            assert table[name].tolist() == other[name].tolist(), name
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_predict_file_in_chunks_writes_what_one_chunk_writes(trained_run, mixed_texts, tmp_path, suffix):
+    rows = [(f"{i:03d}", text, "" if i % 3 else "1") for i, text in enumerate(mixed_texts)]
+    input_file = write_csv(tmp_path / "in.csv", rows, ("id", "text", "label"))
+    model = trained_run / "best"
+    predict_file(model, input_file, tmp_path / f"whole{suffix}", top_k=1)
+    predict_file(model, input_file, tmp_path / f"chunked{suffix}", top_k=1, batch_size=3, chunk_size=7)
+    assert_same_predictions(tmp_path / f"chunked{suffix}", tmp_path / f"whole{suffix}")
+    assert read_table(tmp_path / f"whole{suffix}", as_written=True)["id"][:] == [row[0] for row in rows]
+
+
+def test_predict_tsv_refuses_a_tab_inside_a_value(trained_run, tmp_path):
+    input_file = tmp_path / "in.jsonl"
+    records = [{"text": "很好", "note": "a"}, {"text": "差", "note": "b\tc"}]
+    input_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    with pytest.raises(DataError, match=r"in\.jsonl: row 2, column 'note' holds a tab or line break, which a \.tsv"):
+        predict_file(trained_run / "best", input_file, tmp_path / "out.tsv")
+    assert not (tmp_path / "out.tsv").exists()
+
+
+def test_two_processes_write_what_one_writes(trained_run, mixed_texts, tmp_path):
+    rows = [(f"{i:04d}", mixed_texts[i % len(mixed_texts)] + "！" * (i % 5)) for i in range(2001)]
+    input_file = write_csv(tmp_path / "in.csv", rows, ("id", "text"))
+    predict_file(trained_run / "best", input_file, tmp_path / "one.csv", top_k="all")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "--num_processes", "2", "--multi_gpu", "-m", "finetune.cli", "predict",
+               str(trained_run / "best"), str(input_file), "--output", str(tmp_path / "two.csv"),
+               "--top_k", "all"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Process 1 of 2 labels rows 1 to 1000" in result.stderr
+    assert "Process 2 of 2 labels rows 1001 to 2001" in result.stderr
+    assert result.stdout.count("wrote 2001 predictions") == 1  # by the main process only
+    assert_same_predictions(tmp_path / "two.csv", tmp_path / "one.csv")
