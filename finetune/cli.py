@@ -4,7 +4,8 @@
     finetune evaluate runs/reviews/best test.csv [--output_dir runs/reviews/evaluation/test]
     finetune predict runs/reviews/best new_reviews.csv --output predictions.csv
     finetune predict runs/reviews/best --text 这部电影真的很棒！ --text 这部电影真的很差劲。
-    accelerate launch --num_processes 2 -m finetune.cli predict runs/reviews/best big.csv  # rows shared
+    accelerate launch --multi_gpu --num_processes 2 -m finetune.cli predict runs/reviews/best big.csv
+        (each process labels a share of the rows; --multi_gpu on CPUs too)
     finetune explain runs/reviews/best --text 物流很快，但是质量很差 --output attention.html
     finetune push runs/reviews/best --repo-id user/reviews-sentiment [--private] [--revision v1]
         [--dataset_title "ChnSentiCorp 酒店评论"]
