@@ -2,6 +2,7 @@
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 # Rows tokenized, sorted by length, predicted and written at a time: sorting within a chunk this
 # size leaves batches of 256 almost free of padding, and memory stays flat on any file.
 CHUNK_ROWS = 16384
+# A batch holds at most batch_size x this many tokens: 256 reviews of 64 words, 64 of 256 words.
+TOKENS_PER_TEXT = 64
 
 
 def load_classifier(model_dir: str | os.PathLike, device: int | str | None = None, **kwargs):
@@ -118,6 +121,22 @@ def _padded(rows: list[list[int]], pad_token_id: int, padding_side: str) -> tupl
     return torch.from_numpy(input_ids), torch.from_numpy(mask.astype(np.int64))
 
 
+def _length_sorted_batches(lengths: list[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Row numbers in batches of similar length: `batch_size` rows, fewer where they are long, so that
+    no batch holds more than `batch_size` x TOKENS_PER_TEXT tokens (memory stays flat)."""
+    order = np.argsort(lengths, kind="stable")
+    sorted_lengths = np.asarray(lengths)[order]
+    start, budget = 0, batch_size * TOKENS_PER_TEXT
+    while start < len(order):
+        # The most rows whose count times the last (longest) one's length fits the budget; at least one.
+        low, high = 1, min(batch_size, len(order) - start)
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if middle * sorted_lengths[start + middle - 1] <= budget else (low, middle - 1)
+        yield order[start : start + low]
+        start += low
+
+
 @torch.inference_mode()
 def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 256, progress=None) -> np.ndarray:
     """Label scores of `texts`, as `pipeline(texts, top_k=None)` gives them, one row per text in label order.
@@ -129,14 +148,12 @@ def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 
         model: A sequence classifier (in eval mode).
         tokenizer: Its tokenizer.
         texts: The texts.
-        batch_size: Texts per forward pass.
+        batch_size: Texts per forward pass (fewer for long texts).
         progress: A tqdm bar to advance by each batch's size.
     """
     encoded = tokenizer(texts)["input_ids"]  # as pipeline() calls it: no padding, its truncation
-    order = np.argsort([len(ids) for ids in encoded], kind="stable")
     logits = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
-    for start in range(0, len(texts), batch_size):
-        rows = order[start : start + batch_size]
+    for rows in _length_sorted_batches([len(ids) for ids in encoded], batch_size):
         input_ids, attention_mask = _padded([encoded[i] for i in rows], tokenizer.pad_token_id, tokenizer.padding_side)
         outputs = model(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device))
         logits[rows] = outputs.logits.float().cpu().numpy()
