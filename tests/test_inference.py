@@ -195,12 +195,11 @@ def test_predict_file_gives_the_pipelines_scores_in_input_order(trained_run, mix
         for prediction in predictions:
             assert abs(row[f"score_{prediction['label']}"] - prediction["score"]) < 1e-6
     # The tokenizer's direct path changes nothing the pipeline reports, batched or not.
-    classifier.tokenizer._fast_path_sequences = lambda *_: None
     for batch_size in (1, 16):
+        fast = classifier(mixed_texts, top_k=None, batch_size=batch_size)
+        classifier.tokenizer._fast_path_sequences = lambda *_: None  # PreTrainedTokenizer's own path
         slow = classifier(mixed_texts, top_k=None, batch_size=batch_size)
         del classifier.tokenizer._fast_path_sequences
-        fast = classifier(mixed_texts, top_k=None, batch_size=batch_size)
-        classifier.tokenizer._fast_path_sequences = lambda *_: None
         for before, after in zip(slow, fast, strict=True):
             assert [p["label"] for p in before] == [p["label"] for p in after]
             assert max(abs(b["score"] - a["score"]) for b, a in zip(before, after, strict=True)) < 1e-6
