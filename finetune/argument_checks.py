@@ -65,6 +65,7 @@ def check_run_args(args) -> None:
         "--test_size": not 0 <= data.test_size < 1 and "between 0 and 1",
         "--logging_steps": args.logging.logging_steps < 1 and "at least 1",
         "--adversarial_epsilon": training.adversarial_epsilon < 0 and "0 or more",
+        "--adversarial_interval": training.adversarial_interval < 1 and "1 or more",
         "--max_grad_norm": not training.max_grad_norm > 0 and "a number above 0",
         "--eval_strategy": training.eval_strategy not in STRATEGIES["eval_strategy"] and "epoch or steps",
         "--eval_steps": training.eval_steps is not None and training.eval_steps < 1 and "at least 1",

@@ -174,6 +174,13 @@ class TrainArguments:
             "1.0 is ~10%% of a review's 200-d word2vec vectors; scale it with your embeddings' norm."
         },
     )
+    adversarial_interval: int = field(
+        default=1,
+        metadata={
+            "help": "With adversarial_epsilon: the adversarial pass on every N-th optimizer step only (1: every "
+            "step). Each pass costs a second forward and backward; 2 halves that cost."
+        },
+    )
     ema_decay: float = field(
         default=0.0, metadata={"help": "Evaluate and save a moving average of the weights (e.g. 0.999; 0: off)."}
     )

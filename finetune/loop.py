@@ -158,7 +158,7 @@ class TrainingStep:
     Args:
         accelerator: The run's `Accelerator`.
         model, optimizer, scheduler: Prepared by the accelerator.
-        training: `max_grad_norm`, `ema_decay`, `adversarial_epsilon`.
+        training: `max_grad_norm`, `ema_decay`, `adversarial_epsilon`, `adversarial_interval`.
     """
 
     def __init__(self, accelerator: Accelerator, model, optimizer, scheduler, training):
@@ -171,14 +171,18 @@ class TrainingStep:
         self.adversary = None
         if training.adversarial_epsilon > 0:
             self.adversary = EmbeddingAdversary(unwrapped, training.adversarial_epsilon)
+        self.adversarial_interval = training.adversarial_interval
 
-    def __call__(self, model, batch: dict) -> torch.Tensor:
-        """Trains on `batch` (an optimizer step once the accumulation is complete); returns its loss."""
+    def __call__(self, model, batch: dict, optimizer_step: int = 0) -> torch.Tensor:
+        """Trains on `batch`, part of optimizer step `optimizer_step` (taken once the accumulation is
+        complete); returns its loss. The adversarial pass runs on the batches of every
+        `adversarial_interval`-th optimizer step: the same ones in one process with accumulation, in
+        several processes, and after a resume."""
         accelerator = self.accelerator
         with accelerator.accumulate(model):
             loss = model(**batch).loss
             accelerator.backward(loss)
-            if self.adversary is not None:
+            if self.adversary is not None and optimizer_step % self.adversarial_interval == 0:
                 accelerator.backward(self.adversary.loss(model, batch))
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), self.max_grad_norm)

@@ -169,7 +169,9 @@ def _training_description(run: dict, metrics: dict) -> list[str]:
     )
     if run.get("adversarial_epsilon"):
         epsilon = run["adversarial_epsilon"]
-        lines.append(f"Adversarial training on the input embeddings (Miyato et al., 2017), epsilon {epsilon}")
+        interval = run.get("adversarial_interval", 1)
+        every = "every step" if interval == 1 else f"one optimizer step in {interval}"
+        lines.append(f"Adversarial training on the input embeddings (Miyato et al., 2017), epsilon {epsilon}, {every}")
     hardware = metrics.get("hardware", {})
     runtime = metrics.get("train_runtime_s")
     if runtime is not None:

@@ -71,7 +71,7 @@ def train(model, tokenizer, loaders, step: TrainingStep, accelerator, args, sche
         model = unfreeze_for_epoch(accelerator, model, args.freezing if not args.lora.enabled else None, epoch)
         train_loader.set_epoch(epoch)
         for batch in accelerator.skip_first_batches(train_loader, state.batches) if state.batches else train_loader:
-            loss = step(model, batch)
+            loss = step(model, batch, state.step)
             state.running.append(loss.detach())
             state.batches, state.seen = state.batches + 1, state.seen + len(batch["labels"]) * accelerator.num_processes
             if not accelerator.sync_gradients:

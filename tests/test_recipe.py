@@ -141,15 +141,16 @@ main()
 NO_DROPOUT = ["--embedding_dropout", "0", "--classifier_dropout", "0", "--word_dropout", "0"]
 
 
-@pytest.mark.parametrize("adversarial_epsilon", ["0", "1"])
+@pytest.mark.parametrize("adversarial_epsilon, adversarial_interval", [("0", "1"), ("1", "1"), ("1", "2")])
 def test_two_processes_match_one_process_with_the_same_global_batch(
-    adversarial_epsilon, reviews_csv, tiny_vectors, tmp_path
+    adversarial_epsilon, adversarial_interval, reviews_csv, tiny_vectors, tmp_path
 ):
     """2 processes x batch 8 == 1 process x batch 8 x 2 accumulation steps: the same batches make each step.
 
     With dropout off, the only difference is the order of float additions (DDP's all-reduce vs
     accumulation), so losses and metrics agree to 1e-4; with adversarial training too (two
-    backward passes per step, each text moved along its own gradient). Only the main process
+    backward passes per step, each text moved along its own gradient; or on one step in two: the
+    same steps in both set-ups, counted in optimizer steps, not batches). Only the main process
     writes outputs.
     """
     script = tmp_path / "recipe_noting_writes.py"
@@ -160,7 +161,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
         writes.mkdir()
         args = tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, "--num_train_epochs", "3", *NO_DROPOUT)
         args += ["--per_device_train_batch_size", "8", "--gradient_accumulation_steps", str(accumulation)]
-        args += ["--adversarial_epsilon", adversarial_epsilon]
+        args += ["--adversarial_epsilon", adversarial_epsilon, "--adversarial_interval", adversarial_interval]
         os.environ.update(FINETUNE_ROOT=str(ROOT), WRITES_DIR=str(writes))
         result = run_launch(args, processes, tmp_path, script=script)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -176,6 +177,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     assert two["test_num_examples"] == 30
     card = (tmp_path / "p2" / "best" / "README.md").read_text(encoding="utf-8")
     assert ("Adversarial training on the input embeddings" in card) == (adversarial_epsilon != "0")
+    assert ("one optimizer step in 2" in card) == (adversarial_interval == "2")
 
     # In the run directory rank 1 touches only the checkpoint being staged (accelerate saves each
     # process's random-number state there); every output is rank 0's.

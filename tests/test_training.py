@@ -239,6 +239,36 @@ def test_adversary_leaves_evaluation_alone_and_can_be_removed():
         adversary.loss(model, BATCH)
 
 
+@pytest.mark.parametrize("interval", [1, 3])
+def test_training_step_runs_the_adversarial_pass_on_one_optimizer_step_in_interval(accelerator, interval):
+    """Forwards counted per batch (2 batches make an optimizer step): two on the batches of a perturbed
+    step (the clean and the adversarial pass), one elsewhere."""
+    from types import SimpleNamespace
+
+    from finetune.loop import TrainingStep
+
+    accelerator.gradient_accumulation_steps = 2
+    model = tiny_model(**NO_DROPOUT).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the weights stay: every step sees the same model
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    training = SimpleNamespace(max_grad_norm=1.0, ema_decay=0.0, adversarial_epsilon=0.5, adversarial_interval=interval)
+    step = TrainingStep(accelerator, model, optimizer, scheduler, training)
+    forwards = []
+    handle = model.get_input_embeddings().register_forward_hook(lambda *_: forwards.append(1))
+    per_step = []
+    for optimizer_step in range(6):
+        for _ in range(2):  # accumulation
+            before = len(forwards)
+            step(model, BATCH, optimizer_step)
+            per_step.append(len(forwards) - before)
+    handle.remove()
+    step.close()
+    expected = [2 if (i // 2) % interval == 0 else 1 for i in range(12)]
+    assert per_step == expected
+    assert sum(per_step) == 12 + 12 // interval
+
+
 def test_count_parameters():
     model = tiny_model()
     total = sum(p.numel() for p in model.parameters())
