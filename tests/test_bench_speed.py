@@ -1,4 +1,4 @@
-"""scripts/bench_speed.py --quick on tiny data: the table has its six rows and every figure is positive.
+"""scripts/bench_speed.py --quick on tiny data: the table has its seven rows (bf16 asked for) and every figure is positive.
 
 Speed claims live in the benchmark's own output, not in timed assertions here.
 """
@@ -15,6 +15,7 @@ ROW_NAMES = [
     "plain loop train",
     "recipe, adversarial off",
     "recipe default (adversarial_epsilon 1.0)",
+    "recipe default, bf16 autocast (--bf16)",
     "plain loop predict",
     "pipeline()",
     "finetune predict (predict_file)",
@@ -36,7 +37,7 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
     write_csv(data / "test.csv", make_reviews(15, seed=2))
     output = tmp_path / "speed.json"
     # One thread: two-thread torch on a busy 2-core machine spends minutes spinning
-    command = [sys.executable, str(ROOT / "scripts" / "bench_speed.py"), "--quick", "--threads", "1",
+    command = [sys.executable, str(ROOT / "scripts" / "bench_speed.py"), "--quick", "--threads", "1", "--bf16",
                "--data", str(data), "--output", str(output)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
@@ -52,12 +53,12 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
         assert len(numbers) == (6 if latencies else 4), (name, cells)
         rise = numbers[-2]  # a phase may reuse memory already taken: its rise can be 0
         assert all(n > 0 for n in numbers[:-2] + numbers[-1:]) and rise >= 0, (name, cells)
-    assert rows[0][-1] == rows[3][-1] == "1.00x"
+    assert rows[0][-1] == rows[4][-1] == "1.00x"
 
     results = json.loads(output.read_text(encoding="utf-8"))
     assert results["splits"]["test"] == 30 and results["machine"]["torch_threads"] == 1
     for kind, unit in (("train", "samples_per_second"), ("predict", "texts_per_second")):
-        assert len(results[kind]) == 3
+        assert len(results[kind]) == (4 if kind == "train" else 3)
         for row in results[kind].values():
             assert row[unit] > 0 and row["peak_rss_mb"] > 0
     for name in ("plain", "pipeline"):
@@ -65,3 +66,4 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
         assert 0 < row["p50_ms"] <= row["p95_ms"] and row["calls"] == 10
     train = results["train"]
     assert train["plain"]["runs"][0]["samples"] == train["recipe_default"]["runs"][0]["samples"] == 128
+    assert train["recipe_bf16"]["runs"][0]["samples"] == 128
