@@ -53,6 +53,10 @@ class DataArguments:
     )
     validation_size: float = field(default=0.1, metadata={"help": "Share split off for validation."})
     test_size: float = field(default=0.1, metadata={"help": "Share split off for test."})
+    split_seed: int | None = field(
+        default=None,
+        metadata={"help": "Seed of the splits and --max_*_samples subsets; none: --seed (fix it to compare seeds)."},
+    )
     max_seq_length: int = field(default=256, metadata={"help": "Tokens kept per text (longer texts are truncated)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on at most N texts (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Validate on at most N texts."})
@@ -207,7 +211,7 @@ class TrainArguments:
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' (newest in OUTPUT_DIR/checkpoints, if any) or a checkpoint path."}
     )
-    seed: int = field(default=42, metadata={"help": "Seed for splits, initialisation and batch order."})
+    seed: int = field(default=42, metadata={"help": "Seed for initialisation, batch order and (unless --split_seed) the splits."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
 
 

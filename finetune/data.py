@@ -390,7 +390,11 @@ def load_splits(
 
 
 def load_data(data_args, seed: int) -> tuple[datasets.DatasetDict, dict]:
-    """`load_splits` with the recipe's `DataArguments` (files or a named dataset, caps, label names)."""
+    """`load_splits` with the recipe's `DataArguments` (files or a named dataset, caps, label names).
+
+    The split and the caps' subsets use `data_args.split_seed` when set, else `seed` (the run's):
+    runs of several seeds on one fixed split (`scripts/benchmark.py`) set it.
+    """
     return load_splits(
         data_args.train_file,
         data_args.validation_file,
@@ -399,7 +403,7 @@ def load_data(data_args, seed: int) -> tuple[datasets.DatasetDict, dict]:
         label_column=data_args.label_column,
         validation_size=data_args.validation_size,
         test_size=data_args.test_size,
-        seed=seed,
+        seed=seed if data_args.split_seed is None else data_args.split_seed,
         encoding=data_args.encoding,
         dataset_name=data_args.dataset_name,
         dataset_config_name=data_args.dataset_config_name,

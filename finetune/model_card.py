@@ -166,6 +166,7 @@ def _training_description(run: dict, metrics: dict) -> list[str]:
         f"{metrics.get('train_steps', '?')} steps (best at epoch {metrics.get('best_epoch', 0) + 1} of "
         f"{run.get('num_train_epochs')} at most), batch {run.get('per_device_train_batch_size')} per device, "
         f"AdamW lr {run.get('learning_rate')}, {run.get('lr_scheduler_type')} schedule, seed {run.get('seed')}"
+        + (f" (split seed {run['split_seed']})" if run.get("split_seed") is not None else "")
     )
     if run.get("adversarial_epsilon"):
         epsilon = run["adversarial_epsilon"]
