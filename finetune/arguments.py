@@ -211,7 +211,9 @@ class TrainArguments:
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' (newest in OUTPUT_DIR/checkpoints, if any) or a checkpoint path."}
     )
-    seed: int = field(default=42, metadata={"help": "Seed for initialisation, batch order and (unless --split_seed) the splits."})
+    seed: int = field(
+        default=42, metadata={"help": "Seed for initialisation, batch order and (unless --split_seed) the splits."}
+    )
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
 
 
