@@ -1,0 +1,75 @@
+"""The baselines on tiny real data: TF-IDF + LR picks C on dev, fastText learns a separable set and is seeded."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_reviews
+
+from finetune.baselines import FastTextClassifier, TfidfLogisticRegression, macro_f1
+
+LABELS = ["negative", "positive"]
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    """Train, dev and test texts with label ids; the label follows from the sentiment word."""
+
+    def split(n, seed):
+        rows = make_reviews(n, seed)
+        return [text for text, _ in rows], [LABELS.index(label) for _, label in rows]
+
+    torch.set_num_threads(1)
+    return split(60, 0), split(15, 1), split(20, 2)
+
+
+def accuracy(model, texts, labels) -> float:
+    return float((model.predict_proba(texts).argmax(-1) == np.asarray(labels)).mean())
+
+
+def test_macro_f1_counts_every_label():
+    assert macro_f1([0, 0, 1, 1], [0, 0, 1, 1], 2) == 1
+    assert macro_f1([0, 0, 1, 1], [0, 0, 0, 0], 2) == pytest.approx((2 * 2 / 6 + 0) / 2)
+    assert macro_f1([0, 0], [0, 0], 3) == pytest.approx(1 / 3)  # labels never seen count as 0
+
+
+def test_tfidf_picks_c_on_dev(reviews):
+    (train, train_labels), (dev, dev_labels), (test, test_labels) = reviews
+    # Train 4:1 positive; C=1e-4 regularises the weights away and leaves the (unpenalised) intercept:
+    # every text gets the majority label, dev macro-F1 ~1/3 on the balanced dev texts
+    keep = [i for i, label in enumerate(train_labels) if label == 1 or i % 4 == 0]
+    skewed, skewed_labels = [train[i] for i in keep], [train_labels[i] for i in keep]
+    model = TfidfLogisticRegression(c_grid=(1e-4, 10.0)).fit(skewed, skewed_labels, dev, dev_labels)
+    scores = model.selection["dev_macro_f1_by_C"]
+    assert scores[1e-4] < 0.5 < scores[10.0] and model.selection["C"] == 10.0
+    assert model.selection["dev_macro_f1"] == max(scores.values())
+    model = TfidfLogisticRegression().fit(train, train_labels, dev, dev_labels)  # the default grid
+    probabilities = model.predict_proba(test)
+    assert probabilities.shape == (len(test), 2) and np.allclose(probabilities.sum(-1), 1)
+    assert accuracy(model, test, test_labels) >= 0.9
+
+
+def test_tfidf_without_scikit_learn_names_the_install(reviews, monkeypatch):
+    (train, train_labels), (dev, dev_labels), _ = reviews
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.feature_extraction.text", None)
+    with pytest.raises(ImportError, match="pip install scikit-learn"):
+        TfidfLogisticRegression().fit(train, train_labels, dev, dev_labels)
+
+
+def test_fasttext_learns_a_separable_set_and_is_seeded(reviews):
+    (train, train_labels), (dev, dev_labels), (test, test_labels) = reviews
+    settings = {"dim": 16, "buckets": 1024, "epochs": 6, "learning_rates": (0.01, 0.03), "batch_size": 16}
+    model = FastTextClassifier(**settings, seed=1).fit(train, train_labels, dev, dev_labels)
+    assert accuracy(model, test, test_labels) >= 0.9
+    chosen = model.selection
+    assert chosen["learning_rate"] in (0.01, 0.03) and 1 <= chosen["epochs"] <= 6
+    by_epoch = chosen["dev_macro_f1_by_learning_rate_and_epoch"]
+    assert chosen["dev_macro_f1"] == max(max(scores) for scores in by_epoch.values())
+    probabilities = model.predict_proba(test + ["", "完全没见过的词"])  # an empty text and unknown words too
+    assert probabilities.shape == (len(test) + 2, 2) and np.allclose(probabilities.sum(-1), 1)
+    again = FastTextClassifier(**settings, seed=1).fit(train, train_labels, dev, dev_labels)
+    other = FastTextClassifier(**settings, seed=2).fit(train, train_labels, dev, dev_labels)
+    assert np.array_equal(again.predict_proba(test), model.predict_proba(test))
+    assert not np.allclose(other.predict_proba(test), model.predict_proba(test))
