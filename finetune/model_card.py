@@ -194,6 +194,23 @@ def _cleaning(metrics: dict) -> str:
     )
 
 
+def _seed_spread(metrics: dict) -> dict | None:
+    """The "Across seeds" table's rows, where a benchmark wrote `seed_spread` (`comparison.seed_spread`)."""
+    spread = metrics.get("seed_spread")
+    if not spread:
+        return None
+    index = spread["seeds"].index(spread["this_seed"])
+    rows = []
+    for name, key in (("accuracy", "test_accuracy"), ("macro-F1", "test_macro_f1")):
+        numbers = spread[key]
+        std = "" if numbers["std"] is None else f" ± {numbers['std']:.4f}"
+        rows.append({"name": name, "this": f"{numbers['values'][index]:.4f}", "mean": f"{numbers['mean']:.4f}{std}",
+                     "min": f"{numbers['min']:.4f}", "max": f"{numbers['max']:.4f}"})  # fmt: skip
+    seeds = ", ".join(map(str, spread["seeds"]))
+    return {"this_seed": spread["this_seed"], "rank": spread["rank"], "runs": spread["runs"], "seeds": seeds,
+            "rows": rows}  # fmt: skip
+
+
 def _labels(config: dict, metrics: dict, split: str) -> list[dict]:
     """id, name and, where the metrics have them, the split's F1 and support of each label."""
     id2label = config.get("id2label") or metrics.get("data", {}).get("id2label", {})
@@ -266,6 +283,7 @@ def card_variables(model_dir: str | os.PathLike, repo_id: str | None = None, dat
         "training": _training_description(run, metrics),
         "split": split,
         "evaluation": evaluation,
+        "seed_spread": _seed_spread(metrics),
         "max_seq_length": _setting(run, "max_seq_length", "max_length")
         or config.get("max_seq_length", config.get("max_length")),
     }

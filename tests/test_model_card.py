@@ -189,3 +189,19 @@ def test_model_card_shows_the_run_warnings(trained_run, tmp_path):
     section = card[card.index("## Warnings") : card.index("## Usage")]
     assert f"- {warning}\n" in section
     assert "- --vector_size 300 was not used: english.txt holds 8-dimensional vectors\n" in section
+
+
+def test_a_benchmarked_runs_card_shows_its_spread_across_seeds(tmp_path):
+    from finetune.comparison import seed_spread
+
+    best = write_run(tmp_path)
+    assert "Across seeds" not in str(model_card(best))
+    runs = [{"seed": 42, "test_accuracy": 0.81234, "test_macro_f1": 0.80111},
+            {"seed": 43, "test_accuracy": 0.83, "test_macro_f1": 0.82}]  # fmt: skip
+    metrics_path = best.parent / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    metrics_path.write_text(json.dumps({**metrics, "seed_spread": seed_spread(runs, 42)}), encoding="utf-8")
+    card = str(model_card(best))
+    assert "2 seeds (42, 43); this run (seed 42) ranks 2 of 2 by test accuracy" in card
+    assert "| accuracy | 0.8123 | 0.8212 ± 0.0125 | 0.8123 | 0.8300 |" in card
+    assert "| macro-F1 | 0.8011 | 0.8106 ± 0.0134 | 0.8011 | 0.8200 |" in card
