@@ -323,3 +323,17 @@ def test_label_names_errors(tmp_path, genuine_reviews_csv):
         load_splits(zero_one, label_names=["neg", "pos", "mid"])
     with pytest.raises(ArgumentError, match="--label_names: 'pos' given more than once"):
         load_splits(zero_one, label_names=["pos", "pos"])
+
+
+def test_split_seed_fixes_the_split_and_caps_whatever_the_run_seed(genuine_reviews_csv):
+    from finetune.arguments import DataArguments
+    from finetune.data import load_data
+
+    def test_texts(seed, split_seed):
+        data = DataArguments(train_file=str(genuine_reviews_csv), test_size=0.2, max_train_samples=15,
+                             split_seed=split_seed)  # fmt: skip
+        splits, _ = load_data(data, seed)
+        return sorted(texts_of(splits["test"])), sorted(texts_of(splits["train"]))
+
+    assert test_texts(1, 42) == test_texts(2, 42) == test_texts(42, None)
+    assert test_texts(1, None) != test_texts(2, None)  # without it, the run's seed splits
