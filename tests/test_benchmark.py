@@ -1,0 +1,133 @@
+"""scripts/benchmark.py on a tiny folder: 2 seeds of a tiny recipe and both baselines give the table, the
+JSON and each run's seed spread (metrics.json and card); a second call reuses every run, a removed run
+alone is trained again; mistakes in the input are one line."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, make_reviews, write_csv
+
+SCRIPT = ROOT / "scripts" / "benchmark.py"
+TITLES = ["TF-IDF char 1-3-gram + LR (C=", "fastText (words + hashed bigrams)", "recipe word2vec_bilstm_attn"]
+
+
+def tiny_recipe_flags(vectors) -> str:
+    """The recipe flags of `conftest.tiny_recipe_args` that the benchmark does not set itself."""
+    return (
+        f"--word_vectors {vectors} --lstm_hidden_size 16 --attention_dim 16 --num_train_epochs 3 "
+        "--per_device_train_batch_size 16 --learning_rate 0.01 --logging_steps 5 --min_freq 1 --word_dropout 0 "
+        "--early_stopping_patience 0 --adversarial_epsilon 0.1"
+    )
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    data = tmp_path_factory.mktemp("tiny_reviews")
+    write_csv(data / "train.csv", make_reviews(60, seed=0))
+    write_csv(data / "dev.csv", make_reviews(15, seed=1))
+    write_csv(data / "test.csv", make_reviews(20, seed=2))
+    return data
+
+
+def run_benchmark(*flags, cwd):
+    command = [sys.executable, str(SCRIPT), "--threads", "1", "--resamples", "300", *map(str, flags)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def table(output: str) -> list[list[str]]:
+    lines = [line for line in output.splitlines() if line.startswith("|")]
+    assert lines[0].startswith("| method | runs | test accuracy | test macro-F1 | accuracy − TF-IDF")
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def test_two_seeds_give_the_table_json_and_seed_spread_and_a_rerun_reuses_them(folder, tiny_vectors, tmp_path):
+    runs_dir, output = tmp_path / "runs", tmp_path / "bench.json"
+    flags = ["--datasets", folder, "--seeds", 2, "--runs_dir", runs_dir, "--output", output,
+             "--max_train_samples", 80, "--max_eval_samples", 20, "--max_predict_samples", 30,
+             "--recipe_args", tiny_recipe_flags(tiny_vectors)]  # fmt: skip
+    printed = run_benchmark(*flags, cwd=tmp_path)
+    rows = table(printed)
+    assert len(rows) == 3 and all(row[0].startswith(title) for row, title in zip(rows, TITLES, strict=True))
+    assert [row[1] for row in rows] == ["1", "2", "2"]
+    assert rows[0][4] == "—" and all("[" in row[4] and "±" in row[2] for row in rows[1:])
+    assert f"### {folder.name}: train 80, validation 20, test 30" in printed
+
+    results = json.loads(output.read_text(encoding="utf-8"))["datasets"][folder.name]
+    assert len(results["test_labels"]) == 30
+    assert [(run["method"], run["seed"]) for run in results["runs"]] == [
+        ("tfidf_lr", 42), ("fasttext", 42), ("fasttext", 43), ("recipe", 42), ("recipe", 43)]  # fmt: skip
+    for run in results["runs"]:
+        correct = [p == label for p, label in zip(run["predicted"], results["test_labels"], strict=True)]
+        assert run["test_accuracy"] == pytest.approx(sum(correct) / 30)
+    assert results["runs"][0]["test_accuracy"] >= 0.9  # TF-IDF on templated reviews
+    recipe = [run for run in results["runs"] if run["method"] == "recipe"]
+    for run in recipe:
+        metrics = json.loads((runs_dir / folder.name / f"recipe-seed{run['seed']}" / "metrics.json").read_text())
+        spread = metrics["seed_spread"]
+        assert spread["seeds"] == [42, 43] and spread["this_seed"] == run["seed"]
+        assert spread["test_accuracy"]["values"] == [r["test_accuracy"] for r in recipe]
+        card = (runs_dir / folder.name / f"recipe-seed{run['seed']}" / "best" / "README.md").read_text()
+        assert f"this run (seed {run['seed']}) ranks {spread['rank']} of 2 by test accuracy" in card
+        assert metrics["data"]["max_samples"]["test"]["rows"] == 30
+
+    # Again, after a kill during seed 43's run (its metrics.json not yet written): that run resumes from its
+    # last checkpoint; nothing else is trained (the other logs and the baselines' results are not rewritten)
+    directory = runs_dir / folder.name
+    (directory / "recipe-seed43" / "metrics.json").unlink()
+    kept = [directory / "recipe-seed42.log", *sorted(directory.glob("*_*-seed*.json")), *directory.glob("fast*")]
+    times = {path: path.stat().st_mtime_ns for path in kept}
+    log43 = (directory / "recipe-seed43.log").stat().st_mtime_ns
+    again = run_benchmark(*flags, cwd=tmp_path)
+    assert {path: path.stat().st_mtime_ns for path in kept} == times
+    assert (directory / "recipe-seed43.log").stat().st_mtime_ns > log43
+    assert "Resumed from" in (directory / "recipe-seed43.log").read_text()
+    assert [row[:5] for row in table(again)] == [row[:5] for row in rows]  # the resumed run's best model is the same
+    assert json.loads((directory / "recipe-seed43" / "metrics.json").read_text())["seed_spread"]["seeds"] == [42, 43]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--datasets", "{tmp}/nowhere"], "--datasets {tmp}/nowhere: no such folder"),
+        (["--datasets", "{tmp}/no_test"], "--datasets {tmp}/no_test: no test.csv"),
+        (["--recipe_args", "--learnig_rate 0.1"], "unknown flag --learnig_rate (did you mean --learning_rate?)"),
+        (["--recipe_args", "--seed 3"], "--recipe_args: --seed is set by the benchmark"),
+        (["--seeds", "0"], "--seeds must be 1 or more"),
+    ],
+)
+def test_mistakes_are_one_line(flags, message, folder, tmp_path, capsys):
+    (tmp_path / "no_test").mkdir()
+    for name in ("train.csv", "dev.csv"):
+        (tmp_path / "no_test" / name).write_bytes((folder / name).read_bytes())
+    argv = [flag.format(tmp=tmp_path) for flag in flags] + ["--runs_dir", str(tmp_path / "runs")]
+    if "--datasets" not in flags:
+        argv += ["--datasets", str(folder), "--methods", "tfidf_lr"]
+    script = load_script()
+    with pytest.raises(SystemExit) as exit_info:
+        script.report_errors("benchmark.py")(script.main)(argv)
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 1 and len(error.splitlines()) == 1
+    assert error.startswith("benchmark.py: error: ") and message.format(tmp=tmp_path) in error
+
+
+def test_kept_runs_of_other_settings_are_an_error(folder, tmp_path, capsys):
+    script = load_script()
+    argv = ["--datasets", str(folder), "--methods", "tfidf_lr", "--runs_dir", str(tmp_path / "runs")]
+    script.main([*argv, "--max_predict_samples", "30"])
+    with pytest.raises(SystemExit):
+        script.report_errors("benchmark.py")(script.main)([*argv, "--max_predict_samples", "20"])
+    assert "a kept run with other settings; give another --runs_dir" in capsys.readouterr().err
