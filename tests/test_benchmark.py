@@ -87,6 +87,7 @@ def test_two_seeds_give_the_table_json_and_seed_spread_and_a_rerun_reuses_them(f
     again = run_benchmark(*flags, cwd=tmp_path)
     assert {path: path.stat().st_mtime_ns for path in kept} == times
     assert (directory / "recipe-seed43.log").stat().st_mtime_ns > log43
+    assert json.loads((directory / "recipe-seed43.json").read_text())["wall_seconds"] is None  # a part only
     assert "Resumed from" in (directory / "recipe-seed43.log").read_text()
     assert [row[:5] for row in table(again)] == [row[:5] for row in rows]  # the resumed run's best model is the same
     assert json.loads((directory / "recipe-seed43" / "metrics.json").read_text())["seed_spread"]["seeds"] == [42, 43]
