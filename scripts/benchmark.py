@@ -22,6 +22,7 @@ done, each run's `metrics.json` gets `seed_spread` and its model card an "Across
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -126,6 +127,12 @@ def read_record(path: Path, settings: dict) -> dict | None:
             f"{path}: a kept run with other settings; give another --runs_dir, or delete it to run it again"
         )
     return record
+
+
+def baseline_settings(method: str, seed: int) -> dict:
+    """A baseline's constructor settings (its seed included), as JSON gives them back."""
+    chosen = {key: value for key, value in vars(BASELINES[method](seed=seed)).items() if key != "selection"}
+    return json.loads(json.dumps(chosen))
 
 
 def run_baseline(name: str, seed: int, splits, settings: dict, path: Path) -> dict:
@@ -275,7 +282,8 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
     for method in [m for m in BASELINES if m in args.methods]:
         for seed in seeds[:1] if BASELINES[method].deterministic else seeds:
             progress.set_postfix_str(f"{name} {method} seed {seed}")
-            settings = {"method": method, "seed": seed, "config": str(Path(args.config).resolve()), "flags": flags}
+            # what the baseline's result depends on: the data as read, and the baseline's own settings
+            settings = {"method": method, "data": dataclasses.asdict(run_args.data), **baseline_settings(method, seed)}
             result = run_baseline(method, seed, splits, settings, directory / f"{method}-seed{seed}.json")
             correct = np.asarray(result["predicted"]) == labels
             result["test_accuracy"] = float(correct.mean())
