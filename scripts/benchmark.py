@@ -16,13 +16,15 @@ per seed 42, 43, ...), `fasttext` (once per seed) and `tfidf_lr` (deterministic:
 sample std over seeds), the accuracy difference to TF-IDF with the 95% interval of the paired
 bootstrap over test texts and seeds (`finetune/comparison.py`), and training and wall time. Writes every
 run's numbers and per-text predictions to JSON. Each run is kept in --runs_dir and reused when the
-benchmark runs again with the same settings, so a killed benchmark resumes where it stopped (an
+benchmark runs again with the same settings and data files (named by a hash of them, so runs of
+other settings sit beside each other), so a killed benchmark resumes where it stopped (an
 unfinished recipe run continues from its last checkpoint). Once a dataset's recipe runs are all
 done, each run's `metrics.json` gets `seed_spread` and its model card an "Across seeds" table.
 """
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import shlex
@@ -149,13 +151,13 @@ def run_baseline(name: str, seed: int, splits, settings: dict, path: Path) -> di
     result = {"method": name, "title": baseline.title, "seed": seed, "fit_seconds": seconds,
               "wall_seconds": wall_seconds, "selection": baseline.selection, "predicted": predicted}  # fmt: skip
     write_json_atomic({"settings": settings, "result": result}, path)
-    return result
+    return json.loads(json.dumps(result))  # as a kept run is read back (the C grid's keys become strings)
 
 
-def run_recipe(args, flags: list[str], seed: int, run_dir: Path, log: Path) -> dict:
+def run_recipe(args, common: dict, seed: int, run_dir: Path, log: Path) -> dict:
     """The recipe on one seed, as a subprocess; a finished run with the same settings is reused and
     an unfinished one continues. Returns the record (settings, wall_seconds)."""
-    settings = {"config": str(Path(args.config).resolve()), "flags": [*flags, "--seed", str(seed)]}
+    settings = {**common, "seed": seed}
     record_path = run_dir.with_name(run_dir.name + ".json")
     record = read_record(record_path, settings)
     if record is not None and (run_dir / "metrics.json").exists():
@@ -164,7 +166,7 @@ def run_recipe(args, flags: list[str], seed: int, run_dir: Path, log: Path) -> d
         raise ArgumentError(f"{run_dir}: a run the benchmark did not start; give another --runs_dir or delete it")
     resumed = record is not None
     write_json_atomic({"settings": settings}, record_path)  # before the run: a killed one is resumed
-    command = [sys.executable, str(RECIPE), "--config", settings["config"], *settings["flags"],
+    command = [sys.executable, str(RECIPE), "--config", settings["config"], *settings["flags"], "--seed", str(seed),
                "--output_dir", str(run_dir), "--resume_from_checkpoint", "latest"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     if args.threads:
@@ -270,6 +272,17 @@ def recipe_flags(args, dataset: str) -> tuple[str, list[str], object]:
     return name, flags, run_args
 
 
+def settings_tag(settings: dict) -> str:
+    """8 hex digits of `settings`: kept runs of other settings sit beside, not over, each other."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def files_state(data) -> dict:
+    """Size and modification time of the data files: a changed file makes new runs, not stale ones reused."""
+    files = (data.train_file, data.validation_file, data.test_file)
+    return {file: [os.stat(file).st_size, os.stat(file).st_mtime_ns] for file in files if file is not None}
+
+
 def benchmark_dataset(args, dataset: str, progress) -> dict:
     name, flags, run_args = recipe_flags(args, dataset)
     splits, data_info = load_data(run_args.data, SPLIT_SEED)
@@ -278,13 +291,16 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
     directory = Path(args.runs_dir) / name
     directory.mkdir(parents=True, exist_ok=True)
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.seeds))
-    runs = []
+    runs, files = [], files_state(run_args.data)
+    common = {"config": str(Path(args.config).resolve()), "flags": flags, "files": files}  # the recipe's settings
     for method in [m for m in BASELINES if m in args.methods]:
         for seed in seeds[:1] if BASELINES[method].deterministic else seeds:
             progress.set_postfix_str(f"{name} {method} seed {seed}")
             # what the baseline's result depends on: the data as read, and the baseline's own settings
-            settings = {"method": method, "data": dataclasses.asdict(run_args.data), **baseline_settings(method, seed)}
-            result = run_baseline(method, seed, splits, settings, directory / f"{method}-seed{seed}.json")
+            settings = {"method": method, "data": dataclasses.asdict(run_args.data), "files": files}
+            settings.update(baseline_settings(method, seed))
+            tag = settings_tag({key: value for key, value in settings.items() if key != "seed"})
+            result = run_baseline(method, seed, splits, settings, directory / f"{method}-{tag}-seed{seed}.json")
             correct = np.asarray(result["predicted"]) == labels
             result["test_accuracy"] = float(correct.mean())
             result["test_macro_f1"] = macro_f1(labels, result["predicted"], len(label2id))
@@ -293,8 +309,8 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
     recipe_runs = []
     for seed in seeds if "recipe" in args.methods else []:
         progress.set_postfix_str(f"{name} recipe seed {seed}")
-        run_dir = directory / f"recipe-seed{seed}"
-        record = run_recipe(args, flags, seed, run_dir, directory / f"recipe-seed{seed}.log")
+        run_dir = directory / f"{Path(args.config).stem}-{settings_tag(common)}-seed{seed}"
+        record = run_recipe(args, common, seed, run_dir, run_dir.with_name(run_dir.name + ".log"))
         recipe_runs.append(recipe_result(run_dir, seed, record.get("wall_seconds"), test_texts, labels, label2id))
         recipe_runs[-1]["title"] = f"recipe {Path(args.config).stem}"
         progress.update(1)

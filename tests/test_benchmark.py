@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, make_reviews, write_csv
@@ -69,28 +70,30 @@ def test_two_seeds_give_the_table_json_and_seed_spread_and_a_rerun_reuses_them(f
     assert results["runs"][0]["test_accuracy"] >= 0.9  # TF-IDF on templated reviews
     recipe = [run for run in results["runs"] if run["method"] == "recipe"]
     for run in recipe:
-        metrics = json.loads((runs_dir / folder.name / f"recipe-seed{run['seed']}" / "metrics.json").read_text())
+        assert Path(run["run_dir"]).name.startswith("word2vec_bilstm_attn-")
+        metrics = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
         spread = metrics["seed_spread"]
         assert spread["seeds"] == [42, 43] and spread["this_seed"] == run["seed"]
         assert spread["test_accuracy"]["values"] == [r["test_accuracy"] for r in recipe]
-        card = (runs_dir / folder.name / f"recipe-seed{run['seed']}" / "best" / "README.md").read_text()
+        card = (Path(run["run_dir"]) / "best" / "README.md").read_text()
         assert f"this run (seed {run['seed']}) ranks {spread['rank']} of 2 by test accuracy" in card
         assert metrics["data"]["max_samples"]["test"]["rows"] == 30
 
     # Again, after a kill during seed 43's run (its metrics.json not yet written): that run resumes from its
     # last checkpoint; nothing else is trained (the other logs and the baselines' results are not rewritten)
     directory = runs_dir / folder.name
-    (directory / "recipe-seed43" / "metrics.json").unlink()
-    kept = [directory / "recipe-seed42.log", *sorted(directory.glob("*_*-seed*.json")), *directory.glob("fast*")]
+    run42, run43 = (Path(run["run_dir"]) for run in recipe)
+    (run43 / "metrics.json").unlink()
+    kept = [run42.with_name(run42.name + ".log"), *directory.glob("tfidf_lr-*"), *directory.glob("fasttext-*")]
     times = {path: path.stat().st_mtime_ns for path in kept}
-    log43 = (directory / "recipe-seed43.log").stat().st_mtime_ns
+    log43 = run43.with_name(run43.name + ".log")
+    written = log43.stat().st_mtime_ns
     again = run_benchmark(*flags, cwd=tmp_path)
-    assert {path: path.stat().st_mtime_ns for path in kept} == times
-    assert (directory / "recipe-seed43.log").stat().st_mtime_ns > log43
-    assert json.loads((directory / "recipe-seed43.json").read_text())["wall_seconds"] is None  # a part only
-    assert "Resumed from" in (directory / "recipe-seed43.log").read_text()
+    assert len(kept) == 4 and {path: path.stat().st_mtime_ns for path in kept} == times
+    assert log43.stat().st_mtime_ns > written and "Resumed from" in log43.read_text()
+    assert json.loads(run43.with_name(run43.name + ".json").read_text())["wall_seconds"] is None  # a part only
     assert [row[:5] for row in table(again)] == [row[:5] for row in rows]  # the resumed run's best model is the same
-    assert json.loads((directory / "recipe-seed43" / "metrics.json").read_text())["seed_spread"]["seeds"] == [42, 43]
+    assert json.loads((run43 / "metrics.json").read_text())["seed_spread"]["seeds"] == [42, 43]
 
 
 def load_script():
@@ -125,10 +128,20 @@ def test_mistakes_are_one_line(flags, message, folder, tmp_path, capsys):
     assert error.startswith("benchmark.py: error: ") and message.format(tmp=tmp_path) in error
 
 
-def test_kept_runs_of_other_settings_are_an_error(folder, tmp_path, capsys):
+def test_runs_of_other_settings_or_changed_files_sit_beside_the_kept_ones(folder, tmp_path, capsys):
     script = load_script()
     argv = ["--datasets", str(folder), "--methods", "tfidf_lr", "--runs_dir", str(tmp_path / "runs")]
-    script.main([*argv, "--max_predict_samples", "30"])
-    with pytest.raises(SystemExit):
-        script.report_errors("benchmark.py")(script.main)([*argv, "--max_predict_samples", "20"])
-    assert "a kept run with other settings; give another --runs_dir" in capsys.readouterr().err
+    first = script.main([*argv, "--max_predict_samples", "30"])
+    assert script.main([*argv, "--max_predict_samples", "30"]) == first  # reused
+    script.main([*argv, "--max_predict_samples", "20"])
+    assert len(list((tmp_path / "runs" / folder.name).glob("tfidf_lr-*-seed42.json"))) == 2
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for name in ("train.csv", "dev.csv", "test.csv"):
+        (changed / name).write_bytes((folder / name).read_bytes())
+    (changed / "test.csv").write_text((folder / "test.csv").read_text() + "新加的一条评论很好,positive\n")
+    changed_argv = ["--datasets", str(changed), "--methods", "tfidf_lr", "--runs_dir", str(tmp_path / "runs")]
+    script.main(changed_argv)
+    (changed / "test.csv").write_text((folder / "test.csv").read_text())
+    script.main(changed_argv)
+    assert len(list((tmp_path / "runs" / "changed").glob("tfidf_lr-*-seed42.json"))) == 2
