@@ -36,6 +36,9 @@ NOT_IDENTITY = frozenset(
         "max_predict_samples", "report_to", "run_name", "logging_dir", "dataset_title",
     }
 )  # fmt: skip
+# Flags added after runs were saved, with the value that means "as before": at it, a flag is left out
+# of the identity, so a run saved before the flag existed still resumes (and keeps its fingerprint).
+ADDED_LATER = {"split_seed": None, "adversarial_interval": 1}
 # Left unset (None), these are filled in from the data by the builders (the vector file's dimension):
 # an unset value matches whatever the run filled in.
 FILLED_IN = frozenset({"vector_size"})
@@ -56,7 +59,11 @@ def run_identity(*groups) -> dict:
     merged = {}
     for group in groups:
         merged.update(group if isinstance(group, dict) else dataclasses.asdict(group))
-    return {key: value for key, value in sorted(merged.items()) if key not in NOT_IDENTITY}
+    return {
+        key: value
+        for key, value in sorted(merged.items())
+        if key not in NOT_IDENTITY and not (key in ADDED_LATER and value == ADDED_LATER[key])
+    }
 
 
 def fingerprint(identity: dict) -> str:

@@ -1,4 +1,4 @@
-"""scripts/bench_speed.py --quick on tiny data: the table has its seven rows (bf16 asked for) and every figure is positive.
+"""scripts/bench_speed.py --quick on tiny data: the table has its seven rows (bf16 asked for), every figure positive.
 
 Speed claims live in the benchmark's own output, not in timed assertions here.
 """

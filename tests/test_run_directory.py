@@ -10,7 +10,13 @@ from conftest import tiny_recipe_args
 
 from finetune.checkpointing import list_checkpoints, resolve_checkpoint
 from finetune.errors import RunDirectoryError
-from finetune.run_directory import check_output_dir, describe_differences, empty_output_dir, fingerprint
+from finetune.run_directory import (
+    check_output_dir,
+    describe_differences,
+    empty_output_dir,
+    fingerprint,
+    run_identity,
+)
 from recipes.train_bilstm_attention import main
 
 ONE_EPOCH = ("--num_train_epochs", "1", "--save_strategy", "steps", "--save_steps", "5")
@@ -54,6 +60,17 @@ def test_latest_only_picks_this_runs_checkpoints(tmp_path):
 def test_differences_are_listed_key_by_key():
     text = describe_differences({"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 5, "d": 4}, limit=2)
     assert text == "b 2 there, 5 here; c 3 there, None here; and 1 more"
+
+
+def test_a_flag_added_later_at_its_as_before_value_keeps_an_older_runs_identity():
+    """A run saved before --adversarial_interval and --split_seed existed has neither in its
+    config.yaml; at their defaults this run's identity (and checkpoint fingerprint) is the same."""
+    saved_before = {"learning_rate": 0.002, "seed": 42, "output_dir": "run"}
+    now = {**saved_before, "adversarial_interval": 1, "split_seed": None}
+    assert run_identity(now) == run_identity(saved_before) == {"learning_rate": 0.002, "seed": 42}
+    assert fingerprint(run_identity(now)) == fingerprint(run_identity(saved_before))
+    changed = run_identity({**now, "adversarial_interval": 2, "split_seed": 42})
+    assert changed == {"adversarial_interval": 2, "learning_rate": 0.002, "seed": 42, "split_seed": 42}
 
 
 def test_directory_checks(tmp_path):
