@@ -7,14 +7,17 @@ is not installed (a server of exported models), the package imports without them
 """
 
 try:
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+except ModuleNotFoundError as error:
+    if error.name not in ("torch", "transformers"):
+        raise
+else:
     from .models.bilstm_attention import (
         BiLSTMAttentionConfig,
         BiLSTMAttentionForSequenceClassification,
         JiebaTokenizer,
     )
-except ModuleNotFoundError as error:
-    if error.name not in ("torch", "transformers"):
-        raise
 
 __version__ = "0.1.0"
 
