@@ -5,6 +5,7 @@ cannot be imported; the CLI."""
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -208,6 +209,23 @@ def test_cli_export_then_predict_with_onnx(models, tmp_path, capsys):
     cli(["predict", str(path), str(table), "--backend", "onnx_int8", "--output", str(tmp_path / "out.jsonl")])
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 3 and all(row["predicted_label"] in ("negative", "positive") for row in rows)
+
+
+def test_push_uploads_the_onnx_folder_and_the_card_shows_onnxruntime(models, tmp_path):
+    from hub_server import LocalHub, hub_env
+
+    model_dir = shutil.copytree(models["word_vectors"][0], tmp_path / "run" / "best")
+    with LocalHub() as hub:
+        env = hub_env(hub, tmp_path / "home", "hf_onnx_test_token_0123")
+        command = [sys.executable, "-c", "from finetune.cli import main; main()", "push", str(model_dir),
+                   "--repo-id", "user/onnx"]  # fmt: skip
+        result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        files = hub.files("user/onnx")
+    assert {"onnx/model.onnx", "onnx/model_int8.onnx", "onnx/vocab.txt", "onnx/config.json"} <= set(files)
+    card = files["README.md"].decode("utf-8")
+    assert 'pipeline("text-classification", model="user/onnx", trust_remote_code=True)' in card
+    assert 'OnnxClassifier(snapshot_download("user/onnx", allow_patterns=["onnx/*"]), quantized=True)' in card
 
 
 @pytest.mark.parametrize(
