@@ -106,7 +106,14 @@ def quantize_int8(source: Path, target: Path) -> None:
     """onnxruntime dynamic quantization: int8 weights of LSTM, MatMul/Gemm and embedding Gather."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    # onnxruntime logs (on the root logger) advice for static quantization of vision models; here it is noise.
+    advice = logging.Filter()
+    advice.filter = lambda record: "pre-processing before quantization" not in record.getMessage()
+    logging.getLogger().addFilter(advice)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        logging.getLogger().removeFilter(advice)
 
 
 def onnx_logits(path: Path, batch: dict[str, np.ndarray]) -> np.ndarray:

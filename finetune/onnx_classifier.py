@@ -105,11 +105,13 @@ class OnnxClassifier:
         path: The exported folder (`MODEL_DIR/onnx`) or the model directory that holds it.
         quantized: Run `model_int8.onnx` (`finetune export --quantize int8`) instead of `model.onnx`.
         threads: onnxruntime's intra-op threads; None: its default (every core).
-        batch_size: Texts per run (texts of similar length go together).
+        batch_size: Texts per run (texts of similar length go together). onnxruntime's LSTM is fastest
+            on small batches: the 1,736 demo test texts ran in 0.65 s in batches of 32, 1.0 s in batches
+            of 256 (int8, one thread).
     """
 
     def __init__(
-        self, path: str | os.PathLike, *, quantized: bool = False, threads: int | None = None, batch_size: int = 64
+        self, path: str | os.PathLike, *, quantized: bool = False, threads: int | None = None, batch_size: int = 32
     ):
         import onnxruntime as ort
 

@@ -21,7 +21,8 @@ validation.csv, and test.csv):
   `pipeline("text-classification", model=RUN/best)` and `predict_file` (`finetune predict`: model
   load, CSV read and write included) on the recipe's default run; single-text latency p50/p95.
 - ONNX: that run exported (`finetune export --quantize int8`) and run by `OnnxClassifier` (onnxruntime,
-  no torch), fp32 and int8, as `pipeline()` is measured; the file's size on disk in the row's name.
+  no torch), fp32 and int8, as `pipeline()` is measured but in OnnxClassifier's own batches of 32
+  (onnxruntime's LSTM runs small batches fastest); the file's size on disk in the row's name.
 
 Throughputs are medians of `--repeats` runs (training: `--train_repeats` epochs of each, interleaved;
 3 for a final table) after a warm-up; memory is the peak RSS of the process sampled every 5 ms by a
@@ -346,8 +347,7 @@ def onnx_prediction_rows(run_dir: Path, texts: list[str], gold: list[int], work:
             classifier = OnnxClassifier(directory, quantized=quantized, threads=args.threads)
             label2id = {label: i for i, label in enumerate(classifier.labels)}
 
-            def predict(texts, batch_size):
-                classifier.batch_size = batch_size
+            def predict(texts, batch_size):  # OnnxClassifier's own batch size: onnxruntime's LSTM likes small ones
                 return [label2id[p["label"]] for p in classifier(texts)]
 
             return predict, classifier

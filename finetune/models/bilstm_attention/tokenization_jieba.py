@@ -97,6 +97,7 @@ class JiebaTokenizer(PreTrainedTokenizer):
             split_unknown_words=split_unknown_words,
             unk_token=str(unk_token),
         )
+        self.vocab = self.words.ids  # one dictionary, read by both
         super().__init__(
             segmenter=segmenter,
             do_lower_case=do_lower_case,
