@@ -20,7 +20,7 @@ import numpy as np
 
 from .batching import length_sorted_batches, padded_batch
 from .errors import ModelDirectoryError
-from .models.bilstm_attention.segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter
+from .models.bilstm_attention.segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, read_vocab
 
 ONNX_DIR = "onnx"
 MODEL_FILE = "model.onnx"
@@ -53,7 +53,7 @@ class _JiebaIds:
         vocab = directory / "vocab.txt"
         if not vocab.is_file():
             raise ModelDirectoryError(f"{vocab} is missing; export the model again (finetune export)")
-        tokens = vocab.read_text(encoding="utf-8").split("\n")[:-1]
+        tokens = read_vocab(str(vocab))
         added = {entry["content"]: int(i) for i, entry in settings.get("added_tokens_decoder", {}).items()}
         self.vocabulary = JiebaVocabulary(
             tokens,

@@ -63,6 +63,12 @@ def check_texts(text) -> None:
             raise TypeError(f"text {index} is {describe(item)}, expected a string")
 
 
+def read_vocab(path: str) -> list[str]:
+    """The tokens of a vocabulary file, one a line; a token's id is its line number (from 0)."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
 def truncate(ids: list[int], max_length: int | None, side: str = "right") -> list[int]:
     """The first (`side="right"`) or last `max_length` ids; all of them for None."""
     if not max_length or len(ids) <= max_length:

@@ -13,7 +13,7 @@ import numpy as np
 from transformers import PreTrainedTokenizer
 from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
 
-from .segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, truncate
+from .segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, read_vocab, truncate
 
 __all__ = ["JiebaTokenizer", "check_texts", "load_segmenter"]
 
@@ -76,8 +76,7 @@ class JiebaTokenizer(PreTrainedTokenizer):
         if vocab is not None:
             tokens = list(vocab)
         else:
-            with open(vocab_file, encoding="utf-8") as f:
-                tokens = [line.rstrip("\n") for line in f]
+            tokens = read_vocab(vocab_file)
         self.vocab = {token: index for index, token in enumerate(tokens)}
         source = vocab_file or "vocab"
         if len(self.vocab) != len(tokens):
