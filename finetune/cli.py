@@ -1,4 +1,4 @@
-"""`finetune` command line: train / evaluate / predict / explain / push.
+"""`finetune` command line: train / evaluate / predict / explain / export / push.
 
     finetune train --config recipes/configs/word2vec_bilstm_attn.yaml --train_file reviews.csv
     finetune evaluate runs/reviews/best test.csv [--output_dir runs/reviews/evaluation/test]
@@ -6,6 +6,8 @@
     finetune predict runs/reviews/best --text 这部电影真的很棒！ --text 这部电影真的很差劲。
     accelerate launch --multi_gpu --num_processes 2 -m finetune.cli predict runs/reviews/best big.csv
         (each process labels a share of the rows; --multi_gpu on CPUs too)
+    finetune export runs/reviews/best [--output DIR] [--quantize int8] [--opset 17]
+    finetune predict runs/reviews/best --backend onnx --text 物流很快 (the exported model, no PyTorch)
     finetune explain runs/reviews/best --text 物流很快，但是质量很差 --output attention.html
     finetune push runs/reviews/best --repo-id user/reviews-sentiment [--private] [--revision v1]
         [--dataset_title "ChnSentiCorp 酒店评论"]
@@ -48,8 +50,19 @@ def _positive_int(value: str) -> int:
     raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
 
 
+def _load_text_classifier(model: str, backend: str):
+    """`pipeline()` (pytorch) or the onnxruntime classifier over the exported folder (onnx, onnx_int8)."""
+    if backend == "pytorch":
+        from .inference import load_classifier
+
+        return load_classifier(model)
+    from .onnx_classifier import OnnxClassifier
+
+    return OnnxClassifier(model, quantized=backend == "onnx_int8")
+
+
 def _predict(args: argparse.Namespace) -> None:
-    from .inference import OUTPUT_FORMATS, load_classifier, predict_file
+    from .inference import OUTPUT_FORMATS, predict_file
 
     if args.input_file:
         # The default output keeps the input's format, so its values keep their types.
@@ -58,12 +71,12 @@ def _predict(args: argparse.Namespace) -> None:
         output = args.output or str(Path(args.input_file).with_suffix("")) + ".predictions" + suffix
         count = predict_file(
             args.model, args.input_file, output, text_column=args.text_column, top_k=args.top_k,
-            encoding=args.encoding, batch_size=args.per_device_eval_batch_size,
+            encoding=args.encoding, batch_size=args.per_device_eval_batch_size, backend=args.backend,
         )  # fmt: skip
         if count:  # 0: a process of `accelerate launch` other than the main one, which writes
             print(f"wrote {count} predictions to {output}")
     if args.text:
-        classifier = load_classifier(args.model)
+        classifier = _load_text_classifier(args.model, args.backend)
         if args.top_k is None:
             for text, prediction in zip(args.text, classifier(args.text)):
                 print(json.dumps({"text": text, **prediction}, ensure_ascii=False))
@@ -73,6 +86,16 @@ def _predict(args: argparse.Namespace) -> None:
                 print(json.dumps({"text": text, "top_k": predictions}, ensure_ascii=False))
     if not args.input_file and not args.text:
         raise ArgumentError("predict: give an input file or --text")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .export import export_onnx
+
+    summary = export_onnx(args.model, args.output, quantize=args.quantize, opset=args.opset)
+    sizes = ", ".join(
+        f"{name} {size / 1e6:.1f} MB" for name, size in summary["files"].items() if name.endswith(".onnx")
+    )
+    print(f"wrote {summary['directory']} ({sizes}); fp32 logits within {summary['fp32_max_abs_logit_difference']:.1e}")
 
 
 def _top_k(value: str) -> int | str:
@@ -182,6 +205,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=256,
         help="texts per batch and process (texts of similar length are batched together)",
     )
+    predict.add_argument(
+        "--backend",
+        choices=("pytorch", "onnx", "onnx_int8"),
+        default="pytorch",
+        help="pytorch: pipeline(); onnx / onnx_int8: onnxruntime over MODEL/onnx/model.onnx / model_int8.onnx "
+        "(finetune export), no PyTorch",
+    )
+    export = commands.add_parser(
+        "export",
+        help="write MODEL/onnx/: model.onnx (+ model_int8.onnx) with the tokenizer files, for onnxruntime",
+        description="Exports a saved model (a LoRA adapter is merged into its base first) to ONNX with dynamic "
+        "batch and sequence axes, checks its logits against PyTorch's, and writes DIR/onnx/ with the tokenizer "
+        "files and config.json. Serve it with finetune.onnx_classifier.OnnxClassifier or finetune predict "
+        "--backend onnx.",
+    )
+    export.add_argument("model", help="saved model directory (OUTPUT_DIR/best, a LoRA adapter's too)")
+    export.add_argument("--output", help="directory to write onnx/ into (default: MODEL)")
+    export.add_argument(
+        "--quantize", choices=("int8",), help="also model_int8.onnx: onnxruntime dynamic quantization (int8 weights)"
+    )
+    export.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset, 14 to 20")
     explain = commands.add_parser("explain", help="show attention weights over the words of texts")
     explain.add_argument("model")
     explain.add_argument("--text", action="append", required=True)
@@ -215,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "train":
         return _train(argv[1:])
     args = build_parser().parse_args(argv)
-    {"evaluate": _evaluate, "predict": _predict, "explain": _explain, "push": _push}[args.command](args)
+    commands = {"evaluate": _evaluate, "predict": _predict, "explain": _explain, "export": _export, "push": _push}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,30 @@ def save_pretrained_atomic(model, tokenizer, directory: str | os.PathLike) -> No
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    replace_directory(staging, directory)
+
+
+@contextlib.contextmanager
+def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling directory to fill; on success it replaces `directory`, else it is removed.
+
+    with atomic_directory("runs/reviews/best/onnx") as staging:
+        write(staging / "model.onnx")
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
+    try:
+        yield staging
+        as_if_created(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_directory(staging, directory)
+
+
+def replace_directory(staging: Path, directory: Path) -> None:
+    """Swaps a complete `staging` directory in for `directory` (readers see the old one or the new one)."""
     if directory.exists():
         retired = directory.with_name(f".{directory.name}-old")
         shutil.rmtree(retired, ignore_errors=True)

@@ -3,11 +3,11 @@
     finetune push runs/reviews/best --repo-id user/reviews-sentiment [--private] [--revision v1]
         [--dataset_title "ChnSentiCorp 酒店评论"]
 
-uploads `best/` (model or LoRA adapter, tokenizer, the model's code, the model card) with the
-run's `metrics.json` and pictures. A LoRA adapter points at its base model: the base (`base/`)
-goes to `<repo-id>-base` and the adapter's `base_model_name_or_path` is set to that repository
-in the uploaded copy. The token comes from `HF_TOKEN` or `hf auth login`; it is never written
-to a file or a log.
+uploads `best/` (model or LoRA adapter, tokenizer, the model's code, the model card, and `onnx/`
+when `finetune export` wrote it there) with the run's `metrics.json` and pictures. A LoRA adapter
+points at its base model: the base (`base/`) goes to `<repo-id>-base` and the adapter's
+`base_model_name_or_path` is set to that repository in the uploaded copy. The token comes from
+`HF_TOKEN` or `hf auth login`; it is never written to a file or a log.
 """
 
 import json

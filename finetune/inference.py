@@ -2,7 +2,6 @@
 
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from tqdm.auto import tqdm
 from transformers import pipeline
 from transformers.pipelines.text_classification import sigmoid, softmax
 
+from .batching import length_sorted_batches, padded_batch
 from .errors import ArgumentError
 from .model_files import check_finite_weights, check_model_directory, hub_errors
 from .prediction_files import (
@@ -29,8 +29,6 @@ logger = logging.getLogger(__name__)
 # Rows tokenized, sorted by length, predicted and written at a time: sorting within a chunk this
 # size leaves batches of 256 almost free of padding, and memory stays flat on any file.
 CHUNK_ROWS = 16384
-# A batch holds at most batch_size x this many tokens: 256 reviews of 64 words, 64 of 256 words.
-TOKENS_PER_TEXT = 64
 
 
 def load_classifier(model_dir: str | os.PathLike, device: int | str | None = None, **kwargs):
@@ -111,32 +109,6 @@ def _label_scores(logits: np.ndarray, config) -> np.ndarray:
     return softmax(logits)
 
 
-def _padded(rows: list[list[int]], pad_token_id: int, padding_side: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """`input_ids` and `attention_mask` of a batch, padded as `pipeline()` pads it."""
-    lengths = np.array([len(ids) for ids in rows])
-    positions = np.arange(lengths.max(initial=0))
-    mask = positions < lengths[:, None] if padding_side == "right" else positions >= (len(positions) - lengths)[:, None]
-    input_ids = np.full(mask.shape, pad_token_id, dtype=np.int64)
-    input_ids[mask] = np.fromiter((i for ids in rows for i in ids), dtype=np.int64, count=int(lengths.sum()))
-    return torch.from_numpy(input_ids), torch.from_numpy(mask.astype(np.int64))
-
-
-def _length_sorted_batches(lengths: list[int], batch_size: int) -> Iterator[np.ndarray]:
-    """Row numbers in batches of similar length: `batch_size` rows, fewer where they are long, so that
-    no batch holds more than `batch_size` x TOKENS_PER_TEXT tokens (memory stays flat)."""
-    order = np.argsort(lengths, kind="stable")
-    sorted_lengths = np.asarray(lengths)[order]
-    start, budget = 0, batch_size * TOKENS_PER_TEXT
-    while start < len(order):
-        # The most rows whose count times the last (longest) one's length fits the budget; at least one.
-        low, high = 1, min(batch_size, len(order) - start)
-        while low < high:
-            middle = (low + high + 1) // 2
-            low, high = (middle, high) if middle * sorted_lengths[start + middle - 1] <= budget else (low, middle - 1)
-        yield order[start : start + low]
-        start += low
-
-
 @torch.inference_mode()
 def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 256, progress=None) -> np.ndarray:
     """Label scores of `texts`, as `pipeline(texts, top_k=None)` gives them, one row per text in label order.
@@ -153,9 +125,10 @@ def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 
     """
     encoded = tokenizer(texts)["input_ids"]  # as pipeline() calls it: no padding, its truncation
     logits = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
-    for rows in _length_sorted_batches([len(ids) for ids in encoded], batch_size):
-        input_ids, attention_mask = _padded([encoded[i] for i in rows], tokenizer.pad_token_id, tokenizer.padding_side)
-        outputs = model(input_ids=input_ids.to(model.device), attention_mask=attention_mask.to(model.device))
+    for rows in length_sorted_batches([len(ids) for ids in encoded], batch_size):
+        batch = padded_batch([encoded[i] for i in rows], tokenizer.pad_token_id, tokenizer.padding_side)
+        input_ids, attention_mask = (torch.from_numpy(array).to(model.device) for array in batch)
+        outputs = model(input_ids=input_ids, attention_mask=attention_mask)
         logits[rows] = outputs.logits.float().cpu().numpy()
         if progress is not None:
             progress.update(len(rows))
@@ -170,14 +143,32 @@ def _process_shard(row_count: int, accelerator) -> tuple[int, int]:
     return row_count * rank // processes, row_count * (rank + 1) // processes
 
 
-def _predict_column(classifier, column: pa.ChunkedArray, batch_size: int, chunk_size: int, main: bool) -> np.ndarray:
-    """Scores of every text of `column`, `chunk_size` texts at a time, with a progress bar (rows/s)."""
+def _text_scorer(model_dir, backend: str, batch_size: int, device) -> tuple:
+    """`score(texts, progress) -> scores` of the chosen backend, and the labels in id order."""
+    if backend in ("onnx", "onnx_int8"):
+        from .onnx_classifier import OnnxClassifier
+
+        classifier = OnnxClassifier(model_dir, quantized=backend == "onnx_int8", batch_size=batch_size)
+        return classifier.scores, classifier.labels
+    if backend != "pytorch":
+        raise ArgumentError(f"--backend must be pytorch, onnx or onnx_int8, got {backend!r}")
+    classifier = load_classifier(model_dir, device=device)
     model, tokenizer = classifier.model.eval(), classifier.tokenizer
-    scores = [np.empty((0, model.config.num_labels), dtype=np.float32)]
+    id2label = model.config.id2label
+
+    def score(texts: list[str], progress) -> np.ndarray:
+        return predict_probabilities(model, tokenizer, texts, batch_size, progress)
+
+    return score, [id2label[index] for index in sorted(id2label)]
+
+
+def _predict_column(score, column: pa.ChunkedArray, label_count: int, chunk_size: int, main: bool) -> np.ndarray:
+    """Scores of every text of `column`, `chunk_size` texts at a time, with a progress bar (rows/s)."""
+    scores = [np.empty((0, label_count), dtype=np.float32)]
     with tqdm(total=len(column), desc="Predicting", unit="rows", unit_scale=True, disable=not main) as progress:
         for start in range(0, len(column), chunk_size):
             texts = ["" if text is None else str(text) for text in column.slice(start, chunk_size).to_pylist()]
-            scores.append(predict_probabilities(model, tokenizer, texts, batch_size, progress))
+            scores.append(score(texts, progress))
     return np.concatenate(scores)
 
 
@@ -195,6 +186,7 @@ def predict_file(
     top_k: int | str | None = None,
     encoding: str | None = None,
     chunk_size: int = CHUNK_ROWS,
+    backend: str = "pytorch",
 ) -> int:
     """Label every row of `input_file` and write its columns, unchanged, plus the predictions.
 
@@ -217,6 +209,8 @@ def predict_file(
             label's probability in the rows where it is among the K best (empty elsewhere).
         encoding: The input's encoding (e.g. "big5"); None: UTF-8, else detected and logged.
         chunk_size: Rows tokenized, sorted, labelled and written at a time.
+        backend: "pytorch" (`pipeline()`'s model), or "onnx" / "onnx_int8": onnxruntime over the folder
+            `finetune export` wrote (`OnnxClassifier`), no PyTorch.
 
     Returns:
         The number of rows written: all of them on the main process, 0 on the others.
@@ -238,9 +232,8 @@ def predict_file(
 
         accelerator = create_accelerator()
     main = accelerator is None or accelerator.is_main_process
-    classifier = load_classifier(model_dir, device=None if accelerator is None else accelerator.device)
-    id2label = classifier.model.config.id2label
-    labels = [id2label[index] for index in sorted(id2label)]
+    device = None if accelerator is None else accelerator.device
+    score, labels = _text_scorer(model_dir, backend, batch_size, device)
     top_k = _top_k_count(top_k, len(labels))
     _check_input_columns(table, input_file, text_column, [f"{SCORE}_{label}" for label in labels] if top_k else [])
     first, last = _process_shard(table.num_rows, accelerator)
@@ -248,7 +241,7 @@ def predict_file(
         rank, processes = accelerator.process_index + 1, accelerator.num_processes
         logger.info("Process %d of %d labels rows %d to %d", rank, processes, first + 1, last)
     column = table[text_column].slice(first, last - first)
-    scores = _predict_column(classifier, column, batch_size, chunk_size, main)
+    scores = _predict_column(score, column, len(labels), chunk_size, main)
     if accelerator is not None:
         from accelerate.utils import gather_object
 

@@ -286,7 +286,17 @@ def card_variables(model_dir: str | os.PathLike, repo_id: str | None = None, dat
         "seed_spread": _seed_spread(metrics),
         "max_seq_length": _setting(run, "max_seq_length", "max_length")
         or config.get("max_seq_length", config.get("max_length")),
+        "onnx": _onnx_usage(model_dir, repo_id),
     }
+
+
+def _onnx_usage(model_dir: Path, repo_id: str | None) -> dict | None:
+    """What the card's onnxruntime snippet needs when `finetune export` wrote `model_dir/onnx/`; else None."""
+    exported = model_dir / "onnx"
+    if not (exported / "model.onnx").exists():
+        return None
+    source = f'snapshot_download("{repo_id}", allow_patterns=["onnx/*"])' if repo_id else f'"{exported}"'
+    return {"source": source, "hub": bool(repo_id), "int8": (exported / "model_int8.onnx").exists()}
 
 
 def _card_data(variables: dict, license: str):

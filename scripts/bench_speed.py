@@ -21,6 +21,9 @@ validation.csv, and test.csv):
 - predict, on the test texts: the plain model (rjieba, length-sorted batches, `torch.inference_mode`),
   `pipeline("text-classification", model=RUN/best)` and `predict_file` (`finetune predict`: model
   load, CSV read and write included) on the recipe's default run; single-text latency p50/p95.
+- ONNX: that run exported (`finetune export --quantize int8`) and run by `OnnxClassifier` (onnxruntime,
+  no torch), fp32 and int8, as `pipeline()` is measured but in OnnxClassifier's own batches of 32
+  (onnxruntime's LSTM runs small batches fastest); the file's size on disk in the row's name.
 
 Throughputs are medians of `--repeats` runs (training: `--train_repeats` epochs of each, interleaved;
 3 for a final table) after a warm-up; memory is the peak RSS of the process sampled every 5 ms by a
@@ -329,6 +332,49 @@ def predict_file_prediction(run_dir: Path, texts: list[str], work: Path, args) -
     return {"texts_per_second": rate, "seconds": seconds, **memory.report()}
 
 
+# ##### ONNX: the exported model under onnxruntime (finetune export, OnnxClassifier) #####
+
+
+def onnx_prediction_rows(run_dir: Path, texts: list[str], gold: list[int], work: Path, args) -> dict:
+    """`finetune export --quantize int8` of the recipe's run, then `OnnxClassifier` on model.onnx and
+    model_int8.onnx: the prediction row of each (as `pipeline()`'s, same texts and batch size), with
+    the file's size on disk and the fp32 graph's logit difference from PyTorch at export."""
+    from finetune.export import export_onnx
+    from finetune.onnx_classifier import OnnxClassifier
+
+    summary = export_onnx(run_dir, work / "exported", quantize="int8")
+    directory = Path(summary["directory"])
+    rows = {}
+    for key, file, quantized in (("onnx_fp32", "model.onnx", False), ("onnx_int8", "model_int8.onnx", True)):
+
+        def load(quantized=quantized):
+            classifier = OnnxClassifier(directory, quantized=quantized, threads=args.threads)
+            label2id = {label: i for i, label in enumerate(classifier.labels)}
+
+            def predict(texts, batch_size):  # OnnxClassifier's own batch size: onnxruntime's LSTM likes small ones
+                return [label2id[p["label"]] for p in classifier(texts)]
+
+            return predict, classifier
+
+        rows[key] = {**prediction_row(load, texts, gold, args), "file": file,
+                     "size_mb": (directory / file).stat().st_size / 1e6}  # fmt: skip
+    rows["fp32_max_abs_logit_difference"] = summary["fp32_max_abs_logit_difference"]
+    return rows
+
+
+def onnx_table_lines(results: dict) -> list[str]:
+    """The ONNX rows, in the columns of `table_lines` (the size on disk in the name)."""
+    lines, plain = [], results["predict"]["plain"]["texts_per_second"]
+    for name, key in (("onnxruntime fp32", "onnx_fp32"), ("onnxruntime int8", "onnx_int8")):
+        row = results["predict_onnx"][key]
+        lines.append(
+            f"| {name} ({row['file']}, {row['size_mb']:.1f} MB) | {row['texts_per_second']:.0f} | {row['p50_ms']:.2f} "
+            f"| {row['p95_ms']:.2f} | {row['peak_rss_mb']:.0f} (+{row['rss_rise_mb']:.0f}) "
+            f"| {row['texts_per_second'] / plain:.2f}x |"
+        )
+    return lines
+
+
 # ##### Table #####
 
 ROWS = [
@@ -475,10 +521,11 @@ def main(argv=None) -> dict:
             "pipeline": prediction_row(lambda: pipeline_predictor(best), texts, gold, args),
             "predict_file": predict_file_prediction(best, texts, work, args),
         }
+        results["predict_onnx"] = onnx_prediction_rows(best, texts, gold, work, args)
     results["machine"]["torch_threads_at_end"] = torch.get_num_threads()
     print(f"\n{results['settings']['data']}: {results['splits']}; torch {torch.__version__}, "
           f"{results['machine']['torch_threads']} threads, {os.cpu_count()} CPUs\n")  # fmt: skip
-    print("\n".join(table_lines(results)))
+    print("\n".join(table_lines(results) + onnx_table_lines(results)))
     print(NOTES)
     if args.output:
         args.output.write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str), encoding="utf-8")

@@ -19,6 +19,8 @@ ROW_NAMES = [
     "plain loop predict",
     "pipeline()",
     "finetune predict (predict_file)",
+    "onnxruntime fp32 (model.onnx, {} MB)",
+    "onnxruntime int8 (model_int8.onnx, {} MB)",
 ]
 
 
@@ -44,12 +46,12 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
     rows = table_rows(done.stdout)
-    assert [row[0] for row in rows] == ROW_NAMES
+    assert [re.sub(r"[\d.]+ MB", "{} MB", row[0]) for row in rows] == ROW_NAMES  # sizes vary
     assert all(len(row) == 6 for row in rows)
     for name, *cells in rows:
         numbers = [float(n) for cell in cells for n in re.findall(r"\d+(?:\.\d+)?", cell)]
         # throughput, p50 and p95 (plain and pipeline() prediction only), peak RSS and its rise, ratio
-        latencies = name in ("plain loop predict", "pipeline()")
+        latencies = name in ("plain loop predict", "pipeline()") or name.startswith("onnxruntime")
         assert len(numbers) == (6 if latencies else 4), (name, cells)
         rise = numbers[-2]  # a phase may reuse memory already taken: its rise can be 0
         assert all(n > 0 for n in numbers[:-2] + numbers[-1:]) and rise >= 0, (name, cells)
@@ -64,6 +66,10 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
     for name in ("plain", "pipeline"):
         row = results["predict"][name]
         assert 0 < row["p50_ms"] <= row["p95_ms"] and row["calls"] == 10
+    for name in ("onnx_fp32", "onnx_int8"):
+        row = results["predict_onnx"][name]
+        assert 0 < row["p50_ms"] <= row["p95_ms"] and row["size_mb"] > 0 and row["test_accuracy"] >= 0
+    assert results["predict_onnx"]["fp32_max_abs_logit_difference"] <= 1e-4
     train = results["train"]
     assert train["plain"]["runs"][0]["samples"] == train["recipe_default"]["runs"][0]["samples"] == 128
     assert train["recipe_bf16"]["runs"][0]["samples"] == 128

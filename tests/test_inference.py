@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import GENUINE_REVIEWS, ROOT, make_reviews, write_csv
 
+from finetune.batching import length_sorted_batches
 from finetune.cli import main as cli
-from finetune.inference import _length_sorted_batches, load_classifier, predict_file
+from finetune.inference import load_classifier, predict_file
 from finetune.tables import DataError, read_table
 
 PIPELINE_SCRIPT = """
@@ -256,7 +257,7 @@ def test_two_processes_write_what_one_writes(trained_run, mixed_texts, tmp_path)
 
 def test_long_texts_go_in_smaller_batches():
     lengths = [10] * 300 + [100] * 300 + [256] * 100 + [0, 5000]
-    batches = list(_length_sorted_batches(lengths, 256))  # at most 256 x 64 tokens a batch
+    batches = list(length_sorted_batches(lengths, 256))  # at most 256 x 64 tokens a batch
     assert [len(rows) for rows in batches] == [256, 163, 163, 64, 55, 1]
     assert sorted(row for rows in batches for row in rows.tolist()) == list(range(len(lengths)))
     assert batches[0][0] == 700 and batches[-1].tolist() == [701]  # the empty text first, the longest alone

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
@@ -53,16 +52,32 @@ class DirectionalLSTM(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        packed = pack_padded_sequence(inputs, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        outputs = []
+        """Each layer's states, zero at padding. Padded, not packed, as the classifier's BiLSTM runs:
+        padding comes after every text's real tokens (the backward stack reads texts reversed within
+        their lengths, `reverse_padded`), so it never reaches their states; no lengths on the CPU,
+        and the graph exports to ONNX."""
+        steps = torch.arange(inputs.size(1), device=inputs.device)
+        # An empty text runs one step, as it did packed (length clamped to 1).
+        real = (steps < lengths.clamp(min=1).unsqueeze(1)).unsqueeze(-1).to(inputs.dtype)
+        outputs, states = [], inputs
         for i, lstm in enumerate(self.layers):
-            dropped = packed._replace(data=self.dropout(packed.data))
-            states, _ = lstm(dropped)
+            layer_states = run_lstm(lstm, self.dropout(states))
             if i > 0:
-                states = PackedSequence(states.data + packed.data, *states[1:])
-            packed = states
-            outputs.append(pad_packed_sequence(states, batch_first=True, total_length=inputs.size(1))[0])
+                layer_states = layer_states + states
+            states = layer_states * real
+            outputs.append(states)
         return outputs
+
+
+def run_lstm(lstm: nn.LSTM, inputs: torch.Tensor) -> torch.Tensor:
+    """`lstm(inputs)[0]`. ONNX's LSTM has no projection: under export, the projected LSTM runs as the
+    plain LSTM it equals (`h = W_hr m`, so `W_hh h = (W_hh W_hr) m`) and its output is projected."""
+    if not (lstm.proj_size and torch.onnx.is_in_onnx_export()):
+        return lstm(inputs)[0]
+    weights = [lstm.weight_ih_l0, lstm.weight_hh_l0 @ lstm.weight_hr_l0, lstm.bias_ih_l0, lstm.bias_hh_l0]
+    start = inputs.new_zeros(1, inputs.size(0), lstm.hidden_size)
+    states = torch._VF.lstm(inputs, (start, start), weights, True, 1, 0.0, False, False, True)[0]
+    return states @ lstm.weight_hr_l0.T
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .configuration_bilstm_attention import BiLSTMAttentionConfig
 from .encoders import Encoder, encoder_kind, missing_members
-from .modeling_bilm import init_weights
+from .modeling_bilm import init_weights, reverse_padded
 
 
 class AdditiveAttentionPooling(nn.Module):
@@ -34,14 +34,6 @@ class AdditiveAttentionPooling(nn.Module):
         weights = torch.softmax(scores, dim=-1) * mask
         pooled = torch.bmm(weights.unsqueeze(1), states).squeeze(1)
         return pooled, weights
-
-
-def reverse_padded(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Each row's first `length` steps in reverse order, its padding left in place (one gather)."""
-    steps = torch.arange(states.size(1), device=states.device).expand(states.size(0), -1)
-    index = lengths.unsqueeze(1) - 1 - steps
-    index = torch.where(index >= 0, index, steps)
-    return states.gather(1, index.unsqueeze(-1).expand_as(states))
 
 
 class BiLSTMAttentionHead(nn.Module):
@@ -154,11 +146,11 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
     ) -> SequenceClassifierOutput | tuple:
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
-        if input_ids.size(1) > self.config.max_length:
-            # A tokenizer called without truncation (pipeline() does so) must not overrun the
-            # positions a transformer encoder has: keep the first max_length tokens.
-            keep = self.config.max_length
-            input_ids, attention_mask = input_ids[:, :keep], attention_mask[:, :keep]
+        # A tokenizer called without truncation (pipeline() does so) must not overrun the positions
+        # a transformer encoder has: keep the first max_length tokens. A slice, not a branch on the
+        # length, so that the exported ONNX graph cuts long inputs too.
+        keep = self.config.max_length
+        input_ids, attention_mask = input_ids[:, :keep], attention_mask[:, :keep]
         if input_ids.size(1) == 0:
             # A batch of empty texts: give the LSTM one masked padding step to run over.
             input_ids = input_ids.new_full((input_ids.size(0), 1), self.config.pad_token_id)

@@ -1,7 +1,9 @@
 """Word-level Chinese tokenizer: jieba segmentation + a vocabulary file.
 
-This file travels to the Hub as custom code: it imports only transformers (and numpy, which
-transformers needs) and the segmenter (`rjieba`, the Rust port of jieba, by default; `jieba` itself
+The text-to-ids work (segmentation, vocabulary lookup, truncation) lives in `segmentation_jieba.py`,
+which the onnxruntime classifier shares; this file adds transformers' tokenizer interface. It
+travels to the Hub as custom code: it imports only transformers (and numpy, which transformers
+needs), its sibling and the segmenter (`rjieba`, the Rust port of jieba, by default; `jieba` itself
 on request).
 """
 
@@ -10,6 +12,10 @@ import os
 import numpy as np
 from transformers import PreTrainedTokenizer
 from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
+
+from .segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, read_vocab, truncate
+
+__all__ = ["JiebaTokenizer", "check_texts", "load_segmenter"]
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.txt", "user_dict_file": "user_dict.txt"}
 # What the fast path of `_encode_plus` leaves to PreTrainedTokenizer: pairs' and overflow's outputs.
@@ -22,60 +28,6 @@ SLOW_PATH_OPTIONS = (
     "sanitize_control_tokens",
 )
 FAST_TRUNCATION = (TruncationStrategy.DO_NOT_TRUNCATE, TruncationStrategy.LONGEST_FIRST, TruncationStrategy.ONLY_FIRST)
-
-
-def load_segmenter(name: str, user_dict_file: str | None = None):
-    """Returns `cut(text) -> list[str]` for `name` in {"rjieba", "jieba", "char"}, with the user dictionary loaded.
-
-    `"char"` reads text as characters (no word segmentation): a small vocabulary, no
-    segmentation errors, longer sequences.
-
-    The user dictionary uses jieba's format: one `word [freq] [tag]` per line.
-    """
-    entries = []
-    if user_dict_file:
-        with open(user_dict_file, encoding="utf-8-sig") as f:
-            entries = [line.split() for line in f if line.strip()]
-    if name == "char":
-        return list
-    if name == "rjieba":
-        import rjieba
-
-        segmenter = rjieba.Jieba()
-        for word, *rest in entries:
-            freq = int(rest[0]) if rest and rest[0].isdigit() else None
-            segmenter.add_word(word, freq, None)
-        return segmenter.cut
-    if name == "jieba":
-        import logging
-
-        import jieba
-
-        jieba.setLogLevel(logging.WARNING)
-        segmenter = jieba.Tokenizer()
-        for word, *rest in entries:
-            freq = int(rest[0]) if rest and rest[0].isdigit() else None
-            segmenter.add_word(word, freq)
-        return segmenter.lcut
-    raise ValueError(f"segmenter must be 'rjieba', 'jieba' or 'char', got {name!r}")
-
-
-def _describe(value) -> str:
-    return "None" if value is None else f"{type(value).__name__} {value!r}"[:80]
-
-
-def check_texts(text) -> None:
-    """Raises a `TypeError` naming the item when `text` is not a string, nor a list of strings (or ids).
-
-    Lists of strings (pretokenized words) and of ints (ids) pass: transformers accepts both.
-    """
-    if isinstance(text, str):
-        return
-    if not isinstance(text, (list, tuple)):
-        raise TypeError(f"text is {_describe(text)}, expected a string or a list of strings")
-    for index, item in enumerate(text):
-        if not isinstance(item, (str, int, list, tuple)) or isinstance(item, bool):
-            raise TypeError(f"text {index} is {_describe(item)}, expected a string")
 
 
 class JiebaTokenizer(PreTrainedTokenizer):
@@ -124,8 +76,7 @@ class JiebaTokenizer(PreTrainedTokenizer):
         if vocab is not None:
             tokens = list(vocab)
         else:
-            with open(vocab_file, encoding="utf-8") as f:
-                tokens = [line.rstrip("\n") for line in f]
+            tokens = read_vocab(vocab_file)
         self.vocab = {token: index for index, token in enumerate(tokens)}
         source = vocab_file or "vocab"
         if len(self.vocab) != len(tokens):
@@ -138,7 +89,14 @@ class JiebaTokenizer(PreTrainedTokenizer):
         self.segmenter = segmenter
         self.do_lower_case = do_lower_case
         self.split_unknown_words = split_unknown_words
-        self._cut = load_segmenter(segmenter, user_dict_file)
+        self.words = JiebaVocabulary(
+            tokens,
+            load_segmenter(segmenter, user_dict_file),
+            do_lower_case=do_lower_case,
+            split_unknown_words=split_unknown_words,
+            unk_token=str(unk_token),
+        )
+        self.vocab = self.words.ids  # one dictionary, read by both
         super().__init__(
             segmenter=segmenter,
             do_lower_case=do_lower_case,
@@ -166,23 +124,11 @@ class JiebaTokenizer(PreTrainedTokenizer):
 
     def segment(self, text: str) -> list[str]:
         """Words of `text` as the model sees them: lowercased, segmented, whitespace dropped."""
-        if not isinstance(text, str):
-            raise TypeError(f"text is {_describe(text)}, expected a string")
-        if self.do_lower_case:
-            text = text.lower()
-        return [word for word in self._cut(text) if not word.isspace()]
+        return self.words.segment(text)
 
     def words_to_tokens(self, words: list[str]) -> list[str]:
         """Words to vocabulary tokens: unknown words become their characters when so configured."""
-        if not self.split_unknown_words:
-            return words
-        tokens, vocab = [], self.vocab
-        for word in words:
-            if word in vocab or len(word) == 1:
-                tokens.append(word)
-            else:
-                tokens.extend(word)
-        return tokens
+        return self.words.words_to_tokens(words)
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
         return self.words_to_tokens(self.segment(text))
@@ -210,15 +156,14 @@ class JiebaTokenizer(PreTrainedTokenizer):
             return super()._encode_plus(text, text_pair, **kwargs)
         batched = not isinstance(text, str) and not (kwargs.get("is_split_into_words") and isinstance(text[0], str))
         max_length = kwargs.get("max_length")
-        truncate = kwargs.get("truncation_strategy") != TruncationStrategy.DO_NOT_TRUNCATE and max_length
-        lookup = self.vocab
-        if any(self.vocab.get(token) != index for token, index in self._added_tokens_encoder.items()):
-            lookup = {**self.vocab, **self._added_tokens_encoder}  # as convert_tokens_to_ids looks them up
+        cut = kwargs.get("truncation_strategy") != TruncationStrategy.DO_NOT_TRUNCATE and max_length
+        if self.words.added_tokens != self._added_tokens_encoder:
+            self.words.set_added_tokens(self._added_tokens_encoder)  # tokens added since the last call
+        split_special_tokens = kwargs.get("split_special_tokens", self.split_special_tokens)
         encoded = []
         for sequence in sequences:
-            ids = self._sequence_ids(sequence, lookup, kwargs)
-            if truncate and len(ids) > max_length:
-                ids = ids[:max_length] if self.truncation_side == "right" else ids[-max_length:]
+            ids = self._sequence_ids(sequence, split_special_tokens)
+            ids = truncate(ids, max_length if cut else None, self.truncation_side)
             self._eventual_warn_about_too_long_sequence(ids, max_length, kwargs.get("verbose", True))
             encoded.append(ids)
         outputs = self._pad_ids(encoded, batched, kwargs)
@@ -248,16 +193,11 @@ class JiebaTokenizer(PreTrainedTokenizer):
         words_lists = all(isinstance(item, list) and item and all(isinstance(w, str) for w in item) for item in text)
         return text if words_lists else None
 
-    def _sequence_ids(self, sequence, lookup: dict[str, int], kwargs) -> list[int]:
+    def _sequence_ids(self, sequence, split_special_tokens: bool) -> list[int]:
         """Ids of a text, or of pretokenized words (each word tokenized as a text), as `tokenize` gives them."""
         if not isinstance(sequence, str):
-            return [token_id for word in sequence for token_id in self._sequence_ids(word, lookup, kwargs)]
-        split_special_tokens = kwargs.get("split_special_tokens", self.split_special_tokens)
-        if not split_special_tokens and any(token in sequence for token in self._added_tokens_encoder):
-            # The text holds [UNK] or another added token, which tokenize() keeps whole.
-            return self.convert_tokens_to_ids(self.tokenize(sequence, split_special_tokens=split_special_tokens))
-        unk_id = self.vocab[self.unk_token]
-        return [lookup.get(token, unk_id) for token in self._tokenize(sequence)]
+            return [token_id for word in sequence for token_id in self._sequence_ids(word, split_special_tokens)]
+        return self.words.text_ids(sequence, split_added_tokens=split_special_tokens)
 
     def _pad_ids(self, encoded: list[list[int]], batched: bool, kwargs) -> dict[str, list]:
         """`input_ids` and `attention_mask` padded as `pad()` pads them (an empty single text never is)."""
