@@ -137,7 +137,6 @@ def _length_sorted_batches(lengths: list[int], batch_size: int) -> Iterator[np.n
         start += low
 
 
-@torch.inference_mode()
 def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 256, progress=None) -> np.ndarray:
     """Label scores of `texts`, as `pipeline(texts, top_k=None)` gives them, one row per text in label order.
 
@@ -151,6 +150,12 @@ def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 
         batch_size: Texts per forward pass (fewer for long texts).
         progress: A tqdm bar to advance by each batch's size.
     """
+    return _label_scores(predict_logits(model, tokenizer, texts, batch_size, progress), model.config)
+
+
+@torch.inference_mode()
+def predict_logits(model, tokenizer, texts: list[str], batch_size: int = 256, progress=None) -> np.ndarray:
+    """The model's logits (float32) for `texts`, in their order; as `predict_probabilities`, before the scores."""
     encoded = tokenizer(texts)["input_ids"]  # as pipeline() calls it: no padding, its truncation
     logits = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
     for rows in _length_sorted_batches([len(ids) for ids in encoded], batch_size):
@@ -159,7 +164,7 @@ def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 
         logits[rows] = outputs.logits.float().cpu().numpy()
         if progress is not None:
             progress.update(len(rows))
-    return _label_scores(logits, model.config)
+    return logits
 
 
 def _process_shard(row_count: int, accelerator) -> tuple[int, int]:
