@@ -125,6 +125,8 @@ def check_distill_args(args) -> None:
             raise ArgumentError(f"--teacher_model_name_or_path {teacher}: no such directory (nor a Hub id)")
     if args.encoder.encoder_type != "word_vectors":
         raise ArgumentError(f"--encoder_type {args.encoder.encoder_type}: the student is a word_vectors model")
+    if args.lora.enabled:
+        raise ArgumentError("--lora_r: the student trains in full (LoRA is for large pretrained encoders); drop it")
     problems = {
         "--distill_loss": distill.distill_loss not in ("mse", "kl") and "mse or kl",
         "--distill_alpha": not 0 <= distill.distill_alpha <= 1 and "between 0 and 1",

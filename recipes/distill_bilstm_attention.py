@@ -27,8 +27,10 @@ from finetune.distillation import (
     transfer_texts,
 )
 from finetune.errors import report_errors
+from finetune.evaluation import evaluate_saved_run
 from finetune.features import eval_dataloader, train_dataloader
 from finetune.files import write_json_atomic
+from finetune.freezing import apply_freezing
 from finetune.hub import push_to_hub, write_model_card
 from finetune.loop import Schedule, TrainingStep, test_best_model, training_loop
 from finetune.metrics import short_metrics
@@ -53,6 +55,8 @@ def main(argv=None):
     args, config_path = parse_distill_args(argv)
     training, distill, output_dir = args.training, args.distill, Path(args.training.output_dir)
     accelerator = start_run(training.seed, **accelerator_options(training, args.logging))
+    if not training.do_train:  # a distilled run's best/ is scored as any run's
+        return evaluate_saved_run(args, accelerator)
     check_output_dir(output_dir, run_identity(*args.groups), overwrite=training.overwrite_output_dir,
                      resume=bool(training.resume_from_checkpoint))  # fmt: skip
     logger.info("%s, %d process(es); config %s", accelerator.distributed_type.value, accelerator.num_processes,
@@ -74,6 +78,7 @@ def main(argv=None):
     if accelerator.is_main_process:
         start_output_dir(output_dir, to_yaml(*args.groups), overwrite=training.overwrite_output_dir)
     accelerator.wait_for_everyone()
+    apply_freezing(model.encoder, args.freezing, epoch=0)
     trainable, total = count_parameters(model)
 
     ##### Batches, optimizer, schedule #####
@@ -81,7 +86,8 @@ def main(argv=None):
                                     training.dataloader_num_workers, extra_columns=("teacher_logits",))  # fmt: skip
     validation_loader, _ = eval_dataloader(encoded["validation"], tokenizer, training.per_device_eval_batch_size)
     optimizer = create_optimizer(model, training.learning_rate, training.weight_decay, training.embedding_learning_rate,
-                                 head_learning_rate=training.head_learning_rate)  # fmt: skip
+                                 head_learning_rate=training.head_learning_rate, layer_decay=training.layer_decay,
+                                 include_frozen=args.freezing.gradual_unfreezing_epochs > 0)  # fmt: skip
     schedule = Schedule.of(args, len(train_loader), accelerator.num_processes)
     scheduler = create_scheduler(training.lr_scheduler_type, optimizer, schedule.total_steps, training.warmup_ratio,
                                  accelerator.num_processes)  # fmt: skip

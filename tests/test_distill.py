@@ -89,6 +89,23 @@ def test_augmentation_is_seeded():
     assert 0 < len(first) <= 5 * len(texts) and not set(first) & set(texts)
 
 
+def test_transfer_set_gold_labels_only_on_training_texts(tmp_path):
+    from finetune.arguments import DistillationArguments
+    from finetune.distillation import transfer_texts
+
+    unlabelled = tmp_path / "more.txt"
+    unlabelled.write_text("房间很大，早餐一般。\n\n这部电影很好。\n客服回复很慢。\n", encoding="utf-8")
+    train = ["这部电影很好。", "快递太差劲了。"]
+    settings = DistillationArguments(
+        augment_copies=3, unlabelled_file=str(unlabelled), unlabelled_corpus=True, max_unlabelled_samples=4
+    )
+    texts, labels, counts = transfer_texts(train, [1, 0], settings, "text", seed=0)
+    assert texts[:2] == train and labels[:2] == [1, 0] and set(labels[2:]) == {-1}
+    assert counts["unlabelled"] <= 4 and counts["total"] == len(texts) == len(set(texts))
+    assert counts == {"labelled": 2, "augmented": counts["augmented"], "unlabelled": counts["unlabelled"],
+                      "total": 2 + counts["augmented"] + counts["unlabelled"]}  # fmt: skip
+
+
 def test_loss_values_alpha_and_unlabelled_rows():
     student = torch.tensor([[1.0, 2.0], [0.0, 0.0], [3.0, -1.0]])
     teacher = torch.tensor([[2.0, 0.0], [1.0, 1.0], [3.0, 1.0]])
@@ -163,7 +180,7 @@ def test_user_errors_are_one_line(teacher, reviews_csv, tiny_vectors, tiny_bert_
     assert "['bad', 'good'] are not the data's ['negative', 'positive']" in error[-1]
 
 
-def test_distilled_student_in_one_process(teacher, reviews_csv, tiny_vectors, tmp_path):
+def test_distilled_student_in_one_process(teacher, reviews_csv, tiny_vectors, tmp_path, monkeypatch):
     from recipes.distill_bilstm_attention import main
 
     output_dir = tmp_path / "student"
@@ -175,6 +192,11 @@ def test_distilled_student_in_one_process(teacher, reviews_csv, tiny_vectors, tm
     assert f"Distilled (Tang et al. 2019) from `{teacher}`" in card and "MSE between" in card
     scores = run_pipeline(output_dir / "best", ["这部电影很好。", "快递太差劲了。"])
     assert [max(s, key=lambda x: x["score"])["label"] for s in scores] == ["positive", "negative"]
+    # A second run over the same transfer set reads the teacher's logits from the cache
+    monkeypatch.setattr(distillation, "compute_teacher_logits", pytest.fail)
+    one_epoch = ("--num_train_epochs", "1")
+    again = main(distill_args(reviews_csv, tiny_vectors, tmp_path / "again", teacher, extra=one_epoch))
+    assert again["distillation"]["teacher_logits"] == {str(teacher): "cache"}
 
 
 def test_distilled_student_in_two_processes(teacher, reviews_csv, tiny_vectors, tmp_path):
