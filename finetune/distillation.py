@@ -128,11 +128,28 @@ def compute_teacher_logits(teacher: str, texts: list[str], accelerator, batch_si
     from .inference import _process_shard, load_classifier, predict_logits
 
     classifier = load_classifier(teacher, device=accelerator.device)
+    model, tokenizer = classifier.model.eval(), classifier.tokenizer
+    # Long texts are cut to what the teacher can read (a BERT's positions), not left to fail in its forward pass
+    positions = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
     start, end = _process_shard(len(texts), accelerator if accelerator.num_processes > 1 else None)
-    logits = predict_logits(classifier.model.eval(), classifier.tokenizer, texts[start:end], batch_size)
+    max_length = min(tokenizer.model_max_length, positions)
+    logits = predict_logits(model, tokenizer, texts[start:end], batch_size, max_length=max_length)
     if accelerator.num_processes > 1:
         logits = np.concatenate(gather_object([logits]))
     return logits
+
+
+def teacher_config(teacher: str):
+    """The teacher's config (its labels), without loading its weights; a LoRA adapter's from its base model."""
+    from transformers import AutoConfig
+
+    from .model_files import hub_errors
+
+    adapter = Path(teacher) / "adapter_config.json"
+    if adapter.is_file() and not (Path(teacher) / "config.json").is_file():
+        teacher = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    with hub_errors(teacher):
+        return AutoConfig.from_pretrained(teacher)
 
 
 def teacher_logits(teachers: list[str], texts: list[str], id2label: dict, accelerator, batch_size: int = 64):
@@ -152,16 +169,13 @@ def teacher_logits(teachers: list[str], texts: list[str], id2label: dict, accele
         ArgumentError: A teacher's labels are not the data's.
     """
     from accelerate.utils import broadcast_object_list
-    from transformers import AutoConfig
 
-    from .model_files import check_model_directory, hub_errors
+    from .model_files import check_model_directory
 
     columns, sources = [], {}
     for teacher in teachers:
         check_model_directory(teacher)
-        with hub_errors(teacher):
-            config = AutoConfig.from_pretrained(teacher)
-        order = label_order(teacher, config.id2label, id2label)
+        order = label_order(teacher, teacher_config(teacher).id2label, id2label)
         path = cache_file(teacher, texts)
         logits = _load_cached(path, len(texts))
         hit = [logits is not None]

@@ -154,9 +154,15 @@ def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 
 
 
 @torch.inference_mode()
-def predict_logits(model, tokenizer, texts: list[str], batch_size: int = 256, progress=None) -> np.ndarray:
-    """The model's logits (float32) for `texts`, in their order; as `predict_probabilities`, before the scores."""
-    encoded = tokenizer(texts)["input_ids"]  # as pipeline() calls it: no padding, its truncation
+def predict_logits(
+    model, tokenizer, texts: list[str], batch_size: int = 256, progress=None, max_length: int | None = None
+) -> np.ndarray:
+    """The model's logits (float32) for `texts`, in their order; as `predict_probabilities`, before the scores.
+    `max_length`: texts are cut to this many tokens (None: as `pipeline()` calls the tokenizer, uncut)."""
+    if max_length is None:
+        encoded = tokenizer(texts)["input_ids"]  # as pipeline() calls it: no padding, its truncation
+    else:
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     logits = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
     for rows in _length_sorted_batches([len(ids) for ids in encoded], batch_size):
         input_ids, attention_mask = _padded([encoded[i] for i in rows], tokenizer.pad_token_id, tokenizer.padding_side)

@@ -16,7 +16,8 @@ from conftest import ROOT, make_reviews, run_pipeline
 from finetune import distillation
 from finetune.arguments import parse_distill_args
 from finetune.augmentation import MASK, TransferAugmenter, augment_texts, tag_words
-from finetune.distillation import distillation_loss, ensemble_logits, label_order, teacher_logits
+from finetune.data import load_data
+from finetune.distillation import distillation_loss, ensemble_logits, label_order, teacher_logits, transfer_texts
 from finetune.errors import ArgumentError, report_errors
 from finetune.training import create_accelerator
 
@@ -91,7 +92,6 @@ def test_augmentation_is_seeded():
 
 def test_transfer_set_gold_labels_only_on_training_texts(tmp_path):
     from finetune.arguments import DistillationArguments
-    from finetune.distillation import transfer_texts
 
     unlabelled = tmp_path / "more.txt"
     unlabelled.write_text("房间很大，早餐一般。\n\n这部电影很好。\n客服回复很慢。\n", encoding="utf-8")
@@ -137,9 +137,9 @@ def test_ensemble_averages_probabilities_and_labels_are_matched():
 def test_teacher_logits_are_cached_and_ensembles_average(teacher, tiny_bert_classifier, monkeypatch):
 
     accelerator, id2label = create_accelerator(), {0: "negative", 1: "positive"}
-    texts = [text for text, _ in make_reviews(8, seed=5)]
+    texts = [text for text, _ in make_reviews(8, seed=5)] + [LONG_TEXT * 3]  # longer than the BERT's 64 positions
     logits, sources = teacher_logits([str(teacher)], texts, id2label, accelerator)
-    assert sources == {str(teacher): "computed"} and logits.shape == (16, 2)
+    assert sources == {str(teacher): "computed"} and logits.shape == (17, 2)
     labels = [label for _, label in make_reviews(8, seed=5)]
     assert np.mean([id2label[i] == y for i, y in zip(logits.argmax(-1), labels)]) >= 0.9  # a good teacher
 
@@ -152,7 +152,7 @@ def test_teacher_logits_are_cached_and_ensembles_average(teacher, tiny_bert_clas
     monkeypatch.undo()
     both, sources = teacher_logits([str(teacher), str(tiny_bert_classifier)], texts, id2label, accelerator)
     assert sources[str(tiny_bert_classifier)] == "computed"
-    bert = distillation._load_cached(distillation.cache_file(str(tiny_bert_classifier), texts), 16)[:, [1, 0]]
+    bert = distillation._load_cached(distillation.cache_file(str(tiny_bert_classifier), texts), 17)[:, [1, 0]]
     assert np.allclose(both, ensemble_logits([logits, bert]), atol=1e-6)
 
 
@@ -213,4 +213,12 @@ def test_distilled_student_in_two_processes(teacher, reviews_csv, tiny_vectors, 
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["test_num_examples"] == 30 and metrics["test_accuracy"] >= 0.85
     assert metrics["distillation"]["teacher_logits"] == {str(teacher): "computed"}
+    # The processes' shares, gathered, are the teacher's logits in the texts' order (as one process computes them)
+    run, _ = parse_distill_args(args)
+    splits, _ = load_data(run.data, 43)
+    texts, _, _ = transfer_texts(list(splits["train"]["text"]), list(splits["train"]["label"]), run.distill, "text", 43)
+    cached = np.load(distillation.cache_file(str(teacher), texts))
+    assert np.allclose(
+        cached, distillation.compute_teacher_logits(str(teacher), texts, create_accelerator(), 64), atol=1e-5
+    )
     assert math.isfinite(metrics["history"]["train"][-1]["loss"])
