@@ -290,7 +290,7 @@ class DistillationArguments:
 
     teacher_model_name_or_path: list[str] | None = field(
         default=None,
-        metadata={"help": "Saved classifier director(y/ies) or Hub id(s); several: their probabilities averaged."},
+        metadata={"help": "Saved classifier directories or Hub ids; several: an ensemble, probabilities averaged."},
     )
     distill_loss: str = field(
         default="mse", metadata={"help": "mse (logits, as Tang et al.) or kl (temperature-softened probabilities)."}
