@@ -109,3 +109,41 @@ def check_run_args(args) -> None:
         raise ArgumentError("--push_to_hub needs --hub_model_id (user/name on the Hub)")
     if args.lora.enabled and (args.freezing.freezes_anything):
         raise ArgumentError("--lora_r: LoRA freezes the encoder itself; drop the freeze_* / gradual_unfreezing flags")
+
+
+def check_distill_args(args) -> None:
+    """Checks the distillation group (`args`: a `DistillRunArguments`): a teacher that exists, ranges, choices.
+
+    Raises:
+        ArgumentError: naming the flag.
+    """
+    distill = args.distill
+    if not distill.teacher_model_name_or_path:
+        raise ArgumentError("--teacher_model_name_or_path: give the teacher's saved classifier directory (or several)")
+    for teacher in distill.teacher_model_name_or_path:
+        if not Path(teacher).exists() and not is_hub_id(teacher):
+            raise ArgumentError(f"--teacher_model_name_or_path {teacher}: no such directory (nor a Hub id)")
+    if args.encoder.encoder_type != "word_vectors":
+        raise ArgumentError(f"--encoder_type {args.encoder.encoder_type}: the student is a word_vectors model")
+    if args.lora.enabled:
+        raise ArgumentError("--lora_r: the student trains in full (LoRA is for large pretrained encoders); drop it")
+    problems = {
+        "--distill_loss": distill.distill_loss not in ("mse", "kl") and "mse or kl",
+        "--distill_alpha": not 0 <= distill.distill_alpha <= 1 and "between 0 and 1",
+        "--distill_temperature": not distill.distill_temperature > 0 and "a number above 0",
+        "--augment_copies": distill.augment_copies < 0 and "0 or more",
+        "--p_mask": not 0 <= distill.p_mask <= 1 and "between 0 and 1",
+        "--p_pos": not 0 <= distill.p_pos <= 1 and "between 0 and 1",
+        "--p_ng": not 0 <= distill.p_ng <= 1 and "between 0 and 1",
+        "--teacher_batch_size": distill.teacher_batch_size < 1 and "at least 1",
+        "--max_unlabelled_samples": distill.max_unlabelled_samples is not None
+        and distill.max_unlabelled_samples < 1
+        and "at least 1",
+    }
+    for flag, wanted in problems.items():
+        if wanted:
+            raise ArgumentError(f"{flag} {getattr(distill, flag[2:])}: must be {wanted}")
+    if distill.p_mask + distill.p_pos > 1:
+        raise ArgumentError(f"--p_mask {distill.p_mask} + --p_pos {distill.p_pos}: must be at most 1")
+    if distill.unlabelled_file and not Path(distill.unlabelled_file).is_file():
+        raise ArgumentError(f"--unlabelled_file {distill.unlabelled_file}: no such file")

@@ -99,15 +99,18 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
 MODEL_COLUMNS = ["input_ids", "attention_mask", "labels"]
 
 
-def _model_inputs(dataset):
-    return dataset.rename_column("label", "labels").select_columns(MODEL_COLUMNS)
+def _model_inputs(dataset, extra_columns=()):
+    return dataset.rename_column("label", "labels").select_columns([*MODEL_COLUMNS, *extra_columns])
 
 
-def train_dataloader(dataset, tokenizer, batch_size: int, seed: int, num_workers: int = 0) -> DataLoader:
-    """Shuffled batches of texts of similar length (little padding), padded per batch."""
+def train_dataloader(
+    dataset, tokenizer, batch_size: int, seed: int, num_workers: int = 0, extra_columns: tuple[str, ...] = ()
+) -> DataLoader:
+    """Shuffled batches of texts of similar length (little padding), padded per batch; `extra_columns`
+    (of equal length in every row, e.g. a teacher's logits) go into the batches too."""
     sampler = EpochLengthGroupedSampler(batch_size, dataset["length"], seed)
     return DataLoader(
-        _model_inputs(dataset),
+        _model_inputs(dataset, extra_columns),
         batch_size=batch_size,
         sampler=sampler,
         collate_fn=DataCollatorWithPadding(tokenizer),

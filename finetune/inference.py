@@ -109,7 +109,6 @@ def _label_scores(logits: np.ndarray, config) -> np.ndarray:
     return softmax(logits)
 
 
-@torch.inference_mode()
 def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 256, progress=None) -> np.ndarray:
     """Label scores of `texts`, as `pipeline(texts, top_k=None)` gives them, one row per text in label order.
 
@@ -123,7 +122,19 @@ def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 
         batch_size: Texts per forward pass (fewer for long texts).
         progress: A tqdm bar to advance by each batch's size.
     """
-    encoded = tokenizer(texts)["input_ids"]  # as pipeline() calls it: no padding, its truncation
+    return _label_scores(predict_logits(model, tokenizer, texts, batch_size, progress), model.config)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model, tokenizer, texts: list[str], batch_size: int = 256, progress=None, max_length: int | None = None
+) -> np.ndarray:
+    """The model's logits (float32) for `texts`, in their order; as `predict_probabilities`, before the scores.
+    `max_length`: texts are cut to this many tokens (None: as `pipeline()` calls the tokenizer, uncut)."""
+    if max_length is None:
+        encoded = tokenizer(texts)["input_ids"]  # as pipeline() calls it: no padding, its truncation
+    else:
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     logits = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
     for rows in length_sorted_batches([len(ids) for ids in encoded], batch_size):
         batch = padded_batch([encoded[i] for i in rows], tokenizer.pad_token_id, tokenizer.padding_side)
@@ -132,7 +143,7 @@ def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 
         logits[rows] = outputs.logits.float().cpu().numpy()
         if progress is not None:
             progress.update(len(rows))
-    return _label_scores(logits, model.config)
+    return logits
 
 
 def _process_shard(row_count: int, accelerator) -> tuple[int, int]:

@@ -9,12 +9,21 @@ backward, the adversarial pass, clipping, the optimizer, the weight average) and
 import dataclasses
 import logging
 import math
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from tqdm.auto import tqdm
 
+from .checkpointing import load_checkpoint, remove_partial_checkpoints, save_checkpoint
+from .features import eval_dataloader
+from .files import save_pretrained_atomic
 from .freezing import apply_freezing
+from .inference import write_predictions
+from .metrics import evaluate_split, log_line, short_metrics
+from .run_directory import fingerprint
 from .training import (
     EmbeddingAdversary,
     check_finite_loss,
@@ -151,6 +160,11 @@ class Schedule:
         return step % self.save_steps == 0 or step == self.total_steps
 
 
+def model_loss(model, batch: dict) -> torch.Tensor:
+    """The model's own loss (cross-entropy on `labels`, as its config's `problem_type` says)."""
+    return model(**batch).loss
+
+
 class TrainingStep:
     """One batch of training: forward, backward (and the adversarial pass), clipping, the optimizer
     and scheduler steps, the weight average; and the log line of the losses since the last one.
@@ -159,10 +173,13 @@ class TrainingStep:
         accelerator: The run's `Accelerator`.
         model, optimizer, scheduler: Prepared by the accelerator.
         training: `max_grad_norm`, `ema_decay`, `adversarial_epsilon`, `adversarial_interval`.
+        loss_function: `loss_function(model, batch) -> loss` (None: the model's own, `model(**batch).loss`);
+            distillation gives its own (`finetune.distillation.DistillationLoss`).
     """
 
-    def __init__(self, accelerator: Accelerator, model, optimizer, scheduler, training):
+    def __init__(self, accelerator: Accelerator, model, optimizer, scheduler, training, loss_function=None):
         self.accelerator, self.optimizer, self.scheduler = accelerator, optimizer, scheduler
+        self.loss_function = loss_function or model_loss
         self.max_grad_norm = training.max_grad_norm
         unwrapped = accelerator.unwrap_model(model)
         self.average = create_weight_average(unwrapped, training.ema_decay)
@@ -180,10 +197,10 @@ class TrainingStep:
         several processes, and after a resume."""
         accelerator = self.accelerator
         with accelerator.accumulate(model):
-            loss = model(**batch).loss
+            loss = self.loss_function(model, batch)
             accelerator.backward(loss)
             if self.adversary is not None and optimizer_step % self.adversarial_interval == 0:
-                accelerator.backward(self.adversary.loss(model, batch))
+                accelerator.backward(self.adversary.loss(model, batch, self.loss_function))
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), self.max_grad_norm)
             self.optimizer.step()
@@ -226,3 +243,82 @@ class TrainingStep:
     def close(self) -> None:
         if self.adversary is not None:
             self.adversary.remove()
+
+
+def training_loop(model, tokenizer, loaders, step: TrainingStep, accelerator, args, schedule: Schedule, run: tuple):
+    """The loop: train; validate as `eval_strategy` says, keeping the best model by
+    `metric_for_best_model` in `best/`; checkpoint as `save_strategy` says; resume mid-epoch. A loss
+    or validation score that is not finite stops the run. `run` is (identity, checkpoint or None).
+    Returns the model, the loop's state and the best weights."""
+    train_loader, validation_loader = loaders
+    training, output_dir = args.training, Path(args.training.output_dir)
+    state, best_weights = LoopState(run=fingerprint(run[0]), run_identity=run[0]), {}
+    if accelerator.is_main_process:
+        remove_partial_checkpoints(output_dir / "checkpoints")
+    if run[1] is not None:
+        state, best_weights = load_checkpoint(accelerator, run[1])
+    stopper = EarlyStopping(training.early_stopping_patience, state.best_value, state.bad_evaluations, schedule.greater)
+    start = time.perf_counter() - state.elapsed
+    main = accelerator.is_local_main_process
+    progress = tqdm(total=schedule.total_steps, initial=state.step, desc="Training", disable=not main)
+    for epoch in range(state.epoch, training.num_train_epochs):
+        model = unfreeze_for_epoch(accelerator, model, args.freezing if not args.lora.enabled else None, epoch)
+        train_loader.set_epoch(epoch)
+        for batch in accelerator.skip_first_batches(train_loader, state.batches) if state.batches else train_loader:
+            loss = step(model, batch, state.step)
+            state.running.append(loss.detach())
+            state.batches, state.seen = state.batches + 1, state.seen + len(batch["labels"]) * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            progress.update(1)
+            if state.step % args.logging.logging_steps == 0:
+                step.log(state, epoch, progress, training)
+            if schedule.evaluate_now(state.step):
+                evaluated = step.evaluated(model)
+                metrics = evaluate_split(evaluated, validation_loader, accelerator, "validation_")
+                check_finite_loss(metrics["validation_loss"], state.step, epoch, training, what="validation loss")
+                state.history["eval"].append({"step": state.step, "epoch": epoch, **short_metrics(metrics)})
+                accelerator.log({f"eval/{k}": v for k, v in short_metrics(metrics).items()}, step=state.step)
+                logger.info("step %d: %s", state.step, log_line(metrics))
+                if stopper.update(metrics[f"validation_{schedule.metric}"]):
+                    state.best = {**metrics, "best_step": state.step, "best_epoch": epoch}
+                    best_weights = save_best(accelerator, accelerator.unwrap_model(evaluated), tokenizer, output_dir)
+            state.epoch, state.best_value, state.bad_evaluations = epoch, stopper.best_or_none, stopper.bad_evaluations
+            if schedule.save_now(state.step):
+                step.check(state, epoch, training)  # a diverged run is never saved
+                state.elapsed = time.perf_counter() - start
+                save_checkpoint(accelerator, output_dir / "checkpoints", state, best_weights, training.save_total_limit)
+            if state.step >= schedule.total_steps or stopper.should_stop:
+                break
+        if state.step >= schedule.total_steps or stopper.should_stop:
+            break
+        state.batches = 0
+    if stopper.should_stop:
+        logger.info("Early stopping: no better validation %s in %d evaluations", schedule.metric, stopper.patience)
+    progress.close()
+    step.close()
+    state.elapsed = time.perf_counter() - start
+    return model, state, best_weights
+
+
+def save_best(accelerator, model, tokenizer, output_dir: Path) -> dict:
+    """Writes a new best model to `best/`; returns its weights (kept in checkpoints, restored at the end)."""
+    if accelerator.is_main_process:
+        save_pretrained_atomic(model, tokenizer, output_dir / "best")
+    return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+
+
+def test_best_model(model, dataset, tokenizer, accelerator, args) -> dict:
+    """Test metrics of the best model, and its predictions in `test_predictions.csv`."""
+    loader, order = eval_dataloader(dataset, tokenizer, args.training.per_device_eval_batch_size)
+    start = time.perf_counter()
+    metrics, probabilities = evaluate_split(
+        model, accelerator.prepare(loader), accelerator, "test_", return_scores=True
+    )
+    metrics["test_samples_per_second"] = len(dataset) / (time.perf_counter() - start)
+    logger.info("test: %s", log_line(metrics, "test_"))
+    if accelerator.is_main_process:
+        path = Path(args.training.output_dir) / "test_predictions.csv"
+        write_predictions(dataset.select(order), probabilities, accelerator.unwrap_model(model).config, path)
+    return metrics

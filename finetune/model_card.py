@@ -144,9 +144,28 @@ def _encoder_description(run: dict, metrics: dict, config: dict) -> tuple[str, s
     return f"{what} (`{Path(name).name if name and not base else name}`)", base
 
 
+def _distillation_description(distill: dict) -> str:
+    """The teachers, loss and transfer set of a distilled student (`distillation.distillation_report`)."""
+    teachers = ", ".join(f"`{teacher}`" for teacher in distill["teachers"])
+    if len(distill["teachers"]) > 1:
+        teachers += " (an ensemble: their probabilities averaged)"
+    term = "MSE between the student's and the teacher's logits"
+    if distill["loss"] == "kl":
+        term = f"KL divergence of the probabilities softened at temperature {distill['temperature']}"
+    augment, counts = distill["augmentation"], distill["transfer_set"]
+    return (
+        f"Distilled (Tang et al. 2019) from {teachers}: loss {distill['alpha']} x {term} + "
+        f"{1 - distill['alpha']:g} x cross-entropy on the gold labels; transfer set of {counts['total']} texts: "
+        f"{counts['labelled']} labelled training texts, {counts['augmented']} augmented copies "
+        f"({augment['copies']} drawn per text; p_mask {augment['p_mask']}, p_pos {augment['p_pos']}, "
+        f"p_ng {augment['p_ng']}) and {counts['unlabelled']} unlabelled texts"
+    )
+
+
 def _training_description(run: dict, metrics: dict) -> list[str]:
-    """The Training section's lines after Data and Encoder: LoRA, freezing, steps, adversarial training, time."""
-    lines = []
+    """The Training section's lines after Data and Encoder: distillation, LoRA, freezing, steps, adversarial
+    training, time."""
+    lines = [_distillation_description(metrics["distillation"])] if metrics.get("distillation") else []
     if run.get("lora_r"):
         lora = metrics.get("lora", {})
         size = (

