@@ -2,6 +2,8 @@
 # `make bench`: the recipe (5 seeds, ~5 min each on a 2-core CPU) against TF-IDF + LR and fastText on the
 # embedded default (scripts/benchmark.py; runs kept and reused in outputs/benchmark).
 # Both create .venv and install what they need; torch is pinned to the CPU build on this machine.
+# --no-compile: pip would byte-compile every module of torch, transformers... at install; Python compiles
+# the few that are imported on first use.
 # The demo replaces its own previous run in $(DEMO_DIR) (--overwrite_output_dir).
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,8 +15,8 @@ DEMO_DIR ?= outputs/word2vec_bilstm_attn
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-compile torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
