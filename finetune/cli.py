@@ -202,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--per_device_eval_batch_size",
         type=_positive_int,
-        default=256,
-        help="texts per batch and process (texts of similar length are batched together)",
+        default=None,
+        help="texts per batch and process, texts of similar length together (default: 64; 32 with onnx)",
     )
     predict.add_argument(
         "--backend",

@@ -243,6 +243,48 @@ def tiny_bilm(tmp_path_factory) -> Path:
     return path
 
 
+# ##### Untrained models of each encoder kind (tests of the model, ONNX export) #####
+
+MAX_LENGTH = 12
+HEAD = {"lstm_hidden_size": 8, "attention_dim": 8, "max_length": MAX_LENGTH, "classifier_dropout": 0.0}
+HEAD_LABELS = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
+
+
+def word_vector_model(path):
+    """A word-vector model (char vectors too, attention+mean pooling) over the reviews' words, untrained."""
+    import torch
+
+    from finetune import BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification, JiebaTokenizer
+
+    segmenter = JiebaTokenizer(vocab=["[PAD]", "[UNK]"])
+    words = sorted({word for text in review_texts()[:40] for word in segmenter.segment(text)})
+    tokenizer = JiebaTokenizer(vocab=["[PAD]", "[UNK]", *words], model_max_length=MAX_LENGTH)
+    config = BiLSTMAttentionConfig(
+        vocab_size=len(tokenizer), embedding_dim=8, char_vocab_size=20, pooling="attention+mean", **HEAD, **HEAD_LABELS
+    )
+    torch.manual_seed(0)
+    model = BiLSTMAttentionForSequenceClassification(config)
+    model.encoder.token_chars.random_(0, 20)
+    return model, tokenizer
+
+
+def pretrained_encoder_model(encoder_type, encoder_dir):
+    """A model over a saved encoder (`tiny_bert`, `tiny_bilm`), attention+max pooling, untrained."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from finetune import BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
+    encoder_config = AutoConfig.from_pretrained(encoder_dir).to_dict()
+    config = BiLSTMAttentionConfig(
+        encoder_type=encoder_type, encoder_config=encoder_config, encoder_layers=1 + (encoder_type == "transformer"),
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, pooling="attention+max", **HEAD, **HEAD_LABELS,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return BiLSTMAttentionForSequenceClassification(config), tokenizer
+
+
 def encoder_recipe_args(config: Path, train_file: Path, encoder: Path, output_dir: Path, *extra: str) -> list[str]:
     """Recipe flags for a few-second run of a pretrained-encoder config on the tiny data."""
     return [

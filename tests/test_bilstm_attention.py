@@ -182,3 +182,36 @@ def test_padded_bilstm_equals_packed_sequences_at_real_tokens(layers):
         packed = pack_padded_sequence(inputs, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
         reference, _ = pad_packed_sequence(head.lstm(packed)[0], batch_first=True, total_length=9)
     torch.testing.assert_close(padded[real], reference[real], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["word_vectors", "transformer", "bilm"])
+def test_a_large_unsorted_batch_runs_in_length_sorted_chunks_with_the_same_scores(kind, request, monkeypatch):
+    """Inference on more than SORTED_CHUNK_ROWS texts of mixed lengths (pipeline()'s batches) runs
+    in chunks sorted by length, each cut to its longest text: logits and attention weights as the
+    whole padded batch gives them (run with gradients on, which never sorts), in the batch's order."""
+    from conftest import pretrained_encoder_model, review_texts, word_vector_model
+
+    from finetune.batching import padded_batch
+    from finetune.models.bilstm_attention import modeling_bilstm_attention
+
+    if kind == "word_vectors":
+        model, tokenizer = word_vector_model(None)
+    else:
+        model, tokenizer = pretrained_encoder_model(
+            kind, request.getfixturevalue(f"tiny_{'bert' if kind == 'transformer' else kind}")
+        )
+    model.eval()
+    texts = [text[: 1 + i % 9] for i, text in enumerate(review_texts()[:150])]  # lengths 1..9 characters, mixed
+    rows = [tokenizer(text, truncation=True)["input_ids"] for text in texts]
+    input_ids, attention_mask = (torch.from_numpy(a) for a in padded_batch(rows, tokenizer.pad_token_id, "right"))
+    with torch.enable_grad():
+        whole = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
+    calls = []
+    scores = model._scores
+    monkeypatch.setattr(model, "_scores", lambda ids, mask: calls.append(ids.shape) or scores(ids, mask))
+    with torch.no_grad():
+        chunked = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
+    assert len(calls) == -(-150 // modeling_bilstm_attention.SORTED_CHUNK_ROWS)
+    assert any(width < input_ids.size(1) for _, width in calls)  # short chunks were cut
+    torch.testing.assert_close(chunked.logits, whole.logits.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chunked.attentions[0], whole.attentions[0].detach(), atol=1e-5, rtol=1e-5)

@@ -13,44 +13,15 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, review_texts
-from transformers import AutoConfig, AutoTokenizer, pipeline
+from conftest import MAX_LENGTH, ROOT, pretrained_encoder_model, word_vector_model
+from transformers import pipeline
 
-from finetune import BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification, JiebaTokenizer
 from finetune.batching import padded_batch
 from finetune.cli import main as cli
 from finetune.export import export_onnx
 from finetune.onnx_classifier import OnnxClassifier
 
-MAX_LENGTH = 12
 TEXTS = ["", "好", "这部电影很好。", "酒店太差劲了！服务很差，房间很脏，不推荐。" * 3, "[UNK]很好", "iPhone 很 GOOD"]
-HEAD = {"lstm_hidden_size": 8, "attention_dim": 8, "max_length": MAX_LENGTH, "classifier_dropout": 0.0}
-HEAD_LABELS = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
-
-
-def word_vector_model(path):
-    """A word-vector model (char vectors too, attention+mean pooling) over the reviews' words, untrained."""
-    segmenter = JiebaTokenizer(vocab=["[PAD]", "[UNK]"])
-    words = sorted({word for text in review_texts()[:40] for word in segmenter.segment(text)})
-    tokenizer = JiebaTokenizer(vocab=["[PAD]", "[UNK]", *words], model_max_length=MAX_LENGTH)
-    config = BiLSTMAttentionConfig(
-        vocab_size=len(tokenizer), embedding_dim=8, char_vocab_size=20, pooling="attention+mean", **HEAD, **HEAD_LABELS
-    )
-    torch.manual_seed(0)
-    model = BiLSTMAttentionForSequenceClassification(config)
-    model.encoder.token_chars.random_(0, 20)
-    return model, tokenizer
-
-
-def pretrained_encoder_model(encoder_type, encoder_dir):
-    tokenizer = AutoTokenizer.from_pretrained(encoder_dir)
-    encoder_config = AutoConfig.from_pretrained(encoder_dir).to_dict()
-    config = BiLSTMAttentionConfig(
-        encoder_type=encoder_type, encoder_config=encoder_config, encoder_layers=1 + (encoder_type == "transformer"),
-        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, pooling="attention+max", **HEAD, **HEAD_LABELS,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    return BiLSTMAttentionForSequenceClassification(config), tokenizer
 
 
 @pytest.fixture(scope="module")

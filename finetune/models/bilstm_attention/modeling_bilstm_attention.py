@@ -14,6 +14,9 @@ from .configuration_bilstm_attention import BiLSTMAttentionConfig
 from .encoders import Encoder, encoder_kind, missing_members
 from .modeling_bilm import init_weights, reverse_padded
 
+# Inference on a large, unsorted batch runs in length-sorted chunks of this many texts.
+SORTED_CHUNK_ROWS = 32
+
 
 class AdditiveAttentionPooling(nn.Module):
     """`score_t = u . tanh(W h_t + b)`, softmax over real tokens only, weighted sum of `h_t`.
@@ -156,9 +159,10 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
             input_ids = input_ids.new_full((input_ids.size(0), 1), self.config.pad_token_id)
             attention_mask = attention_mask.new_zeros((input_ids.size(0), 1))
         mask = attention_mask.bool()
-        token_states = self.encoder(input_ids, mask)
-        pooled, weights = self.head(token_states, mask)
-        logits = self.classifier(self.dropout(pooled))
+        if self._sort_by_length(mask):
+            logits, weights = self._scores_by_length(input_ids, mask)
+        else:
+            logits, weights = self._scores(input_ids, mask)
         loss = None if labels is None else self.compute_loss(logits, labels)
         if output_attentions is None:
             output_attentions = self.config.output_attentions
@@ -166,6 +170,38 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         if return_dict is False:
             return tuple(x for x in (loss, logits, attentions) if x is not None)
         return SequenceClassifierOutput(loss=loss, logits=logits, attentions=attentions)
+
+    def _scores(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and attention weights of a padded batch."""
+        pooled, weights = self.head(self.encoder(input_ids, mask), mask)
+        return self.classifier(self.dropout(pooled)), weights
+
+    def _sort_by_length(self, mask: torch.Tensor) -> bool:
+        """Inference on a large batch of texts of mixed lengths, padded on the right (`pipeline()` batches
+        texts in the order given): run it in length-sorted chunks instead, each cut to its own longest
+        text. The padded LSTM would otherwise run over every padding step. Never while training or
+        exporting (shapes there depend on the data)."""
+        if self.training or torch.is_grad_enabled() or mask.size(0) <= SORTED_CHUNK_ROWS:
+            return False
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+            return False
+        lengths = mask.sum(dim=1)
+        right_padded = bool(mask.eq(torch.arange(mask.size(1), device=mask.device) < lengths.unsqueeze(1)).all())
+        return right_padded and int(lengths.sum()) < 0.75 * mask.numel()
+
+    def _scores_by_length(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_scores` over length-sorted chunks of the batch: the same numbers (padding never reaches a
+        real token's state), in the batch's order."""
+        lengths = mask.sum(dim=1)
+        logits = weights = None
+        for rows in lengths.argsort().split(SORTED_CHUNK_ROWS):
+            width = max(int(lengths[rows].max()), 1)
+            chunk_logits, chunk_weights = self._scores(input_ids[rows, :width], mask[rows, :width])
+            if logits is None:
+                logits = chunk_logits.new_empty(mask.size(0), chunk_logits.size(1))
+                weights = chunk_weights.new_zeros(mask.shape)
+            logits[rows], weights[rows, :width] = chunk_logits, chunk_weights
+        return logits, weights
 
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss BERT picks for `config.problem_type`, inferring it from the labels when unset."""
