@@ -23,24 +23,16 @@ from finetune.data import load_data
 from finetune.errors import report_errors
 from finetune.evaluation import evaluate_saved_run
 from finetune.features import eval_dataloader, train_dataloader
-from finetune.files import write_json_atomic
 from finetune.freezing import apply_freezing
-from finetune.hub import push_to_hub, write_model_card
-from finetune.loop import Schedule, TrainingStep, test_best_model, training_loop
+from finetune.loop import TrainingStep, training_loop
 from finetune.lora import apply_lora_to_run, check_lora_targets, lora_outputs
-from finetune.metrics import short_metrics
-from finetune.reports import draw_pictures
+from finetune.recipe_phases import best_results, prepare_training, write_outputs
 from finetune.run_directory import check_output_dir, run_identity, start_output_dir
 from finetune.training import (
     accelerator_options,
-    check_parameters_in_sync,
     count_parameters,
-    create_optimizer,
-    create_scheduler,
     main_process_first,
-    run_hardware,
     start_run,
-    start_trackers,
 )
 
 logger = logging.getLogger("finetune.recipe")
@@ -81,42 +73,20 @@ def main(argv=None):
     train_loader = train_dataloader(encoded["train"], tokenizer, training.per_device_train_batch_size,
                                     training.seed, training.dataloader_num_workers)  # fmt: skip
     validation_loader, _ = eval_dataloader(encoded["validation"], tokenizer, training.per_device_eval_batch_size)
-    optimizer = create_optimizer(model, training.learning_rate, training.weight_decay, training.embedding_learning_rate,
-                                 head_learning_rate=training.head_learning_rate, layer_decay=training.layer_decay,
-                                 include_frozen=args.freezing.gradual_unfreezing_epochs > 0)  # fmt: skip
-    schedule = Schedule.of(args, len(train_loader), accelerator.num_processes)
-    scheduler = create_scheduler(training.lr_scheduler_type, optimizer, schedule.total_steps, training.warmup_ratio,
-                                 accelerator.num_processes)  # fmt: skip
-    model, optimizer, train_loader, validation_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, validation_loader, scheduler
+    model, optimizer, scheduler, loaders, schedule = prepare_training(
+        accelerator, model, train_loader, validation_loader, args
     )
-    start_trackers(accelerator, args)
 
     # Train, keeping the best model by validation metric_for_best_model; then test it
     step = TrainingStep(accelerator, model, optimizer, scheduler, training)
-    loaders = (train_loader, validation_loader)
     model, state, best_weights = training_loop(model, tokenizer, loaders, step, accelerator, args, schedule,
                                                (identity, resume))  # fmt: skip
-    check_parameters_in_sync(accelerator, model)
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.load_state_dict(best_weights)
-    results = {**state.best, **state.speed(), "trainable_parameters": trainable, "total_parameters": total}
-    if training.do_predict and "test" in encoded:
-        results.update(test_best_model(model, encoded["test"], tokenizer, accelerator, args))
-        accelerator.log({f"test/{k}": v for k, v in short_metrics(results, "test_").items()}, step=state.step)
-    results.update({"data": data_info, **built.report, "history": state.history, "hardware": run_hardware(accelerator)})
+    results, unwrapped = best_results(accelerator, model, state, best_weights, encoded.get("test"), tokenizer, args,
+                                      (trainable, total))  # fmt: skip
+    results.update({"data": data_info, **built.report, "history": state.history})
     if args.lora.enabled:
         results["lora"] = lora_outputs(accelerator, unwrapped, tokenizer, output_dir, args.lora)
-    if accelerator.is_main_process:
-        write_json_atomic(results, output_dir / "metrics.json")
-        draw_pictures(results, unwrapped, tokenizer, splits, output_dir)
-        write_model_card(output_dir / "best", args.hub.hub_model_id, args.hub.hub_license)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    if args.hub.push_to_hub and accelerator.is_main_process:  # a failed upload loses nothing: `finetune push` retries
-        hub = args.hub
-        push_to_hub(output_dir / "best", hub.hub_model_id, private=hub.hub_private_repo, revision=hub.hub_revision,
-                    license=hub.hub_license)  # fmt: skip
+    write_outputs(accelerator, results, unwrapped, tokenizer, splits, args)
     return results
 
 
