@@ -15,10 +15,11 @@ logits are computed once and cached (see `finetune/distillation.py`). Validation
 import logging
 from pathlib import Path
 
-from finetune.arguments import parse_distill_args, to_yaml
+from finetune.arguments import to_yaml
 from finetune.builders import build_model
 from finetune.checkpointing import resolve_checkpoint
 from finetune.data import load_data
+from finetune.distill_arguments import parse_distill_args
 from finetune.distillation import (
     DistillationLoss,
     distillation_report,

@@ -14,9 +14,9 @@ import torch
 from conftest import ROOT, make_reviews, run_pipeline
 
 from finetune import distillation
-from finetune.arguments import parse_distill_args
 from finetune.augmentation import MASK, TransferAugmenter, augment_texts, tag_words
 from finetune.data import load_data
+from finetune.distill_arguments import parse_distill_args
 from finetune.distillation import distillation_loss, ensemble_logits, label_order, teacher_logits, transfer_texts
 from finetune.errors import ArgumentError, report_errors
 from finetune.training import create_accelerator
@@ -91,7 +91,7 @@ def test_augmentation_is_seeded():
 
 
 def test_transfer_set_gold_labels_only_on_training_texts(tmp_path):
-    from finetune.arguments import DistillationArguments
+    from finetune.distill_arguments import DistillationArguments
 
     unlabelled = tmp_path / "more.txt"
     unlabelled.write_text("房间很大，早餐一般。\n\n这部电影很好。\n客服回复很慢。\n", encoding="utf-8")
