@@ -130,7 +130,14 @@ class HeadArguments:
     lstm_hidden_size: int = field(default=128, metadata={"help": "BiLSTM hidden size per direction."})
     lstm_num_layers: int = field(default=1, metadata={"help": "Stacked BiLSTM layers."})
     attention_dim: int = field(default=128, metadata={"help": "Additive attention width."})
-    pooling: str = field(default="attention", metadata={"help": "attention, or attention+max (concatenated)."})
+    pooling: str = field(
+        default="attention", metadata={"help": "attention, attention+max or attention+mean (concatenated)."}
+    )
+    ngram_buckets: int = field(
+        default=0, metadata={"help": "Rows of a hashed token n-gram table beside the BiLSTM (fastText's bag); 0: off."}
+    )
+    ngram_dim: int = field(default=32, metadata={"help": "Width of the n-gram vectors."})
+    ngram_orders: list[int] = field(default_factory=lambda: [2], metadata={"help": "Token n-gram lengths (1-3)."})
     embedding_dropout: float = field(default=0.3, metadata={"help": "Dropout on the token states."})
     classifier_dropout: float = field(default=0.3, metadata={"help": "Dropout before the classifier."})
     word_dropout: float = field(default=0.0, metadata={"help": "Share of words replaced by [UNK] in training."})
@@ -308,7 +315,9 @@ def unknown_flag_error(unknown: list[str], known: list[str], where: str = "", wh
     names = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("-") or what != "flag"]
     parts = []
     for name in names or ["(a value without a flag)"]:
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+        # transformers' names often prefix the short ones (num_workers -> dataloader_num_workers)
+        suffixed = [flag for flag in known if flag.endswith("_" + name.lstrip("-"))]
+        close = suffixed[:1] or difflib.get_close_matches(name, known, n=1, cutoff=0.7)
         parts.append(name + (f" (did you mean {close[0]}?)" if close else ""))
     return ArgumentError(f"{where}unknown {what}{'s' if len(parts) > 1 else ''} {', '.join(parts)}; see --help")
 
@@ -382,12 +391,18 @@ def parse_run_args(argv: list[str] | None = None) -> tuple[RunArguments, str | N
 
 
 def _split_lists(group) -> None:
-    """List flags take `a b`, `a,b`, or a YAML list or string: each becomes a list of strings."""
+    """List flags take `a b`, `a,b`, or a YAML list or string: each becomes a list of strings (of
+    integers for a `list[int]`)."""
     for f in dataclasses.fields(group):
         value = getattr(group, f.name)
         if "list" in str(f.type) and value is not None:
             items = [value] if isinstance(value, str) else value
-            setattr(group, f.name, [part.strip() for item in items for part in str(item).split(",") if part.strip()])
+            parts = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+            if "list[int]" in str(f.type):
+                if not all(part.lstrip("-").isdigit() for part in parts):
+                    raise ArgumentError(f"--{f.name}: expected whole numbers, got {' '.join(map(str, items))!r}")
+                parts = [int(part) for part in parts]
+            setattr(group, f.name, parts)
 
 
 def flatten_sections(config: dict) -> dict:
