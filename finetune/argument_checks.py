@@ -54,6 +54,9 @@ def check_run_args(args) -> None:
     problems = {
         "--encoder_type": encoder.encoder_type not in ENCODER_TYPES and f"one of {', '.join(ENCODER_TYPES)}",
         "--pooling": args.head.pooling not in POOLINGS and f"one of {', '.join(POOLINGS)}",
+        "--ngram_buckets": args.head.ngram_buckets < 0 and "0 (off) or more",
+        "--ngram_dim": args.head.ngram_dim < 1 and "at least 1",
+        "--ngram_orders": not all(1 <= order <= 3 for order in args.head.ngram_orders) and "numbers from 1 to 3",
         "--segmenter": vectors.segmenter not in ("rjieba", "jieba", "char") and "rjieba, jieba or char",
         "--learning_rate": not training.learning_rate > 0 and "a number above 0",
         "--num_train_epochs": training.num_train_epochs < 1 and training.max_steps <= 0 and "at least 1",
@@ -120,9 +123,19 @@ def check_distill_args(args) -> None:
     distill = args.distill
     if not distill.teacher_model_name_or_path:
         raise ArgumentError("--teacher_model_name_or_path: give the teacher's saved classifier directory (or several)")
+    from .distillation import baseline_teachers
+
     for teacher in distill.teacher_model_name_or_path:
-        if not Path(teacher).exists() and not is_hub_id(teacher):
-            raise ArgumentError(f"--teacher_model_name_or_path {teacher}: no such directory (nor a Hub id)")
+        if teacher in baseline_teachers():
+            if Path(teacher).exists():
+                raise ArgumentError(
+                    f"--teacher_model_name_or_path {teacher}: both a baseline's name and a path here; give ./{teacher}"
+                )
+        elif not Path(teacher).exists() and not is_hub_id(teacher):
+            raise ArgumentError(
+                f"--teacher_model_name_or_path {teacher}: no such directory (nor a Hub id, nor a baseline: "
+                f"{', '.join(baseline_teachers())})"
+            )
     if args.encoder.encoder_type != "word_vectors":
         raise ArgumentError(f"--encoder_type {args.encoder.encoder_type}: the student is a word_vectors model")
     if args.lora.enabled:

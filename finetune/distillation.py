@@ -7,6 +7,11 @@ saved classifier `load_classifier` loads) labels it once: its logits are cached 
 files (name, size, mtime of each; a Hub id by its name) and the transfer set's texts, written
 atomically. Under several processes each labels its share, gathered in order. Several teachers are
 an ensemble: their probabilities are averaged, and the log of the average is the target's logits.
+
+A teacher may also be a cheap baseline of `baselines.py` named as such (`tfidf_lr`, `fasttext`): it
+is fitted here on the training split (its choice made on the validation split), and its log-
+probabilities are its logits. A TF-IDF model and the BiLSTM are right on different texts, so an
+ensemble of the two teaches the student more than either alone (Tang et al. used one BERT).
 """
 
 from __future__ import annotations
@@ -89,8 +94,20 @@ def label_order(teacher: str, teacher_id2label: dict, id2label: dict[int, str]) 
     return [theirs[name] for name in ours]
 
 
-def teacher_identity(teacher: str) -> dict:
-    """What the cache key knows of a teacher: each file's name, size and mtime (a Hub id: its name)."""
+def baseline_teachers() -> dict:
+    """The baselines that can teach, by the name a teacher is given."""
+    from .baselines import BASELINES
+
+    return BASELINES
+
+
+def teacher_identity(teacher: str, fit_data: dict | None = None) -> dict:
+    """What the cache key knows of a teacher: each file's name, size and mtime (a Hub id: its name; a
+    baseline: its settings and the texts and labels it is fitted on)."""
+    if teacher in baseline_teachers():
+        settings = {key: value for key, value in vars(baseline_teachers()[teacher]()).items() if key != "selection"}
+        fitted = hashlib.sha256(json.dumps(fit_data, ensure_ascii=False).encode("utf-8")).hexdigest()
+        return {"baseline": teacher, "settings": json.loads(json.dumps(settings)), "fitted_on": fitted}
     path = Path(teacher)
     if not path.is_dir():
         return {"hub_id": teacher}
@@ -101,10 +118,11 @@ def teacher_identity(teacher: str) -> dict:
     return {"path": str(path.resolve()), "files": files}
 
 
-def cache_file(teacher: str, texts: list[str]) -> Path:
+def cache_file(teacher: str, texts: list[str], fit_data: dict | None = None) -> Path:
     """The cache entry of `teacher`'s logits on `texts`."""
     texts_key = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode("utf-8")).hexdigest()
-    key = json.dumps({"format": FORMAT, "teacher": teacher_identity(teacher), "texts": texts_key}, sort_keys=True)
+    identity = teacher_identity(teacher, fit_data)
+    key = json.dumps({"format": FORMAT, "teacher": identity, "texts": texts_key}, sort_keys=True)
     return cache_directory("teacher-logits") / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
 
 
@@ -139,6 +157,24 @@ def compute_teacher_logits(teacher: str, texts: list[str], accelerator, batch_si
     return logits
 
 
+def baseline_teacher_logits(teacher: str, texts: list[str], fit_data: dict, accelerator) -> np.ndarray:
+    """Baseline `teacher` fitted on `fit_data` (train and validation texts and label ids), its log-probabilities
+    on `texts`: computed by the main process (a fit is not worth sharing out), sent to the others."""
+    from accelerate.utils import broadcast_object_list
+
+    logits = [None]
+    if accelerator.is_main_process:
+        baseline = baseline_teachers()[teacher]()
+        baseline.fit(fit_data["train"]["texts"], fit_data["train"]["labels"],
+                     fit_data["validation"]["texts"], fit_data["validation"]["labels"])  # fmt: skip
+        logger.info("teacher %s fitted on the training split: %s", teacher, baseline.selection or "no choice made")
+        probabilities = baseline.predict_proba(texts)
+        logits = [np.log(np.clip(probabilities, 1e-12, None)).astype(np.float32)]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(logits)
+    return logits[0]
+
+
 def teacher_config(teacher: str):
     """The teacher's config (its labels), without loading its weights; a LoRA adapter's from its base model."""
     from transformers import AutoConfig
@@ -152,15 +188,19 @@ def teacher_config(teacher: str):
         return AutoConfig.from_pretrained(teacher)
 
 
-def teacher_logits(teachers: list[str], texts: list[str], id2label: dict, accelerator, batch_size: int = 64):
+def teacher_logits(
+    teachers: list[str], texts: list[str], id2label: dict, accelerator, batch_size: int = 64, fit_data=None
+):
     """The (ensemble) teacher's logits on `texts`, columns in the data's label order; from the cache where it can.
 
     Args:
-        teachers: Saved classifier directories or Hub ids.
+        teachers: Saved classifier directories, Hub ids, or names of baselines (`tfidf_lr`, `fasttext`).
         texts: The transfer set.
         id2label: The data's labels.
         accelerator: The run's `Accelerator` (every process must call this).
         batch_size: Texts per teacher forward pass.
+        fit_data: What a baseline teacher is fitted on: `{"train": {"texts", "labels"}, "validation": ...}`,
+            label ids in the data's order.
 
     Returns:
         (logits of shape (texts, labels), {teacher: "cache" or "computed"}).
@@ -174,15 +214,24 @@ def teacher_logits(teachers: list[str], texts: list[str], id2label: dict, accele
 
     columns, sources = [], {}
     for teacher in teachers:
-        check_model_directory(teacher)
-        order = label_order(teacher, teacher_config(teacher).id2label, id2label)
-        path = cache_file(teacher, texts)
+        baseline = teacher in baseline_teachers()
+        if baseline and fit_data is None:
+            raise ValueError(f"the baseline teacher {teacher} needs fit_data")
+        if not baseline:
+            check_model_directory(teacher)
+        order = (
+            list(range(len(id2label))) if baseline else label_order(teacher, teacher_config(teacher).id2label, id2label)
+        )
+        path = cache_file(teacher, texts, fit_data if baseline else None)
         logits = _load_cached(path, len(texts))
         hit = [logits is not None]
         if accelerator.num_processes > 1:  # every process takes the main process's answer
             broadcast_object_list(hit)
         if not hit[0] or logits is None:
-            logits = compute_teacher_logits(teacher, texts, accelerator, batch_size)
+            if baseline:
+                logits = baseline_teacher_logits(teacher, texts, fit_data, accelerator)
+            else:
+                logits = compute_teacher_logits(teacher, texts, accelerator, batch_size)
             if accelerator.is_main_process:
                 with atomic_write(path, "wb") as file:
                     np.save(file, logits.astype(np.float32), allow_pickle=False)

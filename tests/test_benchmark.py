@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, make_reviews, write_csv
 
+from finetune.errors import ArgumentError
+
 SCRIPT = ROOT / "scripts" / "benchmark.py"
 TITLES = ["TF-IDF char 1-3-gram + LR (C=", "fastText (words + hashed bigrams)", "recipe word2vec_bilstm_attn"]
 
@@ -145,3 +147,38 @@ def test_runs_of_other_settings_or_changed_files_sit_beside_the_kept_ones(folder
     (changed / "test.csv").write_text((folder / "test.csv").read_text())
     script.main(changed_argv)
     assert len(list((tmp_path / "runs" / "changed").glob("tfidf_lr-*-seed42.json"))) == 2
+
+
+def test_several_configs_give_a_row_each_compared_with_the_first(folder, tiny_vectors, trained_run, tmp_path):
+    """A variant of the shipped config and a distilled student (its recipe picked from its config) beside
+    the shipped config: a row each, each variant's paired difference to the first config."""
+    configs = ROOT / "recipes" / "configs"
+    variant = tmp_path / "with_ngrams.yaml"
+    variant.write_text((configs / "word2vec_bilstm_attn.yaml").read_text() + "\nngram_buckets: 64\nngram_orders: 1,2\n")
+    student = tmp_path / "student.yaml"
+    student.write_text(
+        (configs / "distill_bilstm_attn.yaml").read_text().replace("teacher_model_name_or_path: null", "")
+        + f"\nteacher_model_name_or_path: {trained_run / 'best'}\naugment_copies: 1\n"
+    )
+    flags = ["--datasets", folder, "--seeds", 1, "--methods", "recipe", "tfidf_lr", "--runs_dir", tmp_path / "runs",
+             "--config", configs / "word2vec_bilstm_attn.yaml", variant, student, "--max_train_samples", 80,
+             "--max_eval_samples", 20, "--max_predict_samples", 30,
+             "--recipe_args", tiny_recipe_flags(tiny_vectors)]  # fmt: skip
+    printed = run_benchmark(*flags, cwd=tmp_path)
+    header = next(line for line in printed.splitlines() if line.startswith("| method"))
+    assert "| accuracy − recipe word2vec_bilstm_attn, points [95% CI] |" in header
+    rows = table(printed)
+    assert [row[0].split(" (")[0] for row in rows] == [
+        "TF-IDF char 1-3-gram + LR", "recipe word2vec_bilstm_attn", "recipe with_ngrams", "recipe student"]  # fmt: skip
+    assert rows[1][5] == "—" and all(row[5].count("[") == 1 for row in rows[2:])
+    assert all(row[4].count("[") == 1 for row in rows[1:])
+    results = json.loads((tmp_path / "runs" / "benchmark.json").read_text())["datasets"][folder.name]
+    run_dirs = {run["config"]: Path(run["run_dir"]) for run in results["runs"] if run["method"] == "recipe"}
+    assert json.loads((run_dirs["with_ngrams"] / "best" / "config.json").read_text())["ngram_orders"] == [1, 2]
+    assert str(trained_run / "best") in (run_dirs["student"] / "best" / "README.md").read_text()
+
+    other = tmp_path / "other_split.yaml"
+    other.write_text((configs / "word2vec_bilstm_attn.yaml").read_text().replace("test_size: 0.1", "test_size: 0.2"))
+    script = load_script()
+    with pytest.raises(ArgumentError, match=r"--config .*other_split.yaml: reads other data than .* \(test_size\)"):
+        script.main(["--datasets", "default", "--config", str(configs / "word2vec_bilstm_attn.yaml"), str(other)])

@@ -156,11 +156,41 @@ def test_teacher_logits_are_cached_and_ensembles_average(teacher, tiny_bert_clas
     assert np.allclose(both, ensemble_logits([logits, bert]), atol=1e-6)
 
 
-def test_user_errors_are_one_line(teacher, reviews_csv, tiny_vectors, tiny_bert_classifier, tmp_path, capsys):
+def test_a_tfidf_teacher_is_fitted_on_the_training_split_and_joins_an_ensemble(teacher, monkeypatch):
+    from finetune.baselines import TfidfLogisticRegression
+
+    accelerator, id2label = create_accelerator(), {0: "negative", 1: "positive"}
+    train, dev = make_reviews(30, seed=1), make_reviews(10, seed=2)
+    fit_data = {name: {"texts": [text for text, _ in rows], "labels": [int(label == "positive") for _, label in rows]}
+                for name, rows in (("train", train), ("validation", dev))}  # fmt: skip
+    texts = [text for text, _ in make_reviews(8, seed=5)]
+    logits, sources = teacher_logits(["tfidf_lr"], texts, id2label, accelerator, fit_data=fit_data)
+    assert sources == {"tfidf_lr": "computed"} and logits.shape == (16, 2)
+    train_part, dev_part = fit_data["train"], fit_data["validation"]
+    fitted = TfidfLogisticRegression().fit(*train_part.values(), *dev_part.values())
+    assert np.allclose(np.exp(logits), fitted.predict_proba(texts), atol=1e-6)  # log-probabilities, label order kept
+    monkeypatch.setattr(distillation, "baseline_teacher_logits", pytest.fail)
+    assert teacher_logits(["tfidf_lr"], texts, id2label, accelerator, fit_data=fit_data)[1] == {"tfidf_lr": "cache"}
+    monkeypatch.undo()
+    other = {**fit_data, "train": {**fit_data["train"], "labels": [1 - y for y in fit_data["train"]["labels"]]}}
+    assert teacher_logits(["tfidf_lr"], texts, id2label, accelerator, fit_data=other)[1] == {"tfidf_lr": "computed"}
+    both, _ = teacher_logits([str(teacher), "tfidf_lr"], texts, id2label, accelerator, fit_data=fit_data)
+    alone, _ = teacher_logits([str(teacher)], texts, id2label, accelerator)
+    assert np.allclose(both, ensemble_logits([alone, logits]), atol=1e-6)
+
+
+def test_user_errors_are_one_line(
+    teacher, reviews_csv, tiny_vectors, tiny_bert_classifier, tmp_path, capsys, monkeypatch
+):
     from recipes.distill_bilstm_attention import main
 
-    with pytest.raises(ArgumentError, match="--teacher_model_name_or_path .*nowhere: no such directory"):
+    with pytest.raises(ArgumentError, match="--teacher_model_name_or_path .*nowhere: no such directory .*tfidf_lr"):
         parse_distill_args(["--teacher_model_name_or_path", str(tmp_path / "nowhere")])
+    assert parse_distill_args(["--teacher_model_name_or_path", "tfidf_lr"])[0].distill.teacher_model_name_or_path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tfidf_lr").mkdir()
+    with pytest.raises(ArgumentError, match="tfidf_lr: both a baseline's name and a path here; give ./tfidf_lr"):
+        parse_distill_args(["--teacher_model_name_or_path", "tfidf_lr"])
     with pytest.raises(ArgumentError, match="--distill_loss l1: must be mse or kl"):
         parse_distill_args(["--teacher_model_name_or_path", str(teacher), "--distill_loss", "l1"])
     wrong = tmp_path / "wrong-labels"
