@@ -275,8 +275,9 @@ def test_pretrained_encoders_train_multilabel(encoder_type, aspect_files, tmp_pa
 
     config, encoder = {"transformer": (BERT_CONFIG, "tiny_bert"), "bilm": (BILM_CONFIG, "tiny_bilm")}[encoder_type]
     output_dir = tmp_path / encoder_type
+    # the biLM config freezes its encoder and trains the head at head_learning_rate (test_encoders does the same)
     main(encoder_recipe_args(config, aspect_files["train"], request.getfixturevalue(encoder), output_dir,
-                             "--num_train_epochs", "3", "--learning_rate", "0.005"))  # fmt: skip
+                             "--num_train_epochs", "3", "--learning_rate", "0.01", "--head_learning_rate", "0.01"))  # fmt: skip
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     saved = json.loads((output_dir / "best" / "config.json").read_text(encoding="utf-8"))
     assert saved["problem_type"] == "multi_label_classification" and len(saved["label_thresholds"]) == 3
