@@ -7,6 +7,7 @@ Hub). A recipe keeps only what is its own: its data, its model, its loss.
 import logging
 from pathlib import Path
 
+from .errors import ArgumentError
 from .files import write_json_atomic, write_text_atomic
 from .hub import push_to_hub, write_model_card
 from .loop import Schedule, test_best_model
@@ -29,6 +30,7 @@ def prepare_training(accelerator, model, train_loader, validation_loader, args) 
     """(model, optimizer, scheduler, (train_loader, validation_loader), schedule), prepared by the
     accelerator, the run's trackers started."""
     training = args.training
+    check_metric_for_problem(training.metric_for_best_model, model.config)
     optimizer = create_optimizer(model, training.learning_rate, training.weight_decay, training.embedding_learning_rate,
                                  head_learning_rate=training.head_learning_rate, layer_decay=training.layer_decay,
                                  include_frozen=args.freezing.gradual_unfreezing_epochs > 0)  # fmt: skip
@@ -40,6 +42,17 @@ def prepare_training(accelerator, model, train_loader, validation_loader, args) 
     )
     start_trackers(accelerator, args)
     return model, optimizer, scheduler, (train_loader, validation_loader), schedule
+
+
+def check_metric_for_problem(metric_for_best_model: str, config) -> None:
+    """Refuse a best-model metric that only multi-label runs compute (`exact_match`) for a single-label model."""
+    from .argument_checks import best_model_metric
+
+    if best_model_metric(metric_for_best_model) == "exact_match" and not is_multi_label(config):
+        raise ArgumentError(
+            f"--metric_for_best_model {metric_for_best_model}: exact match is a multi-label metric; "
+            "single-label runs have accuracy (the same thing for one label per text)"
+        )
 
 
 def best_results(

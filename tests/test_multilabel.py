@@ -276,8 +276,9 @@ def test_pretrained_encoders_train_multilabel(encoder_type, aspect_files, tmp_pa
     config, encoder = {"transformer": (BERT_CONFIG, "tiny_bert"), "bilm": (BILM_CONFIG, "tiny_bilm")}[encoder_type]
     output_dir = tmp_path / encoder_type
     # the biLM config freezes its encoder and trains the head at head_learning_rate (test_encoders does the same)
-    main(encoder_recipe_args(config, aspect_files["train"], request.getfixturevalue(encoder), output_dir,
-                             "--num_train_epochs", "3", "--learning_rate", "0.01", "--head_learning_rate", "0.01"))  # fmt: skip
+    rates = ["--learning_rate", "0.01", "--head_learning_rate", "0.01"]
+    encoder_dir = request.getfixturevalue(encoder)
+    main(encoder_recipe_args(config, aspect_files["train"], encoder_dir, output_dir, "--num_train_epochs", "3", *rates))
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     saved = json.loads((output_dir / "best" / "config.json").read_text(encoding="utf-8"))
     assert saved["problem_type"] == "multi_label_classification" and len(saved["label_thresholds"]) == 3
@@ -308,3 +309,32 @@ def test_distillation_refuses_multilabel_data():
     with pytest.raises(ArgumentError, match="multi-label data .* cannot be distilled"):
         check_single_label("multi_label_classification")
     check_single_label("single_label_classification")
+
+
+def test_exact_match_is_refused_as_best_model_metric_of_a_single_label_run():
+    from types import SimpleNamespace
+
+    from finetune.errors import ArgumentError
+    from finetune.recipe_phases import check_metric_for_problem
+
+    with pytest.raises(ArgumentError, match="exact match is a multi-label metric"):
+        check_metric_for_problem("eval_exact_match", SimpleNamespace(problem_type="single_label_classification"))
+    check_metric_for_problem("exact_match", SimpleNamespace(problem_type="multi_label_classification"))
+
+
+def test_onnx_backend_applies_sigmoid_and_the_saved_thresholds(word_vector_run, aspect_files, tmp_path):
+    from finetune.export import export_onnx
+    from finetune.inference import predict_file
+
+    best = word_vector_run / "best"
+    export_onnx(best)
+    torch_rows, onnx_rows = tmp_path / "torch.jsonl", tmp_path / "onnx.jsonl"
+    predict_file(best, aspect_files["test"], torch_rows)
+    predict_file(best, aspect_files["test"], onnx_rows, backend="onnx")
+    expected = [json.loads(line) for line in torch_rows.read_text(encoding="utf-8").splitlines()]
+    got = [json.loads(line) for line in onnx_rows.read_text(encoding="utf-8").splitlines()]
+    assert [row["predicted_labels"] for row in got] == [row["predicted_labels"] for row in expected]
+    for label in ("价格", "物流", "质量"):
+        assert [row[f"score_{label}"] for row in got] == pytest.approx(
+            [row[f"score_{label}"] for row in expected], abs=1e-4
+        )
