@@ -133,19 +133,36 @@ def stratified_sample(ds: datasets.Dataset, n: int, *, seed: int, name: str) -> 
 
 
 def _multilabel_sample(ds: datasets.Dataset, n: int, *, seed: int, name: str) -> datasets.Dataset:
-    """`stratified_sample` of multi-label rows: iterative stratification into `n` rows and the rest,
+    """`stratified_sample` of multi-label rows: first a row for each label (rarest labels first, the
+    row with fewest labels), then iterative stratification of the rest into the rows still wanted,
     topped up or trimmed to exactly `n` at random."""
     label_sets = ds["label"][:]
-    labels = len({label for labels in label_sets for label in labels})
-    if n < labels:
+    rows_by_label: dict = {}
+    for row, labels in enumerate(label_sets):
+        for label in labels:
+            rows_by_label.setdefault(label, []).append(row)
+    if n < len(rows_by_label):
         raise DataError(
-            f"{name} is fewer than the {labels} labels; give {labels} or more so that each label can keep a row"
+            f"{name} is fewer than the {len(rows_by_label)} labels; give {len(rows_by_label)} or more so that "
+            "each label can keep a row"
         )
+    kept, covered = [], set()
+    for label in sorted(rows_by_label, key=lambda label: (len(rows_by_label[label]), repr(label))):
+        if label not in covered:
+            kept.append(min(rows_by_label[label], key=lambda row: len(label_sets[row])))
+            covered.update(label_sets[kept[-1]])
     rng = np.random.default_rng(seed)
-    chosen = np.flatnonzero(iterative_stratification(label_sets, [n / ds.num_rows, 1 - n / ds.num_rows], seed) == 0)
-    if len(chosen) > n:
-        chosen = rng.choice(chosen, n, replace=False)
-    elif len(chosen) < n:
-        rest = np.setdiff1d(np.arange(ds.num_rows), chosen)
-        chosen = np.concatenate([chosen, rng.choice(rest, n - len(chosen), replace=False)])
-    return ds.select(rng.permutation(chosen).astype(np.int64))
+    rest = np.setdiff1d(np.arange(ds.num_rows), kept)
+    wanted = min(n - len(kept), len(rest))
+    if wanted:
+        share = wanted / len(rest)
+        assigned = iterative_stratification([label_sets[row] for row in rest], [share, 1 - share], seed)
+        chosen = rest[assigned == 0]
+        if len(chosen) > wanted:
+            chosen = rng.choice(chosen, wanted, replace=False)
+        elif len(chosen) < wanted:
+            chosen = np.concatenate(
+                [chosen, rng.choice(np.setdiff1d(rest, chosen), wanted - len(chosen), replace=False)]
+            )
+        kept = np.concatenate([kept, chosen])
+    return ds.select(rng.permutation(np.asarray(kept, dtype=np.int64)))

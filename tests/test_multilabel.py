@@ -112,6 +112,8 @@ def test_split_of_one_file_keeps_a_rare_label_in_train(tmp_path, quiet_datasets)
     assert (train.sum(0) > 0).all() and "罕见" in info["label2id"]
     again, _ = load_splits(write_jsonl(tmp_path / "r.jsonl", rows), validation_size=0.2, test_size=0.2, seed=0)
     assert again["test"]["text"] == splits["test"]["text"]  # deterministic
+    capped, _ = load_splits(tmp_path / "r.jsonl", validation_size=0.2, test_size=0.2, seed=0, max_train_samples=12)
+    assert capped["train"].num_rows == 12 and (np.asarray(capped["train"]["label"]).sum(0) > 0).all()  # 罕见 too
 
 
 @pytest.mark.parametrize(
