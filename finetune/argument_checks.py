@@ -6,10 +6,11 @@ from pathlib import Path
 
 from .errors import ArgumentError
 from .model_files import is_hub_id
+from .multilabel import THRESHOLD_STRATEGIES
 
 # Validation metrics that can pick the best model (`metric_for_best_model`), as metrics.json names
 # them after `validation_`; transformers' `eval_` prefix is accepted too.
-BEST_MODEL_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss")
+BEST_MODEL_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss", "micro_f1", "exact_match")
 STRATEGIES = {"eval_strategy": ("epoch", "steps"), "save_strategy": ("epoch", "steps", "no")}
 
 
@@ -74,6 +75,7 @@ def check_run_args(args) -> None:
         "--eval_steps": training.eval_steps is not None and training.eval_steps < 1 and "at least 1",
         "--save_strategy": training.save_strategy not in STRATEGIES["save_strategy"] and "epoch, steps or no",
         "--save_steps": training.save_steps < 1 and "at least 1",
+        "--threshold_strategy": training.threshold_strategy not in THRESHOLD_STRATEGIES and "global or per_label",
         "--metric_for_best_model": best_model_metric(training.metric_for_best_model) not in BEST_MODEL_METRICS
         and f"one of {', '.join(BEST_MODEL_METRICS)}",
         **{

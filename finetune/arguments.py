@@ -47,6 +47,16 @@ class DataArguments:
     label_names: list[str] | None = field(
         default=None, metadata={"help": "Names of integer labels 0, 1, ... in order (e.g. neg,pos)."}
     )
+    problem_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "multi_label_classification (a set of labels per text) or single_label_classification; "
+            "none: multi-label where labels are lists."
+        },
+    )
+    label_separator: str | None = field(
+        default=None, metadata={"help": "Multi-label CSV/TSV: the character between a row's labels (e.g. |)."}
+    )
     encoding: str | None = field(
         default=None,
         metadata={"help": "Encoding of the text files (e.g. big5, gbk); none: UTF-8, else detected and logged."},
@@ -206,6 +216,15 @@ class TrainArguments:
     )
     greater_is_better: bool | None = field(
         default=None, metadata={"help": "Whether a higher metric_for_best_model is better (none: unless a loss)."}
+    )
+    # One threshold for all labels by default: a few hundred validation rows hold a rare label a handful
+    # of times, and a threshold of its own fitted to those rows moves with each of them.
+    threshold_strategy: str = field(
+        default="global",
+        metadata={
+            "help": "Multi-label: decision thresholds tuned on validation after training, one for all labels "
+            "(global) or one per label (per_label); saved in config.json as label_thresholds."
+        },
     )
     early_stopping_patience: int = field(
         default=3, metadata={"help": "Stop after this many evaluations without a better metric_for_best_model."}

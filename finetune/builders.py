@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
-from datasets import DatasetDict
+from datasets import DatasetDict, List
 from transformers import AutoModel, AutoTokenizer
 
 from .arguments import HeadArguments, RunArguments, WordVectorArguments
@@ -30,6 +30,7 @@ from .models.bilstm_attention import (
     JiebaTokenizer,
     encoder_kind,
 )
+from .multilabel import MULTI_LABEL
 from .pretrain.word2vec import train_word_vectors
 from .vectors import read_word_vectors
 
@@ -332,5 +333,9 @@ BUILDERS = RegisteredBuilders()
 
 
 def build_model(splits: DatasetDict, id2label: dict[int, str], args: RunArguments) -> Built:
-    """The tokenizer, model and encoded splits for `args.encoder.encoder_type`, by its registered builder."""
-    return encoder_builder(args.encoder.encoder_type)(splits, id2label, args)
+    """The tokenizer, model and encoded splits for `args.encoder.encoder_type`, by its registered builder;
+    a multi-label model's config says so (`problem_type`: BCE with logits, sigmoid scores in `pipeline()`)."""
+    built = encoder_builder(args.encoder.encoder_type)(splits, id2label, args)
+    if isinstance(splits["train"].features["label"], List):
+        built.model.config.problem_type = MULTI_LABEL
+    return built

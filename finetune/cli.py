@@ -35,13 +35,15 @@ def _train(argv: list[str]) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluation import CONFUSION_FILE, METRICS_FILE, PER_CLASS_FILE, evaluate_file, markdown_summary
+    from .reports import LABEL_SCORES
 
     results = evaluate_file(
         args.model, args.file, args.output_dir, text_column=args.text_column, label_column=args.label_column,
-        encoding=args.encoding, batch_size=args.per_device_eval_batch_size,
+        encoding=args.encoding, batch_size=args.per_device_eval_batch_size, label_separator=args.label_separator,
     )  # fmt: skip
     print(markdown_summary(results))
-    print(f"wrote {METRICS_FILE}, {PER_CLASS_FILE} and {CONFUSION_FILE} to {results['output_dir']}")
+    picture = LABEL_SCORES if "test_exact_match" in results else CONFUSION_FILE  # multi-label
+    print(f"wrote {METRICS_FILE}, {PER_CLASS_FILE} and {picture} to {results['output_dir']}")
 
 
 def _positive_int(value: str) -> int:
@@ -175,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--text_column", default="text", help="the column holding the texts")
     evaluate.add_argument("--label_column", default="label", help="the column holding the labels")
+    evaluate.add_argument(
+        "--label_separator", help="multi-label models: the character between a row's labels in one string (e.g. |)"
+    )
     evaluate.add_argument(
         "--encoding", help="the file's encoding (e.g. big5, gbk); default: UTF-8, else detected and logged"
     )

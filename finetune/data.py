@@ -19,6 +19,7 @@ from pandas._libs.parsers import STR_NA_VALUES
 
 from finetune.data_sources import read_dataset_splits, read_file_splits
 from finetune.errors import ArgumentError
+from finetune.multilabel import MULTI_LABEL, PROBLEM_TYPES, SINGLE_LABEL, multi_hot
 from finetune.splitting import SPLITS, stratified_sample, stratified_split
 from finetune.tables import DataError, read_table
 
@@ -66,6 +67,11 @@ def _whole_numbers(labels: list) -> list[int] | None:
     return numbers
 
 
+def _hashable(label):
+    """A label, or a multi-label row's list of labels as a tuple (set members must be hashable)."""
+    return tuple(label) if isinstance(label, list) else label
+
+
 def clean_split(ds: datasets.Dataset, *, name: str) -> tuple[datasets.Dataset, dict]:
     """Strip texts and labels, and drop empty, duplicate and contradictory rows.
 
@@ -96,10 +102,10 @@ def clean_split(ds: datasets.Dataset, *, name: str) -> tuple[datasets.Dataset, d
             counts["empty_dropped"] += 1
         elif isinstance(label, str) and label in MISSING_LABELS:
             counts["missing_label_dropped"] += 1
-        elif (text, label) in seen:
+        elif (text, _hashable(label)) in seen:
             counts["duplicates_removed"] += 1
         else:
-            seen.add((text, label))
+            seen.add((text, _hashable(label)))
             labels_by_text.setdefault(text, []).append(label)
             kept.append(index)
     conflicting = {text: found for text, found in labels_by_text.items() if len(found) > 1}
@@ -176,7 +182,13 @@ def check_label_names(labels: Iterable, label_names: list[str], source: str) -> 
 
 
 def read_labelled_file(
-    file, *, text_column: str = "text", label_column: str = "label", encoding: str | None = None, split: str = "test"
+    file,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    encoding: str | None = None,
+    split: str = "test",
+    label_separator: str | None = None,
 ) -> tuple[datasets.Dataset, dict, str, Callable[[int], str]]:
     """Read and clean one labelled file, as `load_splits` reads and cleans each of its files.
 
@@ -186,6 +198,7 @@ def read_labelled_file(
         label_column: The column holding the labels (strings or ints; a ClassLabel's names).
         encoding: The text file's encoding; None: UTF-8, else detected and logged.
         split: The split the file stands for, for a saved DatasetDict.
+        label_separator: Multi-label strings: the character between a row's labels.
 
     Returns:
         The cleaned rows (columns "text", "label" and "_row", the row's index in the file),
@@ -195,7 +208,8 @@ def read_labelled_file(
     Raises:
         DataError: The file is missing or unreadable, lacks a column, or no row is left.
     """
-    (part,) = read_file_splits({"train" if file is None else split: file}, text_column, label_column, encoding).values()
+    files = {"train" if file is None else split: file}
+    (part,) = read_file_splits(files, text_column, label_column, encoding, label_separator=label_separator).values()
     cleaned, counts = clean_split(part.rows, name=part.source)
     return cleaned, counts, part.source, part.locate
 
@@ -217,6 +231,23 @@ def _drop_shared_texts(splits: dict, sources: dict, stats: dict) -> None:
     if removed:
         logger.warning("%s: removed %d texts found in validation or test files", sources["train"], removed)
         splits["train"] = splits["train"].select(np.asarray(keep, dtype=np.int64))
+
+
+def _check_label_sets(splits: dict, sources: dict, locators: dict) -> None:
+    """Multi-label: train has two labels or more (over all rows) and other files use only those."""
+    train_labels = {label for labels in splits["train"]["label"][:] for label in labels}
+    if len(train_labels) < 2:
+        raise DataError(
+            f"{sources['train']}: labels {sorted(map(str, train_labels))} after cleaning; "
+            "a classifier needs two or more"
+        )
+    for split in [split for split in splits if split != "train"]:
+        for labels, row in zip(splits[split]["label"][:], splits[split]["_row"][:], strict=True):
+            if unknown := [label for label in labels if label not in train_labels]:
+                raise DataError(
+                    f"{sources[split]}: {locators[split](row)}: label {unknown[0]!r} never occurs in "
+                    f"{sources['train']} (labels: {', '.join(map(repr, sorted(train_labels, key=str)))})"
+                )
 
 
 def _check_labels(splits: dict, sources: dict, locators: dict) -> None:
@@ -244,7 +275,42 @@ def _check_labels(splits: dict, sources: dict, locators: dict) -> None:
                 )
 
 
-def _check_arguments(files: dict, dataset_name, max_samples: dict, label_names) -> None:
+def _resolve_problem_type(read: dict, problem_type: str | None) -> tuple[dict, str]:
+    """Every split's labels in the problem's form, and the problem type: multi-label where asked for,
+    or (`problem_type` None) where the training labels are lists; lists of labels (`SplitRows.rows`)
+    for multi-label, single labels for single-label.
+
+    Raises:
+        DataError: Single-label asked for, but a row holds other than one label (file and row named).
+    """
+    if problem_type is None:
+        problem_type = (
+            MULTI_LABEL if any(isinstance(label, list) for label in read["train"].rows["label"][:]) else SINGLE_LABEL
+        )
+    resolved = {}
+    for split, part in read.items():
+        labels = part.rows["label"][:]
+        if problem_type == SINGLE_LABEL and not any(isinstance(label, list) for label in labels):
+            resolved[split] = part  # single labels, as read
+            continue
+        if problem_type == MULTI_LABEL:
+            labels = [label if label is None or isinstance(label, list) else [label] for label in labels]
+        else:
+            for row, label in enumerate(labels):
+                if isinstance(label, list) and len(label) != 1:
+                    raise DataError(
+                        f"{part.source}: {part.locate(part.rows['_row'][row])}: {len(label)} labels {label!r}, but "
+                        f"--problem_type {SINGLE_LABEL} takes one per row; use {MULTI_LABEL} (or leave it unset)"
+                    )
+            labels = [label[0] if isinstance(label, list) else label for label in labels]
+        rows = datasets.Dataset.from_dict({**part.rows[:], "label": labels})
+        resolved[split] = part._replace(rows=rows)
+    return resolved, problem_type
+
+
+def _check_arguments(
+    files: dict, dataset_name, max_samples: dict, label_names, problem_type=None, label_separator=None
+) -> None:
     if dataset_name is not None and any(file is not None for file in files.values()):
         raise ArgumentError(
             "give the data with --dataset_name or with --train_file / --validation_file / --test_file, not both"
@@ -254,6 +320,13 @@ def _check_arguments(files: dict, dataset_name, max_samples: dict, label_names) 
             raise ArgumentError(
                 f"{MAX_SAMPLES_FLAGS[split]} must be a whole number of 1 or more (or unset), got {cap!r}"
             )
+    if problem_type is not None and problem_type not in PROBLEM_TYPES:
+        raise ArgumentError(
+            f"--problem_type must be {' or '.join(PROBLEM_TYPES)} (or unset: lists of labels are "
+            f"multi-label), got {problem_type!r}"
+        )
+    if label_separator == "":
+        raise ArgumentError("--label_separator is empty; give the character between labels, e.g. '|'")
     if label_names is not None:
         if blank := [index for index, name in enumerate(label_names) if not str(name).strip()]:
             raise ArgumentError(f"--label_names: name {blank[0]} is empty")
@@ -271,8 +344,11 @@ def _number_labels(labels: list, label_order: list | None, label_names: list[str
 
 
 def _cap_and_encode(splits: dict, sources: dict, caps: dict, ids: dict, names: list[str], seed: int):
-    """Each split capped (`stratified_sample`) and with label ids, in SPLITS order; and the caps' record."""
-    features = datasets.Features(text=datasets.Value("string"), label=datasets.ClassLabel(names=names))
+    """Each split capped (`stratified_sample`) and with label ids (multi-label: multi-hot float
+    vectors, BCE's targets), in SPLITS order; and the caps' record."""
+    multi_label = isinstance(splits["train"].features["label"], datasets.List)
+    label_feature = datasets.List(datasets.Value("float32")) if multi_label else datasets.ClassLabel(names=names)
+    features = datasets.Features(text=datasets.Value("string"), label=label_feature)
     encoded, max_samples = {}, {}
     for split in (split for split in SPLITS if split in splits):
         part = splits[split]
@@ -282,7 +358,10 @@ def _cap_and_encode(splits: dict, sources: dict, caps: dict, ids: dict, names: l
             name = f"{sources[split]} ({split} split): {MAX_SAMPLES_FLAGS[split]} {caps[split]}"
             rows_before, part = part.num_rows, stratified_sample(part, caps[split], seed=seed, name=name)
             max_samples[split] = {"max": caps[split], "rows_before": rows_before, "rows": part.num_rows}
-        labels = [ids[label] for label in part["label"][:]]
+        if multi_label:
+            labels = multi_hot([[ids[label] for label in labels] for labels in part["label"][:]], len(names))
+        else:
+            labels = [ids[label] for label in part["label"][:]]
         encoded[split] = datasets.Dataset.from_dict({"text": part["text"][:], "label": labels}).cast(features)
     return encoded, max_samples
 
@@ -307,6 +386,8 @@ def load_splits(
     max_eval_samples: int | None = None,
     max_predict_samples: int | None = None,
     label_names: list[str] | None = None,
+    problem_type: str | None = None,
+    label_separator: str | None = None,
 ) -> tuple[datasets.DatasetDict, dict]:
     """Read, clean and split labelled texts, labels numbered for a classifier.
 
@@ -338,10 +419,15 @@ def load_splits(
         max_predict_samples: At most this many test rows; None: all.
         label_names: For integer labels 0..K-1, their names in order (id2label becomes
             {0: label_names[0], ...}); None: the labels themselves, or a ClassLabel's names.
+        problem_type: "multi_label_classification": each row holds a set of labels (a list, or a
+            string joined by `label_separator`; a single label is a set of one); "single_label_classification";
+            None: multi-label where the training labels are lists.
+        label_separator: Multi-label strings: the character between labels (e.g. "|" in "物流|质量").
 
     Returns:
         A DatasetDict of "train", "validation" and "test" (those present), each with columns
-        "text" and "label" (a ClassLabel), and info: "label2id" and "id2label" (`label_maps`:
+        "text" and "label" (a ClassLabel; multi-label: a multi-hot float vector), and info:
+        "problem_type", "label2id" and "id2label" (`label_maps`:
         sorted labels, a ClassLabel's names in its order, or `label_names`), "stats"
         (`clean_split`'s counts per file read, plus "shared_removed" for train), "sources" (the
         file or dataset split each split comes from), "dataset" (None for files, else "name",
@@ -354,27 +440,33 @@ def load_splits(
     """
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     caps = {"train": max_train_samples, "validation": max_eval_samples, "test": max_predict_samples}
-    _check_arguments(files, dataset_name, caps, label_names)
+    _check_arguments(files, dataset_name, caps, label_names, problem_type, label_separator)
     label_names = None if label_names is None else [str(name) for name in label_names]
     class_names = label_names is None  # names given replace a ClassLabel's
     if dataset_name is None:
-        read, dataset = read_file_splits(files, text_column, label_column, encoding, class_names), None
+        read = read_file_splits(files, text_column, label_column, encoding, class_names, label_separator)
+        dataset = None
     else:
         split_names = {"train": train_split_name, "validation": validation_split_name, "test": test_split_name}
         read = read_dataset_splits(
-            dataset_name, dataset_config_name, split_names, text_column, label_column, class_names
+            dataset_name, dataset_config_name, split_names, text_column, label_column, class_names, label_separator
         )
         chosen = {split: part.split_name for split, part in read.items()}
         dataset = {"name": dataset_name, "config_name": dataset_config_name, "splits": chosen}
+    read, problem_type = _resolve_problem_type(read, problem_type)
     splits, stats = {}, {}
     sources = {split: part.source for split, part in read.items()}
     for split, part in read.items():
         splits[split], stats[split] = clean_split(part.rows, name=part.source)
     _drop_shared_texts(splits, sources, stats)
-    _check_labels(splits, sources, {split: part.locate for split, part in read.items()})
-    label2id, id2label, ids = _number_labels(
-        splits["train"]["label"][:], read["train"].label_order, label_names, sources["train"]
-    )
+    locators = {split: part.locate for split, part in read.items()}
+    if problem_type == MULTI_LABEL:
+        _check_label_sets(splits, sources, locators)
+        train_labels = [label for labels in splits["train"]["label"][:] for label in labels]
+    else:
+        _check_labels(splits, sources, locators)
+        train_labels = splits["train"]["label"][:]
+    label2id, id2label, ids = _number_labels(train_labels, read["train"].label_order, label_names, sources["train"])
     if len(splits) < len(SPLITS):
         held_out = {"validation": validation_size, "test": test_size}
         sizes = {f"{split}_size": 0 if split in splits else size for split, size in held_out.items()}
@@ -384,7 +476,13 @@ def load_splits(
     encoded, max_samples = _cap_and_encode(splits, sources, caps, ids, list(label2id), seed)
     split_sizes = ", ".join(f"{split} {part.num_rows}" for split, part in encoded.items())
     logger.info("splits: %s; labels: %s", split_sizes, ", ".join(label2id))
-    info = {"label2id": label2id, "id2label": id2label, "stats": stats, "sources": sources}
+    info = {
+        "problem_type": problem_type,
+        "label2id": label2id,
+        "id2label": id2label,
+        "stats": stats,
+        "sources": sources,
+    }
     info.update(dataset=dataset, max_samples=max_samples)
     return datasets.DatasetDict(encoded), info
 
@@ -414,4 +512,6 @@ def load_data(data_args, seed: int) -> tuple[datasets.DatasetDict, dict]:
         max_eval_samples=data_args.max_eval_samples,
         max_predict_samples=data_args.max_predict_samples,
         label_names=data_args.label_names,
+        problem_type=data_args.problem_type,
+        label_separator=data_args.label_separator,
     )

@@ -328,3 +328,17 @@ def distillation_report(distill, counts: dict, sources: dict) -> dict:
         "unlabelled": {"file": distill.unlabelled_file, "peoples_daily": distill.unlabelled_corpus},
         "transfer_set": counts,
     }
+
+
+def check_single_label(problem_type: str) -> None:
+    """Distillation matches the teacher's softmax over the labels: one label per text.
+
+    Raises:
+        ArgumentError: Multi-label data (a teacher's sigmoid scores are no distribution to match).
+    """
+    if problem_type == "multi_label_classification":
+        raise ArgumentError(
+            "distillation matches a teacher's softmax over one label per text; multi-label data (lists of "
+            "labels, --problem_type multi_label_classification) cannot be distilled: train on it with "
+            "recipes/train_bilstm_attention.py"
+        )

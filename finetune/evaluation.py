@@ -27,7 +27,8 @@ from .files import atomic_write, write_json_atomic
 from .inference import load_classifier
 from .metrics import evaluate_split
 from .model_files import check_model_directory
-from .reports import plot_confusion_matrix
+from .multilabel import is_multi_label, multi_hot
+from .reports import LABEL_SCORES, plot_confusion_matrix, plot_label_scores
 from .tables import DataError
 from .training import create_accelerator, run_hardware
 
@@ -109,6 +110,17 @@ def label_ids(
     return [label2id[str(label)] for label in labels]
 
 
+def label_vectors(
+    labels: list, rows: list[int], label2id: dict[str, int], source: str, locate: Callable[[int], str], model: str
+) -> list[list[float]]:
+    """A multi-label model's multi-hot vector of each row's labels (a list, or one label); a label the
+    model does not know is an error, as in `label_ids`."""
+    sets = [label if isinstance(label, list) else [label] for label in labels]
+    flat = [(label, row) for labels_of_row, row in zip(sets, rows, strict=True) for label in labels_of_row]
+    ids = iter(label_ids([label for label, _ in flat], [row for _, row in flat], label2id, source, locate, model))
+    return multi_hot([[next(ids) for _ in labels_of_row] for labels_of_row in sets], len(label2id)).tolist()
+
+
 def default_output_dir(model_dir: str | os.PathLike, file: str | os.PathLike) -> Path:
     """`evaluation/<file's stem>` beside the model directory (runs/reviews/best, test.csv ->
     runs/reviews/evaluation/test), or under the current directory for a Hub id."""
@@ -146,6 +158,8 @@ def markdown_summary(results: dict, prefix: str = PREFIX) -> str:
     stats = results["data"]["stats"]["test"]
     lines = [f"{results['model']} on {results['file']}{_dropped(stats)}", ""]
     headline = ("num_examples", "accuracy", "macro_f1", "weighted_f1", "loss")
+    if prefix + "exact_match" in results:  # multi-label (its accuracy is the exact match)
+        headline = ("num_examples", "micro_f1", "macro_f1", "exact_match", "loss")
     lines += ["| " + " | ".join(headline) + " |", "|" + "---:|" * len(headline)]
     values = [results[prefix + key] for key in headline]
     lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in values) + " |")
@@ -165,6 +179,7 @@ def evaluate_file(
     label_column: str = "label",
     encoding: str | None = None,
     batch_size: int = 256,
+    label_separator: str | None = None,
 ) -> dict:
     """Score a saved model on a labelled file and write `metrics.json`, `per_class.csv` and
     `confusion_matrix.png` into `output_dir`; nothing is written when the input is at fault.
@@ -180,6 +195,7 @@ def evaluate_file(
         label_column: The column holding the labels.
         encoding: The text file's encoding; None: UTF-8, else detected and logged.
         batch_size: Examples per batch.
+        label_separator: A multi-label model's file of labels joined in strings: the character between them.
 
     Returns:
         What `metrics.json` holds: the `test_*` metrics of `evaluate_dataset`, "model", "file",
@@ -196,11 +212,12 @@ def evaluate_file(
     _check_output_dir(output_dir)
     check_model_directory(model_dir)
     rows, counts, source, locate = read_labelled_file(
-        file, text_column=text_column, label_column=label_column, encoding=encoding
+        file, text_column=text_column, label_column=label_column, encoding=encoding, label_separator=label_separator
     )
     classifier = load_classifier(model_dir)
     model, tokenizer = classifier.model, classifier.tokenizer
-    ids = label_ids(rows["label"][:], rows["_row"][:], model.config.label2id, source, locate, str(model_dir))
+    encode = label_vectors if is_multi_label(model.config) else label_ids
+    ids = encode(rows["label"][:], rows["_row"][:], model.config.label2id, source, locate, str(model_dir))
     dataset = datasets.Dataset.from_dict({"text": rows["text"][:], "label": ids})
 
     accelerator = create_accelerator()
@@ -219,8 +236,12 @@ def write_evaluation(results: dict, config, prefix: str, output_dir: Path, title
     labels = [config.id2label[i] for i in range(config.num_labels)]
     write_json_atomic(results, output_dir / METRICS_FILE)
     write_per_class_csv(results[prefix + "per_class"], output_dir / PER_CLASS_FILE)
-    plot_confusion_matrix(results[prefix + "confusion_matrix"], labels, output_dir / CONFUSION_FILE, title=title)
-    logger.info("Wrote %s, %s and %s to %s", METRICS_FILE, PER_CLASS_FILE, CONFUSION_FILE, output_dir)
+    if is_multi_label(config):  # no single confusion matrix: each label's P/R/F1 at its threshold
+        thresholds = getattr(config, "label_thresholds", None)
+        plot_label_scores(results[prefix + "per_class"], thresholds, output_dir / LABEL_SCORES, title=title)
+    else:
+        plot_confusion_matrix(results[prefix + "confusion_matrix"], labels, output_dir / CONFUSION_FILE, title=title)
+    logger.info("Wrote %s, %s and the picture to %s", METRICS_FILE, PER_CLASS_FILE, output_dir)
 
 
 def evaluate_saved_run(args, accelerator) -> dict:
@@ -242,14 +263,19 @@ def evaluate_saved_run(args, accelerator) -> dict:
     splits, data_info = load_data(args.data, args.training.seed)
     classifier = load_classifier(model_dir)
     model, tokenizer = classifier.model, classifier.tokenizer
-    label2id = model.config.label2id
+    label2id, config = model.config.label2id, model.config
     model = accelerator.prepare_model(model, evaluation_mode=True)
     wanted = {"validation": args.training.do_eval, "test": args.training.do_predict}
     results = {"model": str(model_dir), "data": data_info}
     for split in [name for name, asked in wanted.items() if asked and name in splits]:
-        names = [data_info["id2label"][i] for i in splits[split]["label"]]
+        labels = splits[split]["label"]
+        if is_multi_label(config):  # multi-hot vectors: each row's label names
+            names = [[data_info["id2label"][i] for i, on in enumerate(row) if on] for row in labels]
+        else:
+            names = [data_info["id2label"][i] for i in labels]
         source = data_info["sources"].get(split, split)
-        ids = label_ids(names, list(range(len(names))), label2id, source, lambda row: f"row {row + 1}", str(model_dir))
+        encode = label_vectors if is_multi_label(config) else label_ids
+        ids = encode(names, list(range(len(names))), label2id, source, lambda row: f"row {row + 1}", str(model_dir))
         dataset = datasets.Dataset.from_dict({"text": splits[split]["text"][:], "label": ids})
         batch_size = args.training.per_device_eval_batch_size
         results |= evaluate_dataset(model, tokenizer, dataset, accelerator, batch_size=batch_size, prefix=f"{split}_")

@@ -14,11 +14,14 @@ from transformers.pipelines.text_classification import sigmoid, softmax
 from .batching import length_sorted_batches, padded_batch
 from .errors import ArgumentError
 from .model_files import check_finite_weights, check_model_directory, hub_errors
+from .multilabel import config_thresholds, is_multi_label, predicted_label_sets
 from .prediction_files import (
     OUTPUT_FORMATS,
     PREDICTED_LABEL,
+    PREDICTED_LABELS,
     SCORE,
     check_tsv_cells,
+    multilabel_prediction_columns,
     prediction_columns,
     prediction_writer,
 )
@@ -93,6 +96,12 @@ def write_predictions(dataset, probabilities, config, path: str | os.PathLike) -
         path: The CSV file to write.
     """
     labels = [config.id2label[i] for i in range(len(config.id2label))]
+    if is_multi_label(config):  # multi-hot labels: each row's label list, and every label's score
+        truth = [[labels[i] for i in np.flatnonzero(row)] for row in np.asarray(dataset["label"])]
+        with prediction_writer(Path(path)) as write:
+            predictions = multilabel_prediction_columns(probabilities, labels, config_thresholds(config))
+            write(pa.table({"text": dataset["text"], "label": truth}), predictions)
+        return
     table = pa.table({"text": dataset["text"], "label": [labels[i] for i in dataset["label"]]})
     best = probabilities.argmax(-1)
     predictions = {PREDICTED_LABEL: [labels[i] for i in best], SCORE: probabilities.max(-1).astype(float).tolist()}
@@ -155,12 +164,13 @@ def _process_shard(row_count: int, accelerator) -> tuple[int, int]:
 
 
 def _text_scorer(model_dir, backend: str, batch_size: int, device) -> tuple:
-    """`score(texts, progress) -> scores` of the chosen backend, and the labels in id order."""
+    """`score(texts, progress) -> scores` of the chosen backend, the labels in id order, and (multi-label
+    models) the decision thresholds `config.json` holds, else None."""
     if backend in ("onnx", "onnx_int8"):
         from .onnx_classifier import OnnxClassifier
 
         classifier = OnnxClassifier(model_dir, quantized=backend == "onnx_int8", batch_size=batch_size)
-        return classifier.scores, classifier.labels
+        return classifier.scores, classifier.labels, classifier.thresholds
     if backend != "pytorch":
         raise ArgumentError(f"--backend must be pytorch, onnx or onnx_int8, got {backend!r}")
     classifier = load_classifier(model_dir, device=device)
@@ -170,7 +180,8 @@ def _text_scorer(model_dir, backend: str, batch_size: int, device) -> tuple:
     def score(texts: list[str], progress) -> np.ndarray:
         return predict_probabilities(model, tokenizer, texts, batch_size, progress)
 
-    return score, [id2label[index] for index in sorted(id2label)]
+    thresholds = config_thresholds(model.config) if is_multi_label(model.config) else None
+    return score, [id2label[index] for index in sorted(id2label)], thresholds
 
 
 def _predict_column(score, column: pa.ChunkedArray, label_count: int, chunk_size: int, main: bool) -> np.ndarray:
@@ -204,7 +215,9 @@ def predict_file(
     The input's values are written back as read: CSV/TSV fields as strings ("007" stays "007",
     empty stays empty), JSON and parquet values with their types (ints with nulls stay ints).
     Missing or empty texts get a prediction too (the model's answer for no words), so the output
-    has exactly one row per input row, in input order. The scores are those `pipeline()` gives.
+    has exactly one row per input row, in input order. The scores are those `pipeline()` gives. A
+    multi-label model writes `predicted_labels` (the labels at or above their thresholds in
+    `config.json`) and every label's `score_<label>` instead.
     Rows are labelled and written `chunk_size` at a time (memory stays flat); the output goes to
     a temporary file renamed when complete. Under `accelerate launch --num_processes N`, each
     process labels a share of the rows and the main process writes the one output.
@@ -247,9 +260,12 @@ def predict_file(
     device = None if accelerator is None else accelerator.device
     if batch_size is None:  # the fastest here: length-sorted batches of 64 (PyTorch) or 32 (onnxruntime's LSTM)
         batch_size = 64 if backend == "pytorch" else 32
-    score, labels = _text_scorer(model_dir, backend, batch_size, device)
-    top_k = _top_k_count(top_k, len(labels))
-    _check_input_columns(table, input_file, text_column, [f"{SCORE}_{label}" for label in labels] if top_k else [])
+    score, labels, thresholds = _text_scorer(model_dir, backend, batch_size, device)
+    top_k = _top_k_count(top_k, len(labels)) if thresholds is None else len(labels)  # multi-label: every score
+    taken = [PREDICTED_LABELS] if thresholds is not None else []
+    _check_input_columns(
+        table, input_file, text_column, taken + ([f"{SCORE}_{label}" for label in labels] if top_k else [])
+    )
     first, last = _process_shard(table.num_rows, accelerator)
     if accelerator is not None:
         rank, processes = accelerator.process_index + 1, accelerator.num_processes
@@ -265,7 +281,11 @@ def predict_file(
     with prediction_writer(output_file) as write:
         for start in range(0, table.num_rows, chunk_size):
             chunk_scores = scores[start : start + chunk_size]
-            write(table.slice(start, chunk_size), prediction_columns(chunk_scores, labels, top_k))
+            if thresholds is None:
+                predictions = prediction_columns(chunk_scores, labels, top_k)
+            else:
+                predictions = multilabel_prediction_columns(chunk_scores, labels, thresholds)
+            write(table.slice(start, chunk_size), predictions)
     logger.info("Wrote %d predictions to %s", table.num_rows, output_file)
     return table.num_rows
 
@@ -280,15 +300,21 @@ def explain(model, tokenizer, texts: list[str]) -> list[dict]:
         texts: Texts to explain.
 
     Returns:
-        Dicts with `text`, `label`, `score`, `tokens`, `weights`.
+        Dicts with `text`, `label` (multi-label: the labels above their thresholds, joined by ", "),
+        `score` (of the best label), `tokens`, `weights`.
     """
     model.eval()
     results = []
     for text in texts:
         inputs = tokenizer(text, return_tensors="pt").to(model.device)
         outputs = model(**inputs, output_attentions=True)
-        probabilities = outputs.logits.softmax(-1)[0]
+        multi_label = is_multi_label(model.config)
+        probabilities = (outputs.logits.sigmoid() if multi_label else outputs.logits.softmax(-1))[0]
         label_id = int(probabilities.argmax())
+        label = model.config.id2label[label_id]
+        if multi_label:  # the labels at or above their thresholds
+            chosen = predicted_label_sets(probabilities[None].cpu().numpy(), config_thresholds(model.config))[0]
+            label = ", ".join(model.config.id2label[i] for i in np.flatnonzero(chosen)) or "(none)"
         tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
         # Show the words as written, not [UNK]: the segmentation is the same one the ids came from.
         if hasattr(tokenizer, "segment"):
@@ -298,7 +324,7 @@ def explain(model, tokenizer, texts: list[str]) -> list[dict]:
         results.append(
             {
                 "text": text,
-                "label": model.config.id2label[label_id],
+                "label": label,
                 "score": float(probabilities[label_id]),
                 "tokens": words,
                 "weights": outputs.attentions[0][0, : len(tokens)].tolist(),

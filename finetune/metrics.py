@@ -4,6 +4,8 @@ from pathlib import Path
 
 import evaluate
 
+from .multilabel import config_thresholds, is_multi_label, multilabel_metrics, predicted_label_sets
+
 _MODULE = Path(__file__).parent / "evaluate_modules" / "classification_report" / "classification_report.py"
 
 
@@ -53,16 +55,19 @@ def evaluate_split(model, loader, accelerator, prefix: str, return_scores: bool 
         return_scores: Also return the class probabilities, in the loader's order.
 
     Returns:
-        `classification_metrics` plus `{prefix}loss`; with `return_scores`, (metrics, probabilities).
+        `classification_metrics` (multi-label: `multilabel_metrics` at the config's thresholds) plus
+        `{prefix}loss`; with `return_scores`, (metrics, probabilities).
     """
     from .training import predict
 
     probabilities, labels, loss = predict(model, loader, accelerator)
-    id2label = accelerator.unwrap_model(model).config.id2label
-    metrics = {
-        **classification_metrics(probabilities.argmax(-1), labels, id2label, prefix=prefix),
-        f"{prefix}loss": loss,
-    }
+    config = accelerator.unwrap_model(model).config
+    if is_multi_label(config):
+        predictions = predicted_label_sets(probabilities, config_thresholds(config))
+        scores = multilabel_metrics(predictions, labels, config.id2label, prefix=prefix)
+    else:
+        scores = classification_metrics(probabilities.argmax(-1), labels, config.id2label, prefix=prefix)
+    metrics = {**scores, f"{prefix}loss": loss}
     return (metrics, probabilities) if return_scores else metrics
 
 

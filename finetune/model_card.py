@@ -245,6 +245,18 @@ def _labels(config: dict, metrics: dict, split: str) -> list[dict]:
     ]
 
 
+def _multi_label(config: dict, metrics: dict, split: str) -> dict | None:
+    """A multi-label model's decision thresholds and its split's micro-F1 and exact match; None otherwise."""
+    if config.get("problem_type") != "multi_label_classification":
+        return None
+    return {
+        "thresholds": config.get("label_thresholds") or {},
+        "strategy": (metrics.get("thresholds") or {}).get("strategy"),
+        "micro_f1": metrics.get(f"{split}_micro_f1"),
+        "exact_match": metrics.get(f"{split}_exact_match"),
+    }
+
+
 def card_variables(model_dir: str | os.PathLike, repo_id: str | None = None, dataset_title: str | None = None) -> dict:
     """The template's variables, from the run around `model_dir` (`OUTPUT_DIR/best`).
 
@@ -306,6 +318,7 @@ def card_variables(model_dir: str | os.PathLike, repo_id: str | None = None, dat
         "max_seq_length": _setting(run, "max_seq_length", "max_length")
         or config.get("max_seq_length", config.get("max_length")),
         "onnx": _onnx_usage(model_dir, repo_id),
+        "multi_label": _multi_label(config, metrics, split),
     }
 
 

@@ -126,6 +126,11 @@ class OnnxClassifier:
         else:
             self.encode = _RustTokenizerIds(directory)
         self.labels = [self.config["id2label"][str(i)] for i in range(len(self.config["id2label"]))]
+        # Multi-label: a label is predicted where its score reaches its threshold (tuned on validation)
+        saved = self.config.get("label_thresholds") or {}
+        self.thresholds = None
+        if self.config.get("problem_type") == "multi_label_classification":
+            self.thresholds = np.asarray([float(saved.get(label, 0.5)) for label in self.labels])
         self.max_length = self.config["max_length"]
         self.pad_token_id = self.config.get("pad_token_id") or 0
         self.padding_side = settings.get("padding_side", "right")

@@ -20,6 +20,7 @@ from .files import atomic_path
 from .tables import DataError
 
 PREDICTED_LABEL, SCORE = "predicted_label", "score"
+PREDICTED_LABELS = "predicted_labels"  # multi-label: the list of labels at or above their thresholds
 OUTPUT_FORMATS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
@@ -46,6 +47,22 @@ def prediction_columns(probabilities: np.ndarray, labels: list[str], top_k: int)
         for index, label in enumerate(labels):
             scores, shown = probabilities[:, index].tolist(), kept[:, index].tolist()
             columns[f"{SCORE}_{label}"] = [score if show else None for score, show in zip(scores, shown, strict=True)]
+    return columns
+
+
+def multilabel_prediction_columns(probabilities: np.ndarray, labels: list[str], thresholds) -> dict[str, list]:
+    """Multi-label: `predicted_labels` (the labels whose score reaches their threshold, in label
+    order; a list, JSON in CSV/TSV) and `score_<label>` for every label (its sigmoid score).
+
+    Args:
+        probabilities: One row of label scores per text, in label order.
+        labels: The label names, in id order.
+        thresholds: One decision threshold per label, in id order.
+    """
+    chosen = probabilities >= np.asarray(thresholds)[None, :]
+    columns = {PREDICTED_LABELS: [[labels[i] for i in np.flatnonzero(row)] for row in chosen]}
+    for index, label in enumerate(labels):
+        columns[f"{SCORE}_{label}"] = probabilities[:, index].astype(float).tolist()
     return columns
 
 
@@ -129,7 +146,7 @@ class _ParquetWriter:
         # The `datasets` features in the metadata would not list the prediction columns.
         table = table.replace_schema_metadata(None)
         for name, values in predictions.items():
-            kind = pa.string() if name == PREDICTED_LABEL else pa.float64()  # float even where all are empty
+            kind = {PREDICTED_LABEL: pa.string(), PREDICTED_LABELS: pa.list_(pa.string())}.get(name, pa.float64())
             table = table.append_column(name, pa.array(values, type=kind))
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, table.schema)

@@ -4,20 +4,33 @@ weights back, the test split scored) and `write_outputs` (metrics, pictures, the
 Hub). A recipe keeps only what is its own: its data, its model, its loss.
 """
 
+import logging
 from pathlib import Path
 
-from .files import write_json_atomic
+from .errors import ArgumentError
+from .files import write_json_atomic, write_text_atomic
 from .hub import push_to_hub, write_model_card
 from .loop import Schedule, test_best_model
 from .metrics import short_metrics
+from .multilabel import config_thresholds, is_multi_label, multilabel_metrics, predicted_label_sets, tune_thresholds
 from .reports import draw_pictures
-from .training import check_parameters_in_sync, create_optimizer, create_scheduler, run_hardware, start_trackers
+from .training import (
+    check_parameters_in_sync,
+    create_optimizer,
+    create_scheduler,
+    predict,
+    run_hardware,
+    start_trackers,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def prepare_training(accelerator, model, train_loader, validation_loader, args) -> tuple:
     """(model, optimizer, scheduler, (train_loader, validation_loader), schedule), prepared by the
     accelerator, the run's trackers started."""
     training = args.training
+    check_metric_for_problem(training.metric_for_best_model, model.config)
     optimizer = create_optimizer(model, training.learning_rate, training.weight_decay, training.embedding_learning_rate,
                                  head_learning_rate=training.head_learning_rate, layer_decay=training.layer_decay,
                                  include_frozen=args.freezing.gradual_unfreezing_epochs > 0)  # fmt: skip
@@ -31,19 +44,66 @@ def prepare_training(accelerator, model, train_loader, validation_loader, args) 
     return model, optimizer, scheduler, (train_loader, validation_loader), schedule
 
 
-def best_results(accelerator, model, state, best_weights, test_split, tokenizer, args, parameters: tuple) -> tuple:
+def check_metric_for_problem(metric_for_best_model: str, config) -> None:
+    """Refuse a best-model metric that only multi-label runs compute (`exact_match`) for a single-label model."""
+    from .argument_checks import best_model_metric
+
+    if best_model_metric(metric_for_best_model) == "exact_match" and not is_multi_label(config):
+        raise ArgumentError(
+            f"--metric_for_best_model {metric_for_best_model}: exact match is a multi-label metric; "
+            "single-label runs have accuracy (the same thing for one label per text)"
+        )
+
+
+def best_results(
+    accelerator, model, state, best_weights, test_split, tokenizer, args, parameters: tuple, validation_loader=None
+) -> tuple:
     """(results, unwrapped model): the best weights loaded back, the validation metrics they had, the
-    loop's speed, the parameter counts and, with `do_predict`, the test split's metrics (logged)."""
+    loop's speed, the parameter counts, a multi-label model's decision thresholds (tuned on
+    `validation_loader`, saved in best/config.json) and, with `do_predict`, the test split's
+    metrics at those thresholds (logged)."""
     check_parameters_in_sync(accelerator, model)
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(best_weights)
     trainable, total = parameters
     results = {**state.best, **state.speed(), "trainable_parameters": trainable, "total_parameters": total}
+    if is_multi_label(unwrapped.config) and validation_loader is not None:
+        results["thresholds"] = tune_decision_thresholds(accelerator, model, validation_loader, args)
     if args.training.do_predict and test_split is not None:
         results.update(test_best_model(model, test_split, tokenizer, accelerator, args))
         accelerator.log({f"test/{k}": v for k, v in short_metrics(results, "test_").items()}, step=state.step)
     results["hardware"] = run_hardware(accelerator)
     return results, unwrapped
+
+
+def tune_decision_thresholds(accelerator, model, validation_loader, args) -> dict:
+    """A multi-label model's thresholds tuned on the validation split (`multilabel.tune_thresholds`
+    by `--threshold_strategy`, maximising the F1 that `--metric_for_best_model` names, else micro-F1),
+    set in its config and written to best/config.json. Returns them with validation micro/macro-F1
+    before (at 0.5) and after: the "after" numbers are tuned on those very rows, the test split's are not."""
+    from .argument_checks import best_model_metric
+
+    probabilities, labels, _ = predict(model, validation_loader, accelerator)
+    config = accelerator.unwrap_model(model).config
+    before = multilabel_metrics(predicted_label_sets(probabilities, config_thresholds(config)), labels, config.id2label)
+    metric = best_model_metric(args.training.metric_for_best_model)
+    strategy = args.training.threshold_strategy
+    tuned = tune_thresholds(probabilities, labels, strategy, metric)
+    config.label_thresholds = {config.id2label[i]: float(value) for i, value in enumerate(tuned)}
+    after = multilabel_metrics(predicted_label_sets(probabilities, tuned), labels, config.id2label)
+    if accelerator.is_main_process:
+        write_text_atomic(config.to_json_string(), Path(args.training.output_dir) / "best" / "config.json")
+    logger.info(
+        "thresholds (%s, on validation): %s; validation micro-F1 %.4f -> %.4f, macro-F1 %.4f -> %.4f", strategy,
+        ", ".join(f"{label} {value:.2f}" for label, value in config.label_thresholds.items()),
+        before["micro_f1"], after["micro_f1"], before["macro_f1"], after["macro_f1"],
+    )  # fmt: skip
+    return {
+        "strategy": strategy,
+        "label_thresholds": config.label_thresholds,
+        **{f"validation_{key}_at_0.5": before[key] for key in ("micro_f1", "macro_f1", "exact_match")},
+        **{f"validation_{key}_tuned": after[key] for key in ("micro_f1", "macro_f1", "exact_match")},
+    }
 
 
 def write_outputs(accelerator, results: dict, model, tokenizer, splits, args) -> None:

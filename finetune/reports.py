@@ -1,4 +1,4 @@
-"""Pictures of a run: training curves, confusion matrix, attention over the text.
+"""Pictures of a run: training curves, confusion matrix (multi-label: each label's P/R/F1), attention over the text.
 
 Labels are often Chinese (书籍, 平板, 手机): matplotlib's own font has no Chinese glyphs and would
 draw each as an empty box, so the pictures use a font that has them (`chinese_font_family`).
@@ -21,6 +21,8 @@ from matplotlib import font_manager  # noqa: E402
 from .files import atomic_path, write_text_atomic  # noqa: E402
 
 logger = logging.getLogger(__name__)
+
+LABEL_SCORES = "label_scores.png"  # multi-label runs' picture, in place of confusion_matrix.png
 
 # Sans-serif families with Chinese glyphs that operating systems ship, tried first (no file to load).
 SYSTEM_CHINESE_FAMILIES = (
@@ -110,6 +112,31 @@ def _draw_confusion_matrix(matrix: np.ndarray, labels: list[str], path: str | os
     _save(fig, path)
 
 
+def plot_label_scores(per_class: dict[str, dict], thresholds: dict | None, path: str | os.PathLike, title="") -> None:
+    """Multi-label runs, where one confusion matrix does not apply: each label's precision, recall
+    and F1 as bars, its support and decision threshold under its name."""
+    with plt.rc_context(_figure_style()):
+        labels = list(per_class)
+        fig, ax = plt.subplots(figsize=(2 + 1.1 * len(labels), 4))
+        positions = np.arange(len(labels))
+        for offset, key, color in ((-0.27, "precision", "#9ecae1"), (0, "recall", "#4292c6"), (0.27, "f1", "#08306b")):
+            values = [per_class[label][key] for label in labels]
+            bars = ax.bar(positions + offset, values, width=0.26, label=key, color=color)
+            if key == "f1":
+                ax.bar_label(bars, labels=[f"{value:.2f}" for value in values], fontsize=8)
+        names = [
+            f"{label}\nn={per_class[label]['support']}"
+            + (f", t={thresholds[label]:.2f}" if thresholds and label in thresholds else "")
+            for label in labels
+        ]
+        ax.set_xticks(positions, names)
+        ax.set_ylim(0, 1.22)
+        ax.set_ylabel("score")
+        ax.legend(loc="upper center", ncol=3, fontsize=8, frameon=False)
+        ax.set_title(title)
+        _save(fig, path)
+
+
 def attention_html(examples: list[dict], path: str | os.PathLike) -> None:
     """Each text with its words shaded by attention weight, as an HTML page.
 
@@ -148,13 +175,21 @@ def draw_pictures(results: dict, model, tokenizer, splits, output_dir: Path) -> 
 
     output_dir = Path(output_dir)
     plot_training_curves(results["history"], output_dir / "training_curves.png")
-    split = "test" if "test_confusion_matrix" in results else "validation"
+    split = "test" if "test_per_class" in results else "validation"
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    plot_confusion_matrix(
-        results[f"{split}_confusion_matrix"], labels, output_dir / "confusion_matrix.png", title=f"{split} split"
-    )
+    multi_label = model.config.problem_type == "multi_label_classification"
+    if multi_label:
+        thresholds = getattr(model.config, "label_thresholds", None)
+        plot_label_scores(results[f"{split}_per_class"], thresholds, output_dir / LABEL_SCORES, f"{split} split")
+    else:
+        plot_confusion_matrix(
+            results[f"{split}_confusion_matrix"], labels, output_dir / "confusion_matrix.png", title=f"{split} split"
+        )
     sample = splits[split].shuffle(seed=0).select(range(min(20, len(splits[split]))))
     examples = explain(model, tokenizer, sample["text"])
     for example, label in zip(examples, sample["label"]):
-        example["true_label"] = model.config.id2label[label]
+        if multi_label:  # a multi-hot vector
+            example["true_label"] = ", ".join(labels[i] for i, on in enumerate(label) if on) or "(none)"
+        else:
+            example["true_label"] = model.config.id2label[label]
     attention_html(examples, output_dir / "attention.html")

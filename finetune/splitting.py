@@ -1,7 +1,9 @@
 """Seeded, stratified cuts of labelled rows: train / validation / test splits, and capped subsets.
 
 Both keep each label's share of the rows to within one row, so small data and small caps still
-hold every label.
+hold every label. Multi-label rows (a list of labels each) are cut by iterative stratification
+(`multilabel.iterative_stratification`): each label's share is kept as far as rows carrying several
+labels allow, and every label keeps a training row.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 import datasets
 import numpy as np
 
+from finetune.multilabel import iterative_stratification
 from finetune.tables import DataError
 
 __all__ = ["SPLITS", "stratified_sample", "stratified_split"]
@@ -45,7 +48,25 @@ def stratified_split(
     if min(validation_size, test_size) < 0 or validation_size + test_size >= 1:
         raise ValueError(f"need validation_size, test_size >= 0 with a sum below 1, got {validation_size}, {test_size}")
     rng = np.random.default_rng(seed)
-    rows_by_label = _rows_by_label(ds)
+    if _is_multi_label(ds):
+        parts = _multilabel_parts(ds["label"][:], validation_size, test_size, seed)
+    else:
+        parts = _single_label_parts(_rows_by_label(ds), validation_size, test_size, rng)
+    wanted = {"train": True, "validation": validation_size > 0, "test": test_size > 0}
+    shuffled = {
+        split: ds.select(rng.permutation(np.asarray(rows, dtype=np.int64)))
+        for split, rows in parts.items()
+        if wanted[split]
+    }
+    return datasets.DatasetDict(shuffled)
+
+
+def _is_multi_label(ds: datasets.Dataset) -> bool:
+    return isinstance(ds.features["label"], (datasets.List, datasets.Sequence, datasets.LargeList))
+
+
+def _single_label_parts(rows_by_label: dict, validation_size: float, test_size: float, rng) -> dict[str, list[int]]:
+    """Each label's rows shuffled and cut on its own."""
     parts: dict[str, list[int]] = {split: [] for split in SPLITS}
     for label in sorted(rows_by_label, key=repr):
         rows = rng.permutation(rows_by_label[label]).tolist()
@@ -54,13 +75,19 @@ def stratified_split(
         parts["test"] += rows[:n_test]
         parts["validation"] += rows[n_test : n_test + n_validation]
         parts["train"] += rows[n_test + n_validation :]
-    wanted = {"train": True, "validation": validation_size > 0, "test": test_size > 0}
-    shuffled = {
-        split: ds.select(rng.permutation(np.asarray(rows, dtype=np.int64)))
-        for split, rows in parts.items()
-        if wanted[split]
-    }
-    return datasets.DatasetDict(shuffled)
+    return parts
+
+
+def _multilabel_parts(label_sets: list, validation_size: float, test_size: float, seed: int) -> dict[str, list[int]]:
+    """Iterative stratification into train / validation / test; then a label left without a training
+    row (one seen in a single row or two) gets one back, taken from the split holding most of its rows."""
+    fractions = [1 - validation_size - test_size, validation_size, test_size]
+    assigned = iterative_stratification(label_sets, fractions, seed)
+    for label in sorted({label for labels in label_sets for label in labels}, key=repr):
+        rows = [row for row, labels in enumerate(label_sets) if label in labels]
+        if not any(assigned[row] == 0 for row in rows):
+            assigned[min(rows, key=lambda row: len(label_sets[row]))] = 0
+    return {split: np.flatnonzero(assigned == index).tolist() for index, split in enumerate(SPLITS)}
 
 
 def stratified_sample(ds: datasets.Dataset, n: int, *, seed: int, name: str) -> datasets.Dataset:
@@ -81,6 +108,8 @@ def stratified_sample(ds: datasets.Dataset, n: int, *, seed: int, name: str) -> 
     """
     if n >= ds.num_rows:
         return ds
+    if _is_multi_label(ds):
+        return _multilabel_sample(ds, n, seed=seed, name=name)
     rows_by_label = _rows_by_label(ds)
     if n < len(rows_by_label):
         labels = len(rows_by_label)
@@ -101,3 +130,39 @@ def stratified_sample(ds: datasets.Dataset, n: int, *, seed: int, name: str) -> 
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(rows_by_label[label])[: take[label]] for label in sorted(rows_by_label, key=repr)]
     return ds.select(rng.permutation(np.concatenate(chosen)).astype(np.int64))
+
+
+def _multilabel_sample(ds: datasets.Dataset, n: int, *, seed: int, name: str) -> datasets.Dataset:
+    """`stratified_sample` of multi-label rows: first a row for each label (rarest labels first, the
+    row with fewest labels), then iterative stratification of the rest into the rows still wanted,
+    topped up or trimmed to exactly `n` at random."""
+    label_sets = ds["label"][:]
+    rows_by_label: dict = {}
+    for row, labels in enumerate(label_sets):
+        for label in labels:
+            rows_by_label.setdefault(label, []).append(row)
+    if n < len(rows_by_label):
+        raise DataError(
+            f"{name} is fewer than the {len(rows_by_label)} labels; give {len(rows_by_label)} or more so that "
+            "each label can keep a row"
+        )
+    kept, covered = [], set()
+    for label in sorted(rows_by_label, key=lambda label: (len(rows_by_label[label]), repr(label))):
+        if label not in covered:
+            kept.append(min(rows_by_label[label], key=lambda row: len(label_sets[row])))
+            covered.update(label_sets[kept[-1]])
+    rng = np.random.default_rng(seed)
+    rest = np.setdiff1d(np.arange(ds.num_rows), kept)
+    wanted = min(n - len(kept), len(rest))
+    if wanted:
+        share = wanted / len(rest)
+        assigned = iterative_stratification([label_sets[row] for row in rest], [share, 1 - share], seed)
+        chosen = rest[assigned == 0]
+        if len(chosen) > wanted:
+            chosen = rng.choice(chosen, wanted, replace=False)
+        elif len(chosen) < wanted:
+            chosen = np.concatenate(
+                [chosen, rng.choice(np.setdiff1d(rest, chosen), wanted - len(chosen), replace=False)]
+            )
+        kept = np.concatenate([kept, chosen])
+    return ds.select(rng.permutation(np.asarray(kept, dtype=np.int64)))

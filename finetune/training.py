@@ -279,7 +279,9 @@ def tracker_config(*groups) -> dict:
 
 
 def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, float]:
-    """Probabilities and labels of every example exactly once (across processes), and the mean loss."""
+    """Probabilities and labels of every example exactly once (across processes), and the mean loss.
+    Multi-label models (`config.problem_type`): sigmoid scores, multi-hot labels, binary cross-entropy."""
+    multi_label = accelerator.unwrap_model(model).config.problem_type == "multi_label_classification"
     model.eval()
     probabilities, labels, losses = [], [], []
     with torch.no_grad():
@@ -287,8 +289,15 @@ def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, float]:
             logits = model(**batch).logits.float()
             # Per example, not the batch mean: in a multi-process run accelerate fills the last
             # batches up with repeated examples, which gather_for_metrics drops row by row.
-            example_losses = nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
-            probs, refs, loss = accelerator.gather_for_metrics((logits.softmax(-1), batch["labels"], example_losses))
+            if multi_label:  # the model's BCE, averaged over the labels of each example
+                example_losses = nn.functional.binary_cross_entropy_with_logits(
+                    logits, batch["labels"].float(), reduction="none"
+                ).mean(-1)
+                scores = logits.sigmoid()
+            else:
+                example_losses = nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
+                scores = logits.softmax(-1)
+            probs, refs, loss = accelerator.gather_for_metrics((scores, batch["labels"], example_losses))
             probabilities.append(probs.cpu())
             labels.append(refs.cpu())
             losses.append(loss.cpu())

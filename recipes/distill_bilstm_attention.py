@@ -22,6 +22,7 @@ from finetune.data import load_data
 from finetune.distill_arguments import parse_distill_args
 from finetune.distillation import (
     DistillationLoss,
+    check_single_label,
     distillation_report,
     encode_transfer_set,
     teacher_logits,
@@ -58,6 +59,7 @@ def main(argv=None):
     ##### Data, student (vocabulary from the labelled training texts), transfer set, teacher logits #####
     with main_process_first(accelerator):
         splits, data_info = load_data(args.data, training.seed)
+        check_single_label(data_info["problem_type"])
         built = build_model(splits, data_info["id2label"], args)
     model, tokenizer, encoded = built.model, built.tokenizer, built.splits
     texts, labels, counts = transfer_texts(list(splits["train"]["text"]), list(splits["train"]["label"]), distill,

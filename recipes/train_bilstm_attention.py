@@ -82,7 +82,7 @@ def main(argv=None):
     model, state, best_weights = training_loop(model, tokenizer, loaders, step, accelerator, args, schedule,
                                                (identity, resume))  # fmt: skip
     results, unwrapped = best_results(accelerator, model, state, best_weights, encoded.get("test"), tokenizer, args,
-                                      (trainable, total))  # fmt: skip
+                                      (trainable, total), validation_loader=loaders[1])  # fmt: skip
     results.update({"data": data_info, **built.report, "history": state.history})
     if args.lora.enabled:
         results["lora"] = lora_outputs(accelerator, unwrapped, tokenizer, output_dir, args.lora)
