@@ -65,6 +65,14 @@ class DataArguments:
         default=None,
         metadata={"help": "How the model card names the data (none: dataset_name, or the train file's name)."},
     )
+    traditional_to_simplified: bool = field(
+        default=False,
+        metadata={"help": "Read traditional characters as simplified (OpenCC's table, saved with the tokenizer)."},
+    )
+    fullwidth_to_halfwidth: bool = field(
+        default=False,
+        metadata={"help": "Read full-width letters, digits and spaces as ASCII (Chinese punctuation is kept)."},
+    )
 
 
 @dataclass
