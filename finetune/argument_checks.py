@@ -5,12 +5,15 @@ metric, the trackers)."""
 from pathlib import Path
 
 from .errors import ArgumentError
+from .losses import LOSSES
 from .model_files import is_hub_id
 from .multilabel import THRESHOLD_STRATEGIES
 
 # Validation metrics that can pick the best model (`metric_for_best_model`), as metrics.json names
 # them after `validation_`; transformers' `eval_` prefix is accepted too.
-BEST_MODEL_METRICS = ("macro_f1", "accuracy", "weighted_f1", "loss", "micro_f1", "exact_match")
+# `f1:LABEL` picks by one label's F1 (checked against the labels once the data is read).
+BEST_MODEL_METRICS = ("macro_f1", "micro_f1", "accuracy", "weighted_f1", "loss", "exact_match")
+LABEL_F1 = "f1:"
 STRATEGIES = {"eval_strategy": ("epoch", "steps"), "save_strategy": ("epoch", "steps", "no")}
 
 
@@ -19,6 +22,21 @@ def best_model_metric(name: str) -> str:
     for prefix in ("eval_", "validation_"):
         name = name.removeprefix(prefix)
     return name
+
+
+def check_label_settings(training, label_names: list[str]) -> None:
+    """The flags that name labels, once the data has given them: `--metric_for_best_model f1:LABEL`.
+    (`--class_weights` is checked where the weights are made, `class_balance.training_loss`.)
+
+    Raises:
+        ArgumentError: An unknown label, naming the known ones.
+    """
+    metric = best_model_metric(training.metric_for_best_model)
+    if metric.startswith(LABEL_F1) and metric.removeprefix(LABEL_F1) not in label_names:
+        raise ArgumentError(
+            f"--metric_for_best_model {training.metric_for_best_model}: no label "
+            f"'{metric.removeprefix(LABEL_F1)}' (the labels: {', '.join(label_names)})"
+        )
 
 
 def trackers(report_to: list[str]) -> list[str]:
@@ -77,7 +95,10 @@ def check_run_args(args) -> None:
         "--save_steps": training.save_steps < 1 and "at least 1",
         "--threshold_strategy": training.threshold_strategy not in THRESHOLD_STRATEGIES and "global or per_label",
         "--metric_for_best_model": best_model_metric(training.metric_for_best_model) not in BEST_MODEL_METRICS
-        and f"one of {', '.join(BEST_MODEL_METRICS)}",
+        and not best_model_metric(training.metric_for_best_model).startswith(LABEL_F1)
+        and f"one of {', '.join(BEST_MODEL_METRICS)}, or f1:LABEL",
+        "--loss": training.loss not in LOSSES and f"one of {', '.join(LOSSES)}",
+        "--focal_gamma": training.focal_gamma < 0 and "0 or more",
         **{
             f"--{name}": getattr(data, name) is not None and getattr(data, name) < 1 and "at least 1"
             for name in positive
@@ -140,6 +161,8 @@ def check_distill_args(args) -> None:
             )
     if args.encoder.encoder_type != "word_vectors":
         raise ArgumentError(f"--encoder_type {args.encoder.encoder_type}: the student is a word_vectors model")
+    if args.training.class_weights != "none" or args.training.loss != "cross_entropy":
+        raise ArgumentError("--class_weights/--loss: the student learns the teacher's scores (--distill_loss)")
     if args.lora.enabled:
         raise ArgumentError("--lora_r: the student trains in full (LoRA is for large pretrained encoders); drop it")
     problems = {

@@ -75,6 +75,14 @@ class DataArguments:
         default=None,
         metadata={"help": "How the model card names the data (none: dataset_name, or the train file's name)."},
     )
+    traditional_to_simplified: bool = field(
+        default=False,
+        metadata={"help": "Read traditional characters as simplified (OpenCC's table, saved with the tokenizer)."},
+    )
+    fullwidth_to_halfwidth: bool = field(
+        default=False,
+        metadata={"help": "Read full-width letters, digits and spaces as ASCII (Chinese punctuation is kept)."},
+    )
 
 
 @dataclass
@@ -188,6 +196,19 @@ class TrainArguments:
     warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps spent warming up."})
     lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    loss: str = field(
+        default="cross_entropy", metadata={"help": "Training loss: cross_entropy, or focal (Lin et al. 2017)."}
+    )
+    focal_gamma: float = field(
+        default=2.0, metadata={"help": "loss focal: the focusing parameter (2.0 as in Lin et al.; 0: cross-entropy)."}
+    )
+    class_weights: str = field(
+        default="none",
+        metadata={
+            "help": "Class weights in the training loss: none, balanced (n_samples / (n_classes * count) on the "
+            "training split, as scikit-learn), or one weight per label in label order (e.g. 1,9)."
+        },
+    )
     adversarial_epsilon: float = field(
         default=0.0,
         metadata={
@@ -212,7 +233,11 @@ class TrainArguments:
         default=None, metadata={"help": "eval_strategy steps: validate every N optimizer steps (none: logging_steps)."}
     )
     metric_for_best_model: str = field(
-        default="macro_f1", metadata={"help": "Validation metric that picks the best model: macro_f1, accuracy, ..."}
+        default="macro_f1",
+        metadata={
+            "help": "Validation metric that picks the best model: macro_f1, micro_f1, accuracy, weighted_f1, "
+            "loss, or one label's F1 as f1:LABEL (e.g. f1:negative)."
+        },
     )
     greater_is_better: bool | None = field(
         default=None, metadata={"help": "Whether a higher metric_for_best_model is better (none: unless a loss)."}

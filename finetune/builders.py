@@ -17,6 +17,7 @@ from datasets import DatasetDict, List
 from transformers import AutoModel, AutoTokenizer
 
 from .arguments import HeadArguments, RunArguments, WordVectorArguments
+from .chinese_normalization import normalization_map, normalize_fast_tokenizer
 from .corpora import unlabelled_sentences
 from .embeddings import build_embedding_matrix, coverage_warnings, format_coverage
 from .errors import ArgumentError
@@ -173,6 +174,7 @@ def build_word_vector_model(splits: DatasetDict, id2label: dict[int, str], args:
         user_dict_file=vector_args.user_dict,
         split_unknown_words=vector_args.split_unknown_words,
         model_max_length=max_length,
+        **normalization_kwargs(args.data),
     )
     segmenter = JiebaTokenizer(vocab=SPECIAL_TOKENS, **tokenizer_kwargs)
     segmented = segment_splits(splits, segmenter)
@@ -254,6 +256,23 @@ def _encoder_max_length(tokenizer, pretrained, max_length: int) -> int:
     return min(max_length, positions, tokenizer.model_max_length)
 
 
+def normalization_kwargs(data) -> dict:
+    """`JiebaTokenizer`'s character normalisation settings from `--traditional_to_simplified` and
+    `--fullwidth_to_halfwidth` (the table and what it does)."""
+    flags = {"traditional_to_simplified": data.traditional_to_simplified,
+             "fullwidth_to_halfwidth": data.fullwidth_to_halfwidth}  # fmt: skip
+    return {**flags, "char_map": normalization_map(**flags)}
+
+
+def normalize_pretrained_tokenizer(tokenizer, data):
+    """The same normalisation for a checkpoint's own (`tokenizers`-backed) tokenizer, in its tokenizer.json;
+    the tokenizer unchanged when both flags are off."""
+    flags = {"traditional_to_simplified": data.traditional_to_simplified,
+             "fullwidth_to_halfwidth": data.fullwidth_to_halfwidth}  # fmt: skip
+    char_map = normalization_map(**flags)
+    return normalize_fast_tokenizer(tokenizer, char_map, **flags) if char_map else tokenizer
+
+
 def build_transformer_model(splits: DatasetDict, id2label: dict[int, str], args: RunArguments) -> Built:
     """The checkpoint's own tokenizer + the classifier over its `AutoModel` (BERT, RoBERTa, ELECTRA...).
 
@@ -267,6 +286,7 @@ def build_transformer_model(splits: DatasetDict, id2label: dict[int, str], args:
     with hub_errors(path):
         tokenizer = AutoTokenizer.from_pretrained(path)
         pretrained = AutoModel.from_pretrained(path)
+    tokenizer = normalize_pretrained_tokenizer(tokenizer, args.data)
     model = _pretrained_encoder_model("transformer", pretrained, tokenizer, args, id2label)
     copy_encoder_weights(model.encoder.model, pretrained, ignore=("pooler.",))
     max_length = _encoder_max_length(tokenizer, pretrained, args.data.max_seq_length)
@@ -288,6 +308,7 @@ def build_bilm_model(splits: DatasetDict, id2label: dict[int, str], args: RunArg
     with hub_errors(path):
         tokenizer = AutoTokenizer.from_pretrained(path)
         pretrained = BiLMForLanguageModeling.from_pretrained(path).bilm  # the LM head is not needed
+    tokenizer = normalize_pretrained_tokenizer(tokenizer, args.data)
     model = _pretrained_encoder_model("bilm", pretrained, tokenizer, args, id2label)
     copy_encoder_weights(model.encoder.bilm, pretrained)
     tokenizer.model_max_length = args.data.max_seq_length

@@ -17,6 +17,7 @@ import datasets
 import numpy as np
 from pandas._libs.parsers import STR_NA_VALUES
 
+from finetune.class_balance import class_distribution, log_class_distribution
 from finetune.data_sources import read_dataset_splits, read_file_splits
 from finetune.errors import ArgumentError
 from finetune.multilabel import MULTI_LABEL, PROBLEM_TYPES, SINGLE_LABEL, multi_hot
@@ -432,7 +433,8 @@ def load_splits(
         (`clean_split`'s counts per file read, plus "shared_removed" for train), "sources" (the
         file or dataset split each split comes from), "dataset" (None for files, else "name",
         "config_name" and "splits", our split -> the dataset's) and "max_samples" (for each
-        capped split: "max", "rows_before" and "rows").
+        capped split: "max", "rows_before" and "rows") and "class_distribution" (each split's count and
+        share per label, `class_balance.class_distribution`).
 
     Raises:
         DataError: For any problem in the data; the message names the file (or dataset and split) and the place.
@@ -483,7 +485,8 @@ def load_splits(
         "stats": stats,
         "sources": sources,
     }
-    info.update(dataset=dataset, max_samples=max_samples)
+    info.update(dataset=dataset, max_samples=max_samples, class_distribution=class_distribution(encoded, id2label))
+    log_class_distribution(info["class_distribution"])
     return datasets.DatasetDict(encoded), info
 
 

@@ -22,7 +22,7 @@ from .features import eval_dataloader
 from .files import save_pretrained_atomic
 from .freezing import apply_freezing
 from .inference import write_predictions
-from .metrics import evaluate_split, log_line, short_metrics
+from .metrics import evaluate_split, log_line, metric_value, short_metrics
 from .run_directory import fingerprint
 from .training import (
     EmbeddingAdversary,
@@ -123,7 +123,7 @@ class Schedule:
     total_steps: int
     eval_steps: int | None  # None: at epoch ends
     save_steps: int | None  # None: at epoch ends; 0: never
-    metric: str  # as metrics.json names it after `validation_`
+    metric: str  # as metrics.json names it after `validation_`, or f1:LABEL (`metrics.metric_value`)
     greater: bool
 
     @classmethod
@@ -281,7 +281,7 @@ def training_loop(model, tokenizer, loaders, step: TrainingStep, accelerator, ar
                 state.history["eval"].append({"step": state.step, "epoch": epoch, **short_metrics(metrics)})
                 accelerator.log({f"eval/{k}": v for k, v in short_metrics(metrics).items()}, step=state.step)
                 logger.info("step %d: %s", state.step, log_line(metrics))
-                if stopper.update(metrics[f"validation_{schedule.metric}"]):
+                if stopper.update(metric_value(metrics, schedule.metric)):
                     state.best = {**metrics, "best_step": state.step, "best_epoch": epoch}
                     best_weights = save_best(accelerator, accelerator.unwrap_model(evaluated), tokenizer, output_dir)
             state.epoch, state.best_value, state.bad_evaluations = epoch, stopper.best_or_none, stopper.bad_evaluations

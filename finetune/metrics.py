@@ -24,7 +24,8 @@ def classification_metrics(predictions, references, id2label: dict[int, str], pr
         prefix: Key prefix such as `"test_"`.
 
     Returns:
-        `{prefix}accuracy`, `{prefix}macro_f1`, `{prefix}weighted_f1`, `{prefix}per_class` (label ->
+        `{prefix}accuracy`, `{prefix}micro_f1` (the accuracy, for single-label data), `{prefix}macro_f1`,
+        `{prefix}weighted_f1`, `{prefix}per_class` (label ->
         precision/recall/f1/support), `{prefix}confusion_matrix`, and `{prefix}num_examples`.
     """
     report = load_classification_metric().compute(
@@ -36,6 +37,8 @@ def classification_metrics(predictions, references, id2label: dict[int, str], pr
     }
     return {
         f"{prefix}accuracy": report["accuracy"],
+        # one label per text and per prediction: micro-averaged F1 is the accuracy
+        f"{prefix}micro_f1": report["accuracy"],
         f"{prefix}macro_f1": report["macro_f1"],
         f"{prefix}weighted_f1": report["weighted_f1"],
         f"{prefix}per_class": per_class,
@@ -69,6 +72,14 @@ def evaluate_split(model, loader, accelerator, prefix: str, return_scores: bool 
         scores = classification_metrics(probabilities.argmax(-1), labels, config.id2label, prefix=prefix)
     metrics = {**scores, f"{prefix}loss": loss}
     return (metrics, probabilities) if return_scores else metrics
+
+
+def metric_value(metrics: dict, name: str, prefix: str = "validation_") -> float:
+    """A metric by its `metric_for_best_model` name: `macro_f1` is `metrics[prefix + "macro_f1"]`,
+    `f1:LABEL` that label's F1 in `metrics[prefix + "per_class"]`."""
+    if name.startswith("f1:"):
+        return metrics[f"{prefix}per_class"][name.removeprefix("f1:")]["f1"]
+    return metrics[prefix + name]
 
 
 HEADLINE = ("loss", "accuracy", "macro_f1")

@@ -187,6 +187,12 @@ def _training_description(run: dict, metrics: dict) -> list[str]:
         f"AdamW lr {run.get('learning_rate')}, {run.get('lr_scheduler_type')} schedule, seed {run.get('seed')}"
         + (f" (split seed {run['split_seed']})" if run.get("split_seed") is not None else "")
     )
+    if run.get("loss", "cross_entropy") != "cross_entropy" or run.get("class_weights", "none") != "none":
+        loss = f"focal (gamma {run.get('focal_gamma')})" if run.get("loss") == "focal" else "cross-entropy"
+        lines.append(
+            f"Loss: {loss}, class weights {run.get('class_weights')}; the best model by validation "
+            f"{run.get('metric_for_best_model')}"
+        )
     if run.get("adversarial_epsilon"):
         epsilon = run["adversarial_epsilon"]
         interval = run.get("adversarial_interval", 1)
@@ -315,6 +321,7 @@ def card_variables(model_dir: str | os.PathLike, repo_id: str | None = None, dat
         "split": split,
         "evaluation": evaluation,
         "seed_spread": _seed_spread(metrics),
+        "class_distribution": metrics.get("data", {}).get("class_distribution"),
         "max_seq_length": _setting(run, "max_seq_length", "max_length")
         or config.get("max_seq_length", config.get("max_length")),
         "onnx": _onnx_usage(model_dir, repo_id),

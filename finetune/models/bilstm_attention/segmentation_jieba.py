@@ -8,6 +8,8 @@ one implementation, so both give the same ids. This file travels to the Hub with
 
 import re
 
+from .normalization_chinese import CharNormalizer
+
 
 def load_segmenter(name: str, user_dict_file: str | None = None):
     """Returns `cut(text) -> list[str]` for `name` in {"rjieba", "jieba", "char"}, with the user dictionary loaded.
@@ -83,6 +85,8 @@ class JiebaVocabulary:
         tokens: The vocabulary; a token's id is its position.
         cut: The segmenter (`load_segmenter`).
         do_lower_case: Lowercase before segmenting.
+        char_map: Characters replaced before segmenting (traditional -> simplified, full-width ->
+            half-width; `normalization_chinese`); None: none.
         split_unknown_words: A word missing from the vocabulary is read as its characters.
         unk_token: The token of words (and characters) without an id.
         added_tokens: Tokens kept whole where a text holds them (`[UNK]`, `[PAD]`), with their ids.
@@ -97,8 +101,10 @@ class JiebaVocabulary:
         split_unknown_words: bool = True,
         unk_token: str = "[UNK]",
         added_tokens: dict[str, int] | None = None,
+        char_map: dict[str, str] | None = None,
     ):
         self.ids = {token: index for index, token in enumerate(tokens)}
+        self.normalize = CharNormalizer(char_map) if char_map else None
         self.cut = cut
         self.do_lower_case = do_lower_case
         self.split_unknown_words = split_unknown_words
@@ -115,9 +121,11 @@ class JiebaVocabulary:
         self._lookup = {**self.ids, **self.added_tokens} if clash else self.ids
 
     def segment(self, text: str) -> list[str]:
-        """Words of `text` as the model sees them: lowercased, segmented, whitespace dropped."""
+        """Words of `text` as the model sees them: normalised, lowercased, segmented, whitespace dropped."""
         if not isinstance(text, str):
             raise TypeError(f"text is {describe(text)}, expected a string")
+        if self.normalize is not None:
+            text = self.normalize(text)
         if self.do_lower_case:
             text = text.lower()
         return [word for word in self.cut(text) if not word.isspace()]

@@ -13,11 +13,12 @@ import numpy as np
 from transformers import PreTrainedTokenizer
 from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy, TruncationStrategy
 
+from .normalization_chinese import CHAR_MAP_FILE, CharNormalizer
 from .segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, read_vocab, truncate
 
 __all__ = ["JiebaTokenizer", "check_texts", "load_segmenter"]
 
-VOCAB_FILES_NAMES = {"vocab_file": "vocab.txt", "user_dict_file": "user_dict.txt"}
+VOCAB_FILES_NAMES = {"vocab_file": "vocab.txt", "user_dict_file": "user_dict.txt", "char_map_file": CHAR_MAP_FILE}
 # What the fast path of `_encode_plus` leaves to PreTrainedTokenizer: pairs' and overflow's outputs.
 SLOW_PATH_OPTIONS = (
     "return_overflowing_tokens",
@@ -45,6 +46,11 @@ class JiebaTokenizer(PreTrainedTokenizer):
         user_dict_required (`bool`, defaults to `False`): Saved as `True` when there is a user
             dictionary, so that loading without `user_dict.txt` fails instead of segmenting
             differently from training.
+        char_map_file (`str`, *optional*): `char_map.json`, characters replaced before segmenting.
+        char_map (`dict[str, str]`, *optional*): The same table itself (`finetune.chinese_normalization`).
+        traditional_to_simplified (`bool`, defaults to `False`), fullwidth_to_halfwidth (`bool`,
+            defaults to `False`): What the table does, saved in tokenizer_config.json; either makes
+            loading without `char_map.json` fail instead of reading other text than in training.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -59,6 +65,10 @@ class JiebaTokenizer(PreTrainedTokenizer):
         do_lower_case: bool = True,
         split_unknown_words: bool = True,
         user_dict_required: bool = False,
+        char_map_file: str | None = None,
+        char_map: dict[str, str] | None = None,
+        traditional_to_simplified: bool = False,
+        fullwidth_to_halfwidth: bool = False,
         unk_token: str = "[UNK]",
         pad_token: str = "[PAD]",
         **kwargs,
@@ -72,6 +82,13 @@ class JiebaTokenizer(PreTrainedTokenizer):
             raise ValueError(
                 f"{where}: no user_dict.txt: the tokenizer was saved with a user dictionary and would segment "
                 "differently without it"
+            )
+        if char_map is None and char_map_file:
+            char_map = CharNormalizer.from_file(char_map_file).char_map
+        if (traditional_to_simplified or fullwidth_to_halfwidth) and not char_map:
+            raise ValueError(
+                f"{where}: no char_map.json: the tokenizer was saved normalising characters "
+                "(traditional_to_simplified/fullwidth_to_halfwidth) and would read other text without it"
             )
         if vocab is not None:
             tokens = list(vocab)
@@ -89,12 +106,14 @@ class JiebaTokenizer(PreTrainedTokenizer):
         self.segmenter = segmenter
         self.do_lower_case = do_lower_case
         self.split_unknown_words = split_unknown_words
+        self.char_map = char_map
         self.words = JiebaVocabulary(
             tokens,
             load_segmenter(segmenter, user_dict_file),
             do_lower_case=do_lower_case,
             split_unknown_words=split_unknown_words,
             unk_token=str(unk_token),
+            char_map=char_map,
         )
         self.vocab = self.words.ids  # one dictionary, read by both
         super().__init__(
@@ -102,6 +121,8 @@ class JiebaTokenizer(PreTrainedTokenizer):
             do_lower_case=do_lower_case,
             split_unknown_words=split_unknown_words,
             user_dict_required=bool(user_dict_file),
+            traditional_to_simplified=traditional_to_simplified,
+            fullwidth_to_halfwidth=fullwidth_to_halfwidth,
             unk_token=unk_token,
             pad_token=pad_token,
             **kwargs,
@@ -238,10 +259,14 @@ class JiebaTokenizer(PreTrainedTokenizer):
         with open(vocab_path, "w", encoding="utf-8") as f:
             for index in range(len(self.ids_to_tokens)):
                 f.write(self.ids_to_tokens[index] + "\n")
+        saved = (vocab_path,)
+        if self.char_map:
+            saved += (os.path.join(save_directory, prefix + CHAR_MAP_FILE),)
+            CharNormalizer(self.char_map).save(saved[-1])
         if not self.user_dict_file:
-            return (vocab_path,)
+            return saved
         dict_path = os.path.join(save_directory, prefix + VOCAB_FILES_NAMES["user_dict_file"])
         if os.path.abspath(self.user_dict_file) != os.path.abspath(dict_path):
             with open(self.user_dict_file, encoding="utf-8-sig") as src, open(dict_path, "w", encoding="utf-8") as dst:
                 dst.write(src.read())
-        return vocab_path, dict_path
+        return (*saved, dict_path)
