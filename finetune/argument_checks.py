@@ -132,6 +132,11 @@ def check_distill_args(args) -> None:
         ArgumentError: naming the flag.
     """
     distill = args.distill
+    if args.data.long_text != "truncate" or args.data.truncation != "head":
+        raise ArgumentError(
+            "--long_text/--truncation: the distillation recipe trains the student on each text's head (a teacher "
+            "may read long texts any way)"
+        )
     if not distill.teacher_model_name_or_path:
         raise ArgumentError("--teacher_model_name_or_path: give the teacher's saved classifier directory (or several)")
     for teacher in distill.teacher_model_name_or_path:

@@ -294,3 +294,10 @@ def test_onnx_export_and_classifier_cut_as_the_model(models, tmp_path, kind, tru
         assert {row["label"]: pytest.approx(row["score"], abs=1e-4) for row in want} == {
             row["label"]: row["score"] for row in got
         }
+
+
+def test_distillation_refuses_long_text_flags_in_one_line():
+    from finetune.distill_arguments import parse_distill_args
+
+    with pytest.raises(ArgumentError, match="^--long_text/--truncation: the distillation recipe trains the student"):
+        parse_distill_args(["--output_dir", "x", "--truncation", "head+tail"])
