@@ -65,8 +65,10 @@ def check_run_args(args) -> None:
     Raises:
         ArgumentError: naming the flag.
     """
+    from .features import TRAIN_WINDOWS
     from .models.bilstm_attention import ENCODER_TYPES, encoder_kind
     from .models.bilstm_attention.configuration_bilstm_attention import POOLINGS
+    from .models.bilstm_attention.long_text import LONG_TEXT_MODES, TRUNCATIONS, WINDOW_AGGREGATIONS
 
     data, encoder, vectors, training = args.data, args.encoder, args.vectors, args.training
     positive = ("max_train_samples", "max_eval_samples", "max_predict_samples")
@@ -83,6 +85,14 @@ def check_run_args(args) -> None:
         "--per_device_eval_batch_size": training.per_device_eval_batch_size < 1 and "at least 1",
         "--gradient_accumulation_steps": training.gradient_accumulation_steps < 1 and "at least 1",
         "--max_seq_length": data.max_seq_length < 1 and "at least 1",
+        "--long_text": data.long_text not in LONG_TEXT_MODES and f"one of {', '.join(LONG_TEXT_MODES)}",
+        "--truncation": data.truncation not in TRUNCATIONS and f"one of {', '.join(TRUNCATIONS)}",
+        "--truncation_head_ratio": not 0 <= data.truncation_head_ratio <= 1 and "between 0 and 1",
+        "--doc_stride": data.doc_stride is not None and data.doc_stride < 0 and "0 or more",
+        "--max_windows": data.max_windows < 1 and "at least 1",
+        "--window_aggregation": data.window_aggregation not in WINDOW_AGGREGATIONS
+        and f"one of {', '.join(WINDOW_AGGREGATIONS)}",
+        "--train_windows": data.train_windows not in TRAIN_WINDOWS and f"one of {', '.join(TRAIN_WINDOWS)}",
         "--validation_size": not 0 <= data.validation_size < 1 and "between 0 and 1",
         "--test_size": not 0 <= data.test_size < 1 and "between 0 and 1",
         "--logging_steps": args.logging.logging_steps < 1 and "at least 1",
@@ -109,6 +119,10 @@ def check_run_args(args) -> None:
             value = next(getattr(g, flag[2:]) for g in args.groups if hasattr(g, flag[2:]))
             raise ArgumentError(f"{flag} {value}: must be {wanted}")
     trackers(args.logging.report_to)
+    if data.long_text != "windows" and data.train_windows == "all":
+        raise ArgumentError("--train_windows all: needs --long_text windows (a cut text has one window)")
+    if data.long_text == "windows" and data.truncation != "head":
+        raise ArgumentError(f"--truncation {data.truncation}: applies to --long_text truncate; windows cover a text")
     if training.bf16 and training.fp16:
         raise ArgumentError("--bf16 and --fp16: give one mixed precision")
     if data.dataset_name and (data.train_file or data.validation_file or data.test_file):
@@ -144,6 +158,11 @@ def check_distill_args(args) -> None:
         ArgumentError: naming the flag.
     """
     distill = args.distill
+    if args.data.long_text != "truncate" or args.data.truncation != "head":
+        raise ArgumentError(
+            "--long_text/--truncation: the distillation recipe trains the student on each text's head (a teacher "
+            "may read long texts any way)"
+        )
     if not distill.teacher_model_name_or_path:
         raise ArgumentError("--teacher_model_name_or_path: give the teacher's saved classifier directory (or several)")
     from .distillation import baseline_teachers

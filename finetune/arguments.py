@@ -67,7 +67,28 @@ class DataArguments:
         default=None,
         metadata={"help": "Seed of the splits and --max_*_samples subsets; none: --seed (fix it to compare seeds)."},
     )
-    max_seq_length: int = field(default=256, metadata={"help": "Tokens kept per text (longer texts are truncated)."})
+    max_seq_length: int = field(
+        default=256, metadata={"help": "Tokens the encoder sees at once: a long text's cut, or its window."}
+    )
+    truncation: str = field(
+        default="head", metadata={"help": "Tokens a long text keeps: head, tail or head+tail (Sun et al. 2019)."}
+    )
+    truncation_head_ratio: float = field(
+        default=0.25, metadata={"help": "head+tail: share kept from the head (0.25: 128 of 510, as Sun et al.)."}
+    )
+    long_text: str = field(
+        default="truncate", metadata={"help": "truncate (one cut), or windows: overlapping windows, scores aggregated."}
+    )
+    doc_stride: int | None = field(
+        default=None, metadata={"help": "windows: tokens consecutive windows share (none: max_seq_length // 4)."}
+    )
+    max_windows: int = field(default=16, metadata={"help": "windows: most windows per text (beyond: cut)."})
+    window_aggregation: str = field(
+        default="mean", metadata={"help": "windows: a text's scores, the mean or max of its windows' probabilities."}
+    )
+    train_windows: str = field(
+        default="first", metadata={"help": "windows: train on each text's first window, or all (each with its label)."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on at most N texts (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Validate on at most N texts."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Test on at most N texts."})

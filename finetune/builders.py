@@ -21,7 +21,15 @@ from .chinese_normalization import normalization_map, normalize_fast_tokenizer
 from .corpora import unlabelled_sentences
 from .embeddings import build_embedding_matrix, coverage_warnings, format_coverage
 from .errors import ArgumentError
-from .features import count_words, encode_splits, encode_texts, segment_splits
+from .features import (
+    count_words,
+    encode_splits,
+    encode_texts,
+    long_text_config,
+    long_text_settings,
+    prepare_tokenizer,
+    segment_splits,
+)
 from .model_files import hub_errors
 from .models.bilstm_attention import (
     ENCODER_KINDS,
@@ -215,7 +223,18 @@ def build_word_vector_model(splits: DatasetDict, id2label: dict[int, str], args:
             model.encoder.token_chars.copy_(token_chars)
             # Zero at the start: the model begins as the word-vector model and learns what characters add.
             model.encoder.char_embeddings.weight.zero_()
-    return Built(model, tokenizer, encode_splits(segmented, tokenizer, max_length), report)
+    settings = apply_long_text(model, tokenizer, args, max_length)
+    encoded = encode_splits(segmented, tokenizer, max_length, settings, args.data.train_windows)
+    return Built(model, tokenizer, encoded, report)
+
+
+def apply_long_text(model, tokenizer, args: RunArguments, max_length: int):
+    """The run's long-text settings (`--long_text`, `--truncation`...) into the model's config (which
+    `forward`, so `pipeline()`, applies) and the tokenizer (`prepare_tokenizer`); returns them."""
+    settings = long_text_settings(args.data, tokenizer, max_length)
+    model.config.update(long_text_config(settings))
+    prepare_tokenizer(tokenizer, settings)
+    return settings
 
 
 def copy_encoder_weights(target: torch.nn.Module, pretrained: torch.nn.Module, ignore: tuple[str, ...] = ()) -> None:
@@ -290,9 +309,10 @@ def build_transformer_model(splits: DatasetDict, id2label: dict[int, str], args:
     model = _pretrained_encoder_model("transformer", pretrained, tokenizer, args, id2label)
     copy_encoder_weights(model.encoder.model, pretrained, ignore=("pooler.",))
     max_length = _encoder_max_length(tokenizer, pretrained, args.data.max_seq_length)
-    model.config.max_length = tokenizer.model_max_length = max_length
+    settings = apply_long_text(model, tokenizer, args, max_length)
     report = {"encoder": {"type": "transformer", "name_or_path": path, "architecture": type(pretrained).__name__}}
-    return Built(model, tokenizer, encode_texts(splits, tokenizer, max_length), report)
+    encoded = encode_texts(splits, tokenizer, max_length, long_text=settings, train_windows=args.data.train_windows)
+    return Built(model, tokenizer, encoded, report)
 
 
 def build_bilm_model(splits: DatasetDict, id2label: dict[int, str], args: RunArguments) -> Built:
@@ -311,9 +331,11 @@ def build_bilm_model(splits: DatasetDict, id2label: dict[int, str], args: RunArg
     tokenizer = normalize_pretrained_tokenizer(tokenizer, args.data)
     model = _pretrained_encoder_model("bilm", pretrained, tokenizer, args, id2label)
     copy_encoder_weights(model.encoder.bilm, pretrained)
-    tokenizer.model_max_length = args.data.max_seq_length
+    settings = apply_long_text(model, tokenizer, args, args.data.max_seq_length)
     report = {"encoder": {"type": "bilm", "name_or_path": path, "layers": pretrained.config.num_layers}}
-    return Built(model, tokenizer, encode_texts(splits, tokenizer, args.data.max_seq_length), report)
+    encoded = encode_texts(splits, tokenizer, settings.max_length, long_text=settings,
+                           train_windows=args.data.train_windows)  # fmt: skip
+    return Built(model, tokenizer, encoded, report)
 
 
 def _require_encoder_path(encoder) -> str:

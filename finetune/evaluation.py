@@ -27,6 +27,7 @@ from .files import atomic_write, write_json_atomic
 from .inference import load_classifier
 from .metrics import evaluate_split
 from .model_files import check_model_directory
+from .models.bilstm_attention.long_text import LongText
 from .multilabel import is_multi_label, multi_hot
 from .reports import LABEL_SCORES, plot_confusion_matrix, plot_label_scores
 from .tables import DataError
@@ -41,16 +42,18 @@ PER_CLASS_COLUMNS = ("precision", "recall", "f1", "support")
 EVALUATION_DIR = "evaluation"
 
 
-def encode_for_model(dataset: datasets.Dataset, tokenizer, max_length: int, name: str = "test") -> datasets.Dataset:
-    """`text` -> `input_ids`, `attention_mask`, `length`, as the builders encode a run's splits.
+def encode_for_model(dataset: datasets.Dataset, tokenizer, config, name: str = "test") -> datasets.Dataset:
+    """`text` -> `input_ids`, `attention_mask`, `length`, as the builders encode a run's evaluation
+    splits: cut, or the tokens the windows cover, as the model's `config` says (`LongText`).
 
     A `JiebaTokenizer` segments and then encodes (`build_word_vector_model`); a Hugging Face
     tokenizer (BERT's, the biLM's) encodes the texts itself (`encode_texts`).
     """
     splits = datasets.DatasetDict({name: dataset})
+    settings = LongText.of(config)
     if hasattr(tokenizer, "segment"):
-        return encode_splits(segment_splits(splits, tokenizer), tokenizer, max_length)[name]
-    return encode_texts(splits, tokenizer, max_length)[name]
+        return encode_splits(segment_splits(splits, tokenizer), tokenizer, settings.max_length, settings)[name]
+    return encode_texts(splits, tokenizer, settings.max_length, long_text=settings)[name]
 
 
 def evaluate_dataset(
@@ -63,7 +66,7 @@ def evaluate_dataset(
         tokenizer: Its tokenizer (pads the batches; encodes `dataset` if needed).
         dataset: Label ids in "label", and either the model inputs of a builder's encoded split
             ("input_ids", "attention_mask", "length") or "text", then encoded here with
-            `encode_for_model`, cut at the model's `config.max_length`.
+            `encode_for_model`, cut (or windowed: metrics per text) as the model's config says.
         accelerator: The run's accelerator; several processes share the examples.
         batch_size: Examples per batch and process.
         prefix: Key prefix of the metrics.
@@ -74,7 +77,7 @@ def evaluate_dataset(
     """
     config = accelerator.unwrap_model(model).config
     if "input_ids" not in dataset.column_names:
-        dataset = encode_for_model(dataset, tokenizer, config.max_length, name=prefix.rstrip("_") or "test")
+        dataset = encode_for_model(dataset, tokenizer, config, name=prefix.rstrip("_") or "test")
     loader, _ = eval_dataloader(dataset, tokenizer, batch_size)
     loader = accelerator.prepare(loader)
     start = time.perf_counter()

@@ -144,7 +144,8 @@ def export_onnx(
         from PyTorch on the check batch, and (int8) how far the int8 logits moved.
 
     Raises:
-        ArgumentError: `quantize` or `opset` is not one we export (names the flag).
+        ArgumentError: `quantize` or `opset` is not one we export (names the flag), or the model scores
+            windows of long texts (`long_text` windows: refused, no graph of it).
         ModelDirectoryError: `model_dir` is missing or incomplete, or the graph's logits differ
             from PyTorch's by more than 1e-4 (an export bug: nothing is written).
     """
@@ -158,6 +159,11 @@ def export_onnx(
     check_model_directory(model_dir)
     target = Path(output_dir if output_dir is not None else model_dir) / ONNX_DIR
     model, tokenizer = load_merged(model_dir)
+    if getattr(model.config, "long_text", "truncate") == "windows":
+        raise ArgumentError(
+            f"{model_dir}: a model with long_text windows is not exported to ONNX (the graph scores one cut per "
+            "text); serve it with finetune predict --backend pytorch"
+        )
     batch = check_batch(tokenizer, model.config.max_length)
     with torch.no_grad():
         expected = model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()

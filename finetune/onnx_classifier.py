@@ -20,6 +20,7 @@ import numpy as np
 
 from .batching import length_sorted_batches, padded_batch
 from .errors import ModelDirectoryError
+from .models.bilstm_attention.long_text import LongText
 from .models.bilstm_attention.normalization_chinese import CHAR_MAP_FILE, CharNormalizer
 from .models.bilstm_attention.segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, read_vocab
 
@@ -143,7 +144,7 @@ class OnnxClassifier:
         self.thresholds = None
         if self.config.get("problem_type") == "multi_label_classification":
             self.thresholds = np.asarray([float(saved.get(label, 0.5)) for label in self.labels])
-        self.max_length = self.config["max_length"]
+        self.long_text = LongText.of(self.config)
         self.pad_token_id = self.config.get("pad_token_id") or 0
         self.padding_side = settings.get("padding_side", "right")
         self.batch_size = batch_size
@@ -155,8 +156,8 @@ class OnnxClassifier:
     def scores(self, texts: list[str], progress=None) -> np.ndarray:
         """Every label's score for each text, one row per text in label order (`pipeline(top_k=None)`'s numbers)."""
         check_texts(texts)
-        # The model keeps the first max_length tokens (and so does the graph): cutting here saves the work.
-        encoded = [ids[: self.max_length] for ids in self.encode(list(texts))]
+        # The model cuts long texts as its config says (and so does the graph): cutting here saves the work.
+        encoded = [self.long_text.truncate(ids) for ids in self.encode(list(texts))]
         logits = np.empty((len(encoded), len(self.labels)), dtype=np.float32)
         for rows in length_sorted_batches([len(ids) for ids in encoded], self.batch_size):
             input_ids, attention_mask = padded_batch([encoded[i] for i in rows], self.pad_token_id, self.padding_side)

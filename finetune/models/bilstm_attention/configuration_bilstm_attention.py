@@ -8,6 +8,7 @@ only transformers and its sibling files.
 from transformers import PreTrainedConfig
 
 from .encoders import ENCODER_TYPES, encoder_kind
+from .long_text import LongText
 
 __all__ = ["ENCODER_TYPES", "POOLINGS", "BiLSTMAttentionConfig"]
 
@@ -72,7 +73,25 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
         classifier_dropout (`float`, defaults to 0.3):
             Dropout on the pooled sentence vector before `classifier`.
         max_length (`int`, defaults to 256):
-            Tokens kept per text; longer texts are truncated by the tokenizer.
+            Tokens the encoder sees at once (special tokens included): the cut of a long text, or its window.
+        long_text (`str`, defaults to `"truncate"`):
+            A text longer than `max_length`: `"truncate"` keeps `max_length` of its tokens (`truncation`
+            says which); `"windows"` scores overlapping windows of `max_length` tokens and aggregates
+            them (`window_aggregation`). `forward` applies it, so `pipeline()` does too (`long_text.py`).
+        truncation (`str`, defaults to `"head"`):
+            Which tokens a cut keeps: the `"head"`, the `"tail"` or `"head+tail"` (Sun et al. 2019).
+        truncation_head_ratio (`float`, defaults to 0.25):
+            `"head+tail"`: the share of the kept tokens taken from the head (128 of 510, as Sun et al.).
+        doc_stride (`int`, defaults to 0):
+            `"windows"`: tokens two consecutive windows share (the `stride` of transformers' tokenizers).
+        max_windows (`int`, defaults to 1):
+            `"windows"`: most windows per text; memory stays bounded, and a longer text is cut.
+        window_aggregation (`str`, defaults to `"mean"`):
+            `"windows"`: a text's scores are the `"mean"` of its windows' probabilities, or their `"max"`
+            per label (renormalised to sum to 1).
+        prefix_special_tokens (`int`, defaults to 0), suffix_special_tokens (`int`, defaults to 0):
+            Special tokens the tokenizer puts before and after a text (BERT: [CLS] and [SEP], 1 and 1),
+            kept in every cut and window.
     """
 
     model_type = "bilstm_attention"
@@ -99,6 +118,14 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
     ngram_orders: list[int] | None = None
     classifier_dropout: float = 0.3
     max_length: int = 256
+    long_text: str = "truncate"
+    truncation: str = "head"
+    truncation_head_ratio: float = 0.25
+    doc_stride: int = 0
+    max_windows: int = 1
+    window_aggregation: str = "mean"
+    prefix_special_tokens: int = 0
+    suffix_special_tokens: int = 0
     pad_token_id: int | None = 0
     initializer_range: float = 0.1
 
@@ -110,6 +137,8 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
             raise ValueError(f"encoder_type {self.encoder_type!r} needs encoder_config (the encoder's own config)")
         if self.ngram_orders is None:
             self.ngram_orders = [2]
+        for key, wanted in LongText.of(self).problems().items():
+            raise ValueError(f"{key} must be {wanted}, got {getattr(self, key)!r}")
         if self.encoder_layers < 1:
             raise ValueError(f"encoder_layers must be at least 1, got {self.encoder_layers}")
         super().__post_init__(**kwargs)

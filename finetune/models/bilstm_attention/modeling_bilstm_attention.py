@@ -12,10 +12,79 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .configuration_bilstm_attention import BiLSTMAttentionConfig
 from .encoders import Encoder, encoder_kind, missing_members
+from .long_text import LongText
 from .modeling_bilm import init_weights, reverse_padded
 
 # Inference on a large, unsorted batch runs in length-sorted chunks of this many texts.
 SORTED_CHUNK_ROWS = 32
+# Windows of long texts scored at a time in inference: memory stays bounded whatever the batch.
+WINDOW_CHUNK_ROWS = 64
+
+
+def truncate_batch(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: LongText
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`LongText.truncate` on a right-padded batch: each text longer than `max_length` keeps its special
+    tokens and its head, tail or both. Index arithmetic, no branch on the data: it exports to ONNX."""
+    keep = settings.max_length
+    if settings.truncation == "head" and settings.suffix == 0:
+        return input_ids[:, :keep], attention_mask[:, :keep]  # the first max_length tokens
+    positions = torch.arange(input_ids[:, :keep].size(1), device=input_ids.device).unsqueeze(0)
+    dropped = (attention_mask.sum(dim=1, keepdim=True) - keep).clamp(min=0)
+    source = positions + dropped * (positions >= settings.prefix + settings.head_tokens)
+    return input_ids.gather(1, source), attention_mask.gather(1, source)
+
+
+def window_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor, settings: LongText, pad_token_id: int):
+    """`LongText.windows` of every text of a right-padded batch, as one batch of windows.
+
+    Returns:
+        The windows' ids and mask (windows, max_length), the text each window belongs to (windows,),
+        and where each window token comes from in its text (windows, max_length; -1 on padding).
+    """
+    lengths = attention_mask.sum(dim=1)
+    text_tokens = (lengths - settings.prefix - settings.suffix).clamp(min=0)
+    beyond = (text_tokens - settings.content).clamp(min=0)
+    counts = (1 + (beyond + settings.step - 1) // settings.step).clamp(max=settings.max_windows)
+    starts = torch.arange(int(counts.max()), device=input_ids.device) * settings.step  # (K,)
+    spans = (text_tokens.unsqueeze(1) - starts).clamp(min=0, max=settings.content).unsqueeze(-1)  # (B, K, 1)
+    j = torch.arange(min(settings.max_length, input_ids.size(1)), device=input_ids.device)  # (W,)
+    body_end = settings.prefix + spans
+    source = torch.where(j < settings.prefix, j, j + starts.view(1, -1, 1))  # prefix, then the window's text
+    after = lengths.view(-1, 1, 1) - settings.suffix + j - body_end  # then the suffix, from the text's end
+    source = torch.where(j < body_end, source, after)
+    valid = (j < body_end + settings.suffix) & (j < lengths.view(-1, 1, 1))
+    source = torch.where(valid, source, -1)
+    batch, windows = counts.size(0), starts.size(0)
+    ids = input_ids.gather(1, source.clamp(min=0).view(batch, -1)).view(batch, windows, -1)
+    ids = ids.masked_fill(~valid, pad_token_id)
+    kept = torch.arange(windows, device=input_ids.device) < counts.unsqueeze(1)  # (B, K)
+    texts = torch.arange(batch, device=input_ids.device).unsqueeze(1).expand(batch, windows)
+    return ids[kept], valid[kept].to(attention_mask.dtype), texts[kept], source[kept]
+
+
+def aggregate_windows(logits: torch.Tensor, texts: torch.Tensor, batch: int, aggregation: str, problem_type):
+    """Each text's logits from its windows': the mean or the per-label max of their probabilities, as
+    logits whose softmax (sigmoid for multi-label) gives back those probabilities (`pipeline()` applies it)."""
+    multi_label = problem_type == "multi_label_classification" or logits.size(-1) == 1
+    if problem_type == "regression":
+        scores = logits
+    else:
+        scores = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
+    index = texts.unsqueeze(1).expand_as(scores)
+    if aggregation == "max":
+        pooled = scores.new_zeros(batch, scores.size(1)).scatter_reduce(0, index, scores, "amax", include_self=False)
+        if not multi_label and problem_type != "regression":
+            pooled = pooled / pooled.sum(dim=-1, keepdim=True)
+    else:
+        counts = torch.bincount(texts, minlength=batch).clamp(min=1).unsqueeze(1)
+        pooled = scores.new_zeros(batch, scores.size(1)).index_add(0, texts, scores) / counts
+    if problem_type == "regression":
+        return pooled
+    tiny = torch.finfo(pooled.dtype).tiny
+    if multi_label:
+        return pooled.clamp(min=tiny).log() - (1 - pooled).clamp(min=tiny).log()
+    return pooled.clamp(min=tiny).log()
 
 
 class AdditiveAttentionPooling(nn.Module):
@@ -198,10 +267,12 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         # A tokenizer called without truncation (pipeline() does so) must not overrun the positions
-        # a transformer encoder has: keep the first max_length tokens. A slice, not a branch on the
-        # length, so that the exported ONNX graph cuts long inputs too.
-        keep = self.config.max_length
-        input_ids, attention_mask = input_ids[:, :keep], attention_mask[:, :keep]
+        # a transformer encoder has: the model cuts long texts itself (or scores their windows), as
+        # config.json says, so that pipeline() and a Hub user see what training and evaluation saw.
+        settings = LongText.of(self.config)
+        if settings.mode == "windows" and input_ids.size(1) > settings.max_length:
+            return self._window_forward(input_ids, attention_mask, labels, output_attentions, return_dict, settings)
+        input_ids, attention_mask = truncate_batch(input_ids, attention_mask, settings)
         if input_ids.size(1) == 0:
             # A batch of empty texts: give the LSTM one masked padding step to run over.
             input_ids = input_ids.new_full((input_ids.size(0), 1), self.config.pad_token_id)
@@ -211,6 +282,9 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
             logits, weights = self._scores_by_length(input_ids, mask)
         else:
             logits, weights = self._scores(input_ids, mask)
+        return self._output(logits, weights, labels, output_attentions, return_dict)
+
+    def _output(self, logits, weights, labels, output_attentions, return_dict) -> SequenceClassifierOutput | tuple:
         loss = None if labels is None else self.compute_loss(logits, labels)
         if output_attentions is None:
             output_attentions = self.config.output_attentions
@@ -218,6 +292,29 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         if return_dict is False:
             return tuple(x for x in (loss, logits, attentions) if x is not None)
         return SequenceClassifierOutput(loss=loss, logits=logits, attentions=attentions)
+
+    def _window_forward(self, input_ids, attention_mask, labels, output_attentions, return_dict, settings: LongText):
+        """Texts longer than a window: every window scored, the scores aggregated per text
+        (`aggregate_windows`); the attention weights of overlapping windows are averaged onto the text."""
+        ids, mask, texts, source = window_batch(input_ids, attention_mask, settings, self.config.pad_token_id)
+        chunk = ids.size(0) if torch.is_grad_enabled() else WINDOW_CHUNK_ROWS
+        logits, weights = [], []
+        for rows in torch.arange(ids.size(0), device=ids.device).split(chunk):
+            chunk_mask = mask[rows].bool()
+            if self._sort_by_length(chunk_mask):
+                chunk_logits, chunk_weights = self._scores_by_length(ids[rows], chunk_mask)
+            else:
+                chunk_logits, chunk_weights = self._scores(ids[rows], chunk_mask)
+            logits.append(chunk_logits)
+            weights.append(chunk_weights)
+        logits, weights = torch.cat(logits), torch.cat(weights)
+        batch = input_ids.size(0)
+        text_logits = aggregate_windows(logits, texts, batch, settings.aggregation, self.config.problem_type)
+        on_text = weights.new_zeros(batch, input_ids.size(1) + 1)  # the last column takes the padding
+        rows = texts.unsqueeze(1).expand_as(source)
+        on_text.index_put_((rows, source.where(source >= 0, input_ids.size(1))), weights, accumulate=True)
+        windows_per_text = torch.bincount(texts, minlength=batch).clamp(min=1).unsqueeze(1)
+        return self._output(text_logits, on_text[:, :-1] / windows_per_text, labels, output_attentions, return_dict)
 
     def _scores(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and attention weights of a padded batch."""
