@@ -38,7 +38,13 @@ NOT_IDENTITY = frozenset(
 )  # fmt: skip
 # Flags added after runs were saved, with the value that means "as before": at it, a flag is left out
 # of the identity, so a run saved before the flag existed still resumes (and keeps its fingerprint).
-ADDED_LATER = {"split_seed": None, "adversarial_interval": 1, "ngram_buckets": 0, "ngram_dim": 32, "ngram_orders": [2]}
+ADDED_LATER = {
+    "split_seed": None, "adversarial_interval": 1, "ngram_buckets": 0, "ngram_dim": 32, "ngram_orders": [2],
+    "problem_type": None, "label_separator": None, "threshold_strategy": "global", "truncation": "head",
+    "truncation_head_ratio": 0.25, "long_text": "truncate", "doc_stride": None, "max_windows": 16,
+    "window_aggregation": "mean", "train_windows": "first", "traditional_to_simplified": False,
+    "fullwidth_to_halfwidth": False, "loss": "cross_entropy", "focal_gamma": 2.0, "class_weights": "none",
+}  # fmt: skip
 # Left unset (None), these are filled in from the data by the builders (the vector file's dimension):
 # an unset value matches whatever the run filled in.
 FILLED_IN = frozenset({"vector_size"})
