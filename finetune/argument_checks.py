@@ -75,9 +75,6 @@ def check_run_args(args) -> None:
     problems = {
         "--encoder_type": encoder.encoder_type not in ENCODER_TYPES and f"one of {', '.join(ENCODER_TYPES)}",
         "--pooling": args.head.pooling not in POOLINGS and f"one of {', '.join(POOLINGS)}",
-        "--ngram_buckets": args.head.ngram_buckets < 0 and "0 (off) or more",
-        "--ngram_dim": args.head.ngram_dim < 1 and "at least 1",
-        "--ngram_orders": not all(1 <= order <= 3 for order in args.head.ngram_orders) and "numbers from 1 to 3",
         "--segmenter": vectors.segmenter not in ("rjieba", "jieba", "char") and "rjieba, jieba or char",
         "--learning_rate": not training.learning_rate > 0 and "a number above 0",
         "--num_train_epochs": training.num_train_epochs < 1 and training.max_steps <= 0 and "at least 1",

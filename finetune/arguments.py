@@ -172,11 +172,6 @@ class HeadArguments:
     pooling: str = field(
         default="attention", metadata={"help": "attention, attention+max or attention+mean (concatenated)."}
     )
-    ngram_buckets: int = field(
-        default=0, metadata={"help": "Rows of a hashed token n-gram table beside the BiLSTM (fastText's bag); 0: off."}
-    )
-    ngram_dim: int = field(default=32, metadata={"help": "Width of the n-gram vectors."})
-    ngram_orders: list[int] = field(default_factory=lambda: [2], metadata={"help": "Token n-gram lengths (1-3)."})
     embedding_dropout: float = field(default=0.3, metadata={"help": "Dropout on the token states."})
     classifier_dropout: float = field(default=0.3, metadata={"help": "Dropout before the classifier."})
     word_dropout: float = field(default=0.0, metadata={"help": "Share of words replaced by [UNK] in training."})
@@ -456,18 +451,12 @@ def parse_run_args(argv: list[str] | None = None) -> tuple[RunArguments, str | N
 
 
 def _split_lists(group) -> None:
-    """List flags take `a b`, `a,b`, or a YAML list or string: each becomes a list of strings (of
-    integers for a `list[int]`)."""
+    """List flags take `a b`, `a,b`, or a YAML list or string: each becomes a list of strings."""
     for f in dataclasses.fields(group):
         value = getattr(group, f.name)
         if "list" in str(f.type) and value is not None:
             items = [value] if isinstance(value, str) else value
-            parts = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
-            if "list[int]" in str(f.type):
-                if not all(part.lstrip("-").isdigit() for part in parts):
-                    raise ArgumentError(f"--{f.name}: expected whole numbers, got {' '.join(map(str, items))!r}")
-                parts = [int(part) for part in parts]
-            setattr(group, f.name, parts)
+            setattr(group, f.name, [part.strip() for item in items for part in str(item).split(",") if part.strip()])
 
 
 def flatten_sections(config: dict) -> dict:

@@ -39,7 +39,7 @@ NOT_IDENTITY = frozenset(
 # Flags added after runs were saved, with the value that means "as before": at it, a flag is left out
 # of the identity, so a run saved before the flag existed still resumes (and keeps its fingerprint).
 ADDED_LATER = {
-    "split_seed": None, "adversarial_interval": 1, "ngram_buckets": 0, "ngram_dim": 32, "ngram_orders": [2],
+    "split_seed": None, "adversarial_interval": 1,
     "problem_type": None, "label_separator": None, "threshold_strategy": "global", "truncation": "head",
     "truncation_head_ratio": 0.25, "long_text": "truncate", "doc_stride": None, "max_windows": 16,
     "window_aggregation": "mean", "train_windows": "first", "traditional_to_simplified": False,

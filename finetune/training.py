@@ -37,7 +37,22 @@ def create_accelerator(**kwargs) -> Accelerator:
     if sharding and not has_device:
         # accelerate would quietly start independent single-process runs instead.
         raise RuntimeError(f"{sharding[0]} needs GPUs; on CPUs use recipes/accelerate_configs/ddp.yaml")
-    return Accelerator(cpu=several and not has_device, **kwargs)
+    accelerator = Accelerator(cpu=several and not has_device, **kwargs)
+    if accelerator.mixed_precision == "bf16" and accelerator.device.type == "cpu" and not cpu_has_native_bf16():
+        # oneDNN has no bf16 LSTM for such CPUs: the first training step would fail with an opaque RuntimeError
+        raise ArgumentError(
+            "bf16 mixed precision (--bf16 or accelerate's config): this CPU has no native bfloat16 "
+            "(AVX512-BF16 or AMX), so its LSTM kernels refuse it; train in float32 (drop --bf16)"
+        )
+    return accelerator
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), as oneDNN's bf16 LSTM needs."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if not any(checks):
+        return True  # a torch without the probes: let the kernels decide
+    return any(check() for check in checks if check is not None)
 
 
 def start_run(seed: int, **accelerator_kwargs) -> Accelerator:

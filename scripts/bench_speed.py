@@ -481,7 +481,10 @@ def main(argv=None) -> dict:
     import yaml
 
     from finetune.data import load_splits
+    from finetune.training import cpu_has_native_bf16
 
+    if args.bf16 and not torch.cuda.is_available() and not cpu_has_native_bf16():
+        raise SystemExit("--bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so its LSTM kernels refuse it")
     files = data_files(args.data)
     caps = {"max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples,
             "max_predict_samples": args.max_eval_samples}  # fmt: skip

@@ -241,8 +241,8 @@ def summary_rows(runs: list[dict], labels: np.ndarray, resamples: int) -> list[d
     correct = {key: np.array([np.asarray(r["predicted"]) == labels for r in runs if row_key(r) == key]) for key in keys}
     recipes = [key for key in keys if key.startswith("recipe")]
     rows = []
-    for key in keys:
-        own = [run for run in runs if row_key(run) == key]
+    for row_id in keys:
+        own = [run for run in runs if row_key(run) == row_id]
         method = own[0]["method"]
         row = {"method": method, "title": own[0].get("title", method), "runs": len(own)}
         if own[0].get("config"):
@@ -251,10 +251,10 @@ def summary_rows(runs: list[dict], labels: np.ndarray, resamples: int) -> list[d
             values = [run[key] for run in own if run.get(key) is not None]
             row[key] = dict(zip(("mean", "std"), mean_and_std(values), strict=True)) if values else None
         if "tfidf_lr" in correct and method != "tfidf_lr":
-            row["difference_to_tfidf"] = paired_bootstrap_interval(correct[key], correct["tfidf_lr"],
+            row["difference_to_tfidf"] = paired_bootstrap_interval(correct[row_id], correct["tfidf_lr"],
                                                                    resamples=resamples)  # fmt: skip
-        if len(recipes) > 1 and key in recipes[1:]:
-            row["difference_to_first_recipe"] = paired_bootstrap_interval(correct[key], correct[recipes[0]],
+        if len(recipes) > 1 and row_id in recipes[1:]:
+            row["difference_to_first_recipe"] = paired_bootstrap_interval(correct[row_id], correct[recipes[0]],
                                                                           resamples=resamples)  # fmt: skip
         if method == "tfidf_lr":
             row["title"] += f" (C={own[0]['selection']['C']})"

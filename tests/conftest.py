@@ -251,7 +251,7 @@ HEAD_LABELS = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negativ
 
 
 def word_vector_model(path):
-    """A word-vector model (char vectors, attention+mean, a word 1-3-gram bag) over the reviews' words, untrained."""
+    """A word-vector model (char vectors too, attention+mean pooling) over the reviews' words, untrained."""
     import torch
 
     from finetune import BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification, JiebaTokenizer
@@ -260,9 +260,8 @@ def word_vector_model(path):
     words = sorted({word for text in review_texts()[:40] for word in segmenter.segment(text)})
     tokenizer = JiebaTokenizer(vocab=["[PAD]", "[UNK]", *words], model_max_length=MAX_LENGTH)
     config = BiLSTMAttentionConfig(
-        vocab_size=len(tokenizer), embedding_dim=8, char_vocab_size=20, pooling="attention+mean",
-        ngram_buckets=97, ngram_dim=4, ngram_orders=[1, 2, 3], **HEAD, **HEAD_LABELS,
-    )  # fmt: skip
+        vocab_size=len(tokenizer), embedding_dim=8, char_vocab_size=20, pooling="attention+mean", **HEAD, **HEAD_LABELS
+    )
     torch.manual_seed(0)
     model = BiLSTMAttentionForSequenceClassification(config)
     model.encoder.token_chars.random_(0, 20)
@@ -270,7 +269,7 @@ def word_vector_model(path):
 
 
 def pretrained_encoder_model(encoder_type, encoder_dir):
-    """A model over a saved encoder (`tiny_bert`, `tiny_bilm`), attention+max pooling, a token-pair bag, untrained."""
+    """A model over a saved encoder (`tiny_bert`, `tiny_bilm`), attention+max pooling, untrained."""
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
@@ -280,8 +279,7 @@ def pretrained_encoder_model(encoder_type, encoder_dir):
     encoder_config = AutoConfig.from_pretrained(encoder_dir).to_dict()
     config = BiLSTMAttentionConfig(
         encoder_type=encoder_type, encoder_config=encoder_config, encoder_layers=1 + (encoder_type == "transformer"),
-        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, pooling="attention+max",
-        ngram_buckets=53, ngram_dim=4, **HEAD, **HEAD_LABELS,
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, pooling="attention+max", **HEAD, **HEAD_LABELS,
     )  # fmt: skip
     torch.manual_seed(0)
     return BiLSTMAttentionForSequenceClassification(config), tokenizer

@@ -153,8 +153,10 @@ def test_several_configs_give_a_row_each_compared_with_the_first(folder, tiny_ve
     """A variant of the shipped config and a distilled student (its recipe picked from its config) beside
     the shipped config: a row each, each variant's paired difference to the first config."""
     configs = ROOT / "recipes" / "configs"
-    variant = tmp_path / "with_ngrams.yaml"
-    variant.write_text((configs / "word2vec_bilstm_attn.yaml").read_text() + "\nngram_buckets: 64\nngram_orders: 1,2\n")
+    variant = tmp_path / "max_pooling.yaml"
+    variant.write_text(
+        (configs / "word2vec_bilstm_attn.yaml").read_text().replace("pooling: attention+mean", "pooling: attention+max")
+    )
     student = tmp_path / "student.yaml"
     student.write_text(
         (configs / "distill_bilstm_attn.yaml").read_text().replace("teacher_model_name_or_path: null", "")
@@ -169,12 +171,12 @@ def test_several_configs_give_a_row_each_compared_with_the_first(folder, tiny_ve
     assert "| accuracy − recipe word2vec_bilstm_attn, points [95% CI] |" in header
     rows = table(printed)
     assert [row[0].split(" (")[0] for row in rows] == [
-        "TF-IDF char 1-3-gram + LR", "recipe word2vec_bilstm_attn", "recipe with_ngrams", "recipe student"]  # fmt: skip
+        "TF-IDF char 1-3-gram + LR", "recipe word2vec_bilstm_attn", "recipe max_pooling", "recipe student"]  # fmt: skip
     assert rows[1][5] == "—" and all(row[5].count("[") == 1 for row in rows[2:])
     assert all(row[4].count("[") == 1 for row in rows[1:])
     results = json.loads((tmp_path / "runs" / "benchmark.json").read_text())["datasets"][folder.name]
     run_dirs = {run["config"]: Path(run["run_dir"]) for run in results["runs"] if run["method"] == "recipe"}
-    assert json.loads((run_dirs["with_ngrams"] / "best" / "config.json").read_text())["ngram_orders"] == [1, 2]
+    assert json.loads((run_dirs["max_pooling"] / "best" / "config.json").read_text())["pooling"] == "attention+max"
     assert str(trained_run / "best") in (run_dirs["student"] / "best" / "README.md").read_text()
 
     other = tmp_path / "other_split.yaml"

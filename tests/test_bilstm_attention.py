@@ -15,14 +15,11 @@ def tokenizer():
     return JiebaTokenizer(vocab=VOCAB, model_max_length=64)
 
 
-@pytest.fixture(params=["attention", "attention+max", "attention+mean", "attention+ngrams"])
+@pytest.fixture(params=["attention", "attention+max", "attention+mean"])
 def model(tokenizer, request):
     torch.manual_seed(0)
-    ngrams = request.param == "attention+ngrams"
     config = BiLSTMAttentionConfig(
-        pooling="attention" if ngrams else request.param,
-        ngram_buckets=31 if ngrams else 0,
-        ngram_orders=[1, 2, 3],
+        pooling=request.param,
         vocab_size=len(VOCAB),
         embedding_dim=8,
         lstm_hidden_size=6,
@@ -218,31 +215,3 @@ def test_a_large_unsorted_batch_runs_in_length_sorted_chunks_with_the_same_score
     assert any(width < input_ids.size(1) for _, width in calls)  # short chunks were cut
     torch.testing.assert_close(chunked.logits, whole.logits.detach(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(chunked.attentions[0], whole.attentions[0].detach(), atol=1e-5, rtol=1e-5)
-
-
-def test_ngram_bag_hashes_ngrams_not_positions_and_keeps_their_order():
-    from finetune.models.bilstm_attention.modeling_bilstm_attention import HashedNgramBag
-
-    torch.manual_seed(0)
-    bag = HashedNgramBag(buckets=1009, dim=3, orders=[2])
-    ids = torch.tensor([[5, 6, 7, 0], [0, 5, 6, 7], [6, 5, 7, 0], [5, 6, 0, 0], [5, 0, 0, 0]])
-    mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0]]).bool()
-    bags = bag(ids, mask)
-    table = bag.embeddings.weight.detach()
-    pair = lambda a, b: bag(torch.tensor([[a, b]]), torch.ones(1, 2, dtype=torch.bool))[0]  # noqa: E731
-    # the same pairs wherever they stand (left padding too); padding never forms a pair
-    torch.testing.assert_close(bags[0], bags[1])
-    torch.testing.assert_close(bags[0], (pair(5, 6) + pair(6, 7)) / 2)
-    torch.testing.assert_close(bags[3], pair(5, 6))
-    assert not torch.allclose(bags[0], bags[2])  # 5 6 7 and 6 5 7: the same words, other pairs
-    assert torch.equal(bags[4], torch.zeros(3))  # one token: no pair at all
-    assert any(torch.equal(pair(5, 6), row) for row in table)  # a pair is one row of the table
-
-    orders = HashedNgramBag(buckets=10**6, dim=3, orders=[1, 2])
-    unigram = orders(torch.tensor([[5]]), torch.ones(1, 1, dtype=torch.bool))[0]
-    both = orders(torch.tensor([[5, 6]]), torch.ones(1, 2, dtype=torch.bool))[0]
-    rows = {tuple(row.tolist()) for row in orders.embeddings.weight.detach()}
-    assert tuple(unigram.tolist()) in rows
-    assert not torch.allclose(both * 3, unigram + orders(torch.tensor([[6]]), torch.ones(1, 1, dtype=torch.bool))[0])
-    with pytest.raises(ValueError, match="ngram_orders"):
-        HashedNgramBag(buckets=7, dim=2, orders=[4])

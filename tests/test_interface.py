@@ -102,26 +102,14 @@ def test_mixed_precision_and_trackers_from_the_yaml(tmp_path):
         (["--report_to", "tensorbord"], r"--report_to tensorbord: not a tracker \(one of .*tensorboard"),
         (["--report_to", "wandb"], r"--report_to wandb: the wandb package is not installed \(pip install wandb\)"),
         (["--eval_strategy", "no"], r"--eval_strategy no: must be epoch or steps"),
-        (["--metric_for_best_model", "f1"], r"--metric_for_best_model f1: must be one of macro_f1, accuracy"),
+        (["--metric_for_best_model", "f1"], r"--metric_for_best_model f1: must be one of macro_f1, micro_f1, accuracy"),
         (["--bf16", "--fp16"], r"--bf16 and --fp16: give one mixed precision"),
         (["--max_train_samples", "0"], r"--max_train_samples 0: must be at least 1"),
-        (["--ngram_orders", "2", "4"], r"--ngram_orders \[2, 4\]: must be numbers from 1 to 3"),
-        (["--ngram_buckets", "-1"], r"--ngram_buckets -1: must be 0 \(off\) or more"),
     ],
 )
 def test_transformers_flags_are_checked_and_old_names_are_gone(argv, message):
     with pytest.raises(ArgumentError, match=message):
         parse_run_args(argv)
-
-
-def test_integer_list_flags_from_the_yaml_and_the_command_line(tmp_path):
-    config = tmp_path / "run.yaml"
-    config.write_text("ngram_buckets: 64\nngram_orders: 1,2\n", encoding="utf-8")
-    assert parse_run_args(["--config", str(config)])[0].head.ngram_orders == [1, 2]
-    assert parse_run_args(["--config", str(config), "--ngram_orders", "1", "3"])[0].head.ngram_orders == [1, 3]
-    config.write_text("ngram_orders: [2, two]\n", encoding="utf-8")
-    with pytest.raises(ArgumentError, match=r"--ngram_orders: expected whole numbers, got '2 two'"):
-        parse_run_args(["--config", str(config)])
 
 
 def test_fp16_without_a_gpu_is_an_error():

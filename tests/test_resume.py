@@ -62,7 +62,8 @@ RUN = [
 
 
 def run_killed(args, **kill):
-    env = {k: str(v) for k, v in kill.items()}
+    # the threads of this process, which trains the uninterrupted run: float sums then add up alike
+    env = {**{k: str(v) for k, v in kill.items()}, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     result = subprocess.run(
         [sys.executable, "-c", KILLING_RECIPE, str(ROOT), *args],
         capture_output=True,

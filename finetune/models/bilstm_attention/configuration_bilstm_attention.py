@@ -63,13 +63,6 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
             `"attention"`: the attention-weighted sum of BiLSTM states; `"attention+max"`: that,
             concatenated with the element-wise max over the states (a strong cue detector);
             `"attention+mean"`: concatenated with the mean of the encoder's token vectors.
-        ngram_buckets (`int`, defaults to 0):
-            Rows of the hashed n-gram table ([`HashedNgramBag`]): the mean of the text's token n-gram
-            vectors joins the pooled vector (a fastText-style path beside the BiLSTM); 0 turns it off.
-        ngram_dim (`int`, defaults to 32):
-            Width of the n-gram vectors.
-        ngram_orders (`list[int]`, defaults to `[2]`):
-            Token n-gram lengths hashed into the table (1 to 3); word vectors already give unigrams.
         classifier_dropout (`float`, defaults to 0.3):
             Dropout on the pooled sentence vector before `classifier`.
         max_length (`int`, defaults to 256):
@@ -113,9 +106,6 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
     lstm_dropout: float = 0.0
     attention_dim: int = 128
     pooling: str = "attention"
-    ngram_buckets: int = 0
-    ngram_dim: int = 32
-    ngram_orders: list[int] | None = None
     classifier_dropout: float = 0.3
     max_length: int = 256
     long_text: str = "truncate"
@@ -135,8 +125,6 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if kind.pretrained_from == "checkpoint" and not self.encoder_config:
             raise ValueError(f"encoder_type {self.encoder_type!r} needs encoder_config (the encoder's own config)")
-        if self.ngram_orders is None:
-            self.ngram_orders = [2]
         for key, wanted in LongText.of(self).problems().items():
             raise ValueError(f"{key} must be {wanted}, got {getattr(self, key)!r}")
         if self.encoder_layers < 1:

@@ -108,46 +108,6 @@ class AdditiveAttentionPooling(nn.Module):
         return pooled, weights
 
 
-class HashedNgramBag(nn.Module):
-    """The mean of learned vectors of the text's token n-grams, hashed into `buckets` rows (fastText's
-    bag of n-grams, Joulin et al. 2017), beside the recurrent path.
-
-    A linear model over n-grams and the BiLSTM are right on different texts; this path gives the
-    classifier what a TF-IDF model sees (word pairs over word vectors, character pairs over a
-    character vocabulary) inside one network. Hashing is arithmetic on the ids, so any tokenizer
-    works, nothing is added to the tokenizer files, and the graph exports to ONNX.
-    """
-
-    # Odd multipliers below 2**20: for ids under 2**21, order-3 hashes stay well inside int64.
-    MULTIPLIERS = (1, 999_983, 611_953)
-
-    def __init__(self, buckets: int, dim: int, orders: list[int]):
-        super().__init__()
-        if not orders or min(orders) < 1 or max(orders) > len(self.MULTIPLIERS):
-            raise ValueError(f"ngram_orders must lie in 1..{len(self.MULTIPLIERS)}, got {orders}")
-        self.buckets, self.orders = buckets, list(orders)
-        self.embeddings = nn.Embedding(buckets, dim)
-        self.output_dim = dim
-
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        total = input_ids.new_zeros((input_ids.size(0), self.output_dim), dtype=self.embeddings.weight.dtype)
-        count = mask.new_zeros((input_ids.size(0), 1), dtype=total.dtype)
-        for order in self.orders:
-            width = input_ids.size(1) - order + 1
-            if width <= 0:
-                continue
-            # n-gram (t, ..., t+n-1) -> order * 1,000,003 + the ids mixed by the multipliers: orders never share a hash
-            hashed = input_ids.new_full((input_ids.size(0), width), order * 1_000_003)
-            valid = torch.ones_like(mask[:, :width])
-            for k in range(order):
-                hashed = hashed + input_ids[:, k : k + width] * self.MULTIPLIERS[k] * (order + k)
-                valid = valid & mask[:, k : k + width]
-            weights = valid.unsqueeze(-1).to(total.dtype)
-            total = total + (self.embeddings(hashed.remainder(self.buckets)) * weights).sum(1)
-            count = count + weights.sum(1)
-        return total / count.clamp(min=1)
-
-
 class BiLSTMAttentionHead(nn.Module):
     """BiLSTM (padding never enters the recurrence of real tokens) + attention pooling.
 
@@ -173,10 +133,6 @@ class BiLSTMAttentionHead(nn.Module):
         self.pooling = config.pooling
         extra = {"attention": 0, "attention+max": 2 * config.lstm_hidden_size, "attention+mean": input_dim}
         self.output_dim = 2 * config.lstm_hidden_size + extra[config.pooling]
-        self.ngrams = None
-        if config.ngram_buckets:
-            self.ngrams = HashedNgramBag(config.ngram_buckets, config.ngram_dim, config.ngram_orders)
-            self.output_dim += self.ngrams.output_dim
 
     def bilstm(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """`self.lstm`'s output at every real token, each direction run as a padded unidirectional LSTM."""
@@ -197,9 +153,7 @@ class BiLSTMAttentionHead(nn.Module):
             inputs = torch.cat(directions, dim=-1)
         return inputs
 
-    def forward(
-        self, token_states: torch.Tensor, mask: torch.Tensor, input_ids: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, token_states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         states = self.bilstm(token_states, mask.sum(dim=1))
         pooled, weights = self.attention(states, mask)
         if self.pooling == "attention+max":
@@ -211,8 +165,6 @@ class BiLSTMAttentionHead(nn.Module):
             # beside the recurrent one, which short texts with one telling word need most.
             counts = mask.sum(1, keepdim=True).clamp(min=1)
             pooled = torch.cat([pooled, (token_states * mask.unsqueeze(-1)).sum(1) / counts], dim=-1)
-        if self.ngrams is not None:
-            pooled = torch.cat([pooled, self.ngrams(input_ids, mask)], dim=-1)
         return pooled, weights
 
 
@@ -318,7 +270,7 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
 
     def _scores(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and attention weights of a padded batch."""
-        pooled, weights = self.head(self.encoder(input_ids, mask), mask, input_ids)
+        pooled, weights = self.head(self.encoder(input_ids, mask), mask)
         return self.classifier(self.dropout(pooled)), weights
 
     def _sort_by_length(self, mask: torch.Tensor) -> bool:
