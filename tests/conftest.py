@@ -28,6 +28,16 @@ TAILS = ["。", "！", "，下次还会再来。", "，朋友也这么说。", "
 VECTOR_WORDS = ["电影", "酒店", "手机", "很", "好", "差", "不错", "满意", "失望", "糟糕", "推荐", "喜欢"]
 
 
+def free_port() -> int:
+    """A TCP port free now, for `accelerate launch --main_process_port`: the suite runs in parallel
+    (pytest -n 2), and two multi-process runs on accelerate's default port would collide."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def make_reviews(n_per_label: int, seed: int) -> list[tuple[str, str]]:
     """Short templated reviews whose label follows from the sentiment word."""
     rng = random.Random(seed)

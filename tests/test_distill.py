@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, make_reviews, run_pipeline
+from conftest import ROOT, free_port, make_reviews, run_pipeline
 
 from finetune import distillation
 from finetune.augmentation import MASK, TransferAugmenter, augment_texts, tag_words
@@ -235,7 +235,8 @@ def test_distilled_student_in_two_processes(teacher, reviews_csv, tiny_vectors, 
         reviews_csv, tiny_vectors, output_dir, teacher, extra=("--per_device_train_batch_size", "16", "--seed", "43")
     )
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--dynamo_backend", "no",
-               "--mixed_precision", "no", "--num_processes", "2", "--multi_gpu", str(DISTILL), *args]  # fmt: skip
+               "--mixed_precision", "no", "--num_processes", "2", "--multi_gpu",
+               "--main_process_port", str(free_port()), str(DISTILL), *args]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

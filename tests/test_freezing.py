@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import BERT_CONFIG, ROOT, encoder_recipe_args
+from conftest import BERT_CONFIG, ROOT, encoder_recipe_args, free_port
 from safetensors.torch import load_file
 
 from finetune.freezing import FreezingPolicy, apply_freezing, layer_learning_rates
@@ -133,6 +133,7 @@ def test_two_processes_with_gradual_unfreezing(tiny_bert, reviews_csv, tmp_path)
     )  # fmt: skip
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--num_processes", "2", "--multi_gpu",
+               "--main_process_port", str(free_port()),
                str(ROOT / "recipes" / "train_bilstm_attention.py"), *args]  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

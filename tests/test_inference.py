@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import GENUINE_REVIEWS, ROOT, make_reviews, write_csv
+from conftest import GENUINE_REVIEWS, ROOT, free_port, make_reviews, write_csv
 
 from finetune.batching import length_sorted_batches
 from finetune.cli import main as cli
@@ -243,7 +243,8 @@ def test_two_processes_write_what_one_writes(trained_run, mixed_texts, tmp_path)
     input_file = write_csv(tmp_path / "in.csv", rows, ("id", "text"))
     predict_file(trained_run / "best", input_file, tmp_path / "one.csv", top_k="all")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "--num_processes", "2", "--multi_gpu", "-m", "finetune.cli", "predict",
+               "--dynamo_backend", "no", "--num_processes", "2", "--multi_gpu",
+               "--main_process_port", str(free_port()), "-m", "finetune.cli", "predict",
                str(trained_run / "best"), str(input_file), "--output", str(tmp_path / "two.csv"),
                "--top_k", "all"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

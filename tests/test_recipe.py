@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import RECIPE, ROOT, tiny_recipe_args
+from conftest import RECIPE, ROOT, free_port, tiny_recipe_args
 from safetensors.torch import load_file
 
 from finetune.arguments import RECIPE_ARGUMENTS, parse_recipe_args, parse_run_args
@@ -84,7 +84,7 @@ def run_launch(
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--dynamo_backend", "no",
                "--mixed_precision", mixed_precision, "--num_processes", str(num_processes)]  # fmt: skip
     # On a machine without GPUs, --multi_gpu starts CPU processes that talk over gloo.
-    command += ["--multi_gpu"] if num_processes > 1 else ["--cpu"]
+    command += ["--multi_gpu", "--main_process_port", str(free_port())] if num_processes > 1 else ["--cpu"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [*command, str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
