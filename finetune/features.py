@@ -19,12 +19,15 @@ from .models.bilstm_attention.long_text import LongText
 TRAIN_WINDOWS = ("first", "all")
 
 
-def _map_with_tokenizer(splits: DatasetDict, function, tokenizer, step: str, **kwargs) -> DatasetDict:
-    """`splits.map(function)`, fingerprinted by the tokenizer's settings and vocabulary.
+def _map_with_tokenizer(
+    splits: DatasetDict, function, tokenizer, step: str, options: str = "", **kwargs
+) -> DatasetDict:
+    """`splits.map(function)` shown as `step`, fingerprinted by it, `options` and the tokenizer's settings and
+    vocabulary.
 
     The segmenter (a Rust object) can't be pickled for datasets' fingerprint, so name the result.
     """
-    settings = f"{step}-{tokenizer.segmenter}-{tokenizer.do_lower_case}-{tokenizer.user_dict_file}"
+    settings = f"{step}-{options}-{tokenizer.segmenter}-{tokenizer.do_lower_case}-{tokenizer.user_dict_file}"
     settings += f"-{tokenizer.split_unknown_words}-{tokenizer.model_max_length}-{hash(tuple(tokenizer.vocab))}"
     return DatasetDict(
         {
@@ -159,10 +162,10 @@ def encode_splits(
             ids = [tokenizer.convert_tokens_to_ids(tokenizer.words_to_tokens(words)) for words in batch["words"]]
             return _rows_of_texts(batch, ids, settings, windows, dropped=("words",))
 
-        step = f"Encoding-{settings}-{windows}"
         encoded |= _map_with_tokenizer(
-            DatasetDict({name: split}), encode, tokenizer, step, remove_columns=split.column_names
-        )
+            DatasetDict({name: split}), encode, tokenizer, "Encoding", f"{settings}-{windows}",
+            remove_columns=split.column_names,
+        )  # fmt: skip
     return DatasetDict(encoded)
 
 

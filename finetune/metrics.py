@@ -1,16 +1,22 @@
 """Classification metrics through `evaluate`, with a module that ships in this package."""
 
-from pathlib import Path
+from __future__ import annotations
 
-import evaluate
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .multilabel import config_thresholds, is_multi_label, multilabel_metrics, predicted_label_sets
+
+if TYPE_CHECKING:
+    import evaluate
 
 _MODULE = Path(__file__).parent / "evaluate_modules" / "classification_report" / "classification_report.py"
 
 
 def load_classification_metric(**kwargs) -> evaluate.EvaluationModule:
     """Loads the local `classification_report` module (accuracy, macro-F1, per class, confusion)."""
+    import evaluate  # on first use: its import (scipy.stats) costs ~1.4 s that prediction need not pay
+
     return evaluate.load(str(_MODULE), **kwargs)
 
 

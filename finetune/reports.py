@@ -11,14 +11,9 @@ import logging
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
-
-from .files import atomic_path, write_text_atomic  # noqa: E402
+from .files import atomic_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +29,23 @@ PACKAGED_FONT = ("mplfonts", "fonts/NotoSansCJKsc-Regular.otf")
 
 
 @functools.cache
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, imported on first use: a process that draws nothing
+    (`finetune predict`, the benchmark's runs) does not pay its ~0.7 s import."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
+@functools.cache
 def chinese_font_family() -> str | None:
     """The name of a font family with Chinese glyphs, registered with matplotlib; None if none is found."""
+    pyplot()
+    from matplotlib import font_manager
+
     installed = {font.name for font in font_manager.fontManager.ttflist}
     for family in SYSTEM_CHINESE_FAMILIES:
         if family in installed:
@@ -58,7 +68,7 @@ def _figure_style() -> dict:
 def _save(fig, path: str | os.PathLike) -> None:
     with atomic_path(path) as temporary:
         fig.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def plot_training_curves(history: dict, path: str | os.PathLike) -> None:
@@ -68,12 +78,12 @@ def plot_training_curves(history: dict, path: str | os.PathLike) -> None:
         history: `{"train": [{"step", "loss"}...], "eval": [{"step", "loss", "macro_f1", "accuracy"}...]}`.
         path: PNG file to write.
     """
-    with plt.rc_context(_figure_style()):
+    with pyplot().rc_context(_figure_style()):
         _draw_training_curves(history, path)
 
 
 def _draw_training_curves(history: dict, path: str | os.PathLike) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4))
     train, evals = history.get("train", []), history.get("eval", [])
     left.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", alpha=0.8)
     left.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="validation loss")
@@ -90,14 +100,14 @@ def _draw_training_curves(history: dict, path: str | os.PathLike) -> None:
 
 def plot_confusion_matrix(matrix, labels: list[str], path: str | os.PathLike, title: str = "") -> None:
     """Counts with row-normalised shading (rows: true label, columns: predicted); Chinese labels drawn."""
-    with plt.rc_context(_figure_style()):
+    with pyplot().rc_context(_figure_style()):
         _draw_confusion_matrix(np.asarray(matrix), labels, path, title)
 
 
 def _draw_confusion_matrix(matrix: np.ndarray, labels: list[str], path: str | os.PathLike, title: str) -> None:
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.8 * len(labels)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig, ax = pyplot().subplots(figsize=(size + 1, size))
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(labels)):
         for j in range(len(labels)):
@@ -115,9 +125,9 @@ def _draw_confusion_matrix(matrix: np.ndarray, labels: list[str], path: str | os
 def plot_label_scores(per_class: dict[str, dict], thresholds: dict | None, path: str | os.PathLike, title="") -> None:
     """Multi-label runs, where one confusion matrix does not apply: each label's precision, recall
     and F1 as bars, its support and decision threshold under its name."""
-    with plt.rc_context(_figure_style()):
+    with pyplot().rc_context(_figure_style()):
         labels = list(per_class)
-        fig, ax = plt.subplots(figsize=(2 + 1.1 * len(labels), 4))
+        fig, ax = pyplot().subplots(figsize=(2 + 1.1 * len(labels), 4))
         positions = np.arange(len(labels))
         for offset, key, color in ((-0.27, "precision", "#9ecae1"), (0, "recall", "#4292c6"), (0.27, "f1", "#08306b")):
             values = [per_class[label][key] for label in labels]

@@ -12,8 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
+# Before anything imports huggingface_hub, which reads HF_HUB_OFFLINE once, at import: with the Hub
+# switched off only in a fixture, a test that asks for a Hub id waits ~45 s on retries to reach it.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "train_bilstm_attention.py"

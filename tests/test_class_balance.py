@@ -1,5 +1,5 @@
 """Class imbalance end to end: --class_weights, --loss focal and label-F1 model selection with every
-encoder, in one and two processes; the class distribution in the log, metrics.json and the card."""
+encoder (two processes: test_recipe.py's DDP test); the class distribution in the log, metrics.json and the card."""
 
 import json
 import sys
@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import BERT_CONFIG, BILM_CONFIG, ROOT, encoder_recipe_args, make_reviews, tiny_recipe_args, write_csv
-from test_recipe import run_launch
 
 from finetune.errors import ArgumentError
 
@@ -94,18 +93,6 @@ def test_pretrained_encoders_train_with_explicit_weights(encoder_type, config, f
     assert metrics["validation_micro_f1"] == metrics["validation_accuracy"]
     assert metrics["train_steps"] == 18  # 144 texts, batch 16, 2 epochs
     assert set(metrics["data"]["class_distribution"]) == {"train", "validation", "test"}
-
-
-def test_two_processes_train_with_class_weights(imbalanced_csv, tiny_vectors, tmp_path):
-    output_dir = tmp_path / "ddp"
-    args = tiny_recipe_args(imbalanced_csv, tiny_vectors, output_dir, "--class_weights", "balanced", "--loss", "focal")
-    result = run_launch(args, 2, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "MULTI_CPU, 2 process(es)" in result.stderr and "training loss: focal (gamma 2), class weights" in (
-        result.stderr
-    )
-    metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["test_num_examples"] == 18 and sum(map(sum, metrics["test_confusion_matrix"])) == 18
 
 
 @pytest.mark.parametrize(

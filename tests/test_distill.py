@@ -220,6 +220,7 @@ def test_distilled_student_in_one_process(teacher, reviews_csv, tiny_vectors, tm
     assert report["transfer_set"]["labelled"] == 240 and report["transfer_set"]["augmented"] > 200
     card = (output_dir / "best" / "README.md").read_text(encoding="utf-8")
     assert f"Distilled (Tang et al. 2019) from `{teacher}`" in card and "MSE between" in card
+    assert "Adversarial training" not in card  # the distillation config's adversarial_epsilon is 0
     scores = run_pipeline(output_dir / "best", ["这部电影很好。", "快递太差劲了。"])
     assert [max(s, key=lambda x: x["score"])["label"] for s in scores] == ["positive", "negative"]
     # A second run over the same transfer set reads the teacher's logits from the cache

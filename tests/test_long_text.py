@@ -1,6 +1,6 @@
 """Long texts: which tokens a cut keeps (head, tail, head+tail) for each encoder's tokenizer, windows
 that cover a text and their aggregation, in the model, pipeline() (also without finetune), predict,
-evaluation and training (one and two processes)."""
+evaluation and training (two processes: test_recipe.py's DDP test)."""
 
 import json
 import math
@@ -18,7 +18,6 @@ from conftest import (
     word_vector_model,
     write_csv,
 )
-from test_recipe import run_launch
 
 from finetune.arguments import DataArguments, parse_run_args
 from finetune.errors import ArgumentError
@@ -236,14 +235,6 @@ def test_training_on_all_windows_runs_end_to_end(tmp_path, tiny_vectors):
     assert results["train_steps"] > math.ceil(64 / 16)
     config = json.loads((tmp_path / "run" / "best" / "config.json").read_text(encoding="utf-8"))
     assert (config["long_text"], config["max_length"], config["doc_stride"]) == ("windows", 5, 1)
-
-
-def test_training_on_all_windows_in_two_processes(reviews_csv, tiny_vectors, tmp_path):
-    output_dir = tmp_path / "ddp"
-    result = run_launch(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, *WINDOW_FLAGS), 2, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["test_num_examples"] == 30 and metrics["validation_num_examples"] == 30
 
 
 @pytest.mark.parametrize(

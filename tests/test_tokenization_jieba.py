@@ -24,7 +24,8 @@ def reviews():
 @pytest.fixture(scope="module")
 def tokenizer(reviews):
     """A vocabulary of the reviews' 300 commonest words: the rest are read as characters or [UNK]."""
-    words = Counter(word for text in reviews for word in JiebaTokenizer(vocab=["[PAD]", "[UNK]"]).segment(text))
+    segmenter = JiebaTokenizer(vocab=["[PAD]", "[UNK]"])
+    words = Counter(word for text in reviews for word in segmenter.segment(text))
     return JiebaTokenizer(vocab=["[PAD]", "[UNK]", *(word for word, _ in words.most_common(300))], model_max_length=40)
 
 
