@@ -234,45 +234,33 @@ def _drop_shared_texts(splits: dict, sources: dict, stats: dict) -> None:
         splits["train"] = splits["train"].select(np.asarray(keep, dtype=np.int64))
 
 
-def _check_label_sets(splits: dict, sources: dict, locators: dict) -> None:
-    """Multi-label: train has two labels or more (over all rows) and other files use only those."""
-    train_labels = {label for labels in splits["train"]["label"][:] for label in labels}
-    if len(train_labels) < 2:
-        raise DataError(
-            f"{sources['train']}: labels {sorted(map(str, train_labels))} after cleaning; "
-            "a classifier needs two or more"
-        )
-    for split in [split for split in splits if split != "train"]:
-        for labels, row in zip(splits[split]["label"][:], splits[split]["_row"][:], strict=True):
-            if unknown := [label for label in labels if label not in train_labels]:
-                raise DataError(
-                    f"{sources[split]}: {locators[split](row)}: label {unknown[0]!r} never occurs in "
-                    f"{sources['train']} (labels: {', '.join(map(repr, sorted(train_labels, key=str)))})"
-                )
+def _check_labels(splits: dict, sources: dict, locators: dict, multi_label: bool) -> None:
+    """Check that train has two labels or more (multi-label: over all its rows) and that other files use only
+    those."""
 
+    def each_label(label) -> list:
+        return label if multi_label else [label]
 
-def _check_labels(splits: dict, sources: dict, locators: dict) -> None:
-    """Check that train has two labels or more and that other files use only those."""
     labels = splits["train"]["label"][:]
-    train_labels = set(labels)
+    train_labels = {each for label in labels for each in each_label(label)}
     # A column of texts given as the labels: a class per row, nothing a classifier can learn.
-    if len(labels) >= 20 and len(train_labels) > len(labels) / 2:
+    if not multi_label and len(labels) >= 20 and len(train_labels) > len(labels) / 2:
         raise DataError(
             f"{sources['train']}: {len(train_labels):,} distinct labels in {len(labels):,} rows (e.g. "
             f"{', '.join(repr(_shorten(str(label))) for label in list(train_labels)[:3])}): is this the label "
             "column? Give it with --label_column"
         )
     if len(train_labels) < 2:
-        raise DataError(
-            f"{sources['train']}: only one label ({next(iter(train_labels))!r}) after cleaning; "
-            "a classifier needs at least two"
-        )
+        only = next(iter(train_labels), None)
+        found = f"labels {sorted(map(str, train_labels))}" if multi_label else f"only one label ({only!r})"
+        raise DataError(f"{sources['train']}: {found} after cleaning; a classifier needs at least two")
+    known = ", ".join(map(repr, sorted(train_labels, key=str)))
     for split in [split for split in splits if split != "train"]:
         for label, row in zip(splits[split]["label"][:], splits[split]["_row"][:], strict=True):
-            if label not in train_labels:
+            if unknown := [each for each in each_label(label) if each not in train_labels]:
                 raise DataError(
-                    f"{sources[split]}: {locators[split](row)}: label {label!r} never occurs in "
-                    f"{sources['train']} (labels: {', '.join(map(repr, sorted(train_labels)))})"
+                    f"{sources[split]}: {locators[split](row)}: label {unknown[0]!r} never occurs in "
+                    f"{sources['train']} (labels: {known})"
                 )
 
 
@@ -462,12 +450,10 @@ def load_splits(
         splits[split], stats[split] = clean_split(part.rows, name=part.source)
     _drop_shared_texts(splits, sources, stats)
     locators = {split: part.locate for split, part in read.items()}
+    _check_labels(splits, sources, locators, multi_label=problem_type == MULTI_LABEL)
+    train_labels = splits["train"]["label"][:]
     if problem_type == MULTI_LABEL:
-        _check_label_sets(splits, sources, locators)
-        train_labels = [label for labels in splits["train"]["label"][:] for label in labels]
-    else:
-        _check_labels(splits, sources, locators)
-        train_labels = splits["train"]["label"][:]
+        train_labels = [label for labels in train_labels for label in labels]
     label2id, id2label, ids = _number_labels(train_labels, read["train"].label_order, label_names, sources["train"])
     if len(splits) < len(SPLITS):
         held_out = {"validation": validation_size, "test": test_size}
