@@ -71,27 +71,32 @@ def _save(fig, path: str | os.PathLike) -> None:
     pyplot().close(fig)
 
 
-def plot_training_curves(history: dict, path: str | os.PathLike) -> None:
+def plot_training_curves(history: dict, path: str | os.PathLike, multi_label: bool = False) -> None:
     """Training loss by step, validation loss and macro-F1 by evaluation, side by side.
 
     Args:
         history: `{"train": [{"step", "loss"}...], "eval": [{"step", "loss", "macro_f1", "accuracy"}...]}`.
         path: PNG file to write.
+        multi_label: the validation loss is binary cross-entropy and the accuracy exact match.
     """
     with pyplot().rc_context(_figure_style()):
-        _draw_training_curves(history, path)
+        _draw_training_curves(history, path, multi_label)
 
 
-def _draw_training_curves(history: dict, path: str | os.PathLike) -> None:
+def _draw_training_curves(history: dict, path: str | os.PathLike, multi_label: bool) -> None:
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4))
     train, evals = history.get("train", []), history.get("eval", [])
+    # The training loss is the loop's (focal, class-weighted or a distillation mix where asked for);
+    # the validation loss is always the model's own.
+    validation_loss = "binary cross-entropy" if multi_label else "cross-entropy"
     left.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", alpha=0.8)
-    left.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="validation loss")
+    left.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label=f"validation {validation_loss}")
     left.set_xlabel("optimizer step")
-    left.set_ylabel("cross-entropy")
+    left.set_ylabel("loss")
     left.legend()
-    for key in ("accuracy", "macro_f1"):
-        right.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=f"validation {key}")
+    names = {"accuracy": "exact match" if multi_label else "accuracy", "macro_f1": "macro-F1"}
+    for key, name in names.items():
+        right.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=f"validation {name}")
     right.set_xlabel("optimizer step")
     right.legend()
     right.grid(alpha=0.3)
@@ -184,10 +189,10 @@ def draw_pictures(results: dict, model, tokenizer, splits, output_dir: Path) -> 
     from .inference import explain
 
     output_dir = Path(output_dir)
-    plot_training_curves(results["history"], output_dir / "training_curves.png")
+    multi_label = model.config.problem_type == "multi_label_classification"
+    plot_training_curves(results["history"], output_dir / "training_curves.png", multi_label)
     split = "test" if "test_per_class" in results else "validation"
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    multi_label = model.config.problem_type == "multi_label_classification"
     if multi_label:
         thresholds = getattr(model.config, "label_thresholds", None)
         plot_label_scores(results[f"{split}_per_class"], thresholds, output_dir / LABEL_SCORES, f"{split} split")

@@ -2,6 +2,9 @@
 
 import re
 
+import pytest
+
+from finetune import reports
 from finetune.reports import attention_html, plot_confusion_matrix, plot_training_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -23,6 +26,22 @@ def test_plot_training_curves_writes_a_png(tmp_path):
     plot_training_curves(HISTORY, path)
     assert_png(path)
     assert [p.name for p in tmp_path.iterdir()] == ["training_curves.png"]
+
+
+@pytest.mark.parametrize(
+    "multi_label, names",
+    [
+        (False, ["train loss", "validation cross-entropy", "validation accuracy", "validation macro-F1"]),
+        (True, ["train loss", "validation binary cross-entropy", "validation exact match", "validation macro-F1"]),
+    ],
+)
+def test_training_curves_name_what_they_show(multi_label, names, tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(reports, "_save", lambda fig, path: figures.append(fig))
+    plot_training_curves(HISTORY, tmp_path / "curves.png", multi_label=multi_label)
+    left, right = figures[0].axes
+    assert [text.get_text() for ax in (left, right) for text in ax.get_legend().get_texts()] == names
+    assert left.get_ylabel() == "loss"
 
 
 def test_plot_training_curves_replaces_and_accepts_str_path(tmp_path):
