@@ -13,7 +13,9 @@ training seed (`--split_seed 42`), so every method and seed is tested on the sam
 
 Methods: the recipe (`recipes/train_bilstm_attention.py --config CONFIG`, run as a subprocess, once
 per seed 42, 43, ...; a config with `teacher_model_name_or_path` runs `recipes/distill_bilstm_attention.py`),
-`fasttext` (once per seed) and `tfidf_lr` (deterministic: once); see `finetune/baselines.py`. Several
+`fasttext` (once per seed) and `tfidf_lr` (deterministic: once); see `finetune/baselines.py`. With both
+the recipe and `tfidf_lr`, a row more per config: each recipe run's label probabilities averaged with
+TF-IDF's (how far the two complement each other; the recipe's are kept in RUN_DIR.probabilities.npy). Several
 `--config` files give a recipe row each (they must read the same data). Prints a markdown table per
 dataset: test accuracy and macro-F1 (mean ± sample std over seeds), the accuracy difference to TF-IDF
 with the 95% interval of the paired bootstrap over test texts and seeds (`finetune/comparison.py`),
@@ -52,7 +54,7 @@ from finetune.comparison import mean_and_std, paired_bootstrap_interval, seed_sp
 from finetune.data import load_data  # noqa: E402
 from finetune.distill_arguments import parse_distill_args  # noqa: E402
 from finetune.errors import ArgumentError, FinetuneError, report_errors  # noqa: E402
-from finetune.files import write_json_atomic  # noqa: E402
+from finetune.files import atomic_path, write_json_atomic  # noqa: E402
 from finetune.model_card import write_model_card  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "train_bilstm_attention.py"
@@ -154,17 +156,19 @@ def baseline_settings(method: str, seed: int) -> dict:
 
 def run_baseline(name: str, seed: int, splits, settings: dict, path: Path) -> dict:
     """Fits baseline `name` on train (choosing on dev), predicts test; kept in `path` and reused."""
-    if (record := read_record(path, settings)) is not None and "result" in record:
-        return record["result"]
+    if (record := read_record(path, settings)) is not None and "probabilities" in record.get("result", {}):
+        return record["result"]  # (a record kept before the ensemble rows has no probabilities: fitted again)
     baseline = BASELINES[name](seed=seed)
     train, dev, test = splits["train"], splits["validation"], splits["test"]
     start = time.perf_counter()
     baseline.fit(train["text"][:], train["label"][:], dev["text"][:], dev["label"][:])
     seconds = time.perf_counter() - start
-    predicted = baseline.predict_proba(test["text"][:]).argmax(-1).tolist()
+    probabilities = baseline.predict_proba(test["text"][:])
     wall_seconds = time.perf_counter() - start
     result = {"method": name, "title": baseline.title, "seed": seed, "fit_seconds": seconds,
-              "wall_seconds": wall_seconds, "selection": baseline.selection, "predicted": predicted}  # fmt: skip
+              "wall_seconds": wall_seconds, "selection": baseline.selection,
+              "predicted": probabilities.argmax(-1).tolist(),
+              "probabilities": np.round(probabilities, 6).tolist()}  # fmt: skip
     write_json_atomic({"settings": settings, "result": result}, path)
     return json.loads(json.dumps(result))  # as a kept run is read back (the C grid's keys become strings)
 
@@ -181,6 +185,7 @@ def run_recipe(args, common: dict, seed: int, run_dir: Path, log: Path) -> dict:
         raise ArgumentError(f"{run_dir}: a run the benchmark did not start; give another --runs_dir or delete it")
     resumed = record is not None
     write_json_atomic({"settings": settings}, record_path)  # before the run: a killed one is resumed
+    probabilities_path(run_dir).unlink(missing_ok=True)  # of a best model the run may replace
     recipe = DISTILL_RECIPE if is_distillation(settings["config"]) else RECIPE
     command = [sys.executable, str(recipe), "--config", settings["config"], *settings["flags"], "--seed", str(seed),
                "--output_dir", str(run_dir), "--resume_from_checkpoint", "latest"]  # fmt: skip
@@ -216,6 +221,49 @@ def recipe_result(run_dir: Path, seed: int, wall_seconds, test_texts: list[str],
     return {"method": "recipe", "seed": seed, "fit_seconds": metrics["train_runtime_s"], "run_dir": str(run_dir),
             "wall_seconds": wall_seconds, "test_accuracy": metrics["test_accuracy"],
             "test_macro_f1": metrics["test_macro_f1"], "predicted": predicted}  # fmt: skip
+
+
+def probabilities_path(run_dir: Path) -> Path:
+    return run_dir.with_name(run_dir.name + ".probabilities.npy")
+
+
+def recipe_probabilities(run_dir: Path, test_texts: list[str], predicted: list[int]) -> np.ndarray:
+    """The run's best model's label scores on the test texts (cut as the recipe cuts them), computed
+    once and kept beside the run (RUN_DIR.probabilities.npy; the recipe refuses files it did not write
+    in its directory); their argmax is the run's own prediction."""
+    path = probabilities_path(run_dir)
+    if path.exists() and (kept := np.load(path)).shape[0] == len(test_texts):
+        return kept
+    from finetune.inference import _label_scores, load_classifier, predict_logits
+
+    classifier = load_classifier(run_dir / "best")
+    model, tokenizer = classifier.model, classifier.tokenizer
+    max_length = None if getattr(model.config, "long_text", None) == "windows" else tokenizer.model_max_length
+    logits = predict_logits(model, tokenizer, test_texts, batch_size=256, max_length=max_length)
+    probabilities = _label_scores(logits, model.config)
+    agree = float(np.mean(probabilities.argmax(-1) == np.asarray(predicted)))
+    if agree < 0.999:
+        raise FinetuneError(f"{run_dir}: its best model agrees with test_predictions.csv on {agree:.1%} of texts only")
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        np.save(file, probabilities)
+    return probabilities
+
+
+def ensemble_runs(recipe_runs: list[dict], tfidf: dict, labels: np.ndarray, probabilities: list[np.ndarray]) -> list:
+    """Each recipe run averaged with TF-IDF + LR (mean of the two models' label probabilities, equal
+    weights: nothing chosen on test): a row that shows how far the two models complement each other."""
+    runs = []
+    for run, recipe in zip(recipe_runs, probabilities, strict=True):
+        predicted = ((recipe + np.asarray(tfidf["probabilities"])) / 2).argmax(-1)
+        runs.append({"method": "ensemble", "config": run["config"], "seed": run["seed"],
+                     "title": f"{run['title']} + TF-IDF (mean of probabilities)",
+                     "test_accuracy": float(np.mean(predicted == labels)),
+                     "test_macro_f1": macro_f1(labels, predicted.tolist(), recipe.shape[1]),
+                     "fit_seconds": run["fit_seconds"] + tfidf["fit_seconds"],
+                     "wall_seconds": None if run["wall_seconds"] is None
+                     else run["wall_seconds"] + tfidf["wall_seconds"],
+                     "predicted": predicted.tolist()})  # fmt: skip
+    return runs
 
 
 def add_seed_spread(runs: list[dict]) -> None:
@@ -336,7 +384,7 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
     directory = Path(args.runs_dir) / name
     directory.mkdir(parents=True, exist_ok=True)
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.seeds))
-    runs, files = [], files_state(run_args.data)
+    runs, files, tfidf, ensembles = [], files_state(run_args.data), None, []
     for method in [m for m in BASELINES if m in args.methods]:
         for seed in seeds[:1] if BASELINES[method].deterministic else seeds:
             progress.set_postfix_str(f"{name} {method} seed {seed}")
@@ -345,6 +393,9 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
             settings.update(baseline_settings(method, seed))
             tag = settings_tag({key: value for key, value in settings.items() if key != "seed"})
             result = run_baseline(method, seed, splits, settings, directory / f"{method}-{tag}-seed{seed}.json")
+            if method == "tfidf_lr":
+                tfidf = dict(result)
+            result.pop("probabilities")
             correct = np.asarray(result["predicted"]) == labels
             result["test_accuracy"] = float(correct.mean())
             result["test_macro_f1"] = macro_f1(labels, result["predicted"], len(label2id))
@@ -365,6 +416,11 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
             progress.update(1)
         add_seed_spread(recipe_runs)
         runs += recipe_runs
+        if tfidf is not None:
+            probabilities = [recipe_probabilities(Path(run["run_dir"]), test_texts, run["predicted"])
+                             for run in recipe_runs]  # fmt: skip
+            ensembles += ensemble_runs(recipe_runs, tfidf, labels, probabilities)
+    runs += ensembles
     sizes = ", ".join(f"{split} {len(part):,}" for split, part in splits.items())
     info = {"sizes": sizes, "seeds": ", ".join(map(str, seeds)), "notes": NOTES.get(name)}
     rows = summary_rows(runs, labels, args.resamples)

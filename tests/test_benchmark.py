@@ -9,13 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, make_reviews, write_csv
 
 from finetune.errors import ArgumentError
 
 SCRIPT = ROOT / "scripts" / "benchmark.py"
-TITLES = ["TF-IDF char 1-3-gram + LR (C=", "fastText (words + hashed bigrams)", "recipe word2vec_bilstm_attn"]
+TITLES = ["TF-IDF char 1-3-gram + LR (C=", "fastText (words + hashed bigrams)", "recipe word2vec_bilstm_attn",
+          "recipe word2vec_bilstm_attn + TF-IDF (mean of probabilities)"]  # fmt: skip
 
 
 def tiny_recipe_flags(vectors) -> str:
@@ -57,20 +59,31 @@ def test_two_seeds_give_the_table_json_and_seed_spread_and_a_rerun_reuses_them(f
              "--recipe_args", tiny_recipe_flags(tiny_vectors)]  # fmt: skip
     printed = run_benchmark(*flags, cwd=tmp_path)
     rows = table(printed)
-    assert len(rows) == 3 and all(row[0].startswith(title) for row, title in zip(rows, TITLES, strict=True))
-    assert [row[1] for row in rows] == ["1", "2", "2"]
+    assert len(rows) == 4 and all(row[0].startswith(title) for row, title in zip(rows, TITLES, strict=True))
+    assert [row[1] for row in rows] == ["1", "2", "2", "2"]
     assert rows[0][4] == "—" and all("[" in row[4] and "±" in row[2] for row in rows[1:])
     assert f"### {folder.name}: train 80, validation 20, test 30" in printed
 
     results = json.loads(output.read_text(encoding="utf-8"))["datasets"][folder.name]
     assert len(results["test_labels"]) == 30
     assert [(run["method"], run["seed"]) for run in results["runs"]] == [
-        ("tfidf_lr", 42), ("fasttext", 42), ("fasttext", 43), ("recipe", 42), ("recipe", 43)]  # fmt: skip
+        ("tfidf_lr", 42), ("fasttext", 42), ("fasttext", 43), ("recipe", 42), ("recipe", 43), ("ensemble", 42),
+        ("ensemble", 43)]  # fmt: skip
+    assert not any("probabilities" in run for run in results["runs"])  # kept beside each run, not in the JSON
     for run in results["runs"]:
         correct = [p == label for p, label in zip(run["predicted"], results["test_labels"], strict=True)]
         assert run["test_accuracy"] == pytest.approx(sum(correct) / 30)
     assert results["runs"][0]["test_accuracy"] >= 0.9  # TF-IDF on templated reviews
     recipe = [run for run in results["runs"] if run["method"] == "recipe"]
+    # The ensemble: each recipe run's best model's probabilities (their argmax its own predictions) and TF-IDF's,
+    # averaged
+    tfidf_record = next((runs_dir / folder.name).glob("tfidf_lr-*.json"))
+    tfidf = np.asarray(json.loads(tfidf_record.read_text())["result"]["probabilities"])
+    for run, ensemble in zip(recipe, results["runs"][5:], strict=True):
+        probabilities = np.load(run["run_dir"] + ".probabilities.npy")
+        assert probabilities.shape == tfidf.shape == (30, 2)
+        assert probabilities.argmax(-1).tolist() == run["predicted"]
+        assert ensemble["predicted"] == ((probabilities + tfidf) / 2).argmax(-1).tolist()
     for run in recipe:
         assert Path(run["run_dir"]).name.startswith("word2vec_bilstm_attn-")
         metrics = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
@@ -171,8 +184,9 @@ def test_several_configs_give_a_row_each_compared_with_the_first(folder, tiny_ve
     assert "| accuracy − recipe word2vec_bilstm_attn, points [95% CI] |" in header
     rows = table(printed)
     assert [row[0].split(" (")[0] for row in rows] == [
-        "TF-IDF char 1-3-gram + LR", "recipe word2vec_bilstm_attn", "recipe max_pooling", "recipe student"]  # fmt: skip
-    assert rows[1][5] == "—" and all(row[5].count("[") == 1 for row in rows[2:])
+        "TF-IDF char 1-3-gram + LR", "recipe word2vec_bilstm_attn", "recipe max_pooling", "recipe student",
+        "recipe word2vec_bilstm_attn + TF-IDF", "recipe max_pooling + TF-IDF", "recipe student + TF-IDF"]  # fmt: skip
+    assert rows[1][5] == "—" and all(row[5].count("[") == 1 for row in rows[2:4])
     assert all(row[4].count("[") == 1 for row in rows[1:])
     results = json.loads((tmp_path / "runs" / "benchmark.json").read_text())["datasets"][folder.name]
     run_dirs = {run["config"]: Path(run["run_dir"]) for run in results["runs"] if run["method"] == "recipe"}
