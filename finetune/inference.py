@@ -118,8 +118,11 @@ def _label_scores(logits: np.ndarray, config) -> np.ndarray:
     return softmax(logits)
 
 
-def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 64, progress=None) -> np.ndarray:
-    """Label scores of `texts`, as `pipeline(texts, top_k=None)` gives them, one row per text in label order.
+def predict_probabilities(
+    model, tokenizer, texts: list[str], batch_size: int = 64, progress=None, max_length: int | None = None
+) -> np.ndarray:
+    """Label scores of `texts`, as `pipeline(texts, top_k=None)` gives them, one row per text in label order
+    (`max_length`: cut to this many tokens, as `predict_logits`).
 
     The texts are tokenized at once, then run in batches of similar length (little padding) and
     returned in their own order.
@@ -131,7 +134,7 @@ def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int = 
         batch_size: Texts per forward pass (fewer for long texts).
         progress: A tqdm bar to advance by each batch's size.
     """
-    return _label_scores(predict_logits(model, tokenizer, texts, batch_size, progress), model.config)
+    return _label_scores(predict_logits(model, tokenizer, texts, batch_size, progress, max_length), model.config)
 
 
 @torch.inference_mode()

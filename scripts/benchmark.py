@@ -234,13 +234,12 @@ def recipe_probabilities(run_dir: Path, test_texts: list[str], predicted: list[i
     path = probabilities_path(run_dir)
     if path.exists() and (kept := np.load(path)).shape[0] == len(test_texts):
         return kept
-    from finetune.inference import _label_scores, load_classifier, predict_logits
+    from finetune.inference import load_classifier, predict_probabilities
 
     classifier = load_classifier(run_dir / "best")
     model, tokenizer = classifier.model, classifier.tokenizer
     max_length = None if getattr(model.config, "long_text", None) == "windows" else tokenizer.model_max_length
-    logits = predict_logits(model, tokenizer, test_texts, batch_size=256, max_length=max_length)
-    probabilities = _label_scores(logits, model.config)
+    probabilities = predict_probabilities(model, tokenizer, test_texts, batch_size=256, max_length=max_length)
     agree = float(np.mean(probabilities.argmax(-1) == np.asarray(predicted)))
     if agree < 0.999:
         raise FinetuneError(f"{run_dir}: its best model agrees with test_predictions.csv on {agree:.1%} of texts only")
