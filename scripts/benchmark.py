@@ -251,9 +251,9 @@ def recipe_probabilities(run_dir: Path, test_texts: list[str], predicted: list[i
 def ensemble_runs(recipe_runs: list[dict], tfidf: dict, labels: np.ndarray, probabilities: list[np.ndarray]) -> list:
     """Each recipe run averaged with TF-IDF + LR (mean of the two models' label probabilities, equal
     weights: nothing chosen on test): a row that shows how far the two models complement each other."""
-    runs = []
+    runs, tfidf_probabilities = [], np.asarray(tfidf["probabilities"])
     for run, recipe in zip(recipe_runs, probabilities, strict=True):
-        predicted = ((recipe + np.asarray(tfidf["probabilities"])) / 2).argmax(-1)
+        predicted = ((recipe + tfidf_probabilities) / 2).argmax(-1)
         runs.append({"method": "ensemble", "config": run["config"], "seed": run["seed"],
                      "title": f"{run['title']} + TF-IDF (mean of probabilities)",
                      "test_accuracy": float(np.mean(predicted == labels)),
