@@ -175,6 +175,10 @@ class HeadArguments:
     embedding_dropout: float = field(default=0.3, metadata={"help": "Dropout on the token states."})
     classifier_dropout: float = field(default=0.3, metadata={"help": "Dropout before the classifier."})
     word_dropout: float = field(default=0.0, metadata={"help": "Share of words replaced by [UNK] in training."})
+    tfidf_branch: bool = field(
+        default=False,
+        metadata={"help": "Mix a char 1-3-gram TF-IDF + logistic regression into the model (word vectors, one label)."},
+    )
 
 
 @dataclass

@@ -8,8 +8,8 @@ them. `scripts/benchmark.py` compares the recipe with them; an ensemble, or a te
 from, can reuse them.
 
 - `TfidfLogisticRegression`: character 1-3-gram TF-IDF (sublinear tf, min_df 2) and L2 logistic
-  regression, C from 0.5..16 by dev macro-F1. Deterministic. Needs scikit-learn (`pip install
-  scikit-learn`, or the `baselines` extra), imported only when fitted.
+  regression, C from 0.5..16 by dev macro-F1. Deterministic. Needs scikit-learn
+  (a dependency: the default recipe's TF-IDF branch fits this model), imported only when fitted.
 - `FastTextClassifier` (Joulin et al. 2017, "Bag of Tricks for Efficient Text Classification"):
   the mean of the embeddings of a text's words and hashed word bigrams, then a linear layer, in
   torch on rjieba's words; Adam, a few epochs, the learning rate (from a grid) and the epoch by dev
@@ -73,22 +73,31 @@ class TfidfLogisticRegression:
         ngram_range: Character n-gram lengths.
         min_df: Keep n-grams found in at least this many training texts.
         seed: Passed to the solver (lbfgs is deterministic; kept for the common interface).
+        analyzer: A function from a text to its n-grams, instead of scikit-learn's char analyzer
+            (`ngram_range` then unused); the TF-IDF branch passes the tokenizer's normalisation + `char_ngrams`.
     """
 
     name = "tfidf_lr"
     title = "TF-IDF char 1-3-gram + LR"
     deterministic = True
 
-    def __init__(self, c_grid=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0), ngram_range=(1, 3), min_df: int = 2, seed: int = 0):
+    def __init__(
+        self,
+        c_grid=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+        ngram_range=(1, 3),
+        min_df: int = 2,
+        seed: int = 0,
+        analyzer=None,
+    ):
         self.c_grid, self.ngram_range, self.min_df, self.seed = tuple(c_grid), tuple(ngram_range), min_df, seed
+        self.analyzer = analyzer
         self.selection: dict = {}
 
     def fit(self, train_texts, train_labels, dev_texts, dev_labels) -> TfidfLogisticRegression:
         vectorizer_class, regression_class = _sklearn()
         self.num_labels = int(max(train_labels)) + 1
-        self.vectorizer = vectorizer_class(
-            analyzer="char", ngram_range=self.ngram_range, sublinear_tf=True, min_df=self.min_df
-        )
+        cut = {"analyzer": self.analyzer} if self.analyzer else {"analyzer": "char", "ngram_range": self.ngram_range}
+        self.vectorizer = vectorizer_class(sublinear_tf=True, min_df=self.min_df, **cut)
         x_train, x_dev = self.vectorizer.fit_transform(list(train_texts)), None
         x_dev = self.vectorizer.transform(list(dev_texts))
         scores, best = {}, None

@@ -31,6 +31,7 @@ from .models.bilstm_attention.long_text import LongText
 from .multilabel import is_multi_label, multi_hot
 from .reports import LABEL_SCORES, plot_confusion_matrix, plot_label_scores
 from .tables import DataError
+from .tfidf_branch import add_ngram_columns
 from .training import create_accelerator, run_hardware
 
 logger = logging.getLogger(__name__)
@@ -46,14 +47,16 @@ def encode_for_model(dataset: datasets.Dataset, tokenizer, config, name: str = "
     """`text` -> `input_ids`, `attention_mask`, `length`, as the builders encode a run's evaluation
     splits: cut, or the tokens the windows cover, as the model's `config` says (`LongText`).
 
-    A `JiebaTokenizer` segments and then encodes (`build_word_vector_model`); a Hugging Face
-    tokenizer (BERT's, the biLM's) encodes the texts itself (`encode_texts`).
+    A `JiebaTokenizer` segments and then encodes (`build_word_vector_model`), with the n-gram features
+    of a TF-IDF branch where the model has one; a Hugging Face tokenizer (BERT's, the biLM's) encodes
+    the texts itself (`encode_texts`).
     """
     splits = datasets.DatasetDict({name: dataset})
     settings = LongText.of(config)
-    if hasattr(tokenizer, "segment"):
-        return encode_splits(segment_splits(splits, tokenizer), tokenizer, settings.max_length, settings)[name]
-    return encode_texts(splits, tokenizer, settings.max_length, long_text=settings)[name]
+    if not hasattr(tokenizer, "segment"):
+        return encode_texts(splits, tokenizer, settings.max_length, long_text=settings)[name]
+    encoded = encode_splits(segment_splits(splits, tokenizer), tokenizer, settings.max_length, settings)[name]
+    return add_ngram_columns(encoded, tokenizer) if getattr(tokenizer, "tfidf", None) is not None else encoded
 
 
 def evaluate_dataset(

@@ -4,7 +4,8 @@
 
 writes `DIR/onnx/` (default `DIR`: the model directory itself): `model.onnx` (fp32; inputs
 `input_ids` and `attention_mask`, int64, of shape (batch, sequence), both axes dynamic; output
-`logits`), with `--quantize int8` also `model_int8.onnx` (onnxruntime's dynamic quantization:
+`logits`; a model with a TF-IDF branch also takes `ngram_ids`, int64, and `ngram_weights`, float32,
+of shape (batch, n-grams)), with `--quantize int8` also `model_int8.onnx` (onnxruntime's dynamic quantization:
 int8 weights, activations quantized on the fly), beside the tokenizer files and `config.json`.
 `finetune.onnx_classifier.OnnxClassifier` serves that folder.
 
@@ -30,6 +31,7 @@ from .onnx_classifier import INT8_FILE, MODEL_FILE, ONNX_DIR
 logger = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "attention_mask")
+NGRAM_INPUT_NAMES = ("ngram_ids", "ngram_weights")  # a TF-IDF branch's (`tfidf_branch.py`)
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # the TorchScript exporter's LSTM and Trilu-free graph need 14+; onnxruntime reads up to 21
 MAX_OPSET = 20
@@ -45,14 +47,20 @@ CHECK_TEXTS = [
 
 
 class LogitsOnly(torch.nn.Module):
-    """The classifier as a graph of two tensors in, logits out (no attentions, no dict)."""
+    """The classifier as a graph of two tensors in (four with a TF-IDF branch), logits out (no attentions, no dict)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *ngrams: torch.Tensor) -> torch.Tensor:
+        ngram_inputs = dict(zip(NGRAM_INPUT_NAMES, ngrams, strict=False))
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **ngram_inputs).logits
+
+
+def input_names(model) -> tuple[str, ...]:
+    """The graph's inputs: the ids and mask, and the n-gram features where the model has a TF-IDF branch."""
+    return INPUT_NAMES + (NGRAM_INPUT_NAMES if getattr(model.config, "tfidf_num_ngrams", 0) else ())
 
 
 def load_merged(model_dir: Path):
@@ -73,18 +81,28 @@ def load_merged(model_dir: Path):
 def check_batch(tokenizer, max_length: int) -> dict[str, np.ndarray]:
     """`CHECK_TEXTS` as the pipeline encodes them, padded into one batch: lengths 0, 1, short and,
     untruncated, beyond `max_length` (the graph itself cuts it, as the model does)."""
-    from .batching import padded_batch
+    from .batching import padded_batch, padded_ngrams
 
-    rows = [tokenizer(text, truncation=False, verbose=False)["input_ids"] for text in CHECK_TEXTS]
+    encodings = [tokenizer(text, truncation=False, verbose=False) for text in CHECK_TEXTS]
+    rows = [encoding["input_ids"] for encoding in encodings]
     rows += [[], rows[-1][:max_length]]  # no tokens at all (a BERT tokenizer adds [CLS] [SEP]); exactly max_length
     input_ids, attention_mask = padded_batch(rows, tokenizer.pad_token_id, tokenizer.padding_side)
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "ngram_ids" in encodings[0]:
+        encodings += [{"ngram_ids": [], "ngram_weights": []}, encodings[-1]]
+        ngrams = padded_ngrams(*([encoding[name] for encoding in encodings] for name in NGRAM_INPUT_NAMES))
+        batch |= dict(zip(NGRAM_INPUT_NAMES, ngrams))
+    return batch
 
 
 def export_graph(model, path: Path, opset: int) -> None:
     """`torch.onnx.export` of the logits, batch and sequence axes dynamic."""
     example = (torch.tensor([[5, 6, 7], [8, 9, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    names = input_names(model)
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    if len(names) > len(INPUT_NAMES):
+        example += (torch.tensor([[1, 2], [3, 0]]), torch.tensor([[0.6, 0.8], [1.0, 0.0]]))
+        axes |= {name: {0: "batch", 1: "ngrams"} for name in NGRAM_INPUT_NAMES}
     with warnings.catch_warnings():
         # The tracer notes the model's empty-batch branch (never taken on the example): callers
         # pad a batch to one step at least, as `OnnxClassifier` does.
@@ -94,7 +112,7 @@ def export_graph(model, path: Path, opset: int) -> None:
             LogitsOnly(model).eval(),
             example,
             str(path),
-            input_names=list(INPUT_NAMES),
+            input_names=list(names),
             output_names=["logits"],
             dynamic_axes={**axes, "logits": {0: "batch"}},
             opset_version=opset,

@@ -232,8 +232,12 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
 MODEL_COLUMNS = ["input_ids", "attention_mask", "labels"]
 
 
+NGRAM_COLUMNS = ["ngram_ids", "ngram_weights"]  # with a TF-IDF branch (`tfidf_branch.add_ngram_columns`)
+
+
 def _model_inputs(dataset, extra_columns=()):
-    return dataset.rename_column("label", "labels").select_columns([*MODEL_COLUMNS, *extra_columns])
+    ngrams = [column for column in NGRAM_COLUMNS if column in dataset.column_names]
+    return dataset.rename_column("label", "labels").select_columns([*MODEL_COLUMNS, *ngrams, *extra_columns])
 
 
 def train_dataloader(

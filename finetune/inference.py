@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from transformers import pipeline
 from transformers.pipelines.text_classification import sigmoid, softmax
 
-from .batching import length_sorted_batches, padded_batch
+from .batching import length_sorted_batches, padded_batch, padded_ngrams
 from .errors import ArgumentError
 from .model_files import check_finite_weights, check_model_directory, hub_errors
 from .multilabel import config_thresholds, is_multi_label, predicted_label_sets
@@ -144,14 +144,18 @@ def predict_logits(
     """The model's logits (float32) for `texts`, in their order; as `predict_probabilities`, before the scores.
     `max_length`: texts are cut to this many tokens (None: as `pipeline()` calls the tokenizer, uncut)."""
     if max_length is None:
-        encoded = tokenizer(texts)["input_ids"]  # as pipeline() calls it: no padding, its truncation
+        encoding = tokenizer(texts)  # as pipeline() calls it: no padding, its truncation
     else:
-        encoded = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        encoding = tokenizer(texts, truncation=True, max_length=max_length)
+    encoded, names = encoding["input_ids"], ["input_ids", "attention_mask"]
+    if "ngram_ids" in encoding:  # a TF-IDF branch reads them
+        names += ["ngram_ids", "ngram_weights"]
     logits = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
     for rows in length_sorted_batches([len(ids) for ids in encoded], batch_size):
         batch = padded_batch([encoded[i] for i in rows], tokenizer.pad_token_id, tokenizer.padding_side)
-        input_ids, attention_mask = (torch.from_numpy(array).to(model.device) for array in batch)
-        outputs = model(input_ids=input_ids, attention_mask=attention_mask)
+        if len(names) > 2:
+            batch += padded_ngrams(*([encoding[name][i] for i in rows] for name in names[2:]))
+        outputs = model(**{name: torch.from_numpy(array).to(model.device) for name, array in zip(names, batch)})
         logits[rows] = outputs.logits.float().cpu().numpy()
         if progress is not None:
             progress.update(len(rows))

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .batching import length_sorted_batches, padded_batch
+from .batching import length_sorted_batches, padded_batch, padded_ngrams
 from .errors import ModelDirectoryError
 from .models.bilstm_attention.long_text import LongText
 from .models.bilstm_attention.normalization_chinese import CHAR_MAP_FILE, CharNormalizer
 from .models.bilstm_attention.segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, read_vocab
+from .models.bilstm_attention.tfidf_ngrams import NGRAM_FILE, TfidfNgrams
 
 ONNX_DIR = "onnx"
 MODEL_FILE = "model.onnx"
@@ -79,9 +80,20 @@ class _JiebaIds:
         # pipeline() calls JiebaTokenizer without arguments: it cuts to model_max_length.
         self.max_length = settings.get("model_max_length")
         self.truncation_side = settings.get("truncation_side", "right")
+        self.tfidf = None  # a TF-IDF branch's n-grams, as JiebaTokenizer reads them
+        if settings.get("tfidf_required"):
+            if not (directory / NGRAM_FILE).is_file():
+                raise ModelDirectoryError(f"{directory / NGRAM_FILE} is missing: the model has a TF-IDF branch")
+            self.tfidf = TfidfNgrams.from_file(str(directory / NGRAM_FILE))
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
         return self.vocabulary.encode(texts, self.max_length, self.truncation_side)
+
+    def ngram_features(self, texts: list[str]) -> list[tuple[list[int], list[float]]] | None:
+        """Each text's `ngram_ids` and `ngram_weights`; None without a TF-IDF branch."""
+        if self.tfidf is None:
+            return None
+        return [self.tfidf.features(self.vocabulary.normalized(text)) for text in texts]
 
 
 class _RustTokenizerIds:
@@ -99,6 +111,9 @@ class _RustTokenizerIds:
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
+
+    def ngram_features(self, texts: list[str]) -> None:
+        return None  # no TF-IDF branch over these tokenizers
 
 
 def _scores(logits: np.ndarray, config: dict) -> np.ndarray:
@@ -158,6 +173,7 @@ class OnnxClassifier:
         check_texts(texts)
         # The model cuts long texts as its config says (and so does the graph): cutting here saves the work.
         encoded = [self.long_text.truncate(ids) for ids in self.encode(list(texts))]
+        ngrams = self.encode.ngram_features(list(texts))
         logits = np.empty((len(encoded), len(self.labels)), dtype=np.float32)
         for rows in length_sorted_batches([len(ids) for ids in encoded], self.batch_size):
             input_ids, attention_mask = padded_batch([encoded[i] for i in rows], self.pad_token_id, self.padding_side)
@@ -165,6 +181,9 @@ class OnnxClassifier:
                 input_ids = np.full((len(rows), 1), self.pad_token_id, dtype=np.int64)
                 attention_mask = np.zeros_like(input_ids)
             feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if ngrams is not None:
+                ids, weights = padded_ngrams([ngrams[i][0] for i in rows], [ngrams[i][1] for i in rows])
+                feed |= {"ngram_ids": ids, "ngram_weights": weights}
             logits[rows] = self.session.run(["logits"], feed)[0]
             if progress is not None:
                 progress.update(len(rows))

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from .errors import ArgumentError
-from .files import write_json_atomic, write_text_atomic
+from .files import save_pretrained_atomic, write_json_atomic, write_text_atomic
 from .hub import push_to_hub, write_model_card
 from .loop import Schedule, test_best_model
 from .metrics import short_metrics
@@ -56,12 +56,14 @@ def check_metric_for_problem(metric_for_best_model: str, config) -> None:
 
 
 def best_results(
-    accelerator, model, state, best_weights, test_split, tokenizer, args, parameters: tuple, validation_loader=None
-) -> tuple:
+    accelerator, model, state, best_weights, test_split, tokenizer, args, parameters: tuple, validation_loader=None,
+    splits=None,
+) -> tuple:  # fmt: skip
     """(results, unwrapped model): the best weights loaded back, the validation metrics they had, the
     loop's speed, the parameter counts, a multi-label model's decision thresholds (tuned on
-    `validation_loader`, saved in best/config.json) and, with `do_predict`, the test split's
-    metrics at those thresholds (logged)."""
+    `validation_loader`, saved in best/config.json), with `--tfidf_branch` the TF-IDF branch fitted
+    on `splits` (the texts) and attached (best/ saved again) and, with `do_predict`, the test split's
+    metrics at those thresholds or with that branch (logged)."""
     check_parameters_in_sync(accelerator, model)
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.load_state_dict(best_weights)
@@ -69,11 +71,27 @@ def best_results(
     results = {**state.best, **state.speed(), "trainable_parameters": trainable, "total_parameters": total}
     if is_multi_label(unwrapped.config) and validation_loader is not None:
         results["thresholds"] = tune_decision_thresholds(accelerator, model, validation_loader, args)
+    if getattr(args.head, "tfidf_branch", False):
+        results["tfidf_branch"], test_split = tfidf_phase(accelerator, unwrapped, tokenizer, splits, test_split, args)
     if args.training.do_predict and test_split is not None:
         results.update(test_best_model(model, test_split, tokenizer, accelerator, args))
         accelerator.log({f"test/{k}": v for k, v in short_metrics(results, "test_").items()}, step=state.step)
     results["hardware"] = run_hardware(accelerator)
     return results, unwrapped
+
+
+def tfidf_phase(accelerator, model, tokenizer, splits, test_split, args) -> tuple:
+    """The TF-IDF branch fitted (every process: it is deterministic) and attached, best/ saved with it;
+    (its report, the test split with the n-gram features it reads)."""
+    from .argument_checks import best_model_metric
+    from .tfidf_branch import add_ngram_columns, attach_tfidf_branch
+
+    metric = "accuracy" if best_model_metric(args.training.metric_for_best_model) == "accuracy" else "macro_f1"
+    report = attach_tfidf_branch(model, tokenizer, splits, metric)
+    if accelerator.is_main_process:
+        save_pretrained_atomic(model, tokenizer, Path(args.training.output_dir) / "best")
+    accelerator.wait_for_everyone()
+    return report, None if test_split is None else add_ngram_columns(test_split, tokenizer)
 
 
 def tune_decision_thresholds(accelerator, model, validation_loader, args) -> dict:

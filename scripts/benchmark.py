@@ -185,7 +185,8 @@ def run_recipe(args, common: dict, seed: int, run_dir: Path, log: Path) -> dict:
         raise ArgumentError(f"{run_dir}: a run the benchmark did not start; give another --runs_dir or delete it")
     resumed = record is not None
     write_json_atomic({"settings": settings}, record_path)  # before the run: a killed one is resumed
-    probabilities_path(run_dir).unlink(missing_ok=True)  # of a best model the run may replace
+    for alone in (False, True):  # of a best model the run may replace
+        probabilities_path(run_dir, alone).unlink(missing_ok=True)
     recipe = DISTILL_RECIPE if is_distillation(settings["config"]) else RECIPE
     command = [sys.executable, str(recipe), "--config", settings["config"], *settings["flags"], "--seed", str(seed),
                "--output_dir", str(run_dir), "--resume_from_checkpoint", "latest"]  # fmt: skip
@@ -217,31 +218,41 @@ def recipe_result(run_dir: Path, seed: int, wall_seconds, test_texts: list[str],
     predicted = [label2id[by_text[text]] for text in test_texts]
     if abs(np.mean(np.asarray(predicted) == labels) - metrics["test_accuracy"]) > 1e-9:
         raise FinetuneError(f"{run_dir}: test_predictions.csv disagrees with metrics.json's test_accuracy")
-    # The training loop's time: a resumed run's counts its time before the kill too (the wall time does not)
-    return {"method": "recipe", "seed": seed, "fit_seconds": metrics["train_runtime_s"], "run_dir": str(run_dir),
+    # The training loop's time (+ the TF-IDF branch's fit): a resumed run's counts its time before the kill too
+    fit_seconds = metrics["train_runtime_s"] + metrics.get("tfidf_branch", {}).get("fit_seconds", 0.0)
+    return {"method": "recipe", "seed": seed, "fit_seconds": fit_seconds, "run_dir": str(run_dir),
             "wall_seconds": wall_seconds, "test_accuracy": metrics["test_accuracy"],
             "test_macro_f1": metrics["test_macro_f1"], "predicted": predicted}  # fmt: skip
 
 
-def probabilities_path(run_dir: Path) -> Path:
-    return run_dir.with_name(run_dir.name + ".probabilities.npy")
+def probabilities_path(run_dir: Path, alone: bool = False) -> Path:
+    return run_dir.with_name(run_dir.name + (".alone" if alone else "") + ".probabilities.npy")
 
 
-def recipe_probabilities(run_dir: Path, test_texts: list[str], predicted: list[int]) -> np.ndarray:
+def has_tfidf_branch(run_dir: Path) -> bool:
+    """Whether the run's best model carries a TF-IDF branch (`--tfidf_branch`)."""
+    config = json.loads((run_dir / "best" / "config.json").read_text(encoding="utf-8"))
+    return config.get("tfidf_num_ngrams", 0) > 0
+
+
+def recipe_probabilities(run_dir: Path, test_texts: list[str], predicted: list[int], alone=False) -> np.ndarray:
     """The run's best model's label scores on the test texts (cut as the recipe cuts them), computed
     once and kept beside the run (RUN_DIR.probabilities.npy; the recipe refuses files it did not write
-    in its directory); their argmax is the run's own prediction."""
-    path = probabilities_path(run_dir)
+    in its directory); their argmax is the run's own prediction. `alone`: a model with a TF-IDF branch
+    without it (mix weight 0: the BiLSTM's own scores; RUN_DIR.alone.probabilities.npy)."""
+    path = probabilities_path(run_dir, alone)
     if path.exists() and (kept := np.load(path)).shape[0] == len(test_texts):
         return kept
     from finetune.inference import load_classifier, predict_probabilities
 
     classifier = load_classifier(run_dir / "best")
     model, tokenizer = classifier.model, classifier.tokenizer
+    if alone:
+        model.config.tfidf_mix_weight = 0.0
     max_length = None if getattr(model.config, "long_text", None) == "windows" else tokenizer.model_max_length
     probabilities = predict_probabilities(model, tokenizer, test_texts, batch_size=256, max_length=max_length)
     agree = float(np.mean(probabilities.argmax(-1) == np.asarray(predicted)))
-    if agree < 0.999:
+    if agree < 0.999 and not alone:
         raise FinetuneError(f"{run_dir}: its best model agrees with test_predictions.csv on {agree:.1%} of texts only")
     with atomic_path(path) as temporary, open(temporary, "wb") as file:
         np.save(file, probabilities)
@@ -261,6 +272,21 @@ def ensemble_runs(recipe_runs: list[dict], tfidf: dict, labels: np.ndarray, prob
                      "fit_seconds": run["fit_seconds"] + tfidf["fit_seconds"],
                      "wall_seconds": None if run["wall_seconds"] is None
                      else run["wall_seconds"] + tfidf["wall_seconds"],
+                     "predicted": predicted.tolist()})  # fmt: skip
+    return runs
+
+
+def branchless_runs(recipe_runs: list[dict], test_texts: list[str], labels: np.ndarray) -> list:
+    """Each run of a recipe with a TF-IDF branch scored without it (mix weight 0): what the branch adds."""
+    runs = []
+    for run in recipe_runs:
+        probabilities = recipe_probabilities(Path(run["run_dir"]), test_texts, run["predicted"], alone=True)
+        predicted = probabilities.argmax(-1)
+        runs.append({"method": "branchless", "config": run["config"], "seed": run["seed"],
+                     "title": f"{run['title']}, its BiLSTM alone (no TF-IDF branch)",
+                     "test_accuracy": float(np.mean(predicted == labels)),
+                     "test_macro_f1": macro_f1(labels, predicted.tolist(), probabilities.shape[1]),
+                     "fit_seconds": run["fit_seconds"], "wall_seconds": run["wall_seconds"],
                      "predicted": predicted.tolist()})  # fmt: skip
     return runs
 
@@ -415,7 +441,9 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
             progress.update(1)
         add_seed_spread(recipe_runs)
         runs += recipe_runs
-        if tfidf is not None:
+        if has_tfidf_branch(Path(recipe_runs[0]["run_dir"])):  # already an ensemble: its BiLSTM alone beside it
+            ensembles += branchless_runs(recipe_runs, test_texts, labels)
+        elif tfidf is not None:
             probabilities = [recipe_probabilities(Path(run["run_dir"]), test_texts, run["predicted"])
                              for run in recipe_runs]  # fmt: skip
             ensembles += ensemble_runs(recipe_runs, tfidf, labels, probabilities)

@@ -85,6 +85,13 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
         prefix_special_tokens (`int`, defaults to 0), suffix_special_tokens (`int`, defaults to 0):
             Special tokens the tokenizer puts before and after a text (BERT: [CLS] and [SEP], 1 and 1),
             kept in every cut and window.
+        tfidf_num_ngrams (`int`, defaults to 0):
+            A TF-IDF branch beside the BiLSTM: a linear model over this many character n-grams (the
+            tokenizer's `tfidf_ngrams.json` gives their `ngram_ids` and `ngram_weights`), fitted by logistic
+            regression on the training texts; 0: none. Single-label classification only.
+        tfidf_mix_weight (`float`, defaults to 0.5):
+            The branch's share: the model's probabilities are `(1 - w) * BiLSTM's + w * the branch's`
+            (its logits are their log), `w` chosen on the validation split.
     """
 
     model_type = "bilstm_attention"
@@ -116,6 +123,8 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
     window_aggregation: str = "mean"
     prefix_special_tokens: int = 0
     suffix_special_tokens: int = 0
+    tfidf_num_ngrams: int = 0
+    tfidf_mix_weight: float = 0.5
     pad_token_id: int | None = 0
     initializer_range: float = 0.1
 
@@ -127,6 +136,11 @@ class BiLSTMAttentionConfig(PreTrainedConfig):
             raise ValueError(f"encoder_type {self.encoder_type!r} needs encoder_config (the encoder's own config)")
         for key, wanted in LongText.of(self).problems().items():
             raise ValueError(f"{key} must be {wanted}, got {getattr(self, key)!r}")
+        if self.tfidf_num_ngrams < 0 or not 0.0 <= self.tfidf_mix_weight <= 1.0:
+            raise ValueError(
+                "tfidf_num_ngrams must be >= 0 and tfidf_mix_weight in [0, 1], got "
+                f"{self.tfidf_num_ngrams} and {self.tfidf_mix_weight}"
+            )
         if self.encoder_layers < 1:
             raise ValueError(f"encoder_layers must be at least 1, got {self.encoder_layers}")
         super().__post_init__(**kwargs)

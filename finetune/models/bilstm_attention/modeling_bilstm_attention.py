@@ -177,6 +177,26 @@ def build_encoder(config: BiLSTMAttentionConfig) -> Encoder:
     return encoder
 
 
+class TfidfBranch(nn.Module):
+    """Logistic regression over character n-gram TF-IDF features (`tfidf_ngrams.py`): the weights of
+    n-gram i are row i of `weight` (row 0, the padding, is zero). Fitted outside, not trained here."""
+
+    def __init__(self, num_ngrams: int, num_labels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_ngrams + 1, num_labels), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(num_labels), requires_grad=False)
+
+    def forward(self, ngram_ids: torch.Tensor, ngram_weights: torch.Tensor) -> torch.Tensor:
+        features = self.weight[ngram_ids]  # (batch, n-grams, labels)
+        return torch.bmm(ngram_weights.to(features.dtype).unsqueeze(1), features).squeeze(1) + self.bias
+
+
+def mix_probabilities(logits: torch.Tensor, branch_logits: torch.Tensor, weight: float) -> torch.Tensor:
+    """Logits whose softmax is `(1 - weight) * softmax(logits) + weight * softmax(branch_logits)`."""
+    mixed = (1 - weight) * logits.float().softmax(-1) + weight * branch_logits.float().softmax(-1)
+    return mixed.clamp(min=torch.finfo(mixed.dtype).tiny).log().to(logits.dtype)
+
+
 class BiLSTMAttentionPreTrainedModel(PreTrainedModel):
     config_class = BiLSTMAttentionConfig
     base_model_prefix = "bilstm_attention"
@@ -202,7 +222,19 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         self.head = BiLSTMAttentionHead(config, self.encoder.output_dim)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(self.head.output_dim, config.num_labels)
+        self.tfidf_branch = TfidfBranch(config.tfidf_num_ngrams, config.num_labels) if config.tfidf_num_ngrams else None
         self.post_init()
+
+    def attach_tfidf_branch(self, weight: torch.Tensor, bias: torch.Tensor, mix_weight: float) -> None:
+        """Adds (or replaces) the TF-IDF branch: `weight` (n-grams, labels) and `bias` of a fitted
+        logistic regression, its probabilities mixed in with share `mix_weight`."""
+        if self.config.problem_type not in (None, "single_label_classification") or self.num_labels < 2:
+            raise ValueError(f"a TF-IDF branch needs single-label classification, not {self.config.problem_type}")
+        branch = TfidfBranch(weight.size(0), self.num_labels).to(self.classifier.weight.device)
+        branch.weight.data[1:] = weight.to(branch.weight)
+        branch.bias.data[:] = bias.to(branch.bias)
+        self.tfidf_branch = branch
+        self.config.tfidf_num_ngrams, self.config.tfidf_mix_weight = weight.size(0), float(mix_weight)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.encoder.embeddings
@@ -214,8 +246,16 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        ngram_ids: torch.Tensor | None = None,
+        ngram_weights: torch.Tensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput | tuple:
+        if self.tfidf_branch is not None:
+            if ngram_ids is None or ngram_weights is None:
+                raise ValueError(
+                    "this model has a TF-IDF branch: pass ngram_ids and ngram_weights, as its tokenizer gives them "
+                    "(it needs tfidf_ngrams.json)"
+                )
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
         # A tokenizer called without truncation (pipeline() does so) must not overrun the positions
@@ -223,7 +263,9 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         # config.json says, so that pipeline() and a Hub user see what training and evaluation saw.
         settings = LongText.of(self.config)
         if settings.mode == "windows" and input_ids.size(1) > settings.max_length:
-            return self._window_forward(input_ids, attention_mask, labels, output_attentions, return_dict, settings)
+            return self._window_forward(
+                input_ids, attention_mask, labels, output_attentions, return_dict, settings, (ngram_ids, ngram_weights)
+            )
         input_ids, attention_mask = truncate_batch(input_ids, attention_mask, settings)
         if input_ids.size(1) == 0:
             # A batch of empty texts: give the LSTM one masked padding step to run over.
@@ -234,9 +276,11 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
             logits, weights = self._scores_by_length(input_ids, mask)
         else:
             logits, weights = self._scores(input_ids, mask)
-        return self._output(logits, weights, labels, output_attentions, return_dict)
+        return self._output(logits, weights, labels, output_attentions, return_dict, (ngram_ids, ngram_weights))
 
-    def _output(self, logits, weights, labels, output_attentions, return_dict) -> SequenceClassifierOutput | tuple:
+    def _output(self, logits, weights, labels, output_attentions, return_dict, ngrams) -> SequenceClassifierOutput:
+        if self.tfidf_branch is not None:  # the text's n-grams (ids, weights)
+            logits = mix_probabilities(logits, self.tfidf_branch(*ngrams), self.config.tfidf_mix_weight)
         loss = None if labels is None else self.compute_loss(logits, labels)
         if output_attentions is None:
             output_attentions = self.config.output_attentions
@@ -245,7 +289,7 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
             return tuple(x for x in (loss, logits, attentions) if x is not None)
         return SequenceClassifierOutput(loss=loss, logits=logits, attentions=attentions)
 
-    def _window_forward(self, input_ids, attention_mask, labels, output_attentions, return_dict, settings: LongText):
+    def _window_forward(self, input_ids, attention_mask, labels, output_attentions, return_dict, settings, ngrams):
         """Texts longer than a window: every window scored, the scores aggregated per text
         (`aggregate_windows`); the attention weights of overlapping windows are averaged onto the text."""
         ids, mask, texts, source = window_batch(input_ids, attention_mask, settings, self.config.pad_token_id)
@@ -266,7 +310,8 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         rows = texts.unsqueeze(1).expand_as(source)
         on_text.index_put_((rows, source.where(source >= 0, input_ids.size(1))), weights, accumulate=True)
         windows_per_text = torch.bincount(texts, minlength=batch).clamp(min=1).unsqueeze(1)
-        return self._output(text_logits, on_text[:, :-1] / windows_per_text, labels, output_attentions, return_dict)
+        weights = on_text[:, :-1] / windows_per_text
+        return self._output(text_logits, weights, labels, output_attentions, return_dict, ngrams)
 
     def _scores(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and attention weights of a padded batch."""

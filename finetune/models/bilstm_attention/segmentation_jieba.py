@@ -122,13 +122,15 @@ class JiebaVocabulary:
 
     def segment(self, text: str) -> list[str]:
         """Words of `text` as the model sees them: normalised, lowercased, segmented, whitespace dropped."""
+        return [word for word in self.cut(self.normalized(text)) if not word.isspace()]
+
+    def normalized(self, text: str) -> str:
+        """`text` as the segmenter reads it: characters mapped (`char_map`), lowercased."""
         if not isinstance(text, str):
             raise TypeError(f"text is {describe(text)}, expected a string")
         if self.normalize is not None:
             text = self.normalize(text)
-        if self.do_lower_case:
-            text = text.lower()
-        return [word for word in self.cut(text) if not word.isspace()]
+        return text.lower() if self.do_lower_case else text
 
     def words_to_tokens(self, words: list[str]) -> list[str]:
         """Words to vocabulary tokens: unknown words become their characters when so configured."""

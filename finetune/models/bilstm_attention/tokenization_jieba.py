@@ -15,10 +15,17 @@ from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy,
 
 from .normalization_chinese import CHAR_MAP_FILE, CharNormalizer
 from .segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, read_vocab, truncate
+from .tfidf_ngrams import NGRAM_FILE, TfidfNgrams
 
 __all__ = ["JiebaTokenizer", "check_texts", "load_segmenter"]
 
-VOCAB_FILES_NAMES = {"vocab_file": "vocab.txt", "user_dict_file": "user_dict.txt", "char_map_file": CHAR_MAP_FILE}
+VOCAB_FILES_NAMES = {
+    "vocab_file": "vocab.txt",
+    "user_dict_file": "user_dict.txt",
+    "char_map_file": CHAR_MAP_FILE,
+    "tfidf_file": NGRAM_FILE,
+}
+NGRAM_INPUTS = ("ngram_ids", "ngram_weights")  # the TF-IDF branch's inputs, when the tokenizer has n-grams
 # What the fast path of `_encode_plus` leaves to PreTrainedTokenizer: pairs' and overflow's outputs.
 SLOW_PATH_OPTIONS = (
     "return_overflowing_tokens",
@@ -51,6 +58,9 @@ class JiebaTokenizer(PreTrainedTokenizer):
         traditional_to_simplified (`bool`, defaults to `False`), fullwidth_to_halfwidth (`bool`,
             defaults to `False`): What the table does, saved in tokenizer_config.json; either makes
             loading without `char_map.json` fail instead of reading other text than in training.
+        tfidf_file (`str`, *optional*): `tfidf_ngrams.json`, the character n-grams and idf weights of
+            the model's TF-IDF branch; with it every encoding also holds `ngram_ids` and `ngram_weights`
+            (`tfidf_ngrams.py`). Saved as `tfidf_required`, so that loading without it fails.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -69,6 +79,8 @@ class JiebaTokenizer(PreTrainedTokenizer):
         char_map: dict[str, str] | None = None,
         traditional_to_simplified: bool = False,
         fullwidth_to_halfwidth: bool = False,
+        tfidf_file: str | None = None,
+        tfidf_required: bool = False,
         unk_token: str = "[UNK]",
         pad_token: str = "[PAD]",
         **kwargs,
@@ -90,6 +102,8 @@ class JiebaTokenizer(PreTrainedTokenizer):
                 f"{where}: no char_map.json: the tokenizer was saved normalising characters "
                 "(traditional_to_simplified/fullwidth_to_halfwidth) and would read other text without it"
             )
+        if tfidf_required and not tfidf_file:
+            raise ValueError(f"{where}: no {NGRAM_FILE}: the model has a TF-IDF branch that reads the n-grams it lists")
         if vocab is not None:
             tokens = list(vocab)
         else:
@@ -116,6 +130,8 @@ class JiebaTokenizer(PreTrainedTokenizer):
             char_map=char_map,
         )
         self.vocab = self.words.ids  # one dictionary, read by both
+        self.tfidf = TfidfNgrams.from_file(tfidf_file) if tfidf_file else None
+        kwargs.pop("model_input_names", None)  # what it is follows from the files
         super().__init__(
             segmenter=segmenter,
             do_lower_case=do_lower_case,
@@ -127,6 +143,17 @@ class JiebaTokenizer(PreTrainedTokenizer):
             pad_token=pad_token,
             **kwargs,
         )
+        self.set_tfidf(self.tfidf)
+
+    def set_tfidf(self, tfidf: TfidfNgrams | None) -> None:
+        """Gives every encoding the TF-IDF n-gram features of `tfidf` too (None: no more)."""
+        self.tfidf = tfidf
+        self.init_kwargs["tfidf_required"] = tfidf is not None
+        self.model_input_names = ["input_ids", "attention_mask", *(NGRAM_INPUTS if tfidf is not None else ())]
+
+    def ngram_features(self, text: str) -> tuple[list[int], list[float]]:
+        """`ngram_ids` and `ngram_weights` of a text: its n-grams after the segmenter's normalisation."""
+        return self.tfidf.features(self.words.normalized(text))
 
     @property
     def vocab_size(self) -> int:
@@ -174,7 +201,8 @@ class JiebaTokenizer(PreTrainedTokenizer):
         # take a direct path instead; the ids and masks are the same (tests compare them).
         sequences = self._fast_path_sequences(text, text_pair, kwargs)
         if sequences is None:
-            return super()._encode_plus(text, text_pair, **kwargs)
+            encoded = super()._encode_plus(text, text_pair, **kwargs)
+            return encoded if self.tfidf is None else self._add_ngrams(encoded, text, text_pair, kwargs)
         batched = not isinstance(text, str) and not (kwargs.get("is_split_into_words") and isinstance(text[0], str))
         max_length = kwargs.get("max_length")
         cut = kwargs.get("truncation_strategy") != TruncationStrategy.DO_NOT_TRUNCATE and max_length
@@ -188,13 +216,35 @@ class JiebaTokenizer(PreTrainedTokenizer):
             self._eventual_warn_about_too_long_sequence(ids, max_length, kwargs.get("verbose", True))
             encoded.append(ids)
         outputs = self._pad_ids(encoded, batched, kwargs)
+        if self.tfidf is not None:
+            texts = [item if isinstance(item, str) else "".join(item) for item in sequences]
+            padded = kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD) != PaddingStrategy.DO_NOT_PAD
+            outputs |= pad_ngrams([self.ngram_features(item) for item in texts], padded and batched)
         return_tensors = kwargs.get("return_tensors")
-        if return_tensors in ("pt", "np") and len({len(ids) for ids in outputs["input_ids"]}) == 1:
+        if return_tensors in ("pt", "np") and all(len({len(row) for row in rows}) == 1 for rows in outputs.values()):
             # torch.tensor() reads nested lists at ~1 us an id; from an int64 array it copies memory.
-            outputs = {key: np.array(rows, dtype=np.int64) for key, rows in outputs.items()}
+            outputs = {key: np.array(rows, dtype=INPUT_DTYPES.get(key, np.int64)) for key, rows in outputs.items()}
         if batched:
             return BatchEncoding(outputs, tensor_type=return_tensors)
         return BatchEncoding({k: v[0] for k, v in outputs.items()}, tensor_type=return_tensors, prepend_batch_axis=True)
+
+    def _add_ngrams(self, encoded: BatchEncoding, text, text_pair, kwargs) -> BatchEncoding:
+        """PreTrainedTokenizer's encoding of single texts with their n-gram features (a TF-IDF branch's)."""
+        if text_pair is not None or kwargs.get("return_overflowing_tokens"):
+            raise ValueError(
+                "a tokenizer with TF-IDF n-grams (tfidf_ngrams.json) encodes single texts, not pairs or overflow"
+            )
+        words = kwargs.get("is_split_into_words")
+        single = isinstance(text, str) or (words and all(isinstance(item, str) for item in text))
+        texts = [text] if single else list(text)
+        texts = [item if isinstance(item, str) else "".join(item) for item in texts]
+        padded = kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD) != PaddingStrategy.DO_NOT_PAD
+        features = pad_ngrams([self.ngram_features(item) for item in texts], padded and not single)
+        if single:
+            features = {key: rows[0] for key, rows in features.items()}
+        return_tensors = kwargs.get("return_tensors")
+        encoded.update(BatchEncoding(features, tensor_type=return_tensors, prepend_batch_axis=single))
+        return encoded
 
     def _fast_path_sequences(self, text, text_pair, kwargs) -> list | None:
         """The texts (or pretokenized word lists) `_encode_plus` can encode directly; None: the slow path."""
@@ -246,6 +296,20 @@ class JiebaTokenizer(PreTrainedTokenizer):
             else {"input_ids": input_ids}
         )
 
+    def pad(self, encoded_inputs, *args, **kwargs) -> BatchEncoding:
+        # PreTrainedTokenizer pads `input_ids` and its masks only: the n-gram lists are padded here.
+        if self.tfidf is None:
+            return super().pad(encoded_inputs, *args, **kwargs)
+        rows = encoded_inputs if isinstance(encoded_inputs, (list, tuple)) else None
+        if rows and all(key in rows[0] for key in NGRAM_INPUTS):
+            ngrams = [([int(i) for i in row["ngram_ids"]], [float(w) for w in row["ngram_weights"]]) for row in rows]
+            rows = [{key: value for key, value in row.items() if key not in NGRAM_INPUTS} for row in rows]
+            padded = super().pad(rows, *args, **kwargs)
+            arrays = {key: np.array(value, dtype=INPUT_DTYPES.get(key, np.int64))
+                      for key, value in pad_ngrams(ngrams, True).items()}  # fmt: skip
+            return BatchEncoding({**padded, **arrays}, tensor_type=kwargs.get("return_tensors"))
+        return super().pad(encoded_inputs, *args, **kwargs)
+
     def _get_padding_truncation_strategies(self, padding=False, truncation=None, max_length=None, *args, **kwargs):
         # An LSTM has no hard length limit, but a 100k-character post should not cost minutes of
         # CPU in pipeline(): truncate to model_max_length unless the caller says otherwise.
@@ -260,6 +324,9 @@ class JiebaTokenizer(PreTrainedTokenizer):
             for index in range(len(self.ids_to_tokens)):
                 f.write(self.ids_to_tokens[index] + "\n")
         saved = (vocab_path,)
+        if self.tfidf is not None:
+            saved += (os.path.join(save_directory, prefix + NGRAM_FILE),)
+            self.tfidf.save(saved[-1])
         if self.char_map:
             saved += (os.path.join(save_directory, prefix + CHAR_MAP_FILE),)
             CharNormalizer(self.char_map).save(saved[-1])
@@ -270,3 +337,15 @@ class JiebaTokenizer(PreTrainedTokenizer):
             with open(self.user_dict_file, encoding="utf-8-sig") as src, open(dict_path, "w", encoding="utf-8") as dst:
                 dst.write(src.read())
         return (*saved, dict_path)
+
+
+INPUT_DTYPES = {"ngram_weights": np.float32}
+
+
+def pad_ngrams(features: list[tuple[list[int], list[float]]], pad: bool) -> dict[str, list]:
+    """`ngram_ids` and `ngram_weights` of a batch; `pad`: to the longest (id 0, weight 0: adds nothing)."""
+    width = max((len(ids) for ids, _ in features), default=0) if pad else 0
+    return {
+        "ngram_ids": [ids + [0] * (width - len(ids)) for ids, _ in features],
+        "ngram_weights": [weights + [0.0] * (width - len(weights)) for _, weights in features],
+    }
