@@ -164,7 +164,7 @@ def _distillation_description(distill: dict) -> str:
 
 def _training_description(run: dict, metrics: dict) -> list[str]:
     """The Training section's lines after Data and Encoder: distillation, LoRA, freezing, steps, adversarial
-    training, time."""
+    training, the TF-IDF branch, time."""
     lines = [_distillation_description(metrics["distillation"])] if metrics.get("distillation") else []
     if run.get("lora_r"):
         lora = metrics.get("lora", {})
@@ -198,6 +198,12 @@ def _training_description(run: dict, metrics: dict) -> list[str]:
         interval = run.get("adversarial_interval", 1)
         every = "every step" if interval == 1 else f"one optimizer step in {interval}"
         lines.append(f"Adversarial training on the input embeddings (Miyato et al., 2017), epsilon {epsilon}, {every}")
+    if branch := metrics.get("tfidf_branch"):
+        lines.append(
+            f"TF-IDF branch: character 1-3-gram TF-IDF + logistic regression (C {branch['C']:g}, "
+            f"{branch['ngrams']:,} n-grams) fitted on the training texts after the BiLSTM; the model's probabilities "
+            f"are {1 - branch['mix_weight']:g} x the BiLSTM's + {branch['mix_weight']:g} x the branch's"
+        )
     hardware = metrics.get("hardware", {})
     runtime = metrics.get("train_runtime_s")
     if runtime is not None:

@@ -57,12 +57,12 @@ def check_metric_for_problem(metric_for_best_model: str, config) -> None:
 
 def best_results(
     accelerator, model, state, best_weights, test_split, tokenizer, args, parameters: tuple, validation_loader=None,
-    splits=None,
+    tfidf_splits=None,
 ) -> tuple:  # fmt: skip
     """(results, unwrapped model): the best weights loaded back, the validation metrics they had, the
     loop's speed, the parameter counts, a multi-label model's decision thresholds (tuned on
-    `validation_loader`, saved in best/config.json), with `--tfidf_branch` the TF-IDF branch fitted
-    on `splits` (the texts) and attached (best/ saved again) and, with `do_predict`, the test split's
+    `validation_loader`, saved in best/config.json), a TF-IDF branch fitted on `tfidf_splits` (the
+    texts; `tfidf_branch_applies`) and attached (best/ saved again) and, with `do_predict`, the test split's
     metrics at those thresholds or with that branch (logged)."""
     check_parameters_in_sync(accelerator, model)
     unwrapped = accelerator.unwrap_model(model)
@@ -71,8 +71,9 @@ def best_results(
     results = {**state.best, **state.speed(), "trainable_parameters": trainable, "total_parameters": total}
     if is_multi_label(unwrapped.config) and validation_loader is not None:
         results["thresholds"] = tune_decision_thresholds(accelerator, model, validation_loader, args)
-    if getattr(args.head, "tfidf_branch", False):
-        results["tfidf_branch"], test_split = tfidf_phase(accelerator, unwrapped, tokenizer, splits, test_split, args)
+    if tfidf_splits is not None:
+        results["tfidf_branch"], test_split = tfidf_phase(accelerator, unwrapped, tokenizer, tfidf_splits, test_split,
+                                                          args)  # fmt: skip
     if args.training.do_predict and test_split is not None:
         results.update(test_best_model(model, test_split, tokenizer, accelerator, args))
         accelerator.log({f"test/{k}": v for k, v in short_metrics(results, "test_").items()}, step=state.step)

@@ -37,17 +37,27 @@ C_GRID = (4.0, 16.0, 64.0)
 NGRAM_RANGE = (1, 3)
 
 
-def check_tfidf_branch(args, multi_label: bool) -> None:
-    """Refuses `--tfidf_branch` where it cannot apply: other tokenizers than jieba's, multi-label data."""
+def tfidf_branch_applies(args, multi_label: bool) -> bool:
+    """Whether the run fits a TF-IDF branch: `--tfidf_branch` on single-label data (multi-label data: a
+    warning, no branch; the default config asks for one).
+
+    Raises:
+        ArgumentError: `--tfidf_branch` with another encoder than word vectors (its tokenizer gives the
+            n-grams), or with `--lora`.
+    """
     if not args.head.tfidf_branch:
-        return
+        return False
     if args.encoder.encoder_type != "word_vectors":
         raise ArgumentError(
             f"--tfidf_branch: the word-vector encoder's tokenizer gives the n-grams; --encoder_type is "
             f"{args.encoder.encoder_type}"
         )
+    if args.lora.enabled:
+        raise ArgumentError("--tfidf_branch with --lora: not supported (the adapter is saved without it); "
+                            "pass --tfidf_branch false")  # fmt: skip
     if multi_label:
-        raise ArgumentError("--tfidf_branch: single-label classification only (the data are multi-label)")
+        logger.warning("--tfidf_branch: not for multi-label data (one label per text only); the model has none")
+    return not multi_label
 
 
 def _analyzer(normalize, text: str) -> list[str]:

