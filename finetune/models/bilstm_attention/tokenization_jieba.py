@@ -151,9 +151,9 @@ class JiebaTokenizer(PreTrainedTokenizer):
         self.init_kwargs["tfidf_required"] = tfidf is not None
         self.model_input_names = ["input_ids", "attention_mask", *(NGRAM_INPUTS if tfidf is not None else ())]
 
-    def ngram_features(self, text: str) -> tuple[list[int], list[float]]:
-        """`ngram_ids` and `ngram_weights` of a text: its n-grams after the segmenter's normalisation."""
-        return self.tfidf.features(self.words.normalized(text))
+    def ngram_features(self, texts: list[str]) -> list[tuple[list[int], list[float]]]:
+        """`ngram_ids` and `ngram_weights` of each text: its n-grams after the segmenter's normalisation."""
+        return self.tfidf.batch_features([self.words.normalized(text) for text in texts])
 
     @property
     def vocab_size(self) -> int:
@@ -219,7 +219,7 @@ class JiebaTokenizer(PreTrainedTokenizer):
         if self.tfidf is not None:
             texts = [item if isinstance(item, str) else "".join(item) for item in sequences]
             padded = kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD) != PaddingStrategy.DO_NOT_PAD
-            outputs |= pad_ngrams([self.ngram_features(item) for item in texts], padded and batched)
+            outputs |= pad_ngrams(self.ngram_features(texts), padded and batched)
         return_tensors = kwargs.get("return_tensors")
         if return_tensors in ("pt", "np") and all(len({len(row) for row in rows}) == 1 for rows in outputs.values()):
             # torch.tensor() reads nested lists at ~1 us an id; from an int64 array it copies memory.
@@ -239,7 +239,7 @@ class JiebaTokenizer(PreTrainedTokenizer):
         texts = [text] if single else list(text)
         texts = [item if isinstance(item, str) else "".join(item) for item in texts]
         padded = kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD) != PaddingStrategy.DO_NOT_PAD
-        features = pad_ngrams([self.ngram_features(item) for item in texts], padded and not single)
+        features = pad_ngrams(self.ngram_features(texts), padded and not single)
         if single:
             features = {key: rows[0] for key, rows in features.items()}
         return_tensors = kwargs.get("return_tensors")
