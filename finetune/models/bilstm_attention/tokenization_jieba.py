@@ -217,9 +217,7 @@ class JiebaTokenizer(PreTrainedTokenizer):
             encoded.append(ids)
         outputs = self._pad_ids(encoded, batched, kwargs)
         if self.tfidf is not None:
-            texts = [item if isinstance(item, str) else "".join(item) for item in sequences]
-            padded = kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD) != PaddingStrategy.DO_NOT_PAD
-            outputs |= pad_ngrams(self.ngram_features(texts), padded and batched)
+            outputs |= self._ngram_inputs(sequences, batched, kwargs)
         return_tensors = kwargs.get("return_tensors")
         if return_tensors in ("pt", "np") and all(len({len(row) for row in rows}) == 1 for rows in outputs.values()):
             # torch.tensor() reads nested lists at ~1 us an id; from an int64 array it copies memory.
@@ -236,15 +234,18 @@ class JiebaTokenizer(PreTrainedTokenizer):
             )
         words = kwargs.get("is_split_into_words")
         single = isinstance(text, str) or (words and all(isinstance(item, str) for item in text))
-        texts = [text] if single else list(text)
-        texts = [item if isinstance(item, str) else "".join(item) for item in texts]
-        padded = kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD) != PaddingStrategy.DO_NOT_PAD
-        features = pad_ngrams(self.ngram_features(texts), padded and not single)
+        features = self._ngram_inputs([text] if single else list(text), not single, kwargs)
         if single:
             features = {key: rows[0] for key, rows in features.items()}
         return_tensors = kwargs.get("return_tensors")
         encoded.update(BatchEncoding(features, tensor_type=return_tensors, prepend_batch_axis=single))
         return encoded
+
+    def _ngram_inputs(self, sequences: list, batched: bool, kwargs) -> dict[str, list]:
+        """`ngram_ids` and `ngram_weights` of texts (or word lists, read joined), padded as the ids are."""
+        texts = [item if isinstance(item, str) else "".join(item) for item in sequences]
+        padded = kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD) != PaddingStrategy.DO_NOT_PAD
+        return pad_ngrams(self.ngram_features(texts), padded and batched)
 
     def _fast_path_sequences(self, text, text_pair, kwargs) -> list | None:
         """The texts (or pretokenized word lists) `_encode_plus` can encode directly; None: the slow path."""
