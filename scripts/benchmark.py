@@ -362,9 +362,10 @@ def markdown_table(name: str, info: dict, rows: list[dict], resamples: int) -> s
     lines += ["", f"Mean ± sample std over seeds {info['seeds']}; split and caps drawn with seed {SPLIT_SEED}. The "
               f"interval: paired bootstrap ({resamples} resamples of the test texts, the same for both methods, and "
               "of each method's seeds). Train time: a baseline's fit with its choice on dev; the recipe's "
-              "training loop (train_runtime_s). Wall time: a baseline's fit and test predictions; the recipe's whole "
-              "run (start-up, reading, segmenting, word vectors, training, test; a run resumed after a kill is left "
-              "out)."]  # fmt: skip
+              "training loop (train_runtime_s) and its TF-IDF branch's fit. Wall time: a baseline's fit and test "
+              "predictions; the recipe's whole run (start-up, reading, segmenting, word vectors, training, test; a run "
+              "resumed after a kill is left out). A recipe with a TF-IDF branch is also scored without it (its "
+              "BiLSTM alone: the same runs, the branch's share set to 0)."]  # fmt: skip
     if info.get("notes"):
         lines += ["", f"Note: {info['notes']}."]
     return "\n".join(lines)

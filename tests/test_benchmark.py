@@ -17,7 +17,7 @@ from finetune.errors import ArgumentError
 
 SCRIPT = ROOT / "scripts" / "benchmark.py"
 TITLES = ["TF-IDF char 1-3-gram + LR (C=", "fastText (words + hashed bigrams)", "recipe word2vec_bilstm_attn",
-          "recipe word2vec_bilstm_attn + TF-IDF (mean of probabilities)"]  # fmt: skip
+          "recipe word2vec_bilstm_attn, its BiLSTM alone (no TF-IDF branch)"]  # fmt: skip
 
 
 def tiny_recipe_flags(vectors) -> str:
@@ -67,23 +67,21 @@ def test_two_seeds_give_the_table_json_and_seed_spread_and_a_rerun_reuses_them(f
     results = json.loads(output.read_text(encoding="utf-8"))["datasets"][folder.name]
     assert len(results["test_labels"]) == 30
     assert [(run["method"], run["seed"]) for run in results["runs"]] == [
-        ("tfidf_lr", 42), ("fasttext", 42), ("fasttext", 43), ("recipe", 42), ("recipe", 43), ("ensemble", 42),
-        ("ensemble", 43)]  # fmt: skip
+        ("tfidf_lr", 42), ("fasttext", 42), ("fasttext", 43), ("recipe", 42), ("recipe", 43), ("branchless", 42),
+        ("branchless", 43)]  # fmt: skip
     assert not any("probabilities" in run for run in results["runs"])  # kept beside each run, not in the JSON
     for run in results["runs"]:
         correct = [p == label for p, label in zip(run["predicted"], results["test_labels"], strict=True)]
         assert run["test_accuracy"] == pytest.approx(sum(correct) / 30)
     assert results["runs"][0]["test_accuracy"] >= 0.9  # TF-IDF on templated reviews
     recipe = [run for run in results["runs"] if run["method"] == "recipe"]
-    # The ensemble: each recipe run's best model's probabilities (their argmax its own predictions) and TF-IDF's,
-    # averaged
-    tfidf_record = next((runs_dir / folder.name).glob("tfidf_lr-*.json"))
-    tfidf = np.asarray(json.loads(tfidf_record.read_text())["result"]["probabilities"])
-    for run, ensemble in zip(recipe, results["runs"][5:], strict=True):
-        probabilities = np.load(run["run_dir"] + ".probabilities.npy")
-        assert probabilities.shape == tfidf.shape == (30, 2)
-        assert probabilities.argmax(-1).tolist() == run["predicted"]
-        assert ensemble["predicted"] == ((probabilities + tfidf) / 2).argmax(-1).tolist()
+    # The shipped config carries a TF-IDF branch: each run is also scored without it (its share set to 0), from
+    # its best model's BiLSTM alone; no ensemble row (the model is one already)
+    for run, alone in zip(recipe, results["runs"][5:], strict=True):
+        probabilities = np.load(run["run_dir"] + ".alone.probabilities.npy")
+        assert probabilities.shape == (30, 2) and alone["predicted"] == probabilities.argmax(-1).tolist()
+        metrics = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
+        assert run["fit_seconds"] == metrics["train_runtime_s"] + metrics["tfidf_branch"]["fit_seconds"]
     for run in recipe:
         assert Path(run["run_dir"]).name.startswith("word2vec_bilstm_attn-")
         metrics = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
@@ -109,6 +107,19 @@ def test_two_seeds_give_the_table_json_and_seed_spread_and_a_rerun_reuses_them(f
     assert json.loads(run43.with_name(run43.name + ".json").read_text())["wall_seconds"] is None  # a part only
     assert [row[:5] for row in table(again)] == [row[:5] for row in rows]  # the resumed run's best model is the same
     assert json.loads((run43 / "metrics.json").read_text())["seed_spread"]["seeds"] == [42, 43]
+
+
+def test_ensemble_rows_average_a_branchless_recipe_with_tfidf():
+    script = load_script()
+    labels = np.array([0, 1, 1, 0])
+    tfidf = {"probabilities": [[0.9, 0.1], [0.4, 0.6], [0.45, 0.55], [0.2, 0.8]], "fit_seconds": 2.0,
+             "wall_seconds": 3.0}  # fmt: skip
+    recipe = [{"config": "c", "seed": 42, "title": "recipe c", "fit_seconds": 10.0, "wall_seconds": None}]
+    probabilities = [np.array([[0.6, 0.4], [0.7, 0.3], [0.3, 0.7], [0.9, 0.1]])]
+    (row,) = script.ensemble_runs(recipe, tfidf, labels, probabilities)
+    # means: [.75 .25] [.55 .45] [.375 .625] [.55 .45] -> 0, 0, 1, 0: three of four right
+    assert row["predicted"] == [0, 0, 1, 0] and row["test_accuracy"] == 0.75
+    assert (row["method"], row["fit_seconds"], row["wall_seconds"]) == ("ensemble", 12.0, None)
 
 
 def load_script():
@@ -185,7 +196,8 @@ def test_several_configs_give_a_row_each_compared_with_the_first(folder, tiny_ve
     rows = table(printed)
     assert [row[0].split(" (")[0] for row in rows] == [
         "TF-IDF char 1-3-gram + LR", "recipe word2vec_bilstm_attn", "recipe max_pooling", "recipe student",
-        "recipe word2vec_bilstm_attn + TF-IDF", "recipe max_pooling + TF-IDF", "recipe student + TF-IDF"]  # fmt: skip
+        "recipe word2vec_bilstm_attn, its BiLSTM alone", "recipe max_pooling, its BiLSTM alone",
+        "recipe student + TF-IDF"]  # fmt: skip
     assert rows[1][5] == "—" and all(row[5].count("[") == 1 for row in rows[2:4])
     assert all(row[4].count("[") == 1 for row in rows[1:])
     results = json.loads((tmp_path / "runs" / "benchmark.json").read_text())["datasets"][folder.name]
