@@ -38,12 +38,11 @@ NGRAM_RANGE = (1, 3)
 
 
 def tfidf_branch_applies(args, multi_label: bool) -> bool:
-    """Whether the run fits a TF-IDF branch: `--tfidf_branch` on single-label data (multi-label data: a
-    warning, no branch; the default config asks for one).
+    """Whether the run fits a TF-IDF branch: `--tfidf_branch` on single-label data without LoRA (multi-label
+    data or `--lora`: a warning, no branch; the default config asks for one).
 
     Raises:
-        ArgumentError: `--tfidf_branch` with another encoder than word vectors (its tokenizer gives the
-            n-grams), or with `--lora`.
+        ArgumentError: `--tfidf_branch` with another encoder than word vectors (its tokenizer gives the n-grams).
     """
     if not args.head.tfidf_branch:
         return False
@@ -52,12 +51,11 @@ def tfidf_branch_applies(args, multi_label: bool) -> bool:
             f"--tfidf_branch: the word-vector encoder's tokenizer gives the n-grams; --encoder_type is "
             f"{args.encoder.encoder_type}"
         )
-    if args.lora.enabled:
-        raise ArgumentError("--tfidf_branch with --lora: not supported (the adapter is saved without it); "
-                            "pass --tfidf_branch false")  # fmt: skip
-    if multi_label:
-        logger.warning("--tfidf_branch: not for multi-label data (one label per text only); the model has none")
-    return not multi_label
+    if args.lora.enabled or multi_label:  # the default config asks for a branch: say why there is none
+        why = "with --lora the adapter is saved without it" if args.lora.enabled else "multi-label data"
+        logger.warning("--tfidf_branch: not fitted (%s); the model has no TF-IDF branch", why)
+        return False
+    return True
 
 
 def _analyzer(normalize, text: str) -> list[str]:

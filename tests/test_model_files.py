@@ -234,6 +234,9 @@ def test_tokenizer_still_takes_strings_ids_and_targets(trained_run):
     ids = tokenizer("这部电影很好")["input_ids"]
     assert tokenizer(["这部电影很好", "很差"])["input_ids"][0] == ids
     assert tokenizer(text_target="这部电影很好")["input_ids"] == ids
+    with pytest.raises(ValueError, match="needs texts, not token ids"):  # its TF-IDF branch reads the text
+        tokenizer(ids)
+    tokenizer.set_tfidf(None)
     assert tokenizer(ids)["input_ids"] == ids  # a list of ids passes through, as transformers allows
     with pytest.raises(TypeError, match="^text is None, expected a string$"):
         tokenizer.segment(None)

@@ -196,6 +196,9 @@ def test_every_encoding_path_gives_the_same_ngram_inputs(reviews_model):
         np.testing.assert_allclose(collated["ngram_weights"].numpy(), batch["ngram_weights"])
         with pytest.raises(ValueError, match="single texts, not pairs"):
             tokenizer("很好", "很差")
+        with pytest.raises(ValueError, match="needs texts, not token ids"):
+            tokenizer(batch["input_ids"][0].tolist())
+        assert tokenizer(["很", "好"], is_split_into_words=True)["ngram_ids"] == tokenizer("很好")["ngram_ids"]
     finally:
         tokenizer.set_tfidf(None)
 
@@ -225,7 +228,7 @@ def test_tfidf_branch_flag_is_checked_against_the_encoder_and_lora(caplog):
     assert not tfidf_branch_applies(args(branch=False), multi_label=False)
     with pytest.raises(ArgumentError, match="--tfidf_branch: .*--encoder_type is transformer"):
         tfidf_branch_applies(args("transformer"), multi_label=False)
-    with pytest.raises(ArgumentError, match="--tfidf_branch with --lora"):
-        tfidf_branch_applies(args(lora=True), multi_label=False)
+    assert not tfidf_branch_applies(args(lora=True), multi_label=False)
+    assert "--tfidf_branch: not fitted (with --lora the adapter is saved without it)" in caplog.text
     assert not tfidf_branch_applies(args(), multi_label=True)
-    assert "not for multi-label data" in caplog.text
+    assert "--tfidf_branch: not fitted (multi-label data)" in caplog.text

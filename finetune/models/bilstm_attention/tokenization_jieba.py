@@ -243,7 +243,9 @@ class JiebaTokenizer(PreTrainedTokenizer):
 
     def _ngram_inputs(self, sequences: list, batched: bool, kwargs) -> dict[str, list]:
         """`ngram_ids` and `ngram_weights` of texts (or word lists, read joined), padded as the ids are."""
-        texts = [item if isinstance(item, str) else "".join(item) for item in sequences]
+        texts = [item if isinstance(item, str) else "".join(item) for item in sequences if _is_text(item)]
+        if len(texts) < len(sequences):
+            raise ValueError("a tokenizer with TF-IDF n-grams (tfidf_ngrams.json) needs texts, not token ids")
         padded = kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD) != PaddingStrategy.DO_NOT_PAD
         return pad_ngrams(self.ngram_features(texts), padded and batched)
 
@@ -341,6 +343,11 @@ class JiebaTokenizer(PreTrainedTokenizer):
 
 
 INPUT_DTYPES = {"ngram_weights": np.float32}
+
+
+def _is_text(item) -> bool:
+    """A text, or a pretokenized one (a list of word strings)."""
+    return isinstance(item, str) or (isinstance(item, (list, tuple)) and all(isinstance(word, str) for word in item))
 
 
 def pad_ngrams(features: list[tuple[list[int], list[float]]], pad: bool) -> dict[str, list]:
