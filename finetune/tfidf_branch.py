@@ -7,8 +7,8 @@ model itself `pipeline()`, `finetune predict`, ONNX and the Hub carry it: the to
 n-gram features (`models/bilstm_attention/tfidf_ngrams.py`), the model's `TfidfBranch` scores them.
 
 After training (best weights back): fit TF-IDF + LR (`baselines.TfidfLogisticRegression`, C by
-validation `metric_for_best_model`) on the texts as the tokenizer normalises them; choose the mix
-weight on the validation split by the same metric; attach both; `best/` saved again.
+validation macro-F1) on the texts as the tokenizer normalises them; attach it; choose its share on
+the validation split by `metric_for_best_model` (accuracy, else macro-F1); `best/` saved again.
 """
 
 from __future__ import annotations
@@ -108,15 +108,18 @@ def attach_tfidf_branch(model, tokenizer, splits, metric: str) -> dict:
     train = {key: list(splits["train"][key]) for key in ("text", "label")}
     validation = {key: list(splits["validation"][key]) for key in ("text", "label")}
     tfidf, weights, selection = fit_branch(tokenizer, train, validation, model.num_labels)
+    model.attach_tfidf_branch(torch.from_numpy(weights[:-1]), torch.from_numpy(weights[-1]), 0.5)
+    tokenizer.set_tfidf(tfidf)
+    # Each part's validation probabilities, through the model itself: share 0 (the BiLSTM) and 1 (the branch)
     max_length = None if model.config.long_text == "windows" else tokenizer.model_max_length
     was_training = model.training
     model.eval()
-    model_probabilities = predict_probabilities(model, tokenizer, validation["text"], 256, max_length=max_length)
-    branch_logits = torch.from_numpy(_branch_logits(tfidf, weights, tokenizer, validation["text"]))
-    branch_probabilities = branch_logits.softmax(-1).numpy()
-    mix_weight, scores = choose_mix_weight(model_probabilities, branch_probabilities, validation["label"], metric)
-    model.attach_tfidf_branch(torch.from_numpy(weights[:-1]), torch.from_numpy(weights[-1]), mix_weight)
-    tokenizer.set_tfidf(tfidf)
+    parts = []
+    for share in (0.0, 1.0):
+        model.config.tfidf_mix_weight = share
+        parts.append(predict_probabilities(model, tokenizer, validation["text"], 256, max_length=max_length))
+    mix_weight, scores = choose_mix_weight(*parts, validation["label"], metric)
+    model.config.tfidf_mix_weight = mix_weight
     model.train(was_training)
     report = {
         "ngrams": len(tfidf),
@@ -131,15 +134,6 @@ def attach_tfidf_branch(model, tokenizer, splits, metric: str) -> dict:
         f"{len(tfidf):,}", selection["C"], mix_weight, metric, scores[0.0], scores[mix_weight], report["fit_seconds"],
     )  # fmt: skip
     return report
-
-
-def _branch_logits(tfidf: TfidfNgrams, weights: np.ndarray, tokenizer, texts: list[str]) -> np.ndarray:
-    """The branch's logits for `texts`, in numpy (as the model's `TfidfBranch` computes them)."""
-    logits = np.tile(weights[-1], (len(texts), 1))
-    for row, (ids, values) in enumerate(tfidf.batch_features([tokenizer.words.normalized(t) for t in texts])):
-        if ids:
-            logits[row] += np.asarray(values, dtype=np.float32) @ weights[np.asarray(ids) - 1]
-    return logits
 
 
 def add_ngram_columns(dataset, tokenizer):

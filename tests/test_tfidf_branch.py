@@ -1,6 +1,7 @@
 """The TF-IDF branch: n-gram features as scikit-learn computes them, the fitted logistic regression
 carried exactly into the model, the tokenizer's n-gram inputs on every path, the mix weight."""
 
+import copy
 import json
 from types import SimpleNamespace
 
@@ -16,7 +17,6 @@ from finetune.models.bilstm_attention.tfidf_ngrams import TfidfNgrams, char_ngra
 from finetune.tfidf_branch import (
     MIX_MARGIN,
     _analyzer,
-    _branch_logits,
     add_ngram_columns,
     attach_tfidf_branch,
     choose_mix_weight,
@@ -99,7 +99,13 @@ def three_topics(n: int, seed: int) -> dict:
 
 @pytest.mark.parametrize("labels", [2, 3])
 def test_the_fitted_branch_gives_logistic_regressions_probabilities(reviews_model, labels):
-    _, tokenizer = reviews_model
+    from finetune.inference import predict_probabilities
+
+    model, tokenizer = reviews_model
+    model = copy.deepcopy(model)
+    if labels == 3:  # the same network with a 3-label classifier
+        model.config.num_labels = model.num_labels = 3
+        model.classifier = torch.nn.Linear(model.classifier.in_features, 3)
     if labels == 2:
         train, validation = labelled(make_reviews(60, 0), ["negative", "positive"]), None
         validation = labelled(make_reviews(20, 1), ["negative", "positive"])
@@ -111,7 +117,13 @@ def test_the_fitted_branch_gives_logistic_regressions_probabilities(reviews_mode
     reference.fit(train["text"], train["label"], validation["text"], validation["label"])
     texts = [*validation["text"], "", "一个没见过的句子", "这部电影很好"]
     expected = reference.predict_proba(texts)
-    branch = torch.from_numpy(_branch_logits(tfidf, weights, tokenizer, texts)).softmax(-1).numpy()
+    # the model with the branch alone (share 1): scikit-learn's probabilities
+    model.attach_tfidf_branch(torch.from_numpy(weights[:-1]), torch.from_numpy(weights[-1]), 1.0)
+    tokenizer.set_tfidf(tfidf)
+    try:
+        branch = predict_probabilities(model, tokenizer, texts)
+    finally:
+        tokenizer.set_tfidf(None)
     np.testing.assert_allclose(branch, expected, atol=1e-5)
     assert np.mean(branch[: len(validation["text"])].argmax(-1) == validation["label"]) >= 0.9
 
@@ -145,10 +157,15 @@ def test_attached_branch_mixes_probabilities_and_needs_its_inputs(reviews_model,
         assert report["mix_weight"] == model.config.tfidf_mix_weight and report["ngrams"] == len(tokenizer.tfidf)
         encoded = tokenizer(texts, padding=True, return_tensors="pt")
         assert {"ngram_ids", "ngram_weights"} <= set(encoded) and encoded["ngram_weights"].dtype == torch.float32
-        branch = torch.from_numpy(_branch_logits(tokenizer.tfidf, branch_weights(model), tokenizer, texts))
         w = model.config.tfidf_mix_weight
-        expected = (1 - w) * before.softmax(-1) + w * branch.softmax(-1)
+        model.config.tfidf_mix_weight = 1.0
+        branch = model(**encoded).logits.exp()  # the branch alone
+        model.config.tfidf_mix_weight = 0.0
+        torch.testing.assert_close(model(**encoded).logits.exp(), before.softmax(-1))  # the BiLSTM alone
+        model.config.tfidf_mix_weight = w
+        expected = (1 - w) * before.softmax(-1) + w * branch
         torch.testing.assert_close(model(**encoded).logits.exp(), expected, atol=1e-6, rtol=1e-5)
+        assert branch[0].argmax() == 1 and branch[1].argmax() == 0  # 很好 / 很差劲
         with pytest.raises(ValueError, match="TF-IDF branch: pass ngram_ids and ngram_weights"):
             model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
         # saved and loaded: the same numbers; the tokenizer needs its n-gram file
@@ -165,11 +182,6 @@ def test_attached_branch_mixes_probabilities_and_needs_its_inputs(reviews_model,
     finally:
         model.tfidf_branch, model.config.tfidf_num_ngrams = None, 0
         tokenizer.set_tfidf(None)
-
-
-def branch_weights(model) -> np.ndarray:
-    """The branch's n-gram rows then its bias, as `fit_branch` returns them."""
-    return np.vstack([model.tfidf_branch.weight[1:].numpy(), model.tfidf_branch.bias.numpy()[None]])
 
 
 def test_every_encoding_path_gives_the_same_ngram_inputs(reviews_model):
