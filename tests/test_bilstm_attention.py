@@ -184,11 +184,40 @@ def test_padded_bilstm_equals_packed_sequences_at_real_tokens(layers):
     torch.testing.assert_close(padded[real], reference[real], atol=1e-6, rtol=1e-6)
 
 
+def test_length_chunks_is_the_partition_of_least_padded_work():
+    """The chunks cover every row once, each of similar length, shortest first, and no partition of the
+    length-sorted rows into runs costs less (every one enumerated for small batches)."""
+    import itertools
+
+    from finetune.models.bilstm_attention.modeling_bilstm_attention import length_chunks
+
+    def cost(runs, overhead):
+        return sum(max(run) * (len(run) + overhead) for run in runs)
+
+    generator = torch.Generator().manual_seed(0)
+    for rows in range(1, 9):
+        for overhead in (0, 2, 6):
+            lengths = torch.randint(1, 120, (rows,), generator=generator)
+            chunks = length_chunks(lengths, overhead)
+            assert sorted(torch.cat(chunks).tolist()) == list(range(rows))
+            runs = [lengths[chunk].tolist() for chunk in chunks]
+            assert all(max(a) <= min(b) for a, b in itertools.pairwise(runs))
+            ordered = sorted(lengths.tolist())
+            least = min(
+                cost([ordered[a:b] for a, b in itertools.pairwise([0, *cuts, rows])], overhead)
+                for count in range(rows)
+                for cuts in itertools.combinations(range(1, rows), count)
+            )
+            assert cost(runs, overhead) == least
+    same = length_chunks(torch.full((50,), 7))
+    assert len(same) == 1  # texts of one length: one chunk, whatever the overhead
+
+
 @pytest.mark.parametrize("kind", ["word_vectors", "transformer", "bilm"])
 def test_a_large_unsorted_batch_runs_in_length_sorted_chunks_with_the_same_scores(kind, request, monkeypatch):
-    """Inference on more than SORTED_CHUNK_ROWS texts of mixed lengths (pipeline()'s batches) runs
-    in chunks sorted by length, each cut to its longest text: logits and attention weights as the
-    whole padded batch gives them (run with gradients on, which never sorts), in the batch's order."""
+    """Inference on a batch of texts of mixed lengths (pipeline()'s batches) runs in chunks of
+    similar length, each cut to its longest text: logits and attention weights as the whole padded
+    batch gives them (run with gradients on, which never sorts), in the batch's order."""
     from conftest import pretrained_encoder_model, review_texts, word_vector_model
 
     from finetune.batching import padded_batch
@@ -211,7 +240,8 @@ def test_a_large_unsorted_batch_runs_in_length_sorted_chunks_with_the_same_score
     monkeypatch.setattr(model, "_scores", lambda ids, mask: calls.append(ids.shape) or scores(ids, mask))
     with torch.no_grad():
         chunked = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
-    assert len(calls) == -(-150 // modeling_bilstm_attention.SORTED_CHUNK_ROWS)
+    chunks = modeling_bilstm_attention.length_chunks(attention_mask.sum(dim=1))
+    assert [shape[0] for shape in calls] == [len(rows) for rows in chunks] and len(calls) > 1
     assert any(width < input_ids.size(1) for _, width in calls)  # short chunks were cut
     torch.testing.assert_close(chunked.logits, whole.logits.detach(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(chunked.attentions[0], whole.attentions[0].detach(), atol=1e-5, rtol=1e-5)

@@ -1,10 +1,11 @@
 """BiLSTM + attention classifier over any registered encoder: word vectors, a transformer, a biLM...
 
 The encoder comes from the registry in `encoders.py` (`config.encoder_type`); the head is the same
-for all. This file travels to the Hub as custom code: it imports only torch, transformers and its
+for all. This file travels to the Hub as custom code: it imports only torch, numpy, transformers and its
 sibling files.
 """
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -15,8 +16,9 @@ from .encoders import Encoder, encoder_kind, missing_members
 from .long_text import LongText
 from .modeling_bilm import init_weights, reverse_padded
 
-# Inference on a large, unsorted batch runs in length-sorted chunks of this many texts.
-SORTED_CHUNK_ROWS = 32
+# Inference on an unsorted batch runs in chunks of texts of similar length; a chunk costs about its longest
+# text's length x (its rows + this many): a step of the LSTM has a fixed cost (pipeline() here: 4-8 best).
+CHUNK_OVERHEAD_ROWS = 6
 # Windows of long texts scored at a time in inference: memory stays bounded whatever the batch.
 WINDOW_CHUNK_ROWS = 64
 
@@ -177,6 +179,26 @@ def build_encoder(config: BiLSTMAttentionConfig) -> Encoder:
     return encoder
 
 
+def length_chunks(lengths: torch.Tensor, overhead_rows: int = CHUNK_OVERHEAD_ROWS) -> list[torch.Tensor]:
+    """A batch's row indices in chunks of similar length, shortest first: of the partitions of the
+    length-sorted rows into runs, the one of least padded work, a chunk costing its longest text's length x
+    (its rows + `overhead_rows`). Dynamic programming over the sorted lengths (O(rows^2), in numpy)."""
+    order = lengths.argsort()
+    ordered = lengths[order].cpu().numpy().astype(np.float64)
+    rows = len(ordered)
+    best, start = np.zeros(rows + 1), np.zeros(rows + 1, dtype=np.int64)
+    for end in range(1, rows + 1):  # best[end]: the least cost of the first `end` rows; the last chunk start..end
+        costs = best[:end] + ordered[end - 1] * (end - np.arange(end) + overhead_rows)
+        start[end] = costs.argmin()
+        best[end] = costs[start[end]]
+    bounds, end = [], rows
+    while end > 0:
+        bounds.append(end)
+        end = int(start[end])
+    edges = [0, *reversed(bounds)]
+    return [order[a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+
 class TfidfBranch(nn.Module):
     """Logistic regression over character n-gram TF-IDF features (`tfidf_ngrams.py`): the weights of
     n-gram i are row i of `weight` (row 0, the padding, is zero). Fitted outside, not trained here."""
@@ -319,11 +341,11 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         return self.classifier(self.dropout(pooled)), weights
 
     def _sort_by_length(self, mask: torch.Tensor) -> bool:
-        """Inference on a large batch of texts of mixed lengths, padded on the right (`pipeline()` batches
-        texts in the order given): run it in length-sorted chunks instead, each cut to its own longest
-        text. The padded LSTM would otherwise run over every padding step. Never while training or
-        exporting (shapes there depend on the data)."""
-        if self.training or torch.is_grad_enabled() or mask.size(0) <= SORTED_CHUNK_ROWS:
+        """Inference on a batch of texts of mixed lengths, padded on the right (`pipeline()` batches texts
+        in the order given): run it in chunks of similar length instead, each cut to its own longest text.
+        The padded LSTM would otherwise run over every padding step. Never while training or exporting
+        (shapes there depend on the data)."""
+        if self.training or torch.is_grad_enabled() or mask.size(0) < 2:
             return False
         if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
             return False
@@ -332,11 +354,11 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         return right_padded and int(lengths.sum()) < 0.75 * mask.numel()
 
     def _scores_by_length(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`_scores` over length-sorted chunks of the batch: the same numbers (padding never reaches a
-        real token's state), in the batch's order."""
+        """`_scores` over chunks of similar length (`length_chunks`): the same numbers (padding never reaches
+        a real token's state), in the batch's order."""
         lengths = mask.sum(dim=1)
         logits = weights = None
-        for rows in lengths.argsort().split(SORTED_CHUNK_ROWS):
+        for rows in length_chunks(lengths):
             width = max(int(lengths[rows].max()), 1)
             chunk_logits, chunk_weights = self._scores(input_ids[rows, :width], mask[rows, :width])
             if logits is None:
