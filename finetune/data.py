@@ -4,31 +4,30 @@ Every problem a user can fix in their data raises `DataError`, whose message nam
 the dataset and split) and the line, row or column at fault. Files and local directories are read
 by `datasets` loaders in memory with a throwaway cache, so nothing goes stale on disk; only a Hub
 id given as `dataset_name` reaches the Hub (through the Hugging Face cache).
+
+This module runs the steps in order; the rules of two of them live apart: which rows are dropped
+(`finetune.cleaning`) and what the labels are and how they are numbered (`finetune.labels`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
-from itertools import combinations
+from collections.abc import Callable
 
 import datasets
-import numpy as np
-from pandas._libs.parsers import STR_NA_VALUES
 
 from finetune.class_balance import class_distribution, log_class_distribution
+from finetune.cleaning import clean_split, drop_shared_texts
 from finetune.data_sources import read_dataset_splits, read_file_splits
 from finetune.errors import ArgumentError
-from finetune.multilabel import MULTI_LABEL, PROBLEM_TYPES, SINGLE_LABEL, multi_hot
+from finetune.labels import check_split_labels, number_labels, resolve_problem_type
+from finetune.multilabel import MULTI_LABEL, PROBLEM_TYPES, multi_hot
 from finetune.splitting import SPLITS, stratified_sample, stratified_split
 from finetune.tables import DataError, read_table
 
 __all__ = [
     "DataError",
-    "check_label_names",
-    "clean_split",
-    "label_maps",
     "load_data",
     "load_splits",
     "read_labelled_file",
@@ -44,142 +43,6 @@ MAX_SAMPLES_FLAGS = {
     "validation": "--max_eval_samples",
     "test": "--max_predict_samples",
 }
-# The strings pandas reads as missing ("NaN", "null", "None", "N/A", "NA", "<NA>", ...): as labels
-# they are a spreadsheet's or a script's missing value, never a class. Lowercase "none" is not among
-# them: NLPCC emotion corpora use it as a real class.
-MISSING_LABELS = frozenset(STR_NA_VALUES) - {""}
-
-
-def _shorten(text: str, limit: int = 30) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _whole_numbers(labels: list) -> list[int] | None:
-    """The labels as ints if every one is a whole number written as a string ("1", "2.0"), else None."""
-    numbers = []
-    for label in labels:
-        try:
-            number = float(label)
-        except (TypeError, ValueError):
-            return None
-        if not number.is_integer():
-            return None
-        numbers.append(int(number))
-    return numbers
-
-
-def _hashable(label):
-    """A label, or a multi-label row's list of labels as a tuple (set members must be hashable)."""
-    return tuple(label) if isinstance(label, list) else label
-
-
-def clean_split(ds: datasets.Dataset, *, name: str) -> tuple[datasets.Dataset, dict]:
-    """Strip texts and labels, and drop empty, duplicate and contradictory rows.
-
-    Rows whose text or label is missing or blank are dropped, and so are rows whose label is a
-    string that stands for a missing value (`MISSING_LABELS`: "NaN", "null", "None", "N/A", ...;
-    not "none"); of rows with the same text and label the first is kept; a text found with two
-    different labels loses all its rows (up to 5 are logged). Columns other than "text" and
-    "label" pass through. Where such strings sat among whole numbers (which makes pandas read the
-    whole column as strings), the numbers kept become ints again.
-
-    Args:
-        ds: Rows with a "text" column and a "label" column (strings or ints).
-        name: What the rows are called in the log line and in errors, e.g. the file name.
-
-    Returns:
-        The cleaned rows, and counts: rows_read = empty_dropped + missing_label_dropped +
-        duplicates_removed + conflicting_dropped + kept, and conflicting_texts.
-
-    Raises:
-        DataError: No row is left.
-    """
-    texts = [None if text is None else str(text).strip() for text in ds["text"][:]]
-    labels = [label.strip() if isinstance(label, str) else label for label in ds["label"][:]]
-    counts = {"rows_read": len(texts), "empty_dropped": 0, "missing_label_dropped": 0, "duplicates_removed": 0}
-    seen, labels_by_text, kept = set(), {}, []
-    for index, (text, label) in enumerate(zip(texts, labels, strict=True)):
-        if not text or label is None or label == "":
-            counts["empty_dropped"] += 1
-        elif isinstance(label, str) and label in MISSING_LABELS:
-            counts["missing_label_dropped"] += 1
-        elif (text, _hashable(label)) in seen:
-            counts["duplicates_removed"] += 1
-        else:
-            seen.add((text, _hashable(label)))
-            labels_by_text.setdefault(text, []).append(label)
-            kept.append(index)
-    conflicting = {text: found for text, found in labels_by_text.items() if len(found) > 1}
-    if conflicting:
-        examples = "; ".join(
-            f"'{_shorten(text)}' ({', '.join(map(str, found))})" for text, found in list(conflicting.items())[:5]
-        )
-        logger.warning(
-            "%s: %d texts have two labels, all their rows dropped, e.g. %s", name, len(conflicting), examples
-        )
-        kept = [index for index in kept if texts[index] not in conflicting]
-    counts["conflicting_dropped"] = sum(map(len, conflicting.values()))
-    counts.update(conflicting_texts=len(conflicting), kept=len(kept))
-    logger.info("%s: %s", name, ", ".join(f"{number} {key.replace('_', ' ')}" for key, number in counts.items()))
-    if not kept:
-        raise DataError(f"{name}: no rows left after cleaning ({counts})")
-    # Index arrays rather than lists: `datasets` fingerprints a list item by item, which is slow.
-    columns = ds.select(np.asarray(kept, dtype=np.int64))[:]
-    columns.update(text=[texts[index] for index in kept], label=[labels[index] for index in kept])
-    features = datasets.Features({**ds.features, "text": datasets.Value("string")})
-    if counts["missing_label_dropped"] and (numbers := _whole_numbers(columns["label"])) is not None:
-        columns["label"], features["label"] = numbers, datasets.Value("int64")
-    # Casting after building is arrow-level; `from_dict(features=...)` would encode row by row.
-    return datasets.Dataset.from_dict(columns).cast(features), counts
-
-
-def label_maps(labels: Iterable, order: list | None = None) -> tuple[dict[str, int], dict[int, str]]:
-    """Number the distinct labels in sorted order (ints numerically, strings alphabetically), or in `order`.
-
-    Args:
-        labels: Label values, repeats allowed; all ints or all strings.
-        order: The labels in the order to number them (a ClassLabel's names); those absent from
-            `labels` are left out.
-
-    Returns:
-        label2id and id2label, both naming a label by `str(label)`, the form a transformers
-        config holds (its JSON would turn int keys into strings anyway).
-    """
-    distinct = set(labels)
-    if len({isinstance(label, str) for label in distinct}) > 1:
-        raise DataError(f"labels mix numbers and strings: {', '.join(sorted(map(repr, distinct))[:6])}")
-    ordered = sorted(distinct) if order is None else [label for label in order if label in distinct]
-    id2label = {index: str(label) for index, label in enumerate(ordered)}
-    return {name: index for index, name in id2label.items()}, id2label
-
-
-def check_label_names(labels: Iterable, label_names: list[str], source: str) -> dict:
-    """The id of each label when `label_names` names the integer labels 0..K-1 in order.
-
-    Args:
-        labels: The training labels: ints, or strings of whole numbers ("0", "1").
-        label_names: K distinct names; names[i] is label i's.
-        source: What the labels are called in errors.
-
-    Returns:
-        Label value -> id (the value as an int).
-
-    Raises:
-        DataError: The labels are not whole numbers, are not exactly 0..K-1, or number other than K.
-    """
-    distinct = sorted(set(labels), key=repr)
-    numbers = _whole_numbers(distinct)
-    shown = ", ".join(map(repr, distinct[:6])) + (", ..." if len(distinct) > 6 else "")
-    if numbers is None:
-        raise DataError(f"{source}: --label_names names integer labels 0..K-1, but the labels are {shown}")
-    if sorted(set(numbers)) != list(range(len(set(numbers)))):
-        raise DataError(f"{source}: --label_names names the labels 0..K-1, but the labels are {shown}")
-    if len(set(numbers)) != len(label_names):
-        raise DataError(
-            f"{source}: --label_names gives {len(label_names)} names ({', '.join(label_names)}) for "
-            f"{len(set(numbers))} labels (0..{len(set(numbers)) - 1})"
-        )
-    return dict(zip(distinct, numbers, strict=True))
 
 
 def read_labelled_file(
@@ -215,88 +78,6 @@ def read_labelled_file(
     return cleaned, counts, part.source, part.locate
 
 
-def _drop_shared_texts(splits: dict, sources: dict, stats: dict) -> None:
-    """Warn about texts found in two files, and remove from train those in evaluation files."""
-    texts = {split: set(part["text"][:]) for split, part in splits.items()}
-    for first, second in combinations(splits, 2):
-        pair_sources = sources[first], sources[second]
-        if shared := texts[first] & texts[second]:
-            examples = "; ".join(f"'{_shorten(text)}'" for text in sorted(shared)[:3])
-            logger.warning("%d texts occur in both %s and %s, e.g. %s", len(shared), *pair_sources, examples)
-    held_out = set().union(*(texts[split] for split in splits if split != "train"))
-    keep = [index for index, text in enumerate(splits["train"]["text"][:]) if text not in held_out]
-    removed = splits["train"].num_rows - len(keep)
-    stats["train"].update(shared_removed=removed, kept=len(keep))
-    if not keep:
-        raise DataError(f"{sources['train']}: no rows left after removing the texts found in other files")
-    if removed:
-        logger.warning("%s: removed %d texts found in validation or test files", sources["train"], removed)
-        splits["train"] = splits["train"].select(np.asarray(keep, dtype=np.int64))
-
-
-def _check_labels(splits: dict, sources: dict, locators: dict, multi_label: bool) -> None:
-    """Check that train has two labels or more (multi-label: over all its rows) and that other files use only
-    those."""
-
-    def each_label(label) -> list:
-        return label if multi_label else [label]
-
-    labels = splits["train"]["label"][:]
-    train_labels = {each for label in labels for each in each_label(label)}
-    # A column of texts given as the labels: a class per row, nothing a classifier can learn.
-    if not multi_label and len(labels) >= 20 and len(train_labels) > len(labels) / 2:
-        raise DataError(
-            f"{sources['train']}: {len(train_labels):,} distinct labels in {len(labels):,} rows (e.g. "
-            f"{', '.join(repr(_shorten(str(label))) for label in list(train_labels)[:3])}): is this the label "
-            "column? Give it with --label_column"
-        )
-    if len(train_labels) < 2:
-        only = next(iter(train_labels), None)
-        found = f"labels {sorted(map(str, train_labels))}" if multi_label else f"only one label ({only!r})"
-        raise DataError(f"{sources['train']}: {found} after cleaning; a classifier needs at least two")
-    known = ", ".join(map(repr, sorted(train_labels, key=str)))
-    for split in [split for split in splits if split != "train"]:
-        for label, row in zip(splits[split]["label"][:], splits[split]["_row"][:], strict=True):
-            if unknown := [each for each in each_label(label) if each not in train_labels]:
-                raise DataError(
-                    f"{sources[split]}: {locators[split](row)}: label {unknown[0]!r} never occurs in "
-                    f"{sources['train']} (labels: {known})"
-                )
-
-
-def _resolve_problem_type(read: dict, problem_type: str | None) -> tuple[dict, str]:
-    """Every split's labels in the problem's form, and the problem type: multi-label where asked for,
-    or (`problem_type` None) where the training labels are lists; lists of labels (`SplitRows.rows`)
-    for multi-label, single labels for single-label.
-
-    Raises:
-        DataError: Single-label asked for, but a row holds other than one label (file and row named).
-    """
-    if problem_type is None:
-        problem_type = (
-            MULTI_LABEL if any(isinstance(label, list) for label in read["train"].rows["label"][:]) else SINGLE_LABEL
-        )
-    resolved = {}
-    for split, part in read.items():
-        labels = part.rows["label"][:]
-        if problem_type == SINGLE_LABEL and not any(isinstance(label, list) for label in labels):
-            resolved[split] = part  # single labels, as read
-            continue
-        if problem_type == MULTI_LABEL:
-            labels = [label if label is None or isinstance(label, list) else [label] for label in labels]
-        else:
-            for row, label in enumerate(labels):
-                if isinstance(label, list) and len(label) != 1:
-                    raise DataError(
-                        f"{part.source}: {part.locate(part.rows['_row'][row])}: {len(label)} labels {label!r}, but "
-                        f"--problem_type {SINGLE_LABEL} takes one per row; use {MULTI_LABEL} (or leave it unset)"
-                    )
-            labels = [label[0] if isinstance(label, list) else label for label in labels]
-        rows = datasets.Dataset.from_dict({**part.rows[:], "label": labels})
-        resolved[split] = part._replace(rows=rows)
-    return resolved, problem_type
-
-
 def _check_arguments(
     files: dict, dataset_name, max_samples: dict, label_names, problem_type=None, label_separator=None
 ) -> None:
@@ -323,13 +104,40 @@ def _check_arguments(
             raise ArgumentError(f"--label_names: {', '.join(map(repr, repeated))} given more than once")
 
 
-def _number_labels(labels: list, label_order: list | None, label_names: list[str] | None, source: str):
-    """label2id, id2label and each label value's id: from `label_names`, else `label_maps`."""
-    if label_names is None:
-        label2id, id2label = label_maps(labels, order=label_order)
-        return label2id, id2label, {label: label2id[str(label)] for label in set(labels)}
-    ids = check_label_names(labels, label_names, source)
-    return {name: index for index, name in enumerate(label_names)}, dict(enumerate(label_names)), ids
+def _read_named_dataset(
+    name: str, config_name: str | None, split_names: dict, text_column, label_column, class_names, label_separator
+) -> tuple[dict, dict]:
+    """The dataset's splits (`read_dataset_splits`), and the record of the dataset and of the split each came from."""
+    read = read_dataset_splits(name, config_name, split_names, text_column, label_column, class_names, label_separator)
+    chosen = {split: part.split_name for split, part in read.items()}
+    return read, {"name": name, "config_name": config_name, "splits": chosen}
+
+
+def _clean_splits(read: dict, multi_label: bool) -> tuple[dict, dict, dict]:
+    """Each split cleaned on its own (`clean_split`), the texts of evaluation files taken out of train
+    (`drop_shared_texts`), and the labels checked (`check_split_labels`).
+
+    Returns:
+        By split: the cleaned rows, `clean_split`'s counts, and the file (or dataset split) read.
+    """
+    splits, stats = {}, {}
+    sources = {split: part.source for split, part in read.items()}
+    for split, part in read.items():
+        splits[split], stats[split] = clean_split(part.rows, name=part.source)
+    drop_shared_texts(splits, sources, stats)
+    locators = {split: part.locate for split, part in read.items()}
+    check_split_labels(splits, sources, locators, multi_label=multi_label)
+    return splits, stats, sources
+
+
+def _cut_missing_splits(splits: dict, sources: dict, held_out: dict, seed: int) -> None:
+    """Cut the validation and test splits that no file (or dataset split) gave off train
+    (`stratified_split`, `held_out`: their shares), in place; their source is train's."""
+    if len(splits) < len(SPLITS):
+        sizes = {f"{split}_size": 0 if split in splits else size for split, size in held_out.items()}
+        for split, part in stratified_split(splits["train"], **sizes, seed=seed).items():
+            splits[split] = part
+            sources.setdefault(split, sources["train"])
 
 
 def _cap_and_encode(splits: dict, sources: dict, caps: dict, ids: dict, names: list[str], seed: int):
@@ -438,29 +246,15 @@ def load_splits(
         dataset = None
     else:
         split_names = {"train": train_split_name, "validation": validation_split_name, "test": test_split_name}
-        read = read_dataset_splits(
-            dataset_name, dataset_config_name, split_names, text_column, label_column, class_names, label_separator
-        )
-        chosen = {split: part.split_name for split, part in read.items()}
-        dataset = {"name": dataset_name, "config_name": dataset_config_name, "splits": chosen}
-    read, problem_type = _resolve_problem_type(read, problem_type)
-    splits, stats = {}, {}
-    sources = {split: part.source for split, part in read.items()}
-    for split, part in read.items():
-        splits[split], stats[split] = clean_split(part.rows, name=part.source)
-    _drop_shared_texts(splits, sources, stats)
-    locators = {split: part.locate for split, part in read.items()}
-    _check_labels(splits, sources, locators, multi_label=problem_type == MULTI_LABEL)
+        columns = text_column, label_column, class_names, label_separator
+        read, dataset = _read_named_dataset(dataset_name, dataset_config_name, split_names, *columns)
+    read, problem_type = resolve_problem_type(read, problem_type)
+    splits, stats, sources = _clean_splits(read, multi_label=problem_type == MULTI_LABEL)
     train_labels = splits["train"]["label"][:]
     if problem_type == MULTI_LABEL:
         train_labels = [label for labels in train_labels for label in labels]
-    label2id, id2label, ids = _number_labels(train_labels, read["train"].label_order, label_names, sources["train"])
-    if len(splits) < len(SPLITS):
-        held_out = {"validation": validation_size, "test": test_size}
-        sizes = {f"{split}_size": 0 if split in splits else size for split, size in held_out.items()}
-        for split, part in stratified_split(splits["train"], **sizes, seed=seed).items():
-            splits[split] = part
-            sources.setdefault(split, sources["train"])
+    label2id, id2label, ids = number_labels(train_labels, read["train"].label_order, label_names, sources["train"])
+    _cut_missing_splits(splits, sources, {"validation": validation_size, "test": test_size}, seed)
     encoded, max_samples = _cap_and_encode(splits, sources, caps, ids, list(label2id), seed)
     split_sizes = ", ".join(f"{split} {part.num_rows}" for split, part in encoded.items())
     logger.info("splits: %s; labels: %s", split_sizes, ", ".join(label2id))

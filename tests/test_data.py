@@ -1,4 +1,5 @@
-"""Tests for finetune.data: cleaning, labels, splitting, several files, the embedded default data."""
+"""Tests for finetune.data (with finetune.cleaning and finetune.labels): cleaning, labels, splitting, several files,
+the embedded default data."""
 
 import json
 import logging
@@ -8,8 +9,10 @@ import datasets
 import pytest
 from conftest import GENUINE_NEGATIVE, GENUINE_POSITIVE, GENUINE_REVIEWS, texts_of, write_table
 
-from finetune.data import DataError, clean_split, label_maps, load_splits, stratified_sample, stratified_split
+from finetune.cleaning import clean_split
+from finetune.data import DataError, load_splits, stratified_sample, stratified_split
 from finetune.errors import ArgumentError
+from finetune.labels import label_maps
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
@@ -74,7 +77,7 @@ def test_conflicting_labels_dropped_and_counted(tmp_path, caplog):
         (GENUINE_NEGATIVE[0], "positive"),
         (GENUINE_NEGATIVE[0], "positive"),
     ]
-    with caplog.at_level(logging.WARNING, logger="finetune.data"):
+    with caplog.at_level(logging.WARNING, logger="finetune.cleaning"):
         splits, info = load_splits(write_table(tmp_path / "r.csv", rows))
     stats = info["stats"]["train"]
     assert (stats["duplicates_removed"], stats["conflicting_texts"], stats["conflicting_dropped"]) == (
@@ -192,7 +195,7 @@ def test_texts_shared_between_files_reported_and_removed_from_train(tmp_path, ca
     train = write_table(tmp_path / "train.csv", GENUINE_REVIEWS)
     validation = write_table(tmp_path / "dev.csv", [GENUINE_REVIEWS[0], GENUINE_REVIEWS[-1], ("新的好评", "positive")])
     test = write_table(tmp_path / "test.csv", [GENUINE_REVIEWS[1], GENUINE_REVIEWS[-1], ("新的差评", "negative")])
-    with caplog.at_level(logging.WARNING, logger="finetune.data"):
+    with caplog.at_level(logging.WARNING, logger="finetune.cleaning"):
         splits, info = load_splits(train, validation, test)
     assert {name: split.num_rows for name, split in splits.items()} == {
         "train": 27,
