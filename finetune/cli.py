@@ -23,7 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .arguments import unknown_flag_error
+from .argument_parsing import unknown_flag_error
 from .errors import DEBUG_HELP, ArgumentError, FinetuneError, report_errors
 
 

@@ -4,7 +4,8 @@ distillation group (teachers, loss, transfer-set augmentation), parsed and check
 from dataclasses import dataclass, field
 
 from .argument_checks import check_distill_args, check_run_args
-from .arguments import RECIPE_ARGUMENTS, RunArguments, parse_recipe_args
+from .argument_parsing import parse_recipe_args
+from .arguments import RECIPE_ARGUMENTS, RunArguments
 
 
 @dataclass

@@ -15,7 +15,7 @@ logits are computed once and cached (see `finetune/distillation.py`). Validation
 import logging
 from pathlib import Path
 
-from finetune.arguments import to_yaml
+from finetune.argument_parsing import to_yaml
 from finetune.builders import build_model
 from finetune.checkpointing import resolve_checkpoint
 from finetune.data import load_data

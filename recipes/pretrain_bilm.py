@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from transformers import DataCollatorWithPadding
 
-from finetune.arguments import parse_recipe_args, to_yaml
+from finetune.argument_parsing import parse_recipe_args, to_yaml
 from finetune.errors import report_errors
 from finetune.models.bilstm_attention import BiLMConfig, BiLMForLanguageModeling
 from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus

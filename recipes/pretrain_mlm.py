@@ -22,7 +22,7 @@ from transformers import (
     DataCollatorForLanguageModeling,
 )
 
-from finetune.arguments import parse_recipe_args, to_yaml
+from finetune.argument_parsing import parse_recipe_args, to_yaml
 from finetune.errors import report_errors
 from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus
 from finetune.pretrain.language_model import PretrainArguments, check_pretrain_output_dir, pretrain, tokenize_corpus

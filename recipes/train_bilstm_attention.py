@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from finetune.argument_checks import check_label_settings
-from finetune.arguments import parse_run_args, to_yaml
+from finetune.argument_parsing import parse_run_args, to_yaml
 from finetune.builders import build_model
 from finetune.checkpointing import resolve_checkpoint
 from finetune.class_balance import training_loss

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository's package, also when run as a file from elsewhere
 
-from finetune.arguments import parse_run_args  # noqa: E402
+from finetune.argument_parsing import parse_run_args  # noqa: E402
 from finetune.baselines import BASELINES, macro_f1  # noqa: E402
 from finetune.comparison import mean_and_std, paired_bootstrap_interval, seed_spread  # noqa: E402
 from finetune.data import load_data  # noqa: E402

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import ROOT, tiny_recipe_args
 
-from finetune.arguments import parse_run_args
+from finetune.argument_parsing import parse_run_args
 from finetune.errors import ArgumentError
 
 sys.path.insert(0, str(ROOT))

@@ -19,7 +19,8 @@ from conftest import (
     write_csv,
 )
 
-from finetune.arguments import DataArguments, parse_run_args
+from finetune.argument_parsing import parse_run_args
+from finetune.arguments import DataArguments
 from finetune.errors import ArgumentError
 from finetune.evaluation import evaluate_file
 from finetune.export import export_onnx

@@ -103,7 +103,7 @@ def test_lora_with_freezing_options_is_refused(reviews_csv, tiny_bert, tmp_path)
 
 
 def test_yaml_lora_section_becomes_flags(tmp_path):
-    from finetune.arguments import parse_run_args
+    from finetune.argument_parsing import parse_run_args
 
     config = tmp_path / "lora.yaml"
     config.write_text(

@@ -14,7 +14,8 @@ import yaml
 from conftest import RECIPE, ROOT, free_port, tiny_recipe_args
 from safetensors.torch import load_file
 
-from finetune.arguments import RECIPE_ARGUMENTS, parse_recipe_args, parse_run_args
+from finetune.argument_parsing import parse_recipe_args, parse_run_args
+from finetune.arguments import RECIPE_ARGUMENTS
 from finetune.distill_arguments import DISTILL_ARGUMENTS
 from finetune.errors import ArgumentError
 from finetune.pretrain.language_model import PretrainArguments
