@@ -31,7 +31,7 @@ demo: install
 		--text "物流很快，包装也很好，五星好评" --text "质量太差了，用了两天就坏了，不推荐购买"
 
 test: install
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadscope
 
 bench: install
 	$(PY) scripts/benchmark.py
