@@ -397,9 +397,18 @@ def settings_tag(settings: dict) -> str:
 
 
 def files_state(data) -> dict:
-    """Size and modification time of the data files: a changed file makes new runs, not stale ones reused."""
+    """Size and SHA-256 of the data files' bytes: a changed file makes new runs, not stale ones reused, and a
+    file copied or restored with the same bytes (a new modification time) reuses them."""
     files = (data.train_file, data.validation_file, data.test_file)
-    return {file: [os.stat(file).st_size, os.stat(file).st_mtime_ns] for file in files if file is not None}
+    return {file: [os.stat(file).st_size, file_sha256(file)] for file in files if file is not None}
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def benchmark_dataset(args, dataset: str, progress) -> dict:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,21 @@ def test_several_configs_give_a_row_each_compared_with_the_first(folder, tiny_ve
     script = load_script()
     with pytest.raises(ArgumentError, match=r"--config .*other_split.yaml: reads other data than .* \(test_size\)"):
         script.main(["--datasets", "default", "--config", str(configs / "word2vec_bilstm_attn.yaml"), str(other)])
+
+
+def test_kept_runs_are_keyed_by_the_data_files_bytes_not_their_times(tmp_path):
+    script = load_script()
+    files = {name: tmp_path / f"{name}.csv" for name in ("train", "dev", "test")}
+    for name, path in files.items():
+        path.write_text(f"text,label\n好评 {name},pos\n", encoding="utf-8")
+    data = types.SimpleNamespace(train_file=str(files["train"]), validation_file=str(files["dev"]), test_file=None)
+    state = script.files_state(data)
+    assert list(state) == [str(files["train"]), str(files["dev"])]
+    os.utime(files["train"], ns=(1, 1))  # copied or restored: same bytes, another time
+    assert script.files_state(data) == state
+    files["train"].write_text("text,label\n差评 train,neg\n", encoding="utf-8")  # same size, other bytes
+    changed = script.files_state(data)
+    assert (
+        changed[str(files["train"])] != state[str(files["train"])]
+        and changed[str(files["dev"])] == state[str(files["dev"])]
+    )
