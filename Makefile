@@ -4,7 +4,9 @@
 # Both create .venv and install what they need; torch is pinned to the CPU build on this machine.
 # --no-compile: pip would byte-compile every module of torch, transformers... at install; Python compiles
 # the few that are imported on first use.
-# The demo replaces its own previous run in $(DEMO_DIR) (--overwrite_output_dir).
+# The demo replaces its own previous run in $(DEMO_DIR) (--overwrite_output_dir). It trains the shipped config
+# without adversarial training: on the embedded reviews, next to the model's TF-IDF branch, that pass measured no
+# gain in test accuracy over 5 seeds (0.8631 vs 0.8636) and doubles the training time (README, Speed).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
@@ -24,7 +26,7 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/accelerate launch --config_file recipes/accelerate_configs/single_device.yaml \
 		recipes/train_bilstm_attention.py --config recipes/configs/word2vec_bilstm_attn.yaml --output_dir $(DEMO_DIR) \
-		--overwrite_output_dir
+		--overwrite_output_dir --adversarial_epsilon 0
 	$(PY) scripts/show_metrics.py $(DEMO_DIR)/metrics.json
 	$(VENV)/bin/finetune predict $(DEMO_DIR)/best \
 		--text "这部电影真的很棒！" --text "这部电影真的很差劲。" \
