@@ -71,19 +71,37 @@ def _save(fig, path: str | os.PathLike) -> None:
     pyplot().close(fig)
 
 
-def plot_training_curves(history: dict, path: str | os.PathLike, multi_label: bool = False) -> None:
+def plot_training_curves(
+    history: dict, path: str | os.PathLike, multi_label: bool = False, branch: tuple[int, str, float] | None = None
+) -> None:
     """Training loss by step, validation loss and macro-F1 by evaluation, side by side.
 
     Args:
         history: `{"train": [{"step", "loss"}...], "eval": [{"step", "loss", "macro_f1", "accuracy"}...]}`.
         path: PNG file to write.
         multi_label: the validation loss is binary cross-entropy and the accuracy exact match.
+        branch: (best step, metric, validation score) of the saved model with its TF-IDF branch mixed in
+            (`branch_mark`): the curves are the BiLSTM's alone, so the saved model's score is a mark of its own.
     """
     with pyplot().rc_context(_figure_style()):
-        _draw_training_curves(history, path, multi_label)
+        _draw_training_curves(history, path, multi_label, branch)
 
 
-def _draw_training_curves(history: dict, path: str | os.PathLike, multi_label: bool) -> None:
+def branch_mark(results: dict) -> tuple[int, str, float] | None:
+    """(best step, metric, its validation score with the TF-IDF branch mixed in) of a run's `results`
+    (in memory or read back from metrics.json), or None for a model without a branch."""
+    branch = results.get("tfidf_branch")
+    if not branch or "best_step" not in results:
+        return None
+    (key,) = [key for key in branch if key.endswith("_by_mix_weight")]
+    scores = {float(weight): score for weight, score in branch[key].items()}
+    metric = key.removeprefix("validation_").removesuffix("_by_mix_weight")
+    return results["best_step"], metric, scores[float(branch["mix_weight"])]
+
+
+def _draw_training_curves(
+    history: dict, path: str | os.PathLike, multi_label: bool, branch: tuple[int, str, float] | None
+) -> None:
     fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4))
     train, evals = history.get("train", []), history.get("eval", [])
     # The training loss is the loop's (focal, class-weighted or a distillation mix where asked for);
@@ -97,6 +115,10 @@ def _draw_training_curves(history: dict, path: str | os.PathLike, multi_label: b
     names = {"accuracy": "exact match" if multi_label else "accuracy", "macro_f1": "macro-F1"}
     for key, name in names.items():
         right.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=f"validation {name}")
+    if branch is not None:
+        step, metric, score = branch
+        label = f"saved model (+ TF-IDF branch), {names.get(metric, metric)} {score:.4f}"
+        right.plot([step], [score], "*", markersize=14, color="C3", label=label)
     right.set_xlabel("optimizer step")
     right.legend()
     right.grid(alpha=0.3)
@@ -190,7 +212,7 @@ def draw_pictures(results: dict, model, tokenizer, splits, output_dir: Path) -> 
 
     output_dir = Path(output_dir)
     multi_label = model.config.problem_type == "multi_label_classification"
-    plot_training_curves(results["history"], output_dir / "training_curves.png", multi_label)
+    plot_training_curves(results["history"], output_dir / "training_curves.png", multi_label, branch_mark(results))
     split = "test" if "test_per_class" in results else "validation"
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if multi_label:

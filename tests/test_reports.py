@@ -131,3 +131,22 @@ def test_without_a_chinese_font_the_labels_would_be_boxes(tmp_path, monkeypatch)
     )
     missing = draw_chinese_labels(tmp_path / "confusion_matrix.png")
     assert any("20070" in message or "书" in message for message in missing), missing
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_training_curves_mark_the_saved_models_score_with_its_tfidf_branch(stored, tmp_path, monkeypatch):
+    # the curves are the BiLSTM's alone; the saved model mixes in the branch and scores otherwise on validation
+    scores = {0.0: 0.70, 0.5: 0.74, 1.0: 0.66}
+    results = {"best_step": 10, "history": HISTORY,
+               "tfidf_branch": {"mix_weight": 0.5, "validation_macro_f1_by_mix_weight": scores}}  # fmt: skip
+    if stored:  # read back from metrics.json: the shares are strings
+        results["tfidf_branch"]["validation_macro_f1_by_mix_weight"] = {str(k): v for k, v in scores.items()}
+    assert reports.branch_mark(results) == (10, "macro_f1", 0.74)
+    assert reports.branch_mark({"best_step": 10, "history": HISTORY}) is None
+    figures = []
+    monkeypatch.setattr(reports, "_save", lambda fig, path: figures.append(fig))
+    plot_training_curves(HISTORY, tmp_path / "curves.png", branch=reports.branch_mark(results))
+    right = figures[0].axes[1]
+    assert right.get_legend().get_texts()[-1].get_text() == "saved model (+ TF-IDF branch), macro-F1 0.7400"
+    mark = right.get_lines()[-1]
+    assert list(mark.get_xdata()) == [10] and list(mark.get_ydata()) == [0.74]
