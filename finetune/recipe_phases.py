@@ -82,13 +82,13 @@ def best_results(
 
 
 def tfidf_phase(accelerator, model, tokenizer, splits, test_split, args) -> tuple:
-    """The TF-IDF branch fitted (every process: it is deterministic) and attached, best/ saved with it;
-    (its report, the test split with the n-gram features it reads)."""
+    """The TF-IDF branch fitted (by the main process, sent to the others) and attached, best/ saved with
+    it; (its report, the test split with the n-gram features it reads)."""
     from .argument_checks import best_model_metric
     from .tfidf_branch import add_ngram_columns, attach_tfidf_branch
 
     metric = "accuracy" if best_model_metric(args.training.metric_for_best_model) == "accuracy" else "macro_f1"
-    report = attach_tfidf_branch(model, tokenizer, splits, metric)
+    report = attach_tfidf_branch(model, tokenizer, splits, metric, accelerator)
     if accelerator.is_main_process:
         save_pretrained_atomic(model, tokenizer, Path(args.training.output_dir) / "best")
     accelerator.wait_for_everyone()

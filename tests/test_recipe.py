@@ -171,6 +171,14 @@ os.makedirs, os.mkdir = noting(os.makedirs, 0), noting(os.mkdir, 0)
 shutil.rmtree = noting(shutil.rmtree, 0)
 safetensors.torch.save_file = noting(safetensors.torch.save_file, 1)
 torch.save = noting(torch.save, 1)
+import finetune.tfidf_branch
+real_fit = finetune.tfidf_branch.fit_branch
+
+def noting_fit(*args, **kwargs):
+    written.append("fit_branch()")
+    return real_fit(*args, **kwargs)
+
+finetune.tfidf_branch.fit_branch = noting_fit
 from recipes.train_bilstm_attention import main
 main()
 """
@@ -222,6 +230,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(reviews_csv,
     rank0 = (writes / "rank-0.txt").read_text(encoding="utf-8")
     for name in ("metrics.json", "model.safetensors", "optimizer.bin", "random_states_0.pkl", "confusion_matrix.png"):
         assert name in rank0, name
+    # The TF-IDF branch is fitted once, by rank 0, and sent to rank 1, whose test share it scores (the test
+    # metrics above match one process's)
+    branches = [{key: run["tfidf_branch"][key] for key in ("ngrams", "C", "mix_weight")} for run in (one, two)]
+    assert rank0.splitlines().count("fit_branch()") == 1 and branches[0] == branches[1]
+    assert "fit_branch()" not in (writes / "rank-1.txt").read_text(encoding="utf-8")
 
 
 def test_bf16_mixed_precision_trains_where_the_cpu_has_it_and_is_one_line_where_not(
