@@ -51,7 +51,7 @@ class FileReads:
 
     def __init__(self, monkeypatch, forbid=False):
         self.count, self.forbid = 0, forbid
-        read_file = finetune.vectors._read_file
+        read_file = finetune.vectors.read_vector_file
 
         def counted(path, wanted):
             if self.forbid:
@@ -59,7 +59,7 @@ class FileReads:
             self.count += 1
             return read_file(path, wanted)
 
-        monkeypatch.setattr(finetune.vectors, "_read_file", counted)
+        monkeypatch.setattr(finetune.vectors, "read_vector_file", counted)
 
 
 def entries(cache_dir):
