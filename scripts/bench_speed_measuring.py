@@ -1,0 +1,59 @@
+"""How `scripts/bench_speed.py` measures: peak memory, median throughput over repeats, single-text latency.
+
+The process's peak resident memory is sampled every 5 ms by a thread while a phase runs (and its rise
+over the phase's start); a throughput is the median of repeated runs; latency is p50/p95 of single-text
+calls after a warm-up. Its own module so that each phase of the benchmark reads as what it runs.
+"""
+
+import contextlib
+import statistics
+import threading
+import time
+
+import numpy as np
+import psutil
+
+
+class PeakRSS(contextlib.AbstractContextManager):
+    """The process's peak resident memory (MB) while inside, sampled every 5 ms by a thread."""
+
+    def __enter__(self):
+        self.process, self.done = psutil.Process(), threading.Event()
+        self.start = self.peak = self.process.memory_info().rss
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.005):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def report(self) -> dict:
+        return {"peak_rss_mb": self.peak / 2**20, "rss_rise_mb": (self.peak - self.start) / 2**20}
+
+
+def median_rate(function, count: int, repeats: int) -> tuple[float, list[float], object]:
+    """`count` / seconds of `function()`, median over `repeats` runs; each run's seconds; the last output."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        output = function()
+        seconds.append(time.perf_counter() - start)
+    return count / statistics.median(seconds), seconds, output
+
+
+def latency_ms(function, texts: list[str], calls: int) -> dict:
+    """p50/p95 milliseconds of `function(text)` over `calls` single texts, after 10 warm-up calls."""
+    for text in texts[:10]:
+        function(text)
+    times = []
+    for i in range(calls):
+        start = time.perf_counter()
+        function(texts[i % len(texts)])
+        times.append(1000 * (time.perf_counter() - start))
+    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)), "calls": calls}
