@@ -40,22 +40,30 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the repository's package, also when run as a file from elsewhere
+sys.path.insert(0, str(ROOT))  # the repository's package and scripts/, also when run as a file from elsewhere
 
 from finetune.argument_parsing import parse_run_args  # noqa: E402
 from finetune.baselines import BASELINES, macro_f1  # noqa: E402
-from finetune.comparison import mean_and_std, paired_bootstrap_interval, seed_spread  # noqa: E402
+from finetune.comparison import seed_spread  # noqa: E402
 from finetune.data import load_data  # noqa: E402
 from finetune.distill_arguments import parse_distill_args  # noqa: E402
 from finetune.errors import ArgumentError, FinetuneError, report_errors  # noqa: E402
-from finetune.files import atomic_path, write_json_atomic  # noqa: E402
+from finetune.files import write_json_atomic  # noqa: E402
 from finetune.model_card import write_model_card  # noqa: E402
+from scripts.benchmark_scoring import (  # noqa: E402
+    branchless_runs,
+    ensemble_runs,
+    has_tfidf_branch,
+    probabilities_path,
+    recipe_probabilities,
+    recipe_result,
+)
+from scripts.benchmark_table import markdown_table, summary_rows  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "train_bilstm_attention.py"
 DISTILL_RECIPE = ROOT / "recipes" / "distill_bilstm_attention.py"
@@ -207,90 +215,6 @@ def run_recipe(args, common: dict, seed: int, run_dir: Path, log: Path) -> dict:
     return record
 
 
-def recipe_result(run_dir: Path, seed: int, wall_seconds, test_texts: list[str], labels, label2id: dict) -> dict:
-    """The recipe run's test numbers, and its predicted label id for each test text in test order
-    (`wall_seconds`: of the subprocess that finished it; None if the benchmark was killed as it ended)."""
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    table = pd.read_csv(run_dir / "test_predictions.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    by_text = dict(zip(table["text"], table["predicted_label"], strict=True))
-    if missing := [text for text in test_texts if text not in by_text]:
-        raise FinetuneError(f"{run_dir}: test_predictions.csv lacks {len(missing)} test texts, e.g. {missing[0]!r}")
-    predicted = [label2id[by_text[text]] for text in test_texts]
-    if abs(np.mean(np.asarray(predicted) == labels) - metrics["test_accuracy"]) > 1e-9:
-        raise FinetuneError(f"{run_dir}: test_predictions.csv disagrees with metrics.json's test_accuracy")
-    # The training loop's time (+ the TF-IDF branch's fit): a resumed run's counts its time before the kill too
-    fit_seconds = metrics["train_runtime_s"] + metrics.get("tfidf_branch", {}).get("fit_seconds", 0.0)
-    return {"method": "recipe", "seed": seed, "fit_seconds": fit_seconds, "run_dir": str(run_dir),
-            "wall_seconds": wall_seconds, "test_accuracy": metrics["test_accuracy"],
-            "test_macro_f1": metrics["test_macro_f1"], "predicted": predicted}  # fmt: skip
-
-
-def probabilities_path(run_dir: Path, alone: bool = False) -> Path:
-    return run_dir.with_name(run_dir.name + (".alone" if alone else "") + ".probabilities.npy")
-
-
-def has_tfidf_branch(run_dir: Path) -> bool:
-    """Whether the run's best model carries a TF-IDF branch (`--tfidf_branch`)."""
-    config = json.loads((run_dir / "best" / "config.json").read_text(encoding="utf-8"))
-    return config.get("tfidf_num_ngrams", 0) > 0
-
-
-def recipe_probabilities(run_dir: Path, test_texts: list[str], predicted: list[int], alone=False) -> np.ndarray:
-    """The run's best model's label scores on the test texts (cut as the recipe cuts them), computed
-    once and kept beside the run (RUN_DIR.probabilities.npy; the recipe refuses files it did not write
-    in its directory); their argmax is the run's own prediction. `alone`: a model with a TF-IDF branch
-    without it (mix weight 0: the BiLSTM's own scores; RUN_DIR.alone.probabilities.npy)."""
-    path = probabilities_path(run_dir, alone)
-    if path.exists() and (kept := np.load(path)).shape[0] == len(test_texts):
-        return kept
-    from finetune.inference import load_classifier, predict_probabilities
-
-    classifier = load_classifier(run_dir / "best")
-    model, tokenizer = classifier.model, classifier.tokenizer
-    if alone:
-        model.config.tfidf_mix_weight = 0.0
-    max_length = None if getattr(model.config, "long_text", None) == "windows" else tokenizer.model_max_length
-    probabilities = predict_probabilities(model, tokenizer, test_texts, batch_size=256, max_length=max_length)
-    agree = float(np.mean(probabilities.argmax(-1) == np.asarray(predicted)))
-    if agree < 0.999 and not alone:
-        raise FinetuneError(f"{run_dir}: its best model agrees with test_predictions.csv on {agree:.1%} of texts only")
-    with atomic_path(path) as temporary, open(temporary, "wb") as file:
-        np.save(file, probabilities)
-    return probabilities
-
-
-def ensemble_runs(recipe_runs: list[dict], tfidf: dict, labels: np.ndarray, probabilities: list[np.ndarray]) -> list:
-    """Each recipe run averaged with TF-IDF + LR (mean of the two models' label probabilities, equal
-    weights: nothing chosen on test): a row that shows how far the two models complement each other."""
-    runs, tfidf_probabilities = [], np.asarray(tfidf["probabilities"])
-    for run, recipe in zip(recipe_runs, probabilities, strict=True):
-        predicted = ((recipe + tfidf_probabilities) / 2).argmax(-1)
-        runs.append({"method": "ensemble", "config": run["config"], "seed": run["seed"],
-                     "title": f"{run['title']} + TF-IDF (mean of probabilities)",
-                     "test_accuracy": float(np.mean(predicted == labels)),
-                     "test_macro_f1": macro_f1(labels, predicted.tolist(), recipe.shape[1]),
-                     "fit_seconds": run["fit_seconds"] + tfidf["fit_seconds"],
-                     "wall_seconds": None if run["wall_seconds"] is None
-                     else run["wall_seconds"] + tfidf["wall_seconds"],
-                     "predicted": predicted.tolist()})  # fmt: skip
-    return runs
-
-
-def branchless_runs(recipe_runs: list[dict], test_texts: list[str], labels: np.ndarray) -> list:
-    """Each run of a recipe with a TF-IDF branch scored without it (mix weight 0): what the branch adds."""
-    runs = []
-    for run in recipe_runs:
-        probabilities = recipe_probabilities(Path(run["run_dir"]), test_texts, run["predicted"], alone=True)
-        predicted = probabilities.argmax(-1)
-        runs.append({"method": "branchless", "config": run["config"], "seed": run["seed"],
-                     "title": f"{run['title']}, its BiLSTM alone (no TF-IDF branch)",
-                     "test_accuracy": float(np.mean(predicted == labels)),
-                     "test_macro_f1": macro_f1(labels, predicted.tolist(), probabilities.shape[1]),
-                     "fit_seconds": run["fit_seconds"], "wall_seconds": run["wall_seconds"],
-                     "predicted": predicted.tolist()})  # fmt: skip
-    return runs
-
-
 def add_seed_spread(runs: list[dict]) -> None:
     """Writes `seed_spread` into each recipe run's metrics.json and regenerates its model card."""
     for run in runs:
@@ -300,75 +224,6 @@ def add_seed_spread(runs: list[dict]) -> None:
         write_json_atomic(metrics, run_dir / "metrics.json")
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
         write_model_card(run_dir / "best", config.get("hub_model_id"), config.get("hub_license") or "apache-2.0")
-
-
-def row_key(run: dict) -> str:
-    """What makes a table row: the method, and for the recipe its config."""
-    return run["method"] + (f":{run['config']}" if run.get("config") else "")
-
-
-def summary_rows(runs: list[dict], labels: np.ndarray, resamples: int) -> list[dict]:
-    """One row per method (per config for the recipe): mean ± std of accuracy and macro-F1, the paired
-    interval against TF-IDF (and against the first recipe config, when there are several), fit time."""
-    keys = list(dict.fromkeys(map(row_key, runs)))
-    correct = {key: np.array([np.asarray(r["predicted"]) == labels for r in runs if row_key(r) == key]) for key in keys}
-    recipes = [key for key in keys if key.startswith("recipe")]
-    rows = []
-    for row_id in keys:
-        own = [run for run in runs if row_key(run) == row_id]
-        method = own[0]["method"]
-        row = {"method": method, "title": own[0].get("title", method), "runs": len(own)}
-        if own[0].get("config"):
-            row["config"] = own[0]["config"]
-        for key in ("test_accuracy", "test_macro_f1", "fit_seconds", "wall_seconds"):
-            values = [run[key] for run in own if run.get(key) is not None]
-            row[key] = dict(zip(("mean", "std"), mean_and_std(values), strict=True)) if values else None
-        if "tfidf_lr" in correct and method != "tfidf_lr":
-            row["difference_to_tfidf"] = paired_bootstrap_interval(correct[row_id], correct["tfidf_lr"],
-                                                                   resamples=resamples)  # fmt: skip
-        if len(recipes) > 1 and row_id in recipes[1:]:
-            row["difference_to_first_recipe"] = paired_bootstrap_interval(correct[row_id], correct[recipes[0]],
-                                                                          resamples=resamples)  # fmt: skip
-        if method == "tfidf_lr":
-            row["title"] += f" (C={own[0]['selection']['C']})"
-        rows.append(row)
-    return rows
-
-
-def markdown_table(name: str, info: dict, rows: list[dict], resamples: int) -> str:
-    def spread(numbers, digits=4):
-        if numbers is None:
-            return "—"
-        std = "" if numbers["std"] is None else f" ± {numbers['std']:.{digits}f}"
-        return f"{numbers['mean']:.{digits}f}{std}"
-
-    def points(interval):
-        if not interval:
-            return "—"
-        return f"{100 * interval['difference']:+.2f} [{100 * interval['low']:+.2f}, {100 * interval['high']:+.2f}]"
-
-    first = next((row for row in rows if row.get("config")), None)
-    several = any("difference_to_first_recipe" in row for row in rows)
-    header = "| method | runs | test accuracy | test macro-F1 | accuracy − TF-IDF, points [95% CI] | "
-    header += f"accuracy − {first['title']}, points [95% CI] | " if several else ""
-    header += "train time (s) | wall time (s) |"
-    lines = [f"### {name}: {info['sizes']}", "", header, "|---|" + "---:|" * (header.count("|") - 2)]
-    for row in rows:
-        cells = [row["title"], str(row["runs"]), spread(row["test_accuracy"]), spread(row["test_macro_f1"]),
-                 points(row.get("difference_to_tfidf"))]  # fmt: skip
-        cells += [points(row.get("difference_to_first_recipe"))] if several else []
-        cells += [spread(row["fit_seconds"], 1), spread(row["wall_seconds"], 1)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Mean ± sample std over seeds {info['seeds']}; split and caps drawn with seed {SPLIT_SEED}. The "
-              f"interval: paired bootstrap ({resamples} resamples of the test texts, the same for both methods, and "
-              "of each method's seeds). Train time: a baseline's fit with its choice on dev; the recipe's "
-              "training loop (train_runtime_s) and its TF-IDF branch's fit. Wall time: a baseline's fit and test "
-              "predictions; the recipe's whole run (start-up, reading, segmenting, word vectors, training, test; a run "
-              "resumed after a kill is left out). A recipe with a TF-IDF branch is also scored without it (its "
-              "BiLSTM alone: the same runs, the branch's share set to 0)."]  # fmt: skip
-    if info.get("notes"):
-        lines += ["", f"Note: {info['notes']}."]
-    return "\n".join(lines)
 
 
 # The data settings every config must share: they decide the split every method is tested on
@@ -461,7 +316,7 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
     sizes = ", ".join(f"{split} {len(part):,}" for split, part in splits.items())
     info = {"sizes": sizes, "seeds": ", ".join(map(str, seeds)), "notes": NOTES.get(name)}
     rows = summary_rows(runs, labels, args.resamples)
-    table = markdown_table(name, info, rows, args.resamples)
+    table = markdown_table(name, info, rows, args.resamples, SPLIT_SEED)
     return {"dataset": dataset, "flags": flags, **info, "id2label": data_info["id2label"],
             "test_labels": labels.tolist(), "summary": rows, "runs": runs, "table": table}  # fmt: skip
 

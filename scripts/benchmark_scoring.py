@@ -1,0 +1,103 @@
+"""A finished recipe run scored on the benchmark's test texts, and the rows its label scores make.
+
+`recipe_result` reads what a run of `scripts/benchmark.py` left (`metrics.json`, `test_predictions.csv`)
+into its record: its predicted label for each test text, checked against its test accuracy.
+`recipe_probabilities` gives its best model's label probabilities on those texts, computed once and kept
+beside the run; from them `ensemble_runs` averages each run with TF-IDF + LR's, and `branchless_runs`
+scores a model that has a TF-IDF branch without it. Apart from the script, which runs the methods and
+keeps their runs, because this only reads and scores what a run wrote.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from finetune.baselines import macro_f1
+from finetune.errors import FinetuneError
+from finetune.files import atomic_path
+
+
+def recipe_result(run_dir: Path, seed: int, wall_seconds, test_texts: list[str], labels, label2id: dict) -> dict:
+    """The recipe run's test numbers, and its predicted label id for each test text in test order
+    (`wall_seconds`: of the subprocess that finished it; None if the benchmark was killed as it ended)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    table = pd.read_csv(run_dir / "test_predictions.csv", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    by_text = dict(zip(table["text"], table["predicted_label"], strict=True))
+    if missing := [text for text in test_texts if text not in by_text]:
+        raise FinetuneError(f"{run_dir}: test_predictions.csv lacks {len(missing)} test texts, e.g. {missing[0]!r}")
+    predicted = [label2id[by_text[text]] for text in test_texts]
+    if abs(np.mean(np.asarray(predicted) == labels) - metrics["test_accuracy"]) > 1e-9:
+        raise FinetuneError(f"{run_dir}: test_predictions.csv disagrees with metrics.json's test_accuracy")
+    # The training loop's time (+ the TF-IDF branch's fit): a resumed run's counts its time before the kill too
+    fit_seconds = metrics["train_runtime_s"] + metrics.get("tfidf_branch", {}).get("fit_seconds", 0.0)
+    return {"method": "recipe", "seed": seed, "fit_seconds": fit_seconds, "run_dir": str(run_dir),
+            "wall_seconds": wall_seconds, "test_accuracy": metrics["test_accuracy"],
+            "test_macro_f1": metrics["test_macro_f1"], "predicted": predicted}  # fmt: skip
+
+
+def probabilities_path(run_dir: Path, alone: bool = False) -> Path:
+    return run_dir.with_name(run_dir.name + (".alone" if alone else "") + ".probabilities.npy")
+
+
+def has_tfidf_branch(run_dir: Path) -> bool:
+    """Whether the run's best model carries a TF-IDF branch (`--tfidf_branch`)."""
+    config = json.loads((run_dir / "best" / "config.json").read_text(encoding="utf-8"))
+    return config.get("tfidf_num_ngrams", 0) > 0
+
+
+def recipe_probabilities(run_dir: Path, test_texts: list[str], predicted: list[int], alone=False) -> np.ndarray:
+    """The run's best model's label scores on the test texts (cut as the recipe cuts them), computed
+    once and kept beside the run (RUN_DIR.probabilities.npy; the recipe refuses files it did not write
+    in its directory); their argmax is the run's own prediction. `alone`: a model with a TF-IDF branch
+    without it (mix weight 0: the BiLSTM's own scores; RUN_DIR.alone.probabilities.npy)."""
+    path = probabilities_path(run_dir, alone)
+    if path.exists() and (kept := np.load(path)).shape[0] == len(test_texts):
+        return kept
+    from finetune.inference import load_classifier, predict_probabilities
+
+    classifier = load_classifier(run_dir / "best")
+    model, tokenizer = classifier.model, classifier.tokenizer
+    if alone:
+        model.config.tfidf_mix_weight = 0.0
+    max_length = None if getattr(model.config, "long_text", None) == "windows" else tokenizer.model_max_length
+    probabilities = predict_probabilities(model, tokenizer, test_texts, batch_size=256, max_length=max_length)
+    agree = float(np.mean(probabilities.argmax(-1) == np.asarray(predicted)))
+    if agree < 0.999 and not alone:
+        raise FinetuneError(f"{run_dir}: its best model agrees with test_predictions.csv on {agree:.1%} of texts only")
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        np.save(file, probabilities)
+    return probabilities
+
+
+def ensemble_runs(recipe_runs: list[dict], tfidf: dict, labels: np.ndarray, probabilities: list[np.ndarray]) -> list:
+    """Each recipe run averaged with TF-IDF + LR (mean of the two models' label probabilities, equal
+    weights: nothing chosen on test): a row that shows how far the two models complement each other."""
+    runs, tfidf_probabilities = [], np.asarray(tfidf["probabilities"])
+    for run, recipe in zip(recipe_runs, probabilities, strict=True):
+        predicted = ((recipe + tfidf_probabilities) / 2).argmax(-1)
+        runs.append({"method": "ensemble", "config": run["config"], "seed": run["seed"],
+                     "title": f"{run['title']} + TF-IDF (mean of probabilities)",
+                     "test_accuracy": float(np.mean(predicted == labels)),
+                     "test_macro_f1": macro_f1(labels, predicted.tolist(), recipe.shape[1]),
+                     "fit_seconds": run["fit_seconds"] + tfidf["fit_seconds"],
+                     "wall_seconds": None if run["wall_seconds"] is None
+                     else run["wall_seconds"] + tfidf["wall_seconds"],
+                     "predicted": predicted.tolist()})  # fmt: skip
+    return runs
+
+
+def branchless_runs(recipe_runs: list[dict], test_texts: list[str], labels: np.ndarray) -> list:
+    """Each run of a recipe with a TF-IDF branch scored without it (mix weight 0): what the branch adds."""
+    runs = []
+    for run in recipe_runs:
+        probabilities = recipe_probabilities(Path(run["run_dir"]), test_texts, run["predicted"], alone=True)
+        predicted = probabilities.argmax(-1)
+        runs.append({"method": "branchless", "config": run["config"], "seed": run["seed"],
+                     "title": f"{run['title']}, its BiLSTM alone (no TF-IDF branch)",
+                     "test_accuracy": float(np.mean(predicted == labels)),
+                     "test_macro_f1": macro_f1(labels, predicted.tolist(), probabilities.shape[1]),
+                     "fit_seconds": run["fit_seconds"], "wall_seconds": run["wall_seconds"],
+                     "predicted": predicted.tolist()})  # fmt: skip
+    return runs
