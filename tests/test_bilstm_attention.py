@@ -182,6 +182,14 @@ def test_padded_bilstm_equals_packed_sequences_at_real_tokens(layers):
         packed = pack_padded_sequence(inputs, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
         reference, _ = pad_packed_sequence(head.lstm(packed)[0], batch_first=True, total_length=9)
     torch.testing.assert_close(padded[real], reference[real], atol=1e-6, rtol=1e-6)
+    # One text without padding (pipeline()'s single texts) runs nn.LSTM's fused bidirectional kernel: the same
+    for i in range(4):
+        alone, length = inputs[i : i + 1, : lengths[i]], lengths[i : i + 1]
+        assert head._one_unpadded_text(alone, length)
+        with torch.no_grad():
+            torch.testing.assert_close(head.bilstm(alone, length)[0], reference[i, : lengths[i]], atol=1e-6, rtol=1e-6)
+    # padded, or training: the general path
+    assert not head._one_unpadded_text(inputs[1:2], lengths[1:2]) and not head.train()._one_unpadded_text(alone, length)
 
 
 def test_length_chunks_is_the_partition_of_least_padded_work():

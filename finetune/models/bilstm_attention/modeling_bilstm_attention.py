@@ -139,6 +139,10 @@ class BiLSTMAttentionHead(nn.Module):
     def bilstm(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """`self.lstm`'s output at every real token, each direction run as a padded unidirectional LSTM."""
         lstm = self.lstm
+        if self._one_unpadded_text(inputs, lengths):
+            # Nothing to keep out of the backward direction: nn.LSTM's own bidirectional kernel, one fused
+            # call instead of two and the reversals (a 35-token text: 0.85 vs 1.06 ms, 1 thread)
+            return lstm(inputs)[0]
         for layer in range(lstm.num_layers):
             if layer > 0:  # nn.LSTM's dropout between layers
                 inputs = nn.functional.dropout(inputs, lstm.dropout, self.training)
@@ -154,6 +158,13 @@ class BiLSTMAttentionHead(nn.Module):
                 directions.append(reverse_padded(states, lengths) if suffix else states)
             inputs = torch.cat(directions, dim=-1)
         return inputs
+
+    def _one_unpadded_text(self, inputs: torch.Tensor, lengths: torch.Tensor) -> bool:
+        """Inference on one text without padding (pipeline()'s single texts), on the CPU (the check reads
+        the length: a device sync elsewhere), outside an ONNX export (whose graph takes any batch)."""
+        if self.training or inputs.size(0) != 1 or inputs.device.type != "cpu" or torch.jit.is_tracing():
+            return False
+        return not torch.onnx.is_in_onnx_export() and int(lengths[0]) == inputs.size(1)
 
     def forward(self, token_states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         states = self.bilstm(token_states, mask.sum(dim=1))
