@@ -3,13 +3,17 @@
 `checkpoints/step-K` holds accelerate's state (model, optimizer, scheduler, every process's
 random-number state), the best weights so far and the loop's state, which names the run it
 belongs to (`run_directory.fingerprint`): `latest` never picks another run's checkpoint.
+`LoopState` is that state: defined here, with the file format it is kept in, so that the loop
+imports its checkpoints and not the other way round.
 """
 
+import dataclasses
 import json
 import logging
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -23,6 +27,38 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = re.compile(r"step-(\d+)")
 TRAINER_STATE = "trainer_state.json"  # written last: a checkpoint without it is not complete
 BEST_WEIGHTS = "best_model.safetensors"
+
+
+@dataclass
+class LoopState:
+    """Everything the training loop needs to go on where it stopped (the rest is accelerate's state);
+    saved as JSON in every checkpoint."""
+
+    run: str  # the run's fingerprint: `latest` never resumes another run
+    run_identity: dict
+    step: int = 0  # optimizer steps
+    epoch: int = 0
+    batches: int = 0  # batches of the current epoch already trained on
+    seen: int = 0  # training examples, all processes
+    elapsed: float = 0.0  # training seconds before this session
+    running: list = field(default_factory=list)  # losses since the last log line (tensors until saved)
+    best: dict = field(default_factory=dict)  # validation metrics of the best model
+    best_value: float | None = None  # of metric_for_best_model
+    bad_evaluations: int = 0
+    history: dict = field(default_factory=lambda: {"train": [], "eval": []})
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "LoopState":
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+
+    def to_dict(self) -> dict:
+        """As JSON holds it (the running losses as numbers: a host sync, once per checkpoint)."""
+        return {**dataclasses.asdict(self), "running": [float(loss) for loss in self.running]}
+
+    def speed(self) -> dict:
+        """Training time and throughput, for metrics.json."""
+        elapsed = max(self.elapsed, 1e-9)
+        return {"train_runtime_s": elapsed, "train_samples_per_second": self.seen / elapsed, "train_steps": self.step}
 
 
 def _checkpoint_state(path: Path) -> dict:
@@ -52,7 +88,7 @@ def save_checkpoint(accelerator, directory: str | os.PathLike, state, best_state
     save leaves no directory that `list_checkpoints` would pick.
     """
     directory = Path(directory)
-    state = state.to_dict()  # a loop.LoopState
+    state = state.to_dict()  # a LoopState
     final = directory / f"step-{state['step']}"
     staging = directory / f".{final.name}.tmp"
     if accelerator.is_main_process:
@@ -106,10 +142,8 @@ def resolve_checkpoint(which: str | None, directory: str | os.PathLike, identity
 
 
 def load_checkpoint(accelerator, path: str | os.PathLike) -> tuple:
-    """Restores what `save_checkpoint` wrote; returns the loop's state (`loop.LoopState`) and the
+    """Restores what `save_checkpoint` wrote; returns the loop's state (`LoopState`) and the
     best weights so far."""
-    from .loop import LoopState
-
     path = Path(path)
     accelerator.load_state(path)
     state = LoopState.from_dict(json.loads((path / TRAINER_STATE).read_text(encoding="utf-8")))

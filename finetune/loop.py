@@ -1,23 +1,22 @@
-"""The fine-tuning loop's state and its steps: what `recipes/train_bilstm_attention.py` runs.
+"""The fine-tuning loop and its steps: what `recipes/train_bilstm_attention.py` runs.
 
-`LoopState` is what a checkpoint holds of the loop; `Schedule` says when to validate and save, for
-how long, and by which metric the best model is kept; `TrainingStep` does one batch (forward,
-backward, the adversarial pass, clipping, the optimizer, the weight average) and the log lines;
-`EarlyStopping` counts evaluations without a better metric.
+Its state (`checkpointing.LoopState`) is what a checkpoint holds of it; `Schedule` says when to
+validate and save, for how long, and by which metric the best model is kept; `TrainingStep` does one
+batch (forward, backward, the adversarial pass, clipping, the optimizer, the weight average) and the
+log lines; `EarlyStopping` counts evaluations without a better metric.
 """
 
-import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from .checkpointing import load_checkpoint, remove_partial_checkpoints, save_checkpoint
+from .checkpointing import LoopState, load_checkpoint, remove_partial_checkpoints, save_checkpoint
 from .features import eval_dataloader
 from .files import save_pretrained_atomic
 from .freezing import apply_freezing
@@ -68,38 +67,6 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.patience > 0 and self.bad_evaluations >= self.patience
-
-
-@dataclass
-class LoopState:
-    """Everything the training loop needs to go on where it stopped (the rest is accelerate's state);
-    saved as JSON in every checkpoint."""
-
-    run: str  # the run's fingerprint: `latest` never resumes another run
-    run_identity: dict
-    step: int = 0  # optimizer steps
-    epoch: int = 0
-    batches: int = 0  # batches of the current epoch already trained on
-    seen: int = 0  # training examples, all processes
-    elapsed: float = 0.0  # training seconds before this session
-    running: list = field(default_factory=list)  # losses since the last log line (tensors until saved)
-    best: dict = field(default_factory=dict)  # validation metrics of the best model
-    best_value: float | None = None  # of metric_for_best_model
-    bad_evaluations: int = 0
-    history: dict = field(default_factory=lambda: {"train": [], "eval": []})
-
-    @classmethod
-    def from_dict(cls, saved: dict) -> "LoopState":
-        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
-
-    def to_dict(self) -> dict:
-        """As JSON holds it (the running losses as numbers: a host sync, once per checkpoint)."""
-        return {**dataclasses.asdict(self), "running": [float(loss) for loss in self.running]}
-
-    def speed(self) -> dict:
-        """Training time and throughput, for metrics.json."""
-        elapsed = max(self.elapsed, 1e-9)
-        return {"train_runtime_s": elapsed, "train_samples_per_second": self.seen / elapsed, "train_steps": self.step}
 
 
 def unfreeze_for_epoch(accelerator, model, policy, epoch: int):
