@@ -162,10 +162,10 @@ def check_distill_args(args) -> None:
         )
     if not distill.teacher_model_name_or_path:
         raise ArgumentError("--teacher_model_name_or_path: give the teacher's saved classifier directory (or several)")
-    from .distillation import baseline_teachers
+    from .baselines import BASELINES  # the baselines that can teach, by name
 
     for teacher in distill.teacher_model_name_or_path:
-        if teacher in baseline_teachers():
+        if teacher in BASELINES:
             if Path(teacher).exists():
                 raise ArgumentError(
                     f"--teacher_model_name_or_path {teacher}: both a baseline's name and a path here; give ./{teacher}"
@@ -173,7 +173,7 @@ def check_distill_args(args) -> None:
         elif not Path(teacher).exists() and not is_hub_id(teacher):
             raise ArgumentError(
                 f"--teacher_model_name_or_path {teacher}: no such directory (nor a Hub id, nor a baseline: "
-                f"{', '.join(baseline_teachers())})"
+                f"{', '.join(BASELINES)})"
             )
     if args.encoder.encoder_type != "word_vectors":
         raise ArgumentError(f"--encoder_type {args.encoder.encoder_type}: the student is a word_vectors model")

@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from .augmentation import MASK, augment_texts
+from .baselines import BASELINES  # the baselines that can teach, by the name a teacher is given
 from .errors import ArgumentError
 from .files import atomic_write, cache_directory
 
@@ -94,18 +95,11 @@ def label_order(teacher: str, teacher_id2label: dict, id2label: dict[int, str]) 
     return [theirs[name] for name in ours]
 
 
-def baseline_teachers() -> dict:
-    """The baselines that can teach, by the name a teacher is given."""
-    from .baselines import BASELINES
-
-    return BASELINES
-
-
 def teacher_identity(teacher: str, fit_data: dict | None = None) -> dict:
     """What the cache key knows of a teacher: each file's name, size and mtime (a Hub id: its name; a
     baseline: its settings and the texts and labels it is fitted on)."""
-    if teacher in baseline_teachers():
-        settings = {key: value for key, value in vars(baseline_teachers()[teacher]()).items() if key != "selection"}
+    if teacher in BASELINES:
+        settings = {key: value for key, value in vars(BASELINES[teacher]()).items() if key != "selection"}
         fitted = hashlib.sha256(json.dumps(fit_data, ensure_ascii=False).encode("utf-8")).hexdigest()
         return {"baseline": teacher, "settings": json.loads(json.dumps(settings)), "fitted_on": fitted}
     path = Path(teacher)
@@ -164,7 +158,7 @@ def baseline_teacher_logits(teacher: str, texts: list[str], fit_data: dict, acce
 
     logits = [None]
     if accelerator.is_main_process:
-        baseline = baseline_teachers()[teacher]()
+        baseline = BASELINES[teacher]()
         baseline.fit(fit_data["train"]["texts"], fit_data["train"]["labels"],
                      fit_data["validation"]["texts"], fit_data["validation"]["labels"])  # fmt: skip
         logger.info("teacher %s fitted on the training split: %s", teacher, baseline.selection or "no choice made")
@@ -214,7 +208,7 @@ def teacher_logits(
 
     columns, sources = [], {}
     for teacher in teachers:
-        baseline = teacher in baseline_teachers()
+        baseline = teacher in BASELINES
         if baseline and fit_data is None:
             raise ValueError(f"the baseline teacher {teacher} needs fit_data")
         if not baseline:
