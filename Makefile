@@ -6,7 +6,8 @@
 # the few that are imported on first use.
 # The demo replaces its own previous run in $(DEMO_DIR) (--overwrite_output_dir). It trains the shipped config
 # without adversarial training: on the embedded reviews, next to the model's TF-IDF branch, that pass measured no
-# gain in test accuracy over 5 seeds (0.8631 vs 0.8636) and doubles the training time (README, Speed).
+# gain in test accuracy over 5 seeds (0.8631 vs 0.8636) and doubles the training time (README: "Next to the
+# TF-IDF branch", under the adversarial training table).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
