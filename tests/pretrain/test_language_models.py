@@ -25,6 +25,15 @@ def tiny_bilm_model(seed=0):
 def test_reverse_padded_keeps_padding_in_place():
     x = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]]).unsqueeze(-1)
     assert reverse_padded(x, torch.tensor([3, 2])).squeeze(-1).tolist() == [[3, 2, 1, 0], [5, 4, 0, 0]]
+    assert reverse_padded(x.squeeze(-1), torch.tensor([3, 2])).tolist() == [[3, 2, 1, 0], [5, 4, 0, 0]]  # ids
+    states = torch.randn(3, 5, 4, requires_grad=True)
+    lengths = torch.tensor([5, 1, 3])
+    reversed_states = reverse_padded(states, lengths)
+    for row, length in enumerate(lengths.tolist()):
+        assert torch.equal(reversed_states[row, :length], states[row, :length].flip(0))
+        assert torch.equal(reversed_states[row, length:], states[row, length:])
+    (reversed_states * torch.arange(5.0).view(1, 5, 1)).sum().backward()  # the gradient goes back reversed
+    assert states.grad[2, :, 0].tolist() == [2.0, 1.0, 0.0, 3.0, 4.0]
 
 
 def test_directions_see_only_their_side():
