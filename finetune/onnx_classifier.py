@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .batching import length_sorted_batches, padded_batch, padded_ngrams
+from .batching import length_sorted_batches, padded_batch
 from .errors import ModelDirectoryError
 from .models.bilstm_attention.long_text import LongText
 from .models.bilstm_attention.normalization_chinese import CHAR_MAP_FILE, CharNormalizer
 from .models.bilstm_attention.segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, read_vocab
-from .models.bilstm_attention.tfidf_ngrams import NGRAM_FILE, TfidfNgrams
+from .models.bilstm_attention.tfidf_ngrams import NGRAM_FILE, NgramRows, TfidfNgrams
 
 ONNX_DIR = "onnx"
 MODEL_FILE = "model.onnx"
@@ -89,11 +89,11 @@ class _JiebaIds:
     def __call__(self, texts: list[str]) -> list[list[int]]:
         return self.vocabulary.encode(texts, self.max_length, self.truncation_side)
 
-    def ngram_features(self, texts: list[str]) -> list[tuple[list[int], list[float]]] | None:
-        """Each text's `ngram_ids` and `ngram_weights`; None without a TF-IDF branch."""
+    def ngram_rows(self, texts: list[str]) -> NgramRows | None:
+        """The texts' `ngram_ids` and `ngram_weights` (`NgramRows`); None without a TF-IDF branch."""
         if self.tfidf is None:
             return None
-        return self.tfidf.batch_features([self.vocabulary.normalized(text) for text in texts])
+        return self.tfidf.batch_rows([self.vocabulary.normalized(text) for text in texts])
 
 
 class _RustTokenizerIds:
@@ -112,7 +112,7 @@ class _RustTokenizerIds:
     def __call__(self, texts: list[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
 
-    def ngram_features(self, texts: list[str]) -> None:
+    def ngram_rows(self, texts: list[str]) -> None:
         return None  # no TF-IDF branch over these tokenizers
 
 
@@ -173,7 +173,7 @@ class OnnxClassifier:
         check_texts(texts)
         # The model cuts long texts as its config says (and so does the graph): cutting here saves the work.
         encoded = [self.long_text.truncate(ids) for ids in self.encode(list(texts))]
-        ngrams = self.encode.ngram_features(list(texts))
+        ngrams = self.encode.ngram_rows(list(texts))
         logits = np.empty((len(encoded), len(self.labels)), dtype=np.float32)
         for rows in length_sorted_batches([len(ids) for ids in encoded], self.batch_size):
             input_ids, attention_mask = padded_batch([encoded[i] for i in rows], self.pad_token_id, self.padding_side)
@@ -182,7 +182,7 @@ class OnnxClassifier:
                 attention_mask = np.zeros_like(input_ids)
             feed = {"input_ids": input_ids, "attention_mask": attention_mask}
             if ngrams is not None:
-                ids, weights = padded_ngrams([ngrams[i][0] for i in rows], [ngrams[i][1] for i in rows])
+                ids, weights = ngrams.padded(rows)
                 feed |= {"ngram_ids": ids, "ngram_weights": weights}
             logits[rows] = self.session.run(["logits"], feed)[0]
             if progress is not None:

@@ -229,6 +229,39 @@ def test_predict_file_in_chunks_writes_what_one_chunk_writes(trained_run, mixed_
     assert read_table(tmp_path / f"whole{suffix}", as_written=True)["id"][:] == [row[0] for row in rows]
 
 
+def test_bf16_predicts_what_float32_does(trained_run, mixed_texts, tmp_path, monkeypatch, caplog):
+    import torch
+
+    from finetune import inference
+
+    model = trained_run / "best"
+    input_file = write_csv(tmp_path / "in.csv", [(str(i), text) for i, text in enumerate(mixed_texts)], ("id", "text"))
+    predict_file(model, input_file, tmp_path / "fp32.csv", top_k="all")
+    predict_file(model, input_file, tmp_path / "bf16.csv", top_k="all", bf16=True)
+    fp32, bf16 = (read_table(tmp_path / f"{name}.csv").to_pandas() for name in ("fp32", "bf16"))
+    scores = [name for name in fp32.columns if name.startswith("score_")]
+    difference = np.abs(fp32[scores].to_numpy(float) - bf16[scores].to_numpy(float))
+    assert 0 < difference.max() < 0.02  # bfloat16 ran (the scores moved), to about 2-3 digits
+    clear = fp32["score"].astype(float) > 0.52  # labels of texts not on the fence are the same
+    assert clear.sum() > 80 and (fp32["predicted_label"] == bf16["predicted_label"])[clear].all()
+    classifier = load_classifier(model, bf16=True)
+    dtypes = {name: parameter.dtype for name, parameter in classifier.model.named_parameters()}
+    assert dtypes["head.lstm.weight_ih_l0"] == torch.bfloat16
+    assert dtypes["tfidf_branch.weight"] == torch.float32  # _keep_in_fp32_modules_strict
+    monkeypatch.setattr(inference, "native_cpu_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="finetune.inference"):
+        load_classifier(model, bf16=True)
+    assert "this CPU has neither AVX512-BF16 nor AMX; bfloat16 runs slower than float32 here" in caplog.text
+
+
+def test_bf16_is_refused_with_an_onnx_backend(trained_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["predict", str(trained_run / "best"), "--text", "很好", "--backend", "onnx", "--bf16"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["finetune: error: --bf16 runs the PyTorch model, not --backend onnx (int8: --backend onnx_int8)"]
+
+
 def test_predict_tsv_refuses_a_tab_inside_a_value(trained_run, tmp_path):
     input_file = tmp_path / "in.jsonl"
     records = [{"text": "很好", "note": "a"}, {"text": "差", "note": "b\tc"}]

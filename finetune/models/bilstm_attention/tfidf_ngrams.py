@@ -15,10 +15,11 @@ classifier: numpy and the standard library only.
 
 import json
 import re
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["NGRAM_FILE", "TfidfNgrams", "char_ngrams"]
+__all__ = ["NGRAM_FILE", "NgramRows", "TfidfNgrams", "char_ngrams"]
 
 NGRAM_FILE = "tfidf_ngrams.json"
 _WHITESPACE = re.compile(r"\s\s+")
@@ -37,6 +38,33 @@ def ngram_key(ngram: str) -> int:
     for char in ngram:
         key = (key << 21) | (ord(char) + 1)
     return key
+
+
+class NgramRows(NamedTuple):
+    """The known n-grams of a batch of texts, stored as a sparse matrix's rows are (CSR): text i's ids
+    and weights are `ids[bounds[i]:bounds[i + 1]]` and `weights[...]`. Batches are cut from it in numpy
+    (`padded`), without a Python list per text: in `finetune predict`, lists and their padding took more
+    time than the n-grams' lookup itself."""
+
+    ids: np.ndarray  # int64, 1-based n-gram ids, ascending within a text
+    weights: np.ndarray  # float64 TF-IDF weights, each text's of unit length
+    bounds: np.ndarray  # int64, one more than there are texts
+
+    def padded(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`ngram_ids` (int64) and `ngram_weights` (float32) of texts `rows`, padded with id 0 and weight 0."""
+        starts = self.bounds[rows]
+        lengths = self.bounds[rows + 1] - starts
+        positions = np.arange(lengths.max(initial=0))
+        mask = positions < lengths[:, None]
+        source = np.where(mask, starts[:, None] + positions, 0)
+        if not len(self.ids):  # no text has a known n-gram
+            return np.zeros(mask.shape, dtype=np.int64), np.zeros(mask.shape, dtype=np.float32)
+        return np.where(mask, self.ids[source], 0), np.where(mask, self.weights[source], 0.0).astype(np.float32)
+
+    def lists(self) -> list[tuple[list[int], list[float]]]:
+        """(ids, weights) of each text, as lists."""
+        ids, weights, bounds = self.ids.tolist(), self.weights.tolist(), self.bounds.tolist()
+        return [(ids[a:b], weights[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 class TfidfNgrams:
@@ -68,6 +96,10 @@ class TfidfNgrams:
 
     def batch_features(self, texts: list[str]) -> list[tuple[list[int], list[float]]]:
         """`features` of each text, computed for the whole batch at once (numpy)."""
+        return self.batch_rows(texts).lists()
+
+    def batch_rows(self, texts: list[str]) -> NgramRows:
+        """`features` of every text of a batch, as `NgramRows` (numpy arrays, no list per text)."""
         texts = [_WHITESPACE.sub(" ", text) for text in texts]
         lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
         codes = np.frombuffer("".join(texts).encode("utf-32-le"), dtype="<u4").astype(np.uint64) + 1
@@ -91,9 +123,8 @@ class TfidfNgrams:
         weights = (1.0 + np.log(counts)) * self._idf[index]
         norms = np.sqrt(np.bincount(text_of, weights * weights, minlength=len(texts)))
         weights = weights / np.where(norms > 0, norms, 1.0)[text_of]
-        bounds = np.searchsorted(text_of, np.arange(len(texts) + 1)).tolist()
-        ids, weights = (index + 1).tolist(), weights.tolist()
-        return [(ids[a:b], weights[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+        bounds = np.searchsorted(text_of, np.arange(len(texts) + 1))
+        return NgramRows((index + 1).astype(np.int64), weights, bounds.astype(np.int64))
 
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as file:

@@ -15,7 +15,7 @@ from transformers.tokenization_utils_base import BatchEncoding, PaddingStrategy,
 
 from .normalization_chinese import CHAR_MAP_FILE, CharNormalizer
 from .segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, read_vocab, truncate
-from .tfidf_ngrams import NGRAM_FILE, TfidfNgrams
+from .tfidf_ngrams import NGRAM_FILE, NgramRows, TfidfNgrams
 
 __all__ = ["JiebaTokenizer", "check_texts", "load_segmenter"]
 
@@ -153,7 +153,12 @@ class JiebaTokenizer(PreTrainedTokenizer):
 
     def ngram_features(self, texts: list[str]) -> list[tuple[list[int], list[float]]]:
         """`ngram_ids` and `ngram_weights` of each text: its n-grams after the segmenter's normalisation."""
-        return self.tfidf.batch_features([self.words.normalized(text) for text in texts])
+        return self.ngram_rows(texts).lists()
+
+    def ngram_rows(self, texts: list[str]) -> NgramRows:
+        """`ngram_features` of a batch as arrays (`NgramRows`): call the tokenizer with `return_ngrams=False`
+        and cut padded batches from these, as `finetune predict` does."""
+        return self.tfidf.batch_rows([self.words.normalized(text) for text in texts])
 
     @property
     def vocab_size(self) -> int:
@@ -199,10 +204,11 @@ class JiebaTokenizer(PreTrainedTokenizer):
         # out added tokens such as [UNK]), prepare_for_model() and pad(), and makes tensors from
         # nested lists: several times the cost of segmenting. Texts without added tokens in them
         # take a direct path instead; the ids and masks are the same (tests compare them).
+        ngrams = kwargs.get("return_ngrams", True) and self.tfidf is not None  # return_ngrams=False: ids only
         sequences = self._fast_path_sequences(text, text_pair, kwargs)
         if sequences is None:
             encoded = super()._encode_plus(text, text_pair, **kwargs)
-            return encoded if self.tfidf is None else self._add_ngrams(encoded, text, text_pair, kwargs)
+            return self._add_ngrams(encoded, text, text_pair, kwargs) if ngrams else encoded
         batched = not isinstance(text, str) and not (kwargs.get("is_split_into_words") and isinstance(text[0], str))
         max_length = kwargs.get("max_length")
         cut = kwargs.get("truncation_strategy") != TruncationStrategy.DO_NOT_TRUNCATE and max_length
@@ -216,7 +222,7 @@ class JiebaTokenizer(PreTrainedTokenizer):
             self._eventual_warn_about_too_long_sequence(ids, max_length, kwargs.get("verbose", True))
             encoded.append(ids)
         outputs = self._pad_ids(encoded, batched, kwargs)
-        if self.tfidf is not None:
+        if ngrams:
             outputs |= self._ngram_inputs(sequences, batched, kwargs)
         return_tensors = kwargs.get("return_tensors")
         if return_tensors in ("pt", "np") and all(len({len(row) for row in rows}) == 1 for rows in outputs.values()):
