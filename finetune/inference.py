@@ -38,7 +38,8 @@ def load_classifier(model_dir: str | os.PathLike, device: int | str | None = Non
     """`pipeline("text-classification")` over a saved model directory (or Hub id).
 
     `bf16`: the model's weights in bfloat16 (`dtype=torch.bfloat16`; its TF-IDF branch stays float32), the
-    fast path on CPUs with AVX512-BF16 or AMX and on GPUs; warns on a CPU without them, where it is slower.
+    fast path on CPUs with AVX512-BF16 or AMX and on GPUs; refused (ArgumentError) on other CPUs, whose
+    oneDNN has no bfloat16 LSTM.
 
     Raises:
         ModelDirectoryError: The directory is missing, incomplete or damaged (the file is named),
@@ -46,18 +47,18 @@ def load_classifier(model_dir: str | os.PathLike, device: int | str | None = Non
     """
     check_model_directory(model_dir)
     if bf16:
+        from .training import cpu_has_native_bf16
+
         kwargs["dtype"] = torch.bfloat16
-        if device in (None, "cpu", -1) and not native_cpu_bf16():
-            logger.warning("--bf16: this CPU has neither AVX512-BF16 nor AMX; bfloat16 runs slower than float32 here")
+        if device in (None, "cpu", -1) and not torch.cuda.is_available() and not cpu_has_native_bf16():
+            raise ArgumentError(
+                "--bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so its LSTM kernels refuse it; "
+                "predict in float32 (drop --bf16) or with --backend onnx_int8"
+            )
     with hub_errors(model_dir):
         classifier = pipeline("text-classification", model=str(model_dir), device=device, **kwargs)
     check_finite_weights(classifier.model, model_dir)
     return classifier
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), as oneDNN's kernels use it."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def check_bf16_backend(bf16: bool, backend: str) -> None:

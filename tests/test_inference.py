@@ -229,10 +229,11 @@ def test_predict_file_in_chunks_writes_what_one_chunk_writes(trained_run, mixed_
     assert read_table(tmp_path / f"whole{suffix}", as_written=True)["id"][:] == [row[0] for row in rows]
 
 
-def test_bf16_predicts_what_float32_does(trained_run, mixed_texts, tmp_path, monkeypatch, caplog):
+def test_bf16_predicts_what_float32_does(trained_run, mixed_texts, tmp_path, monkeypatch):
     import torch
 
-    from finetune import inference
+    from finetune import training
+    from finetune.errors import ArgumentError
 
     model = trained_run / "best"
     input_file = write_csv(tmp_path / "in.csv", [(str(i), text) for i, text in enumerate(mixed_texts)], ("id", "text"))
@@ -248,10 +249,11 @@ def test_bf16_predicts_what_float32_does(trained_run, mixed_texts, tmp_path, mon
     dtypes = {name: parameter.dtype for name, parameter in classifier.model.named_parameters()}
     assert dtypes["head.lstm.weight_ih_l0"] == torch.bfloat16
     assert dtypes["tfidf_branch.weight"] == torch.float32  # _keep_in_fp32_modules_strict
-    monkeypatch.setattr(inference, "native_cpu_bf16", lambda: False)
-    with caplog.at_level("WARNING", logger="finetune.inference"):
-        load_classifier(model, bf16=True)
-    assert "this CPU has neither AVX512-BF16 nor AMX; bfloat16 runs slower than float32 here" in caplog.text
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ArgumentError, match=r"^--bf16: this CPU has no native bfloat16 \(AVX512-BF16 or AMX\)"):
+        predict_file(model, input_file, tmp_path / "refused.csv", bf16=True)
+    assert not (tmp_path / "refused.csv").exists()
 
 
 def test_bf16_is_refused_with_an_onnx_backend(trained_run, tmp_path, capsys):
