@@ -12,7 +12,8 @@ validation.csv, and test.csv):
   200-d vectors, BiLSTM 128 per direction, additive attention 128, dropout, linear; length-bucketed
   batches of 64, packed sequences, AdamW, clipping at 1.0; one epoch), and the recipe's `main` for one
   epoch with `--adversarial_epsilon 0` and with the default config's setting (`--bf16`: that too under
-  bf16 autocast, for CPUs with AVX512-BF16 or AMX and for GPUs). Both read the same
+  bf16 autocast, for CPUs with AVX512-BF16 or AMX and for GPUs, and `pipeline()` and `finetune predict`
+  in bfloat16 too). Both read the same
   vector file (`--word_vectors`, else random vectors written here for the training words seen twice,
   as the word2vec the recipe would train keeps), so no word2vec is trained. The recipe keeps the rest
   of its config (attention+mean pooling, word dropout, the linear schedule) and writes no checkpoint;
@@ -142,11 +143,13 @@ def prediction_row(load, texts: list[str], gold: list[int], args) -> dict:
     return {"texts_per_second": rate, "seconds": seconds, "test_accuracy": accuracy, **single, **memory.report()}
 
 
-def pipeline_predictor(run_dir: Path):
-    """`pipeline("text-classification", model=RUN/best)`, as a user loads the toolkit's model."""
+def pipeline_predictor(run_dir: Path, bf16: bool = False):
+    """`pipeline("text-classification", model=RUN/best)`, as a user loads the toolkit's model (`bf16`: with
+    `dtype=torch.bfloat16`)."""
     from transformers import pipeline
 
-    classifier = pipeline("text-classification", model=str(run_dir))
+    options = {"dtype": torch.bfloat16} if bf16 else {}
+    classifier = pipeline("text-classification", model=str(run_dir), **options)
     label2id = classifier.model.config.label2id
 
     def predict(texts, batch_size):
@@ -155,8 +158,9 @@ def pipeline_predictor(run_dir: Path):
     return predict, classifier
 
 
-def predict_file_prediction(run_dir: Path, texts: list[str], work: Path, args) -> dict:
-    """`predict_file` (what `finetune predict` runs) on a CSV of the texts: load, read, predict, write."""
+def predict_file_prediction(run_dir: Path, texts: list[str], work: Path, args, bf16: bool = False) -> dict:
+    """`predict_file` (what `finetune predict` runs, `--bf16` too) on a CSV of the texts: load, read, predict,
+    write."""
     from finetune.inference import predict_file
 
     texts_csv = work / "texts.csv"
@@ -164,7 +168,7 @@ def predict_file_prediction(run_dir: Path, texts: list[str], work: Path, args) -
         csv.writer(file).writerows([["text"], *([text] for text in texts)])
 
     def run(output: str = "predictions.csv"):
-        return predict_file(run_dir, texts_csv, work / output, batch_size=args.predict_batch_size)
+        return predict_file(run_dir, texts_csv, work / output, batch_size=args.predict_batch_size, bf16=bf16)
 
     with PeakRSS() as memory:
         run("warm-up.csv")
@@ -225,15 +229,18 @@ ROWS = [
     ("plain loop predict", "predict", "plain"),
     ("pipeline()", "predict", "pipeline"),
     ("finetune predict (predict_file)", "predict", "predict_file"),
+    ("pipeline(), bf16 (dtype=torch.bfloat16)", "predict", "pipeline_bf16"),
+    ("finetune predict --bf16", "predict", "predict_file_bf16"),
 ]
 
 
 NOTES = """
 Train rows: one epoch of the same split, vectors read from the same file (no word2vec trained). The
 recipe's figure is its own train_samples_per_second: its loop, with the end-of-epoch validation and the
-best/ save. Predict rows: the test texts, the same batch size; finetune predict includes loading the
-model and reading/writing the CSV. Peak RSS: the whole process's, sampled every 5 ms during the phase
-(rise: over the phase's start); one process runs every phase, so later phases start from a larger RSS."""
+best/ save. Predict rows: the test texts (--predict_copies times over), the same batch size; finetune predict
+includes loading the model and reading/writing the CSV. Peak RSS: the whole process's, sampled every 5 ms
+during the phase (rise: over the phase's start); one process runs every phase, so later phases start from a
+larger RSS."""
 
 
 def table_lines(results: dict) -> list[str]:
@@ -273,10 +280,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train_repeats", type=int, default=1, help="training epochs of each kind; median")
     parser.add_argument("--latency_calls", type=int, default=300, help="single-text calls for p50/p95")
     parser.add_argument("--predict_batch_size", type=int, default=64, help="texts per batch, PyTorch rows")
+    parser.add_argument(
+        "--predict_copies",
+        type=int,
+        default=1,
+        help="predict rows on the test texts this many times over (a bigger file: finetune predict's model "
+        "loading and CSV then weigh as on a real one; accuracy is unchanged)",
+    )
     parser.add_argument("--max_train_samples", type=int, help="cap the training split (stratified)")
     parser.add_argument("--max_eval_samples", type=int, help="cap validation and test")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--bf16", action="store_true", help="also the default recipe under bf16 autocast")
+    parser.add_argument(
+        "--bf16", action="store_true", help="also the default recipe under bf16 autocast, and prediction in bfloat16"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: 128/32 samples, 1 repeat, 10 calls")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -357,16 +373,23 @@ def main(argv=None) -> dict:
             runners["recipe_bf16"] = lambda: recipe_epoch(bf16, n)
         results["train"] = training_rows(runners, args.train_repeats)
         results["train"]["plain"]["encode_load_vectors_s"] = plain.prepare_s
-        texts, gold, best = list(splits["test"]["text"]), list(splits["test"]["label"]), work / "default" / "best"
+        copies, best = args.predict_copies, work / "default" / "best"
+        texts, gold = list(splits["test"]["text"]) * copies, list(splits["test"]["label"]) * copies
         results["predict"] = {
             "plain": prediction_row(lambda: plain_predictor(plain.model, plain.index), texts, gold, args),
             "pipeline": prediction_row(lambda: pipeline_predictor(best), texts, gold, args),
             "predict_file": predict_file_prediction(best, texts, work, args),
         }
+        if args.bf16:
+            results["predict"] |= {
+                "pipeline_bf16": prediction_row(lambda: pipeline_predictor(best, bf16=True), texts, gold, args),
+                "predict_file_bf16": predict_file_prediction(best, texts, work, args, bf16=True),
+            }
         results["predict_onnx"] = onnx_prediction_rows(best, texts, gold, work, args)
     results["machine"]["torch_threads_at_end"] = torch.get_num_threads()
-    print(f"\n{results['settings']['data']}: {results['splits']}; torch {torch.__version__}, "
-          f"{results['machine']['torch_threads']} threads, {os.cpu_count()} CPUs\n")  # fmt: skip
+    threads = results["machine"]["torch_threads"]
+    print(f"\n{results['settings']['data']}: {results['splits']}, predict rows on {len(texts)} texts; "
+          f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs\n")  # fmt: skip
     print("\n".join(table_lines(results) + onnx_table_lines(results)))
     print(NOTES)
     if args.output:
