@@ -22,6 +22,8 @@ ROW_NAMES = [
     "plain loop predict",
     "pipeline()",
     "finetune predict (predict_file)",
+    "pipeline(), bf16 (dtype=torch.bfloat16)",
+    "finetune predict --bf16",
     "onnxruntime fp32 (model.onnx, {} MB)",
     "onnxruntime int8 (model_int8.onnx, {} MB)",
 ]
@@ -43,7 +45,7 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
     output = tmp_path / "speed.json"
     # One thread: two-thread torch on a busy 2-core machine spends minutes spinning
     command = [sys.executable, str(ROOT / "scripts" / "bench_speed.py"), "--quick", "--threads", "1", "--bf16",
-               "--data", str(data), "--output", str(output)]  # fmt: skip
+               "--data", str(data), "--output", str(output), "--predict_copies", "2"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     bf16 = cpu_has_native_bf16()
     if not bf16:  # an AVX2-only CPU: oneDNN has no bf16 LSTM; the flag is refused before any work
@@ -62,7 +64,7 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
     for name, *cells in rows:
         numbers = [float(n) for cell in cells for n in re.findall(r"\d+(?:\.\d+)?", cell)]
         # throughput, p50 and p95 (plain and pipeline() prediction only), peak RSS and its rise, ratio
-        latencies = name in ("plain loop predict", "pipeline()") or name.startswith("onnxruntime")
+        latencies = name.startswith(("plain loop predict", "pipeline()", "onnxruntime"))
         assert len(numbers) == (6 if latencies else 4), (name, cells)
         rise = numbers[-2]  # a phase may reuse memory already taken: its rise can be 0
         assert all(n > 0 for n in numbers[:-2] + numbers[-1:]) and rise >= 0, (name, cells)
@@ -70,11 +72,12 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
 
     results = json.loads(output.read_text(encoding="utf-8"))
     assert results["splits"]["test"] == 30 and results["machine"]["torch_threads"] == 1
+    assert "predict rows on 60 texts" in done.stdout  # --predict_copies 2
     for kind, unit in (("train", "samples_per_second"), ("predict", "texts_per_second")):
-        assert len(results[kind]) == (3 + bf16 if kind == "train" else 3)
+        assert len(results[kind]) == (3 + bf16 if kind == "train" else 3 + 2 * bf16)
         for row in results[kind].values():
             assert row[unit] > 0 and row["peak_rss_mb"] > 0
-    for name in ("plain", "pipeline"):
+    for name in ("plain", "pipeline", *(["pipeline_bf16"] if bf16 else [])):
         row = results["predict"][name]
         assert 0 < row["p50_ms"] <= row["p95_ms"] and row["calls"] == 10
     for name in ("onnx_fp32", "onnx_int8"):
