@@ -120,7 +120,8 @@ def _draw_training_curves(
         label = f"saved model (+ TF-IDF branch), {names.get(metric, metric)} {score:.4f}"
         right.plot([step], [score], "*", markersize=14, color="C3", label=label)
     right.set_xlabel("optimizer step")
-    right.legend()
+    # Below the axes: inside, "best" laid the legend (wide with the saved model's mark) over the first rise
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=9, frameon=False)
     right.grid(alpha=0.3)
     _save(fig, path)
 
