@@ -280,13 +280,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train_repeats", type=int, default=1, help="training epochs of each kind; median")
     parser.add_argument("--latency_calls", type=int, default=300, help="single-text calls for p50/p95")
     parser.add_argument("--predict_batch_size", type=int, default=64, help="texts per batch, PyTorch rows")
-    parser.add_argument(
-        "--predict_copies",
-        type=int,
-        default=1,
-        help="predict rows on the test texts this many times over (a bigger file: finetune predict's model "
-        "loading and CSV then weigh as on a real one; accuracy is unchanged)",
-    )
+    copies_help = "predict rows on the test texts this many times over (model loading weighs as on a real file)"
+    parser.add_argument("--predict_copies", type=int, default=1, help=copies_help)
     parser.add_argument("--max_train_samples", type=int, help="cap the training split (stratified)")
     parser.add_argument("--max_eval_samples", type=int, help="cap validation and test")
     parser.add_argument("--seed", type=int, default=42)
