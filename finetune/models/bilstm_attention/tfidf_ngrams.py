@@ -42,8 +42,9 @@ def ngram_key(ngram: str) -> int:
 
 class KeyTable:
     """Nonzero 64-bit keys -> their positions, looked up a whole array at once: a hash table with linear
-    probing in numpy, at most a quarter full. On 20,000 reviews' 3.9 million n-grams it answers in a
-    fraction of the time `np.searchsorted` over the sorted keys took (0.45 s, 17 dependent steps a key)."""
+    probing in numpy, at most a quarter full. The 4.4 million n-grams of 20,000 reviews, against the demo
+    model's 183k: 0.19-0.26 s, where `np.searchsorted` over the sorted keys (17 dependent steps a key) took
+    0.43-0.45 s; built in 0.07 s when the model loads."""
 
     _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the top bits of key x this
 
