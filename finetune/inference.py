@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from transformers import pipeline
 from transformers.pipelines.text_classification import sigmoid, softmax
 
-from .batching import length_sorted_batches, padded_batch, padded_ngrams
+from .batching import length_sorted_batches, padded_batch
 from .errors import ArgumentError
 from .model_files import check_finite_weights, check_model_directory, hub_errors
 from .multilabel import config_thresholds, is_multi_label, predicted_label_sets
@@ -164,23 +164,20 @@ def predict_logits(
     """The model's logits (float32) for `texts`, in their order; as `predict_probabilities`, before the scores.
     `max_length`: texts are cut to this many tokens (None: as `pipeline()` calls the tokenizer, uncut)."""
     # A TF-IDF branch's n-grams (JiebaTokenizer's): as arrays, cut into padded batches without lists
-    arrays = getattr(tokenizer, "tfidf", None) is not None and hasattr(tokenizer, "ngram_rows")
-    ngrams = tokenizer.ngram_rows(texts) if arrays else None
+    ngrams = tokenizer.ngram_rows(texts) if getattr(tokenizer, "tfidf", None) is not None else None
     options = {"return_ngrams": False} if ngrams is not None else {}
     if max_length is None:
         encoding = tokenizer(texts, **options)  # as pipeline() calls it: no padding, its truncation
     else:
         encoding = tokenizer(texts, truncation=True, max_length=max_length, **options)
     encoded, names = encoding["input_ids"], ["input_ids", "attention_mask"]
-    if ngrams is not None or "ngram_ids" in encoding:  # a TF-IDF branch reads them
+    if ngrams is not None:
         names += ["ngram_ids", "ngram_weights"]
     logits = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
     for rows in length_sorted_batches([len(ids) for ids in encoded], batch_size):
         batch = padded_batch([encoded[i] for i in rows], tokenizer.pad_token_id, tokenizer.padding_side)
         if ngrams is not None:
             batch += ngrams.padded(rows)
-        elif len(names) > 2:  # n-grams as lists (the tokenizer code saved with an older model)
-            batch += padded_ngrams(*([encoding[name][i] for i in rows] for name in names[2:]))
         outputs = model(**{name: torch.from_numpy(array).to(model.device) for name, array in zip(names, batch)})
         logits[rows] = outputs.logits.float().cpu().numpy()
         if progress is not None:
