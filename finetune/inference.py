@@ -26,6 +26,7 @@ from .prediction_files import (
     prediction_writer,
 )
 from .tables import DataError, read_table, separator_hint
+from .worker_processes import PIECE_ROWS, choose_num_proc, scores_in_processes
 
 logger = logging.getLogger(__name__)
 
@@ -193,15 +194,16 @@ def _process_shard(row_count: int, accelerator) -> tuple[int, int]:
     return row_count * rank // processes, row_count * (rank + 1) // processes
 
 
-def _text_scorer(model_dir, backend: str, batch_size: int, device, bf16: bool = False) -> tuple:
-    """`score(texts, progress) -> scores` of the chosen backend, the labels in id order, and (multi-label
-    models) the decision thresholds `config.json` holds, else None."""
+def _text_scorer(model_dir, backend: str, batch_size: int, device, bf16: bool = False, threads=None) -> tuple:
+    """`score(texts, progress) -> scores` of the chosen backend, the labels in id order, (multi-label
+    models) the decision thresholds `config.json` holds, else None, and whether it runs on a CPU.
+    `threads`: onnxruntime's intra-op threads (None: every core)."""
     check_bf16_backend(bf16, backend)
     if backend in ("onnx", "onnx_int8"):
         from .onnx_classifier import OnnxClassifier
 
-        classifier = OnnxClassifier(model_dir, quantized=backend == "onnx_int8", batch_size=batch_size)
-        return classifier.scores, classifier.labels, classifier.thresholds
+        classifier = OnnxClassifier(model_dir, quantized=backend == "onnx_int8", threads=threads, batch_size=batch_size)
+        return classifier.scores, classifier.labels, classifier.thresholds, True
     if backend != "pytorch":
         raise ArgumentError(f"--backend must be pytorch, onnx or onnx_int8, got {backend!r}")
     classifier = load_classifier(model_dir, device=device, bf16=bf16)
@@ -212,16 +214,28 @@ def _text_scorer(model_dir, backend: str, batch_size: int, device, bf16: bool = 
         return predict_probabilities(model, tokenizer, texts, batch_size, progress)
 
     thresholds = config_thresholds(model.config) if is_multi_label(model.config) else None
-    return score, [id2label[index] for index in sorted(id2label)], thresholds
+    return score, [id2label[index] for index in sorted(id2label)], thresholds, model.device.type == "cpu"
 
 
-def _predict_column(score, column: pa.ChunkedArray, label_count: int, chunk_size: int, main: bool) -> np.ndarray:
-    """Scores of every text of `column`, `chunk_size` texts at a time, with a progress bar (rows/s)."""
+def _predict_column(
+    score, column: pa.ChunkedArray, label_count: int, chunk_size: int, main: bool, num_proc: int = 1
+) -> np.ndarray:
+    """Scores of every text of `column`, `chunk_size` texts at a time, with a progress bar (rows/s);
+    `num_proc` > 1: in that many forked processes, `PIECE_ROWS` texts at a time (`worker_processes`)."""
+
+    def texts_of(start: int, stop: int) -> list[str]:
+        return ["" if text is None else str(text) for text in column.slice(start, stop - start).to_pylist()]
+
     scores = [np.empty((0, label_count), dtype=np.float32)]
     with tqdm(total=len(column), desc="Predicting", unit="rows", unit_scale=True, disable=not main) as progress:
-        for start in range(0, len(column), chunk_size):
-            texts = ["" if text is None else str(text) for text in column.slice(start, chunk_size).to_pylist()]
-            scores.append(score(texts, progress))
+        if num_proc > 1:
+            piece_rows = min(chunk_size, PIECE_ROWS)
+            for rows, piece in scores_in_processes(score, texts_of, len(column), num_proc, piece_rows):
+                scores.append(piece)
+                progress.update(rows)
+        else:
+            for start in range(0, len(column), chunk_size):
+                scores.append(score(texts_of(start, min(start + chunk_size, len(column))), progress))
     return np.concatenate(scores)
 
 
@@ -241,6 +255,7 @@ def predict_file(
     chunk_size: int = CHUNK_ROWS,
     backend: str = "pytorch",
     bf16: bool = False,
+    num_proc: int | None = None,
 ) -> int:
     """Label every row of `input_file` and write its columns, unchanged, plus the predictions.
 
@@ -251,8 +266,10 @@ def predict_file(
     multi-label model writes `predicted_labels` (the labels at or above their thresholds in
     `config.json`) and every label's `score_<label>` instead.
     Rows are labelled and written `chunk_size` at a time (memory stays flat); the output goes to
-    a temporary file renamed when complete. Under `accelerate launch --num_processes N`, each
-    process labels a share of the rows and the main process writes the one output.
+    a temporary file renamed when complete. On a CPU under Linux, processes forked from this one (one
+    per core: `num_proc`) label pieces of the rows with one thread each. Under `accelerate launch
+    --num_processes N`, each launched process labels a share of the rows and the main process writes
+    the one output.
 
     Args:
         model_dir: A saved model directory (or Hub id).
@@ -270,6 +287,8 @@ def predict_file(
             `finetune export` wrote (`OnnxClassifier`), no PyTorch.
         bf16: The PyTorch model in bfloat16 (`load_classifier`): on CPUs with AVX512-BF16 or AMX, 2.5x the
             model's texts/s here and 1.2-1.5x the file's rows/s, the same labels as float32 (README, "Speed").
+        num_proc: Processes that label the rows on a CPU (Linux), one thread each; None: one per core
+            where the file has at least 2,048 rows a process (`worker_processes.choose_num_proc`).
 
     Returns:
         The number of rows written: all of them on the main process, 0 on the others.
@@ -294,7 +313,11 @@ def predict_file(
     device = None if accelerator is None else accelerator.device
     if batch_size is None:  # the fastest here: length-sorted batches of 64 (PyTorch) or 32 (onnxruntime's LSTM)
         batch_size = 64 if backend == "pytorch" else 32
-    score, labels, thresholds = _text_scorer(model_dir, backend, batch_size, device, bf16)
+    several = accelerator is not None
+    planned = choose_num_proc(num_proc, table.num_rows, on_cpu=True, several_launched=several)  # before loading
+    threads = 1 if planned > 1 else None  # onnxruntime's, in each process (PyTorch's are set in the workers)
+    score, labels, thresholds, on_cpu = _text_scorer(model_dir, backend, batch_size, device, bf16, threads)
+    num_proc = choose_num_proc(num_proc, table.num_rows, on_cpu, several)
     top_k = _top_k_count(top_k, len(labels)) if thresholds is None else len(labels)  # multi-label: every score
     taken = [PREDICTED_LABELS] if thresholds is not None else []
     _check_input_columns(
@@ -305,7 +328,7 @@ def predict_file(
         rank, processes = accelerator.process_index + 1, accelerator.num_processes
         logger.info("Process %d of %d labels rows %d to %d", rank, processes, first + 1, last)
     column = table[text_column].slice(first, last - first)
-    scores = _predict_column(score, column, len(labels), chunk_size, main)
+    scores = _predict_column(score, column, len(labels), chunk_size, main, num_proc)
     if accelerator is not None:
         from accelerate.utils import gather_object
 

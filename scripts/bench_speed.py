@@ -170,7 +170,7 @@ def predict_file_prediction(run_dir: Path, texts: list[str], work: Path, args, b
     def run(output: str = "predictions.csv"):
         return predict_file(run_dir, texts_csv, work / output, batch_size=args.predict_batch_size, bf16=bf16)
 
-    with PeakRSS() as memory:
+    with PeakRSS(children=True) as memory:  # its worker processes too
         run("warm-up.csv")
         rate, seconds, _ = median_rate(run, len(texts), args.repeats)
     return {"texts_per_second": rate, "seconds": seconds, **memory.report()}
@@ -238,9 +238,10 @@ NOTES = """
 Train rows: one epoch of the same split, vectors read from the same file (no word2vec trained). The
 recipe's figure is its own train_samples_per_second: its loop, with the end-of-epoch validation and the
 best/ save. Predict rows: the test texts (--predict_copies times over), the same batch size; finetune predict
-includes loading the model and reading/writing the CSV. Peak RSS: the whole process's, sampled every 5 ms
-during the phase (rise: over the phase's start); one process runs every phase, so later phases start from a
-larger RSS."""
+includes loading the model and reading/writing the CSV, and labels in one forked process per core where the
+texts make two pieces of 2,048 or more (its default). Peak RSS: the whole process's, sampled every 5 ms
+during the phase (rise: over the phase's start), finetune predict's with its workers' summed (shared pages
+counted in each); one process runs every phase, so later phases start from a larger RSS."""
 
 
 def table_lines(results: dict) -> list[str]:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import re
 import subprocess
@@ -288,6 +289,17 @@ def test_two_processes_write_what_one_writes(trained_run, mixed_texts, tmp_path)
     assert "Process 1 of 2 labels rows 1 to 1000" in result.stderr
     assert "Process 2 of 2 labels rows 1001 to 2001" in result.stderr
     assert result.stdout.count("wrote 2001 predictions") == 1  # by the main process only
+    assert_same_predictions(tmp_path / "two.csv", tmp_path / "one.csv")
+
+
+def test_forked_processes_write_what_one_writes(trained_run, mixed_texts, tmp_path, caplog):
+    rows = [(f"{i:04d}", mixed_texts[i % len(mixed_texts)] + "！" * (i % 5)) for i in range(2001)]
+    input_file = write_csv(tmp_path / "in.csv", rows, ("id", "text"))
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        predict_file(trained_run / "best", input_file, tmp_path / "one.csv", top_k="all")  # < 2 pieces: 1 process
+        assert "Labelling" not in caplog.text
+        predict_file(trained_run / "best", input_file, tmp_path / "two.csv", top_k="all", num_proc=2, chunk_size=300)
+    assert "Labelling 2001 rows in 2 processes of 1 thread(s), 300 rows at a time" in caplog.text
     assert_same_predictions(tmp_path / "two.csv", tmp_path / "one.csv")
 
 

@@ -204,6 +204,23 @@ def test_cli_export_then_predict_with_onnx(models, tmp_path, capsys):
     assert len(rows) == 3 and all(row["predicted_label"] in ("negative", "positive") for row in rows)
 
 
+def test_onnx_in_forked_processes_writes_what_one_writes(models, tmp_path):
+    from finetune.inference import predict_file
+    from finetune.tables import read_table
+
+    texts = [text for text, _ in make_reviews(300, seed=5)] + TEXTS
+    input_file = tmp_path / "in.jsonl"
+    lines = (json.dumps({"id": i, "text": text}, ensure_ascii=False) + "\n" for i, text in enumerate(texts))
+    input_file.write_text("".join(lines), encoding="utf-8")
+    path = models["tfidf_branch"][0]
+    predict_file(path, input_file, tmp_path / "one.jsonl", backend="onnx", top_k="all", num_proc=1)
+    predict_file(path, input_file, tmp_path / "two.jsonl", backend="onnx", top_k="all", num_proc=2, chunk_size=40)
+    one, two = (read_table(tmp_path / f"{name}.jsonl").to_pandas() for name in ("one", "two"))
+    assert two["id"].tolist() == list(range(len(texts))) and (one["predicted_label"] == two["predicted_label"]).all()
+    scores = [name for name in one.columns if name.startswith("score")]
+    assert np.allclose(one[scores].to_numpy(float), two[scores].to_numpy(float), rtol=0, atol=2e-6)
+
+
 def test_push_uploads_the_onnx_folder_and_the_card_shows_onnxruntime(models, tmp_path):
     from hub_server import LocalHub, hub_env
 
