@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bf16",
         action="store_true",
         help="the PyTorch model in bfloat16, for CPUs with AVX512-BF16 or AMX (refused on others) and GPUs: "
-        "1.2-1.5x the rows/s here, the same labels as float32 on all but 2 in 10,000 reviews",
+        "1.2-1.6x the rows/s here, the same labels as float32 on all but 2 in 10,000 reviews",
     )
     predict.add_argument(
         "--num_proc",

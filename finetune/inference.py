@@ -286,7 +286,7 @@ def predict_file(
         backend: "pytorch" (`pipeline()`'s model), or "onnx" / "onnx_int8": onnxruntime over the folder
             `finetune export` wrote (`OnnxClassifier`), no PyTorch.
         bf16: The PyTorch model in bfloat16 (`load_classifier`): on CPUs with AVX512-BF16 or AMX, 2.5x the
-            model's texts/s here and 1.2-1.5x the file's rows/s, the same labels as float32 (README, "Speed").
+            model's texts/s here and 1.2-1.6x the file's rows/s, the same labels as float32 (README, "Speed").
         num_proc: Processes that label the rows on a CPU (Linux), one thread each; None: one per core
             where the file has at least 2,048 rows a process (`worker_processes.choose_num_proc`).
 

@@ -13,6 +13,7 @@ stays in one process.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -98,7 +99,15 @@ def scores_in_processes(
         num_proc, multiprocessing.get_context("fork"), initializer=_start_worker, initargs=(score, texts_of, threads)
     )
     try:
-        for start, stop, scores in zip(starts, stops, pool.map(_score_piece, starts, stops)):
+        # The workers fork at the first piece's submission (all submitted here). Frozen, this process's objects
+        # are left out of their garbage collections, which would otherwise write to (and so copy) every page
+        # of them: the Python docs' advice for fork without exec.
+        gc.freeze()
+        try:
+            results = pool.map(_score_piece, starts, stops)
+        finally:
+            gc.unfreeze()
+        for start, stop, scores in zip(starts, stops, results):
             yield stop - start, scores
     except BrokenProcessPool:
         raise FinetuneError(

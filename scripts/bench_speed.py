@@ -158,9 +158,11 @@ def pipeline_predictor(run_dir: Path, bf16: bool = False):
     return predict, classifier
 
 
-def predict_file_prediction(run_dir: Path, texts: list[str], work: Path, args, bf16: bool = False) -> dict:
-    """`predict_file` (what `finetune predict` runs, `--bf16` too) on a CSV of the texts: load, read, predict,
-    write."""
+def predict_file_prediction(
+    run_dir: Path, texts: list[str], work: Path, args, bf16: bool = False, backend: str = "pytorch"
+) -> dict:
+    """`predict_file` (what `finetune predict` runs, `--bf16` or `--backend` too) on a CSV of the texts: load,
+    read, predict, write. onnxruntime at its own default batch size."""
     from finetune.inference import predict_file
 
     texts_csv = work / "texts.csv"
@@ -168,11 +170,12 @@ def predict_file_prediction(run_dir: Path, texts: list[str], work: Path, args, b
         csv.writer(file).writerows([["text"], *([text] for text in texts)])
 
     def run(output: str = "predictions.csv"):
-        return predict_file(run_dir, texts_csv, work / output, batch_size=args.predict_batch_size, bf16=bf16)
+        batch_size = args.predict_batch_size if backend == "pytorch" else None
+        return predict_file(run_dir, texts_csv, work / output, batch_size=batch_size, bf16=bf16, backend=backend)
 
-    with PeakRSS(children=True) as memory:  # its worker processes too
-        run("warm-up.csv")
-        rate, seconds, _ = median_rate(run, len(texts), args.repeats)
+    with PeakRSS(children=True) as memory:  # with its workers' own memory: sampling them costs time, so
+        run("warm-up.csv")  # the warm-up run (the same work) gives the memory and the others the time
+    rate, seconds, _ = median_rate(run, len(texts), args.repeats)
     return {"texts_per_second": rate, "seconds": seconds, **memory.report()}
 
 
@@ -202,6 +205,7 @@ def onnx_prediction_rows(run_dir: Path, texts: list[str], gold: list[int], work:
 
         rows[key] = {**prediction_row(load, texts, gold, args), "file": file,
                      "size_mb": (directory / file).stat().st_size / 1e6}  # fmt: skip
+    rows["predict_file_onnx_int8"] = predict_file_prediction(directory, texts, work, args, backend="onnx_int8")
     rows["fp32_max_abs_logit_difference"] = summary["fp32_max_abs_logit_difference"]
     return rows
 
@@ -216,6 +220,11 @@ def onnx_table_lines(results: dict) -> list[str]:
             f"| {row['p95_ms']:.2f} | {row['peak_rss_mb']:.0f} (+{row['rss_rise_mb']:.0f}) "
             f"| {row['texts_per_second'] / plain:.2f}x |"
         )
+    row = results["predict_onnx"]["predict_file_onnx_int8"]
+    lines.append(
+        f"| finetune predict --backend onnx_int8 | {row['texts_per_second']:.0f} | – | – "
+        f"| {row['peak_rss_mb']:.0f} (+{row['rss_rise_mb']:.0f}) | {row['texts_per_second'] / plain:.2f}x |"
+    )
     return lines
 
 
@@ -240,8 +249,8 @@ recipe's figure is its own train_samples_per_second: its loop, with the end-of-e
 best/ save. Predict rows: the test texts (--predict_copies times over), the same batch size; finetune predict
 includes loading the model and reading/writing the CSV, and labels in one forked process per core where the
 texts make two pieces of 2,048 or more (its default). Peak RSS: the whole process's, sampled every 5 ms
-during the phase (rise: over the phase's start), finetune predict's with its workers' summed (shared pages
-counted in each); one process runs every phase, so later phases start from a larger RSS."""
+during the phase (rise: over the phase's start), finetune predict's (in its untimed warm-up run) with the
+memory its workers hold alone (USS); one process runs every phase, so later phases start from a larger RSS."""
 
 
 def table_lines(results: dict) -> list[str]:

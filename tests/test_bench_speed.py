@@ -26,6 +26,7 @@ ROW_NAMES = [
     "finetune predict --bf16",
     "onnxruntime fp32 (model.onnx, {} MB)",
     "onnxruntime int8 (model_int8.onnx, {} MB)",
+    "finetune predict --backend onnx_int8",
 ]
 
 
@@ -83,6 +84,7 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
     for name in ("onnx_fp32", "onnx_int8"):
         row = results["predict_onnx"][name]
         assert 0 < row["p50_ms"] <= row["p95_ms"] and row["size_mb"] > 0 and row["test_accuracy"] >= 0
+    assert results["predict_onnx"]["predict_file_onnx_int8"]["texts_per_second"] > 0
     assert results["predict_onnx"]["fp32_max_abs_logit_difference"] <= 1e-4
     train = results["train"]
     assert train["plain"]["runs"][0]["samples"] == train["recipe_default"]["runs"][0]["samples"] == 128
