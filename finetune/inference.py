@@ -315,7 +315,9 @@ def predict_file(
         batch_size = 64 if backend == "pytorch" else 32
     several = accelerator is not None
     planned = choose_num_proc(num_proc, table.num_rows, on_cpu=True, several_launched=several)  # before loading
-    threads = 1 if planned > 1 else None  # onnxruntime's, in each process (PyTorch's are set in the workers)
+    # onnxruntime's session threads: one where it is forked (a thread pool does not survive a fork); PyTorch's
+    # are set in each worker
+    threads = 1 if planned > 1 else None
     score, labels, thresholds, on_cpu = _text_scorer(model_dir, backend, batch_size, device, bf16, threads)
     num_proc = choose_num_proc(num_proc, table.num_rows, on_cpu, several)
     top_k = _top_k_count(top_k, len(labels)) if thresholds is None else len(labels)  # multi-label: every score
