@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -162,20 +163,39 @@ def predict_file_prediction(
     run_dir: Path, texts: list[str], work: Path, args, bf16: bool = False, backend: str = "pytorch"
 ) -> dict:
     """`predict_file` (what `finetune predict` runs, `--bf16` or `--backend` too) on a CSV of the texts: load,
-    read, predict, write. onnxruntime at its own default batch size."""
-    from finetune.inference import predict_file
-
+    read, predict, write; onnxruntime at its own default batch size. Timed in a fresh Python process, as
+    `finetune predict` runs (imports apart): its workers are forked from it, and forked from this one
+    they would inherit oneDNN's kernel cache filled by the phases before (bf16 pipeline(): 6,100 -> 4,800
+    rows/s)."""
     texts_csv = work / "texts.csv"
     with open(texts_csv, "w", encoding="utf-8", newline="") as file:
         csv.writer(file).writerows([["text"], *([text] for text in texts)])
+    batch_size = args.predict_batch_size if backend == "pytorch" else None
+    options = {"run_dir": str(run_dir), "texts_csv": str(texts_csv), "batch_size": batch_size, "bf16": bf16,
+               "backend": backend, "repeats": args.repeats, "threads": args.threads}  # fmt: skip
+    code = f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from scripts.bench_speed import timed_predict_file; "
+    code += "print(json.dumps(timed_predict_file(**json.loads(sys.argv[1]))))"
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(options)], capture_output=True, text=True, cwd=work)
+    if done.returncode:
+        raise RuntimeError(f"finetune predict's timing process failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-    def run(output: str = "predictions.csv"):
-        batch_size = args.predict_batch_size if backend == "pytorch" else None
-        return predict_file(run_dir, texts_csv, work / output, batch_size=batch_size, bf16=bf16, backend=backend)
 
-    with PeakRSS(children=True) as memory:  # with its workers' own memory: sampling them costs time, so
-        run("warm-up.csv")  # the warm-up run (the same work) gives the memory and the others the time
-    rate, seconds, _ = median_rate(run, len(texts), args.repeats)
+def timed_predict_file(run_dir, texts_csv, batch_size, bf16, backend, repeats, threads) -> dict:
+    """`predict_file` once under `PeakRSS` (with its workers' memory: sampling them costs time) and then
+    `repeats` times for the median rows/s."""
+    from finetune.inference import predict_file
+
+    if threads:
+        torch.set_num_threads(threads)
+    output = Path(texts_csv).with_name("predictions.csv")
+
+    def run():
+        return predict_file(run_dir, texts_csv, output, batch_size=batch_size, bf16=bf16, backend=backend)
+
+    with PeakRSS(children=True) as memory:
+        count = run()  # the warm-up run: the same work, its memory
+    rate, seconds, _ = median_rate(run, count, repeats)
     return {"texts_per_second": rate, "seconds": seconds, **memory.report()}
 
 
@@ -246,11 +266,12 @@ ROWS = [
 NOTES = """
 Train rows: one epoch of the same split, vectors read from the same file (no word2vec trained). The
 recipe's figure is its own train_samples_per_second: its loop, with the end-of-epoch validation and the
-best/ save. Predict rows: the test texts (--predict_copies times over), the same batch size; finetune predict
-includes loading the model and reading/writing the CSV, and labels in one forked process per core where the
-texts make two pieces of 2,048 or more (its default). Peak RSS: the whole process's, sampled every 5 ms
-during the phase (rise: over the phase's start), finetune predict's (in its untimed warm-up run) with the
-memory its workers hold alone (USS); one process runs every phase, so later phases start from a larger RSS."""
+best/ save. Predict rows: the test texts (--predict_copies times over), the same batch size. finetune predict
+rows run in a fresh process, as the command does (its imports untimed), include loading the model and
+reading/writing the CSV, and label in one forked process per core where the texts make two pieces of 2,048
+or more (its default). Peak RSS: the process's, sampled every 5 ms during the phase (rise: over the phase's
+start); finetune predict's: its own process's plus the memory its workers hold alone (USS), in its untimed
+warm-up run. One process runs the other phases, so later phases start from a larger RSS."""
 
 
 def table_lines(results: dict) -> list[str]:
