@@ -21,16 +21,6 @@ def padded_batch(
     return input_ids, mask.astype(np.int64)
 
 
-def padded_ngrams(ids: list[list[int]], weights: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
-    """`ngram_ids` (int64) and `ngram_weights` (float32) of a batch, padded with id 0 and weight 0."""
-    lengths = np.array([len(row) for row in ids])
-    mask = np.arange(lengths.max(initial=0)) < lengths[:, None]
-    id_array, weight_array = np.zeros(mask.shape, dtype=np.int64), np.zeros(mask.shape, dtype=np.float32)
-    id_array[mask] = np.fromiter((i for row in ids for i in row), dtype=np.int64, count=int(lengths.sum()))
-    weight_array[mask] = np.fromiter((w for row in weights for w in row), dtype=np.float32, count=int(lengths.sum()))
-    return id_array, weight_array
-
-
 def length_sorted_batches(lengths: list[int], batch_size: int) -> Iterator[np.ndarray]:
     """Row numbers in batches of similar length: `batch_size` rows, fewer where they are long, so that
     no batch holds more than `batch_size` x TOKENS_PER_TEXT tokens (memory stays flat)."""

