@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from transformers import pipeline
 from transformers.pipelines.text_classification import sigmoid, softmax
 
+from .batched_pipeline import BatchedTextClassificationPipeline
 from .batching import length_sorted_batches, padded_batch
 from .errors import ArgumentError
 from .model_files import check_finite_weights, check_model_directory, hub_errors
@@ -36,7 +37,8 @@ CHUNK_ROWS = 16384
 
 
 def load_classifier(model_dir: str | os.PathLike, device: int | str | None = None, bf16: bool = False, **kwargs):
-    """`pipeline("text-classification")` over a saved model directory (or Hub id).
+    """`pipeline("text-classification")` over a saved model directory (or Hub id), as a
+    `BatchedTextClassificationPipeline`: a list of texts runs in length-sorted batches.
 
     `bf16`: the model's weights in bfloat16 (`dtype=torch.bfloat16`; its TF-IDF branch stays float32), the
     fast path on CPUs with AVX512-BF16 or AMX and on GPUs; refused (ArgumentError) on other CPUs, whose
@@ -58,7 +60,13 @@ def load_classifier(model_dir: str | os.PathLike, device: int | str | None = Non
                 "predict in float32 (drop --bf16) or with --backend onnx_int8"
             )
     with hub_errors(model_dir):
-        classifier = pipeline("text-classification", model=str(model_dir), device=device, **kwargs)
+        classifier = pipeline(
+            "text-classification",
+            model=str(model_dir),
+            device=device,
+            pipeline_class=kwargs.pop("pipeline_class", BatchedTextClassificationPipeline),
+            **kwargs,
+        )
     check_finite_weights(classifier.model, model_dir)
     return classifier
 

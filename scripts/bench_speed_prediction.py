@@ -30,17 +30,23 @@ def prediction_row(load, texts: list[str], gold: list[int], args) -> dict:
     return {"texts_per_second": rate, "seconds": seconds, "test_accuracy": accuracy, **single, **memory.report()}
 
 
-def pipeline_predictor(run_dir: Path, bf16: bool = False):
+def pipeline_predictor(run_dir: Path, bf16: bool = False, batched: bool = False, num_proc: int = 1):
     """`pipeline("text-classification", model=RUN/best)`, as a user loads the toolkit's model (`bf16`: with
-    `dtype=torch.bfloat16`)."""
+    `dtype=torch.bfloat16`); `batched`: `load_classifier(RUN/best)`, its BatchedTextClassificationPipeline,
+    called with `num_proc`."""
     from transformers import pipeline
 
-    options = {"dtype": torch.bfloat16} if bf16 else {}
-    classifier = pipeline("text-classification", model=str(run_dir), **options)
+    from finetune.inference import load_classifier
+
+    if batched:
+        classifier, options = load_classifier(run_dir, bf16=bf16), {"num_proc": num_proc}
+    else:
+        dtype = {"dtype": torch.bfloat16} if bf16 else {}
+        classifier, options = pipeline("text-classification", model=str(run_dir), **dtype), {}
     label2id = classifier.model.config.label2id
 
     def predict(texts, batch_size):
-        return [label2id[p["label"]] for p in classifier(texts, batch_size=batch_size)]
+        return [label2id[p["label"]] for p in classifier(texts, batch_size=batch_size, **options)]
 
     return predict, classifier
 

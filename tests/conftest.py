@@ -380,3 +380,11 @@ modules = {type(classifier.model).__module__, type(classifier.tokenizer).__modul
 scores = classifier(json.loads(sys.argv[2]), top_k=None)
 print(json.dumps({"modules": sorted(modules), "scores": scores}))
 """
+
+
+@pytest.fixture(scope="module")
+def mixed_texts():
+    """Templated and genuine reviews, empty and very long texts, a text holding [UNK]: 103 in all."""
+    genuine = [text for text, _ in GENUINE_REVIEWS]
+    templated = [text for text, _ in make_reviews(35, seed=3)]
+    return [*templated[:30], *genuine, "", "很" * 400, "[UNK]这部电影很好", *templated[30:]]

@@ -22,8 +22,12 @@ ROW_NAMES = [
     "plain loop predict",
     "pipeline()",
     "finetune predict (predict_file)",
+    "load_classifier() (BatchedTextClassificationPipeline)",
+    "load_classifier(), num_proc=1",  # one per core, and --threads 1
     "pipeline(), bf16 (dtype=torch.bfloat16)",
     "finetune predict --bf16",
+    "load_classifier(bf16=True)",
+    "load_classifier(bf16=True), num_proc=1",
     "onnxruntime fp32 (model.onnx, {} MB)",
     "onnxruntime int8 (model_int8.onnx, {} MB)",
     "finetune predict --backend onnx_int8",
@@ -64,8 +68,8 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
     assert all(len(row) == 6 for row in rows)
     for name, *cells in rows:
         numbers = [float(n) for cell in cells for n in re.findall(r"\d+(?:\.\d+)?", cell)]
-        # throughput, p50 and p95 (plain and pipeline() prediction only), peak RSS and its rise, ratio
-        latencies = name.startswith(("plain loop predict", "pipeline()", "onnxruntime"))
+        # throughput, p50 and p95 (in-process prediction only), peak RSS and its rise, ratio
+        latencies = name.startswith(("plain loop predict", "pipeline()", "load_classifier", "onnxruntime"))
         assert len(numbers) == (6 if latencies else 4), (name, cells)
         rise = numbers[-2]  # a phase may reuse memory already taken: its rise can be 0
         assert all(n > 0 for n in numbers[:-2] + numbers[-1:]) and rise >= 0, (name, cells)
@@ -75,10 +79,11 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
     assert results["splits"]["test"] == 30 and results["machine"]["torch_threads"] == 1
     assert "predict rows on 60 texts" in done.stdout  # --predict_copies 2
     for kind, unit in (("train", "samples_per_second"), ("predict", "texts_per_second")):
-        assert len(results[kind]) == (3 + bf16 if kind == "train" else 3 + 2 * bf16)
+        assert len(results[kind]) == (3 + bf16 if kind == "train" else 5 + 4 * bf16)
         for row in results[kind].values():
             assert row[unit] > 0 and row["peak_rss_mb"] > 0
-    for name in ("plain", "pipeline", *(["pipeline_bf16"] if bf16 else [])):
+    in_process = ["plain", "pipeline", "batched", "batched_processes"]
+    for name in in_process + ([f"{name}_bf16" for name in in_process[1:]] if bf16 else []):
         row = results["predict"][name]
         assert 0 < row["p50_ms"] <= row["p95_ms"] and row["calls"] == 10
     for name in ("onnx_fp32", "onnx_int8"):

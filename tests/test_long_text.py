@@ -18,6 +18,7 @@ from conftest import (
     word_vector_model,
     write_csv,
 )
+from transformers import pipeline
 
 from finetune.argument_parsing import parse_run_args
 from finetune.arguments import DataArguments
@@ -195,13 +196,13 @@ def test_pipeline_aggregates_windows_also_without_finetune(saved_windows_models,
     assert saved["long_text"] == "windows" and saved["doc_stride"] == 3
     texts = [LONG_TEXT, SHORT_TEXT]
     expected = window_means(model_dir, texts)
-    classifier = load_classifier(model_dir)
-    in_process = classifier(texts, top_k=None)
+    in_process = pipeline("text-classification", model=str(model_dir))(texts, top_k=None)  # text by text
+    batched = load_classifier(model_dir)(texts, top_k=None)  # the texts in one batch
     if kind == "transformer":  # [CLS]/[SEP] in every window, with the Hub's copy of the code
         result = run_pipeline(model_dir, texts, WITHOUT_FINETUNE, env=dict(os.environ), cwd=model_dir)
         assert not any(module.startswith("finetune") for module in result["modules"])
         in_process = result["scores"]
-    for rows, want in zip(in_process, expected, strict=True):
+    for rows, want in zip([*in_process, *batched], expected * 2, strict=True):
         scores = {row["label"]: row["score"] for row in rows}
         assert [scores["negative"], scores["positive"]] == pytest.approx(want.tolist(), abs=1e-5)
 
