@@ -21,7 +21,9 @@ validation.csv, and test.csv):
   `best/` save.
 - predict, on the test texts: the plain model (rjieba, length-sorted batches, `torch.inference_mode`),
   `pipeline("text-classification", model=RUN/best)` and `predict_file` (`finetune predict`: model
-  load, CSV read and write included) on the recipe's default run; single-text latency p50/p95.
+  load, CSV read and write included) on the recipe's default run, and `load_classifier()`'s
+  BatchedTextClassificationPipeline (in this process, and with `num_proc` one per core); single-text latency
+  p50/p95 in steady state (after a first pass over the same texts, whose p50 the JSON keeps).
 - ONNX: that run exported (`finetune export --quantize int8`) and run by `OnnxClassifier` (onnxruntime,
   no torch), fp32 and int8, as `pipeline()` is measured but in OnnxClassifier's own batches of 32
   (onnxruntime's LSTM runs small batches fastest); the file's size on disk in the row's name.
@@ -182,7 +184,9 @@ rows run in a fresh process, as the command does (its imports untimed), include 
 reading/writing the CSV, and label in one forked process per core where the texts make two pieces of 2,048
 or more (its default). Peak RSS: the process's, sampled every 5 ms during the phase (rise: over the phase's
 start); finetune predict's: its own process's plus the memory its workers hold alone (USS), in its untimed
-warm-up run. One process runs the other phases, so later phases start from a larger RSS."""
+warm-up run. One process runs the other phases, so later phases start from a larger RSS. Single-text
+latency: after a first pass over the same texts, as a server runs (oneDNN builds a kernel for each new
+text length once); the JSON has the first pass's p50 too."""
 
 
 def table_lines(results: dict) -> list[str]:

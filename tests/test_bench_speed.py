@@ -85,7 +85,7 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
     in_process = ["plain", "pipeline", "batched", "batched_processes"]
     for name in in_process + ([f"{name}_bf16" for name in in_process[1:]] if bf16 else []):
         row = results["predict"][name]
-        assert 0 < row["p50_ms"] <= row["p95_ms"] and row["calls"] == 10
+        assert 0 < row["p50_ms"] <= row["p95_ms"] and row["calls"] == 10 and row["first_pass_p50_ms"] > 0
     for name in ("onnx_fp32", "onnx_int8"):
         row = results["predict_onnx"][name]
         assert 0 < row["p50_ms"] <= row["p95_ms"] and row["size_mb"] > 0 and row["test_accuracy"] >= 0
