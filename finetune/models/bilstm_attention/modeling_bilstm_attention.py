@@ -308,8 +308,9 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
         # config.json says, so that pipeline() and a Hub user see what training and evaluation saw.
         settings = LongText.of(self.config)
         if settings.mode == "windows" and input_ids.size(1) > settings.max_length:
-            outputs = (labels, output_attentions, return_dict, branch)
-            return self._window_forward(input_ids, attention_mask, settings, *outputs)
+            return self._window_forward(
+                input_ids, attention_mask, labels, output_attentions, return_dict, settings, branch
+            )
         input_ids, attention_mask = truncate_batch(input_ids, attention_mask, settings)
         if input_ids.size(1) == 0:
             # A batch of empty texts: give the LSTM one masked padding step to run over.
@@ -333,7 +334,7 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
             return tuple(x for x in (loss, logits, attentions) if x is not None)
         return SequenceClassifierOutput(loss=loss, logits=logits, attentions=attentions)
 
-    def _window_forward(self, input_ids, attention_mask, settings, labels, output_attentions, return_dict, branch):
+    def _window_forward(self, input_ids, attention_mask, labels, output_attentions, return_dict, settings, branch):
         """Texts longer than a window: every window scored, the scores aggregated per text
         (`aggregate_windows`); the attention weights of overlapping windows are averaged onto the text."""
         ids, mask, texts, source = window_batch(input_ids, attention_mask, settings, self.config.pad_token_id)
