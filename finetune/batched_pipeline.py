@@ -49,14 +49,17 @@ class BatchedTextClassificationPipeline(TextClassificationPipeline):
         return self._results(self._logits(inputs, batch_size, num_proc), **options)
 
     def _logits(self, texts: list[str], batch_size: int, num_proc: int) -> np.ndarray:
-        from .inference import predict_logits  # inference imports this module
+        from .inference import CHUNK_ROWS, predict_logits  # inference imports this module
 
         def score(piece: list[str], progress=None) -> np.ndarray:
             return predict_logits(self.model, self.tokenizer, piece, batch_size)
 
         on_cpu = self.model.device.type == "cpu"
         if choose_num_proc(num_proc, len(texts), on_cpu, several_launched=False) == 1:
-            return score(texts)
+            # CHUNK_ROWS texts at a time, as `finetune predict` reads a file: memory stays flat on any list
+            return np.concatenate(
+                [score(texts[start : start + CHUNK_ROWS]) for start in range(0, len(texts), CHUNK_ROWS)]
+            )
 
         def texts_of(start: int, stop: int) -> list[str]:
             return texts[start:stop]

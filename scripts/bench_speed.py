@@ -65,6 +65,7 @@ from scripts.bench_speed_plain import (  # noqa: E402
     write_random_vectors,
 )
 from scripts.bench_speed_prediction import (  # noqa: E402
+    batched_pipeline_prediction,
     onnx_prediction_rows,
     pipeline_predictor,
     predict_file_prediction,
@@ -182,11 +183,12 @@ recipe's figure is its own train_samples_per_second: its loop, with the end-of-e
 best/ save. Predict rows: the test texts (--predict_copies times over), the same batch size. finetune predict
 rows run in a fresh process, as the command does (its imports untimed), include loading the model and
 reading/writing the CSV, and label in one forked process per core where the texts make two pieces of 2,048
-or more (its default). Peak RSS: the process's, sampled every 5 ms during the phase (rise: over the phase's
-start); finetune predict's: its own process's plus the memory its workers hold alone (USS), in its untimed
-warm-up run. One process runs the other phases, so later phases start from a larger RSS. Single-text
-latency: after a first pass over the same texts, as a server runs (oneDNN builds a kernel for each new
-text length once); the JSON has the first pass's p50 too."""
+or more (its default); load_classifier() rows run in a fresh process too, as a script would (model loading
+untimed). Peak RSS: the process's, sampled every 5 ms during the phase (rise: over the phase's start); in
+fresh processes, their own plus the memory their workers hold alone (USS), in an untimed warm-up run. One
+process runs the other phases, so later phases start from a larger RSS. Single-text latency: after a first
+pass over the same texts, as a server runs (oneDNN builds a kernel for each new text length once); the
+JSON has the first pass's p50 too."""
 
 
 def table_lines(results: dict) -> list[str]:
@@ -327,12 +329,8 @@ def main(argv=None) -> dict:
             suffix = "_bf16" if bf16 else ""
             predict[f"pipeline{suffix}"] = prediction_row(lambda: pipeline_predictor(best, bf16), texts, gold, args)
             predict[f"predict_file{suffix}"] = predict_file_prediction(best, texts, work, args, bf16=bf16)
-            predict[f"batched{suffix}"] = prediction_row(
-                lambda: pipeline_predictor(best, bf16, batched=True), texts, gold, args
-            )
-            predict[f"batched_processes{suffix}"] = prediction_row(
-                lambda: pipeline_predictor(best, bf16, batched=True, num_proc=cores), texts, gold, args
-            )
+            for key, num_proc in ((f"batched{suffix}", 1), (f"batched_processes{suffix}", cores)):
+                predict[key] = batched_pipeline_prediction(best, texts, work, args, bf16, num_proc)
         results["predict_onnx"] = onnx_prediction_rows(best, texts, gold, work, args)
     results["machine"]["torch_threads_at_end"] = torch.get_num_threads()
     threads = results["machine"]["torch_threads"]

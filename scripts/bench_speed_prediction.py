@@ -30,23 +30,17 @@ def prediction_row(load, texts: list[str], gold: list[int], args) -> dict:
     return {"texts_per_second": rate, "seconds": seconds, "test_accuracy": accuracy, **single, **memory.report()}
 
 
-def pipeline_predictor(run_dir: Path, bf16: bool = False, batched: bool = False, num_proc: int = 1):
+def pipeline_predictor(run_dir: Path, bf16: bool = False):
     """`pipeline("text-classification", model=RUN/best)`, as a user loads the toolkit's model (`bf16`: with
-    `dtype=torch.bfloat16`); `batched`: `load_classifier(RUN/best)`, its BatchedTextClassificationPipeline,
-    called with `num_proc`."""
+    `dtype=torch.bfloat16`)."""
     from transformers import pipeline
 
-    from finetune.inference import load_classifier
-
-    if batched:
-        classifier, options = load_classifier(run_dir, bf16=bf16), {"num_proc": num_proc}
-    else:
-        dtype = {"dtype": torch.bfloat16} if bf16 else {}
-        classifier, options = pipeline("text-classification", model=str(run_dir), **dtype), {}
+    options = {"dtype": torch.bfloat16} if bf16 else {}
+    classifier = pipeline("text-classification", model=str(run_dir), **options)
     label2id = classifier.model.config.label2id
 
     def predict(texts, batch_size):
-        return [label2id[p["label"]] for p in classifier(texts, batch_size=batch_size, **options)]
+        return [label2id[p["label"]] for p in classifier(texts, batch_size=batch_size)]
 
     return predict, classifier
 
@@ -56,21 +50,39 @@ def predict_file_prediction(
 ) -> dict:
     """`predict_file` (what `finetune predict` runs, `--bf16` or `--backend` too) on a CSV of the texts: load,
     read, predict, write; onnxruntime at its own default batch size. Timed in a fresh Python process, as
-    `finetune predict` runs (imports apart): its workers are forked from it, and forked from this one
-    they would inherit oneDNN's kernel cache filled by the phases before (bf16 pipeline(): 6,100 -> 4,800
-    rows/s)."""
-    texts_csv = work / "texts.csv"
-    with open(texts_csv, "w", encoding="utf-8", newline="") as file:
-        csv.writer(file).writerows([["text"], *([text] for text in texts)])
+    `finetune predict` runs (imports apart)."""
     batch_size = args.predict_batch_size if backend == "pytorch" else None
-    options = {"run_dir": str(run_dir), "texts_csv": str(texts_csv), "batch_size": batch_size, "bf16": bf16,
-               "backend": backend, "repeats": args.repeats, "threads": args.threads}  # fmt: skip
-    code = f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); "
-    code += "from scripts.bench_speed_prediction import timed_predict_file; "
-    code += "print(json.dumps(timed_predict_file(**json.loads(sys.argv[1]))))"
+    options = {"run_dir": str(run_dir), "texts_csv": str(texts_csv(texts, work)), "batch_size": batch_size,
+               "bf16": bf16, "backend": backend, "repeats": args.repeats, "threads": args.threads}  # fmt: skip
+    return in_fresh_process("timed_predict_file", options, work)
+
+
+def batched_pipeline_prediction(run_dir: Path, texts: list[str], work: Path, args, bf16: bool, num_proc: int) -> dict:
+    """`load_classifier(RUN/best)(texts, num_proc=...)`, its BatchedTextClassificationPipeline on a list, timed in
+    a fresh Python process, as a script that loads the model and labels its texts runs (imports apart)."""
+    options = {"run_dir": str(run_dir), "texts_csv": str(texts_csv(texts, work)), "bf16": bf16,
+               "batch_size": args.predict_batch_size, "num_proc": num_proc, "repeats": args.repeats,
+               "threads": args.threads}  # fmt: skip
+    return in_fresh_process("timed_batched_pipeline", options, work)
+
+
+def texts_csv(texts: list[str], work: Path) -> Path:
+    path = work / "texts.csv"
+    with open(path, "w", encoding="utf-8", newline="") as file:
+        csv.writer(file).writerows([["text"], *([text] for text in texts)])
+    return path
+
+
+def in_fresh_process(function: str, options: dict, work: Path) -> dict:
+    """This module's `function(**options)` in a new Python process. Where the toolkit forks workers, forked from
+    this one they would inherit oneDNN's kernel cache filled by the phases before (bf16 `finetune predict`:
+    6,100 -> 4,800 rows/s after bf16 pipeline(); BatchedTextClassificationPipeline with 2 processes in float32:
+    4,700 -> 3,500 texts/s)."""
+    code = f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import scripts.bench_speed_prediction as phases; "
+    code += f"print(json.dumps(phases.{function}(**json.loads(sys.argv[1]))))"
     done = subprocess.run([sys.executable, "-c", code, json.dumps(options)], capture_output=True, text=True, cwd=work)
     if done.returncode:
-        raise RuntimeError(f"finetune predict's timing process failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{function}'s timing process failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -89,6 +101,27 @@ def timed_predict_file(run_dir, texts_csv, batch_size, bf16, backend, repeats, t
     with PeakRSS(children=True) as memory:
         count = run()  # the warm-up run: the same work, its memory
     rate, seconds, _ = median_rate(run, count, repeats)
+    return {"texts_per_second": rate, "seconds": seconds, **memory.report()}
+
+
+def timed_batched_pipeline(run_dir, texts_csv, bf16, batch_size, num_proc, repeats, threads) -> dict:
+    """`load_classifier` and a call on the CSV's texts under `PeakRSS` (with the workers' memory), then `repeats`
+    calls for the median texts/s."""
+    from finetune.inference import load_classifier
+
+    if threads:
+        torch.set_num_threads(threads)
+    with open(texts_csv, encoding="utf-8", newline="") as file:
+        texts = [row[0] for row in list(csv.reader(file))[1:]]
+
+    def run():
+        classifier(texts, batch_size=batch_size, num_proc=num_proc)
+        return len(texts)
+
+    with PeakRSS(children=True) as memory:
+        classifier = load_classifier(run_dir, bf16=bf16)
+        run()  # the warm-up run: the same work, its memory
+    rate, seconds, _ = median_rate(run, len(texts), repeats)
     return {"texts_per_second": rate, "seconds": seconds, **memory.report()}
 
 

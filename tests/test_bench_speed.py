@@ -69,7 +69,7 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
     for name, *cells in rows:
         numbers = [float(n) for cell in cells for n in re.findall(r"\d+(?:\.\d+)?", cell)]
         # throughput, p50 and p95 (in-process prediction only), peak RSS and its rise, ratio
-        latencies = name.startswith(("plain loop predict", "pipeline()", "load_classifier", "onnxruntime"))
+        latencies = name.startswith(("plain loop predict", "pipeline()", "onnxruntime"))
         assert len(numbers) == (6 if latencies else 4), (name, cells)
         rise = numbers[-2]  # a phase may reuse memory already taken: its rise can be 0
         assert all(n > 0 for n in numbers[:-2] + numbers[-1:]) and rise >= 0, (name, cells)
@@ -82,8 +82,7 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path):
         assert len(results[kind]) == (3 + bf16 if kind == "train" else 5 + 4 * bf16)
         for row in results[kind].values():
             assert row[unit] > 0 and row["peak_rss_mb"] > 0
-    in_process = ["plain", "pipeline", "batched", "batched_processes"]
-    for name in in_process + ([f"{name}_bf16" for name in in_process[1:]] if bf16 else []):
+    for name in ("plain", "pipeline", *(["pipeline_bf16"] if bf16 else [])):
         row = results["predict"][name]
         assert 0 < row["p50_ms"] <= row["p95_ms"] and row["calls"] == 10 and row["first_pass_p50_ms"] > 0
     for name in ("onnx_fp32", "onnx_int8"):
