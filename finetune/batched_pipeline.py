@@ -2,8 +2,8 @@
 
 transformers' `TextClassificationPipeline` handles a list text by text: it tokenizes each alone, pads
 `batch_size` of them in the order given, runs the model and turns each row back into Python objects
-alone. On the toolkit's BiLSTM that per-text Python costs more than the model: 1,090 texts/s on 2
-cores where a plain PyTorch loop labels 3,100 (README, "Speed"). `BatchedTextClassificationPipeline`
+alone. On the toolkit's BiLSTM that per-text Python costs more than the model: 1,224 texts/s on 2
+cores where a plain PyTorch loop labels 3,197, and 3,309 this way (README, "Speed"). `BatchedTextClassificationPipeline`
 is that pipeline with one change: a list of plain texts is tokenized at once and run in batches of
 similar length (`predict_logits`, as `finetune predict` runs it), and the scores become the same
 `{"label", "score"}` results (the tests compare them with TextClassificationPipeline's). Everything else
