@@ -55,7 +55,7 @@ class BatchedTextClassificationPipeline(TextClassificationPipeline):
             return predict_logits(self.model, self.tokenizer, piece, batch_size)
 
         on_cpu = self.model.device.type == "cpu"
-        if choose_num_proc(num_proc, len(texts), on_cpu, several_launched=False) == 1:
+        if choose_num_proc(num_proc, len(texts), on_cpu, several_launched=False, name="num_proc") == 1:
             # CHUNK_ROWS texts at a time, as `finetune predict` reads a file: memory stays flat on any list
             return np.concatenate(
                 [score(texts[start : start + CHUNK_ROWS]) for start in range(0, len(texts), CHUNK_ROWS)]
@@ -64,7 +64,7 @@ class BatchedTextClassificationPipeline(TextClassificationPipeline):
         def texts_of(start: int, stop: int) -> list[str]:
             return texts[start:stop]
 
-        pieces = scores_in_processes(score, texts_of, len(texts), num_proc, self.piece_rows)
+        pieces = scores_in_processes(score, texts_of, len(texts), num_proc, self.piece_rows, name="num_proc")
         return np.concatenate([logits for _, logits in pieces])
 
     def _results(self, logits: np.ndarray, function_to_apply=None, top_k=1, _legacy=True) -> list:

@@ -51,19 +51,22 @@ def cpu_cores() -> int:
     return max(1, min(torch.get_num_threads(), allowed))
 
 
-def choose_num_proc(num_proc: int | None, row_count: int, on_cpu: bool, several_launched: bool) -> int:
-    """The processes that label `row_count` rows: `num_proc` as given (checked), or for None one per core
-    where that pays (a CPU model, Linux, not under `accelerate launch`, at least two pieces of rows)."""
+def choose_num_proc(
+    num_proc: int | None, row_count: int, on_cpu: bool, several_launched: bool, name: str = "--num_proc"
+) -> int:
+    """The processes that label `row_count` rows: `num_proc` as given (checked; errors call it `name`: the
+    command's flag, or a Python argument), or for None one per core where that pays (a CPU model, Linux, not
+    under `accelerate launch`, at least two pieces of rows)."""
     if num_proc is not None:
         if num_proc < 1:
-            raise ArgumentError(f"--num_proc must be a positive integer, got {num_proc}")
+            raise ArgumentError(f"{name} must be a positive integer, got {num_proc}")
         if num_proc > 1:
             if several_launched:
-                raise ArgumentError("--num_proc: under `accelerate launch` each launched process labels its share")
+                raise ArgumentError(f"{name}: under `accelerate launch` each launched process labels its share")
             if not on_cpu:
-                raise ArgumentError("--num_proc runs CPU processes; the model is on a GPU: drop --num_proc")
+                raise ArgumentError(f"{name} runs CPU processes; the model is on a GPU: drop {name}")
             if not can_fork():
-                raise ArgumentError(f"--num_proc needs Linux's fork (this is {sys.platform}): drop --num_proc")
+                raise ArgumentError(f"{name} needs Linux's fork (this is {sys.platform}): drop {name}")
         return num_proc
     if several_launched or not on_cpu or not can_fork():
         return 1
@@ -82,7 +85,12 @@ def _score_piece(start: int, stop: int) -> np.ndarray:
 
 
 def scores_in_processes(
-    score: Callable, texts_of: Callable, row_count: int, num_proc: int, piece_rows: int = PIECE_ROWS
+    score: Callable,
+    texts_of: Callable,
+    row_count: int,
+    num_proc: int,
+    piece_rows: int = PIECE_ROWS,
+    name: str = "--num_proc",
 ) -> Iterator[tuple[int, np.ndarray]]:
     """`score(texts, progress)` over rows 0..row_count-1, `piece_rows` at a time in `num_proc` forked
     processes of one thread each (`texts_of(start, stop)` gives the texts); yields (rows, scores) in row order.
@@ -112,8 +120,13 @@ def scores_in_processes(
             yield stop - start, scores
     except BrokenProcessPool:
         raise FinetuneError(
-            f"a labelling process of --num_proc {num_proc} died (killed, or out of memory?); "
-            "run again with --num_proc 1, or fewer processes"
+            f"a labelling process of {_setting(name, num_proc)} died (killed, or out of memory?); "
+            f"run again with {_setting(name, 1)}, or fewer processes"
         ) from None
     finally:
         pool.shutdown(cancel_futures=True)  # on an error or Ctrl-C, the pieces not started are dropped
+
+
+def _setting(name: str, value: int) -> str:
+    """`--num_proc 2` for a flag, `num_proc=2` for a Python argument."""
+    return f"{name} {value}" if name.startswith("--") else f"{name}={value}"

@@ -87,5 +87,5 @@ def test_forked_processes_give_what_one_gives(pipelines, mixed_texts, monkeypatc
     monkeypatch.setattr(batched, "piece_rows", 50)  # 309 texts: 7 pieces for 2 processes
     expected = batched(texts, top_k=None)
     assert_same_results(batched(texts, top_k=None, num_proc=2), expected)
-    with pytest.raises(ArgumentError, match="positive integer"):
+    with pytest.raises(ArgumentError, match="^num_proc must be a positive integer, got 0$"):
         batched(texts, num_proc=0)

@@ -54,6 +54,9 @@ def test_a_dying_worker_is_one_clear_error():
 
     with pytest.raises(FinetuneError, match=r"^a labelling process of --num_proc 2 died .*--num_proc 1"):
         list(scores_in_processes(dying, texts_of, 1000, 2, piece_rows=100))
+    # called from Python (the batched pipeline), the argument as Python spells it
+    with pytest.raises(FinetuneError, match=r"^a labelling process of num_proc=2 died .*with num_proc=1,"):
+        list(scores_in_processes(dying, texts_of, 1000, 2, piece_rows=100, name="num_proc"))
 
 
 def test_the_default_is_a_process_per_core_where_it_pays(monkeypatch):
