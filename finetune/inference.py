@@ -37,8 +37,7 @@ CHUNK_ROWS = 16384
 
 
 def load_classifier(model_dir: str | os.PathLike, device: int | str | None = None, bf16: bool = False, **kwargs):
-    """`pipeline("text-classification")` over a saved model directory (or Hub id), as a
-    `BatchedTextClassificationPipeline`: a list of texts runs in length-sorted batches.
+    """`pipeline("text-classification")` over a saved model directory or Hub id: a BatchedTextClassificationPipeline.
 
     `bf16`: the model's weights in bfloat16 (`dtype=torch.bfloat16`; its TF-IDF branch stays float32), the
     fast path on CPUs with AVX512-BF16 or AMX and on GPUs; refused (ArgumentError) on other CPUs, whose
@@ -59,14 +58,9 @@ def load_classifier(model_dir: str | os.PathLike, device: int | str | None = Non
                 "--bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so its LSTM kernels refuse it; "
                 "predict in float32 (drop --bf16) or with --backend onnx_int8"
             )
+    kwargs.setdefault("pipeline_class", BatchedTextClassificationPipeline)  # lists in length-sorted batches
     with hub_errors(model_dir):
-        classifier = pipeline(
-            "text-classification",
-            model=str(model_dir),
-            device=device,
-            pipeline_class=kwargs.pop("pipeline_class", BatchedTextClassificationPipeline),
-            **kwargs,
-        )
+        classifier = pipeline("text-classification", model=str(model_dir), device=device, **kwargs)
     check_finite_weights(classifier.model, model_dir)
     return classifier
 

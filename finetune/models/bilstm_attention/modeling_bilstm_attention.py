@@ -102,9 +102,8 @@ class AdditiveAttentionPooling(nn.Module):
         self.context = nn.Linear(attention_dim, 1, bias=False)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`mask` None: every token is real (one text, no padding)."""
         scores = self.context(torch.tanh(self.projection(states))).squeeze(-1)
-        if mask is None:
+        if mask is None:  # one text, no padding: every token is real
             weights = torch.softmax(scores, dim=-1)
         else:  # the minimum of the dtype rather than -inf: a text with no tokens at all must not make NaNs
             weights = torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=-1) * mask
@@ -139,8 +138,7 @@ class BiLSTMAttentionHead(nn.Module):
         self.output_dim = 2 * config.lstm_hidden_size + extra[config.pooling]
 
     def bilstm(self, inputs: torch.Tensor, lengths: torch.Tensor, unpadded: bool | None = None) -> torch.Tensor:
-        """`self.lstm`'s output at every real token, each direction run as a padded unidirectional LSTM
-        (`unpadded`: `_one_unpadded_text`'s answer, if known)."""
+        """`self.lstm`'s output at every real token, each direction a padded unidirectional LSTM (`unpadded`: known)."""
         lstm = self.lstm
         if unpadded if unpadded is not None else self._one_unpadded_text(inputs, lengths):
             # Nothing to keep out of the backward direction: nn.LSTM's own bidirectional kernel, one fused
@@ -179,10 +177,8 @@ class BiLSTMAttentionHead(nn.Module):
             peaks = states.masked_fill(~mask.unsqueeze(-1), torch.finfo(states.dtype).min).amax(dim=1)
             pooled = torch.cat([pooled, peaks.masked_fill(~mask.any(1, keepdim=True), 0.0)], dim=-1)
         elif self.pooling == "attention+mean":
-            # The mean of the token vectors themselves: a direct bag-of-words path (as fastText)
-            # beside the recurrent one, which short texts with one telling word need most. (Taken before
-            # the LSTM, it changed the order in which the token vectors' gradients add up, and so the
-            # trained weights: `make demo`'s test accuracy 0.8612 -> 0.8606.)
+            # The mean of the token vectors: a bag-of-words path (as fastText) for short texts with one telling
+            # word. After the LSTM: before it, gradients add up in another order (make demo 0.8612 -> 0.8606).
             counts = mask.sum(1, keepdim=True).clamp(min=1)
             pooled = torch.cat([pooled, (token_states * mask.unsqueeze(-1)).sum(1) / counts], dim=-1)
         return pooled, weights
@@ -299,7 +295,7 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
                     "this model has a TF-IDF branch: pass ngram_ids and ngram_weights, as its tokenizer gives them "
                     "(it needs tfidf_ngrams.json)"
                 )
-        # The TF-IDF branch's logits first: small operations, quicker before the LSTM than after it
+        # The TF-IDF branch first: small operations, quicker before the LSTM (which leaves the caches cold)
         branch = self.tfidf_branch(ngram_ids, ngram_weights) if self.tfidf_branch is not None else None
         if attention_mask is None:
             attention_mask = input_ids.ne(self.config.pad_token_id)
