@@ -37,11 +37,7 @@ from finetune.features import (
 from finetune.inference import load_classifier, predict_file
 from finetune.models.bilstm_attention import BiLSTMAttentionConfig
 from finetune.models.bilstm_attention.long_text import LongText
-from finetune.models.bilstm_attention.modeling_bilstm_attention import (
-    aggregate_windows,
-    truncate_batch,
-    window_batch,
-)
+from finetune.models.bilstm_attention.long_text_batches import aggregate_windows, truncate_batch, window_batch
 
 LONG_TEXT = "这部电影很好，演员很精彩。酒店太差劲了，房间很糟糕，服务让人失望。快递很快，衣服很舒服，值得推荐！"
 SHORT_TEXT = "很好"
