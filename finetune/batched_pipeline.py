@@ -69,7 +69,7 @@ class BatchedTextClassificationPipeline(TextClassificationPipeline):
 
     def _results(self, logits: np.ndarray, function_to_apply=None, top_k=1, _legacy=True) -> list:
         """`postprocess` of every row at once: the same labels, scores and order."""
-        scores = _apply(logits, function_to_apply or self._default_function())
+        scores = _scores(logits, function_to_apply, self.model.config)
         id2label = self.model.config.id2label
         if top_k == 1 and _legacy:
             best = scores.argmax(-1)
@@ -83,19 +83,13 @@ class BatchedTextClassificationPipeline(TextClassificationPipeline):
             for row, ranked in zip(scores.tolist(), order.tolist())
         ]
 
-    def _default_function(self) -> ClassificationFunction:
-        """TextClassificationPipeline.postprocess's choice when the call names none."""
-        config = self.model.config
-        if config.problem_type == "regression":
-            return ClassificationFunction.NONE
-        if config.problem_type == "multi_label_classification" or config.num_labels == 1:
-            return ClassificationFunction.SIGMOID
-        if config.problem_type == "single_label_classification" or config.num_labels > 1:
-            return ClassificationFunction.SOFTMAX
-        return getattr(config, "function_to_apply", ClassificationFunction.NONE)
 
+def _scores(logits: np.ndarray, function: ClassificationFunction | None, config) -> np.ndarray:
+    """`function_to_apply` on the logits; None: what the config's problem type asks, as `postprocess` chooses."""
+    from .inference import _label_scores  # inference imports this module
 
-def _apply(logits: np.ndarray, function: ClassificationFunction) -> np.ndarray:
+    if function is None:
+        return _label_scores(logits, config)
     if function == ClassificationFunction.SIGMOID:
         return sigmoid(logits)
     if function == ClassificationFunction.SOFTMAX:

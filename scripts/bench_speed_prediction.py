@@ -77,7 +77,7 @@ def in_fresh_process(function: str, options: dict, work: Path) -> dict:
     """This module's `function(**options)` in a new Python process. Where the toolkit forks workers, forked from
     this one they would inherit oneDNN's kernel cache filled by the phases before (bf16 `finetune predict`:
     6,100 -> 4,800 rows/s after bf16 pipeline(); BatchedTextClassificationPipeline with 2 processes in float32:
-    4,700 -> 3,500 texts/s)."""
+    4,202 texts/s in a fresh process, 3,506 forked from this one, in two runs of the benchmark)."""
     code = f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import scripts.bench_speed_prediction as phases; "
     code += f"print(json.dumps(phases.{function}(**json.loads(sys.argv[1]))))"
     done = subprocess.run([sys.executable, "-c", code, json.dumps(options)], capture_output=True, text=True, cwd=work)
