@@ -69,16 +69,30 @@ def test_scores_follow_the_problem_type_as_the_stock_pipeline(pipelines, mixed_t
         assert abs(sum(row["score"] for row in expected[0]) - 1) > 1e-3
 
 
+@pytest.mark.parametrize("options", [{}, {"top_k": None}, {"top_k": 1}, {"function_to_apply": "none"}])
+def test_one_text_gets_the_stock_pipelines_result_and_shape(pipelines, mixed_texts, options, forward_rows):
+    """One text: a list of one result, or without the list when the call names top_k, as transformers' does."""
+    stock, batched = pipelines
+    for text in (mixed_texts[0], "", mixed_texts[-1]):
+        got, expected = batched(text, **options), stock(text, **options)
+        assert type(got) is list and len(got) == len(expected)
+        assert [type(result) for result in got] == [type(result) for result in expected]
+        assert_same_results(got, expected)
+    assert forward_rows == [1, 1, 1]
+    with pytest.raises(ArgumentError, match="num_proc labels a list of texts, not one text"):
+        batched(mixed_texts[0], num_proc=2, **options)
+
+
 def test_other_inputs_take_the_stock_path(pipelines, mixed_texts, forward_rows):
     stock, batched = pipelines
     rows = forward_rows
-    assert batched(mixed_texts[0]) == stock(mixed_texts[0])  # one text: a list of one result, as transformers'
     assert_same_results(
         batched(mixed_texts[:3], truncation=True, max_length=4), stock(mixed_texts[:3], truncation=True, max_length=4)
     )
+    assert_same_results(batched(mixed_texts[0], truncation=True), stock(mixed_texts[0], truncation=True))
     assert rows == [1, 1, 1, 1]  # text by text: tokenizer arguments are the stock pipeline's
-    with pytest.raises(ArgumentError, match="num_proc labels a list of texts"):
-        batched(mixed_texts[0], num_proc=2)
+    with pytest.raises(ArgumentError, match="num_proc labels a list of texts, without tokenizer arguments"):
+        batched(mixed_texts[:2], num_proc=2, truncation=True)
 
 
 def test_forked_processes_give_what_one_gives(pipelines, mixed_texts, monkeypatch):
