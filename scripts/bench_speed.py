@@ -22,8 +22,9 @@ validation.csv, and test.csv):
 - predict, on the test texts: the plain model (rjieba, length-sorted batches, `torch.inference_mode`),
   `pipeline("text-classification", model=RUN/best)` and `predict_file` (`finetune predict`: model
   load, CSV read and write included) on the recipe's default run, and `load_classifier()`'s
-  BatchedTextClassificationPipeline (in this process, and with `num_proc` one per core); single-text latency
-  p50/p95 in steady state (after a first pass over the same texts, whose p50 the JSON keeps).
+  BatchedTextClassificationPipeline (alone, and with `num_proc` one per core); single-text latency p50/p95
+  of each model in a fresh process that loads only it, as a server does, in steady state (after a first pass
+  over the same texts, whose p50 the JSON keeps).
 - ONNX: that run exported (`finetune export --quantize int8`) and run by `OnnxClassifier` (onnxruntime,
   no torch), fp32 and int8, as `pipeline()` is measured but in OnnxClassifier's own batches of 32
   (onnxruntime's LSTM runs small batches fastest); the file's size on disk in the row's name.
@@ -60,6 +61,7 @@ from scripts.bench_speed_plain import (  # noqa: E402
     frequent_words,
     load_vectors,
     plain_predictor,
+    save_plain,
     segment,
     train_plain_epoch,
     write_random_vectors,
@@ -70,6 +72,7 @@ from scripts.bench_speed_prediction import (  # noqa: E402
     pipeline_predictor,
     predict_file_prediction,
     prediction_row,
+    single_text_latency,
 )
 
 CONFIG = ROOT / "recipes" / "configs" / "word2vec_bilstm_attn.yaml"
@@ -186,9 +189,9 @@ reading/writing the CSV, and label in one forked process per core where the text
 or more (its default); load_classifier() rows run in a fresh process too, as a script would (model loading
 untimed). Peak RSS: the process's, sampled every 5 ms during the phase (rise: over the phase's start); in
 fresh processes, their own plus the memory their workers hold alone (USS), in an untimed warm-up run. One
-process runs the other phases, so later phases start from a larger RSS. Single-text latency: after a first
-pass over the same texts, as a server runs (oneDNN builds a kernel for each new text length once); the
-JSON has the first pass's p50 too."""
+process runs the other phases, so later phases start from a larger RSS. Single-text latency: in a fresh
+process that has loaded only that model, after a first pass over the same texts, as a server runs (oneDNN
+builds a kernel for each new text length once); the JSON has the first pass's p50 too."""
 
 
 def table_lines(results: dict) -> list[str]:
@@ -322,15 +325,19 @@ def main(argv=None) -> dict:
         copies, best = args.predict_copies, work / "default" / "best"
         texts, gold = list(splits["test"]["text"]) * copies, list(splits["test"]["label"]) * copies
         cores = results["settings"]["cores"]
+        plain_file = save_plain(plain.model, plain.index, work / "plain.pt")
+        plain_row = prediction_row(lambda: plain_predictor(plain.model, plain.index), texts, gold, args)
         predict = results["predict"] = {
-            "plain": prediction_row(lambda: plain_predictor(plain.model, plain.index), texts, gold, args)
+            "plain": plain_row | single_text_latency("plain", plain_file, texts, work, args)
         }
         for bf16 in (False, True) if args.bf16 else (False,):  # float32's rows, then bfloat16's
             suffix = "_bf16" if bf16 else ""
-            predict[f"pipeline{suffix}"] = prediction_row(lambda: pipeline_predictor(best, bf16), texts, gold, args)
+            pipeline_row = prediction_row(lambda: pipeline_predictor(best, bf16), texts, gold, args)
+            predict[f"pipeline{suffix}"] = pipeline_row | single_text_latency("pipeline", best, texts, work, args, bf16)
             predict[f"predict_file{suffix}"] = predict_file_prediction(best, texts, work, args, bf16=bf16)
             for key, num_proc in ((f"batched{suffix}", 1), (f"batched_processes{suffix}", cores)):
                 predict[key] = batched_pipeline_prediction(best, texts, work, args, bf16, num_proc)
+            predict[f"batched{suffix}"] |= single_text_latency("load_classifier", best, texts, work, args, bf16)
         results["predict_onnx"] = onnx_prediction_rows(best, texts, gold, work, args)
     results["machine"]["torch_threads_at_end"] = torch.get_num_threads()
     threads = results["machine"]["torch_threads"]

@@ -131,10 +131,24 @@ def write_random_vectors(words: list[str], path: Path, seed: int) -> Path:
 
 
 def plain_predictor(model, index):
-    """`predict(texts, batch_size)` -> label ids and `classify(text)` of the plain model, as the benchmark's
-    prediction rows take them."""
+    """`predict(texts, batch_size)` -> label ids of the plain model, as the benchmark's prediction rows take it."""
 
     def predict(texts, batch_size):
         return [label for label, _ in predict_plain(model, index, texts, batch_size)]
 
-    return predict, lambda text: predict_plain(model, index, [text], 1)
+    return predict
+
+
+def save_plain(model: PlainClassifier, index: dict[str, int], path: Path) -> Path:
+    """The weights and the vocabulary in one file (torch.save), as a user would keep them for serving."""
+    torch.save({"state_dict": model.state_dict(), "index": index}, path)
+    return path
+
+
+def load_plain(path: Path) -> tuple[PlainClassifier, dict[str, int]]:
+    """`save_plain`'s model (in eval mode) and vocabulary; the sizes are the weights' own."""
+    saved = torch.load(path, weights_only=True)
+    state = saved["state_dict"]
+    model = PlainClassifier(torch.zeros(state["embedding.weight"].shape), len(state["classifier.weight"]))
+    model.load_state_dict(state)
+    return model.eval(), saved["index"]

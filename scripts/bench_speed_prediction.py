@@ -1,6 +1,7 @@
 """The toolkit's prediction phases of `scripts/bench_speed.py`: `pipeline()`, `finetune predict` (timed in a
 fresh process, as the command runs) and the exported model under onnxruntime, each as one row of texts/s,
-test accuracy, single-text latency and memory. Its own module beside the plain loop's and the measuring's.
+test accuracy, single-text latency (in a fresh process of its own, as a server's) and memory. Its own module
+beside the plain loop's and the measuring's.
 """
 
 import csv
@@ -13,36 +14,53 @@ import numpy as np
 import torch
 
 from scripts.bench_speed_measuring import PeakRSS, latency_ms, median_rate
+from scripts.bench_speed_plain import load_plain, predict_plain
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def prediction_row(load, texts: list[str], gold: list[int], args) -> dict:
-    """texts/s (median of repeats), test accuracy and single-text latency of what `load()` gives:
-    `predict(texts, batch_size)` -> label ids, and `classify(text)`. Loading counts in the memory."""
+    """texts/s (median of repeats) and test accuracy of what `load()` gives: `predict(texts, batch_size)` ->
+    label ids. Loading counts in the memory."""
     batch = args.predict_batch_size
     with PeakRSS() as memory:
-        predict, classify = load()
+        predict = load()
         predict(texts[:batch], batch)  # warm-up
         rate, seconds, predicted = median_rate(lambda: predict(texts, batch), len(texts), args.repeats)
-        single = latency_ms(classify, texts, args.latency_calls)
     accuracy = float(np.mean(np.array(predicted) == np.array(gold)))
-    return {"texts_per_second": rate, "seconds": seconds, "test_accuracy": accuracy, **single, **memory.report()}
+    return {"texts_per_second": rate, "seconds": seconds, "test_accuracy": accuracy, **memory.report()}
 
 
-def pipeline_predictor(run_dir: Path, bf16: bool = False):
+def single_text_latency(kind: str, path: Path, texts: list[str], work: Path, args, bf16: bool = False) -> dict:
+    """p50/p95 ms of one text a call (`latency_ms`, the first `--latency_calls` texts) in a fresh Python process
+    that has loaded only this model, as a server has: this benchmark's own process, after three trainings and
+    the throughput runs, answers slower (oneDNN's kernel cache full, memory cold). `kind`: `timed_single_texts`'."""
+    single = texts_csv(texts[: args.latency_calls], work, "single_texts.csv")
+    options = {"kind": kind, "path": str(path), "texts_csv": str(single), "bf16": bf16, "calls": args.latency_calls,
+               "threads": args.threads}  # fmt: skip
+    return in_fresh_process("timed_single_texts", options, work)
+
+
+def pipeline_classifier(run_dir: Path, bf16: bool = False):
     """`pipeline("text-classification", model=RUN/best)`, as a user loads the toolkit's model (`bf16`: with
     `dtype=torch.bfloat16`)."""
     from transformers import pipeline
 
+    import finetune  # noqa: F401  (registers the model with the Auto classes, as a user's script imports it)
+
     options = {"dtype": torch.bfloat16} if bf16 else {}
-    classifier = pipeline("text-classification", model=str(run_dir), **options)
+    return pipeline("text-classification", model=str(run_dir), **options)
+
+
+def pipeline_predictor(run_dir: Path, bf16: bool = False):
+    """`predict(texts, batch_size)` -> label ids of `pipeline_classifier`."""
+    classifier = pipeline_classifier(run_dir, bf16)
     label2id = classifier.model.config.label2id
 
     def predict(texts, batch_size):
         return [label2id[p["label"]] for p in classifier(texts, batch_size=batch_size)]
 
-    return predict, classifier
+    return predict
 
 
 def predict_file_prediction(
@@ -66,11 +84,17 @@ def batched_pipeline_prediction(run_dir: Path, texts: list[str], work: Path, arg
     return in_fresh_process("timed_batched_pipeline", options, work)
 
 
-def texts_csv(texts: list[str], work: Path) -> Path:
-    path = work / "texts.csv"
+def texts_csv(texts: list[str], work: Path, name: str = "texts.csv") -> Path:
+    path = work / name
     with open(path, "w", encoding="utf-8", newline="") as file:
         csv.writer(file).writerows([["text"], *([text] for text in texts)])
     return path
+
+
+def read_texts(path) -> list[str]:
+    """`texts_csv`'s texts back."""
+    with open(path, encoding="utf-8", newline="") as file:
+        return [row[0] for row in list(csv.reader(file))[1:]]
 
 
 def in_fresh_process(function: str, options: dict, work: Path) -> dict:
@@ -111,8 +135,7 @@ def timed_batched_pipeline(run_dir, texts_csv, bf16, batch_size, num_proc, repea
 
     if threads:
         torch.set_num_threads(threads)
-    with open(texts_csv, encoding="utf-8", newline="") as file:
-        texts = [row[0] for row in list(csv.reader(file))[1:]]
+    texts = read_texts(texts_csv)
 
     def run():
         classifier(texts, batch_size=batch_size, num_proc=num_proc)
@@ -123,6 +146,31 @@ def timed_batched_pipeline(run_dir, texts_csv, bf16, batch_size, num_proc, repea
         run()  # the warm-up run: the same work, its memory
     rate, seconds, _ = median_rate(run, len(texts), repeats)
     return {"texts_per_second": rate, "seconds": seconds, **memory.report()}
+
+
+def timed_single_texts(kind, path, texts_csv, bf16, calls, threads) -> dict:
+    """`latency_ms` of one model, loaded alone: `kind` "plain" (`save_plain`'s file), "pipeline" (transformers'
+    pipeline()), "load_classifier" (its BatchedTextClassificationPipeline), "onnx_fp32" / "onnx_int8"
+    (OnnxClassifier on an exported directory)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if kind == "plain":
+        model, index = load_plain(Path(path))
+
+        def classify(text):
+            return predict_plain(model, index, [text], 1)
+
+    elif kind == "pipeline":
+        classify = pipeline_classifier(path, bf16)
+    elif kind == "load_classifier":
+        from finetune.inference import load_classifier
+
+        classify = load_classifier(path, bf16=bf16)
+    else:
+        from finetune.onnx_classifier import OnnxClassifier
+
+        classify = OnnxClassifier(path, quantized={"onnx_fp32": False, "onnx_int8": True}[kind], threads=threads)
+    return latency_ms(classify, read_texts(texts_csv), calls)
 
 
 def onnx_prediction_rows(run_dir: Path, texts: list[str], gold: list[int], work: Path, args) -> dict:
@@ -144,9 +192,10 @@ def onnx_prediction_rows(run_dir: Path, texts: list[str], gold: list[int], work:
             def predict(texts, batch_size):  # OnnxClassifier's own batch size: onnxruntime's LSTM likes small ones
                 return [label2id[p["label"]] for p in classifier(texts)]
 
-            return predict, classifier
+            return predict
 
-        rows[key] = {**prediction_row(load, texts, gold, args), "file": file,
+        single = single_text_latency(key, directory, texts, work, args)
+        rows[key] = {**prediction_row(load, texts, gold, args), **single, "file": file,
                      "size_mb": (directory / file).stat().st_size / 1e6}  # fmt: skip
     rows["predict_file_onnx_int8"] = predict_file_prediction(directory, texts, work, args, backend="onnx_int8")
     rows["fp32_max_abs_logit_difference"] = summary["fp32_max_abs_logit_difference"]
