@@ -98,12 +98,18 @@ def scores_in_processes(
     Raises:
         FinetuneError: A worker died (killed, out of memory); the message says how to run in one process.
     """
-    starts = range(0, row_count, piece_rows)
-    stops = [min(start + piece_rows, row_count) for start in starts]
+    # Pieces of at most `piece_rows`, as many as make whole rounds of the processes and of equal size, so that
+    # the processes end together (17,360 rows, 2 processes: 10 pieces of 1,736, not 8 of 2,048 and one of 976
+    # that one process labels while the other waits)
+    rounds = -(-row_count // (piece_rows * num_proc))
+    pieces = min(rounds * num_proc, row_count)
+    bounds = [row_count * piece // pieces for piece in range(pieces + 1)] if pieces else [0]
+    starts, stops = bounds[:-1], bounds[1:]
     threads = max(1, cpu_cores() // num_proc)
     logger.info(
-        "Labelling %d rows in %d processes of %d thread(s), %d rows at a time", row_count, num_proc, threads, piece_rows
-    )
+        "Labelling %d rows in %d processes of %d thread(s), %d pieces of up to %d rows",
+        row_count, num_proc, threads, pieces, -(-row_count // max(pieces, 1)),
+    )  # fmt: skip
     pool = ProcessPoolExecutor(
         num_proc, multiprocessing.get_context("fork"), initializer=_start_worker, initargs=(score, texts_of, threads)
     )

@@ -292,7 +292,7 @@ def test_forked_processes_write_what_one_writes(trained_run, mixed_texts, tmp_pa
         predict_file(trained_run / "best", input_file, tmp_path / "one.csv", top_k="all")  # < 2 pieces: 1 process
         assert "Labelling" not in caplog.text
         predict_file(trained_run / "best", input_file, tmp_path / "two.csv", top_k="all", num_proc=2, chunk_size=300)
-    assert "Labelling 2001 rows in 2 processes of 1 thread(s), 300 rows at a time" in caplog.text
+    assert "Labelling 2001 rows in 2 processes of 1 thread(s), 8 pieces of up to 251 rows" in caplog.text
     assert_same_predictions(tmp_path / "two.csv", tmp_path / "one.csv")
 
 

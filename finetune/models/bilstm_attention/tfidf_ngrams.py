@@ -32,12 +32,19 @@ def char_ngrams(text: str, ngram_range: tuple[int, int] = (1, 3)) -> list[str]:
     return [text[start : start + n] for n in range(low, high + 1) for start in range(len(text) - n + 1)]
 
 
-def ngram_key(ngram: str) -> int:
-    """The integer an n-gram of up to 3 characters is looked up by: code points + 1, 21 bits each."""
-    key = 0
-    for char in ngram:
-        key = (key << 21) | (ord(char) + 1)
-    return key
+def ngram_keys(ngrams: list[str]) -> np.ndarray:
+    """The integer each n-gram of up to 3 characters is looked up by: its code points + 1, 21 bits each
+    ("ab": (98 << 21) | 99), in numpy (the demo model's 183k n-grams: 0.08 s one by one in Python)."""
+    lengths = np.fromiter(map(len, ngrams), dtype=np.int64, count=len(ngrams))
+    if lengths.max(initial=0) > 3:
+        raise ValueError("n-grams of up to 3 characters only (three 21-bit code points fill a 64-bit key)")
+    codes = np.frombuffer("".join(ngrams).encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.uint64) + 1
+    starts = np.cumsum(lengths) - lengths
+    keys = np.zeros(len(ngrams), dtype=np.uint64)
+    for offset in range(int(lengths.max(initial=0))):
+        longer = lengths > offset
+        keys[longer] = (keys[longer] << np.uint64(21)) | codes[starts[longer] + offset]
+    return keys
 
 
 class KeyTable:
@@ -120,9 +127,7 @@ class TfidfNgrams:
         if len(ngrams) != len(idf):
             raise ValueError(f"{len(ngrams)} n-grams but {len(idf)} idf weights")
         self.ngrams, self.idf, self.ngram_range = list(ngrams), [float(x) for x in idf], tuple(ngram_range)
-        if any(len(ngram) > 3 for ngram in self.ngrams):
-            raise ValueError("n-grams of up to 3 characters only (three 21-bit code points fill a 64-bit key)")
-        self._table = KeyTable(np.fromiter(map(ngram_key, self.ngrams), dtype=np.uint64, count=len(self.ngrams)))
+        self._table = KeyTable(ngram_keys(self.ngrams))  # n-grams of over 3 characters: ValueError
         self._idf = np.asarray(self.idf, dtype=np.float64)
 
     def __len__(self) -> int:
