@@ -27,9 +27,10 @@ import numpy as np
 
 from .errors import ArgumentError, FinetuneError
 
-# Rows a worker labels at a time: small enough to share a file's rows evenly between the processes,
-# large enough that sorting them by length leaves the batches almost free of padding (on 20,000
-# reviews, 2 processes: 512 rows 5,600/s, 1,024 6,100-6,500, 2,048 6,550, 4,096 5,400 in bfloat16).
+# The most rows a worker labels at a time (`scores_in_processes` cuts equal pieces up to it): small enough to
+# share a file's rows evenly between the processes, large enough that sorting them by length leaves the
+# batches almost free of padding (on 20,000 reviews, 2 processes: 512 rows 5,600/s, 1,024 6,100-6,500,
+# 2,048 6,550, 4,096 5,400 in bfloat16).
 PIECE_ROWS = 2048
 MOST_PROCESSES = 16
 
