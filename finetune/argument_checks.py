@@ -17,6 +17,13 @@ LABEL_F1 = "f1:"
 STRATEGIES = {"eval_strategy": ("epoch", "steps"), "save_strategy": ("epoch", "steps", "no")}
 
 
+def resolve_best_model_metric(training, multi_label: bool) -> None:
+    """Fills in `metric_for_best_model` when it was left unset, once the data says what it holds:
+    micro_f1 for multi-label data, macro_f1 otherwise (config.yaml then records what was used)."""
+    if training.metric_for_best_model is None:
+        training.metric_for_best_model = "micro_f1" if multi_label else "macro_f1"
+
+
 def best_model_metric(name: str) -> str:
     """`metric_for_best_model` as metrics.json names it after `validation_` (`eval_accuracy` -> `accuracy`)."""
     for prefix in ("eval_", "validation_"):
@@ -101,7 +108,8 @@ def check_run_args(args) -> None:
         "--save_strategy": training.save_strategy not in STRATEGIES["save_strategy"] and "epoch, steps or no",
         "--save_steps": training.save_steps < 1 and "at least 1",
         "--threshold_strategy": training.threshold_strategy not in THRESHOLD_STRATEGIES and "global or per_label",
-        "--metric_for_best_model": best_model_metric(training.metric_for_best_model) not in BEST_MODEL_METRICS
+        "--metric_for_best_model": training.metric_for_best_model is not None
+        and best_model_metric(training.metric_for_best_model) not in BEST_MODEL_METRICS
         and not best_model_metric(training.metric_for_best_model).startswith(LABEL_F1)
         and f"one of {', '.join(BEST_MODEL_METRICS)}, or f1:LABEL",
         "--loss": training.loss not in LOSSES and f"one of {', '.join(LOSSES)}",

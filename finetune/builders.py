@@ -378,4 +378,20 @@ def build_model(splits: DatasetDict, id2label: dict[int, str], args: RunArgument
     built = encoder_builder(args.encoder.encoder_type)(splits, id2label, args)
     if isinstance(splits["train"].features["label"], List):
         built.model.config.problem_type = MULTI_LABEL
+        init_label_priors(built.model.classifier, splits["train"]["label"])
     return built
+
+
+def init_label_priors(classifier: torch.nn.Linear, label_rows) -> None:
+    """A multi-label classifier's biases set to the log-odds of each label's share of the training rows,
+    so that training starts from the labels' base rates (the "prior" initialisation of Lin et al. 2017).
+
+    From zero biases every sigmoid starts at 0.5: AdamW moves a bias by about the learning rate a step,
+    and a label on 8% of the texts wants -2.4, over a thousand steps away; meanwhile the loss is spent
+    pushing every logit down through the shared weights instead of telling labels apart. Measured on
+    12 labels (news titles + reviews, 4,000 texts, 4 epochs): see docs/multi_label.md.
+    """
+    positives = torch.as_tensor(label_rows, dtype=torch.float64).mean(0)
+    share = positives.clamp(1e-4, 1 - 1e-4)  # a label on no (or every) training row: a large, finite bias
+    with torch.no_grad():
+        classifier.bias.copy_(torch.log(share / (1 - share)).to(classifier.bias))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["mean_and_std", "paired_bootstrap_interval", "seed_spread"]
+__all__ = ["f1_counts", "mean_and_std", "paired_bootstrap_f1_interval", "paired_bootstrap_interval", "seed_spread"]
 
 
 def mean_and_std(values) -> tuple[float, float | None]:
@@ -68,6 +68,62 @@ def paired_bootstrap_interval(
         "resamples": resamples,
         "confidence": confidence,
     }
+
+
+def f1_counts(predicted, references) -> np.ndarray:
+    """Multi-label predictions as (texts, labels, 3) counts of true positives, false positives and false
+    negatives: what `paired_bootstrap_f1_interval` resamples. `predicted`, `references`: (texts, labels) 0/1."""
+    predicted, references = np.asarray(predicted, dtype=bool), np.asarray(references, dtype=bool)
+    return np.stack([predicted & references, predicted & ~references, ~predicted & references], axis=-1).astype(float)
+
+
+def _f1_of_counts(counts: np.ndarray, average: str) -> np.ndarray:
+    """F1 of summed (..., labels, 3) counts: micro (counts summed over labels) or macro (mean of the labels' F1,
+    0 for a label neither predicted nor present)."""
+    if average == "micro":
+        counts = counts.sum(-2)
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    denominator = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(denominator), where=denominator > 0)
+    return f1 if average == "micro" else f1.mean(-1)
+
+
+def paired_bootstrap_f1_interval(
+    counts_a, counts_b, average: str = "micro", *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
+    chunk: int = 100,
+) -> dict:  # fmt: skip
+    """`paired_bootstrap_interval` for multi-label F1 (micro or macro), which is no mean over texts: each
+    resample draws the test texts (the same for both methods) and each method's seeds, sums the drawn
+    texts' counts and computes F1 from the sums.
+
+    Args:
+        counts_a: Method a's `f1_counts`, (seeds, texts, labels, 3) or (texts, labels, 3) for one run.
+        counts_b: Method b's, on the same texts in the same order.
+        average: "micro" or "macro".
+
+    Returns:
+        As `paired_bootstrap_interval`: "difference" (a's F1 minus b's, each over all its runs), "low",
+        "high", "resamples", "confidence".
+    """
+    a, b = (np.asarray(c, dtype=float) for c in (counts_a, counts_b))
+    a, b = (c[None] if c.ndim == 3 else c for c in (a, b))
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"the methods were scored on different texts or labels ({a.shape[1:]} and {b.shape[1:]})")
+    rng, texts, differences = np.random.default_rng(seed), a.shape[1], []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        weights = rng.multinomial(texts, np.full(texts, 1 / texts), size=size)  # (size, texts)
+        f1 = []
+        for c in (a, b):
+            per_text = _seed_means(c.reshape(len(c), -1), rng, size).reshape(size, *c.shape[1:])
+            f1.append(_f1_of_counts(np.einsum("rt,rtlk->rlk", weights, per_text), average))
+        differences.append(f1[0] - f1[1])
+    differences = np.concatenate(differences)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(differences, [tail, 100 - tail])
+    difference = _f1_of_counts(a.sum(1), average).mean() - _f1_of_counts(b.sum(1), average).mean()
+    return {"difference": float(difference), "low": float(low), "high": float(high), "resamples": resamples,
+            "confidence": confidence}  # fmt: skip
 
 
 def seed_spread(runs: list[dict], this_seed: int) -> dict:

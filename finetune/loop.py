@@ -78,6 +78,11 @@ def unfreeze_for_epoch(accelerator, model, policy, epoch: int):
     return rewrap_model(accelerator, model)
 
 
+def threshold_metric(metric: str) -> str:
+    """The F1 a multi-label model's thresholds maximise: macro_f1 if the run selects on it, else micro_f1."""
+    return "macro_f1" if metric == "macro_f1" else "micro_f1"
+
+
 @dataclass
 class Schedule:
     """When the loop validates and checkpoints, how long it runs, and by which metric it keeps the best.
@@ -92,11 +97,14 @@ class Schedule:
     save_steps: int | None  # None: at epoch ends; 0: never
     metric: str  # as metrics.json names it after `validation_`, or f1:LABEL (`metrics.metric_value`)
     greater: bool
+    # Multi-label: (threshold strategy, F1) that validation is scored at, thresholds tuned for it on the
+    # validation rows (`metrics.evaluate_split`): an epoch is selected as the model will be used. None: 0.5.
+    tune: tuple[str, str] | None = None
 
     @classmethod
-    def of(cls, args, batches: int, num_processes: int) -> "Schedule":
+    def of(cls, args, batches: int, num_processes: int, multi_label: bool = False) -> "Schedule":
         """`args`: the run's `RunArguments`; `batches`: batches per epoch before `accelerator.prepare`
-        splits them between `num_processes`."""
+        splits them between `num_processes`; `multi_label`: the model scores sets of labels."""
         from .argument_checks import best_model_metric
 
         training = args.training
@@ -112,7 +120,8 @@ class Schedule:
         if training.eval_strategy == "steps":
             eval_steps = training.eval_steps or args.logging.logging_steps  # as transformers defaults it
         save_steps = {"epoch": None, "steps": training.save_steps, "no": 0}[training.save_strategy]
-        return cls(per_epoch, total, eval_steps, save_steps, metric, greater)
+        tune = (training.threshold_strategy, threshold_metric(metric)) if multi_label else None
+        return cls(per_epoch, total, eval_steps, save_steps, metric, greater, tune)
 
     def evaluate_now(self, step: int) -> bool:
         every = self.eval_steps or self.steps_per_epoch
@@ -243,7 +252,7 @@ def training_loop(model, tokenizer, loaders, step: TrainingStep, accelerator, ar
                 step.log(state, epoch, progress, training)
             if schedule.evaluate_now(state.step):
                 evaluated = step.evaluated(model)
-                metrics = evaluate_split(evaluated, validation_loader, accelerator, "validation_")
+                metrics = evaluate_split(evaluated, validation_loader, accelerator, "validation_", tune=schedule.tune)
                 check_finite_loss(metrics["validation_loss"], state.step, epoch, training, what="validation loss")
                 state.history["eval"].append({"step": state.step, "epoch": epoch, **short_metrics(metrics)})
                 accelerator.log({f"eval/{k}": v for k, v in short_metrics(metrics).items()}, step=state.step)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .multilabel import config_thresholds, is_multi_label, multilabel_metrics, predicted_label_sets
+from .multilabel import config_thresholds, is_multi_label, multilabel_metrics, predicted_label_sets, tune_thresholds
 
 if TYPE_CHECKING:
     import evaluate
@@ -53,7 +53,7 @@ def classification_metrics(predictions, references, id2label: dict[int, str], pr
     }
 
 
-def evaluate_split(model, loader, accelerator, prefix: str, return_scores: bool = False):
+def evaluate_split(model, loader, accelerator, prefix: str, return_scores: bool = False, tune=None):
     """Metrics of `model` on a prepared evaluation loader (every example once, across processes).
 
     Args:
@@ -62,17 +62,21 @@ def evaluate_split(model, loader, accelerator, prefix: str, return_scores: bool 
         accelerator: The run's `Accelerator`.
         prefix: Key prefix, e.g. `"validation_"`.
         return_scores: Also return the class probabilities, in the loader's order.
+        tune: Multi-label: (strategy, metric): score at thresholds tuned on these very rows for `metric`
+            (`multilabel.tune_thresholds`), as the run's model will be once trained; the training loop
+            selects epochs so. None: at the config's thresholds.
 
     Returns:
-        `classification_metrics` (multi-label: `multilabel_metrics` at the config's thresholds) plus
-        `{prefix}loss`; with `return_scores`, (metrics, probabilities).
+        `classification_metrics` (multi-label: `multilabel_metrics` at the config's or the tuned thresholds)
+        plus `{prefix}loss`; with `return_scores`, (metrics, probabilities).
     """
     from .training import predict
 
     probabilities, labels, loss = predict(model, loader, accelerator)
     config = accelerator.unwrap_model(model).config
     if is_multi_label(config):
-        predictions = predicted_label_sets(probabilities, config_thresholds(config))
+        thresholds = config_thresholds(config) if tune is None else tune_thresholds(probabilities, labels, *tune)
+        predictions = predicted_label_sets(probabilities, thresholds)
         scores = multilabel_metrics(predictions, labels, config.id2label, prefix=prefix)
     else:
         scores = classification_metrics(probabilities.argmax(-1), labels, config.id2label, prefix=prefix)
@@ -92,8 +96,9 @@ HEADLINE = ("loss", "accuracy", "macro_f1")
 
 
 def short_metrics(metrics: dict, prefix: str = "validation_") -> dict:
-    """The headline numbers (loss, accuracy, macro-F1) without their prefix."""
-    return {key: metrics[prefix + key] for key in HEADLINE}
+    """The headline numbers (loss, accuracy, macro-F1; multi-label: and micro-F1) without their prefix."""
+    keys = HEADLINE + (("micro_f1",) if prefix + "exact_match" in metrics else ())
+    return {key: metrics[prefix + key] for key in keys}
 
 
 def log_line(metrics: dict, prefix: str = "validation_") -> str:

@@ -30,6 +30,9 @@ SINGLE_LABEL, MULTI_LABEL = "single_label_classification", "multi_label_classifi
 PROBLEM_TYPES = (SINGLE_LABEL, MULTI_LABEL)  # transformers' names (config.problem_type); regression is not ours
 THRESHOLD_STRATEGIES = ("global", "per_label")
 DEFAULT_THRESHOLD = 0.5  # before tuning (during training): the sigmoid's even odds
+# A label's own threshold (`per_label`) needs this many validation positives; rarer labels keep the global
+# one: on fewer rows its F1 curve is a handful of texts, and a threshold fitted to them follows them.
+MIN_LABEL_POSITIVES = 20
 # Candidate thresholds: fine enough that F1 is flat between neighbours, coarse enough to tune in milliseconds.
 CANDIDATES = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
@@ -122,32 +125,48 @@ def _f1(tp, fp, fn) -> np.ndarray:
     return np.divide(2 * tp, denominator, out=np.zeros_like(denominator), where=denominator > 0)
 
 
-def tune_thresholds(probabilities: np.ndarray, references: np.ndarray, strategy: str, metric: str) -> np.ndarray:
+def tune_thresholds(
+    probabilities: np.ndarray, references: np.ndarray, strategy: str, metric: str, min_positives=MIN_LABEL_POSITIVES
+) -> np.ndarray:
     """Decision thresholds that maximise F1 on labelled scores (the validation split's).
 
     Args:
         probabilities: (rows, labels) sigmoid scores.
         references: (rows, labels) 0/1 truth.
         strategy: "global": one threshold for all labels, maximising `metric`; "per_label": each
-            label's own, maximising its F1 (which maximises macro-F1; micro-F1 nearly so).
-        metric: "micro_f1" or "macro_f1" (for "global"; other metrics: micro-F1).
+            label with `min_positives` positives or more its own (the one maximising its F1), the
+            others the global one; kept only where that scores `metric` at least as high as the global
+            threshold does, else the global one.
+        metric: "micro_f1" or "macro_f1" (other metrics: micro-F1).
+        min_positives: The validation positives a label needs for a threshold of its own.
 
     Returns:
-        One threshold per label; of equal F1, the threshold closest to 0.5.
+        One threshold per label; of equal F1, the threshold closest to 0.5. 0.5 is a candidate, so
+        the tuned thresholds never score `metric` below 0.5 on these rows.
     """
     references = references.astype(bool)
     # Candidates ordered by distance from 0.5: argmax keeps the first of equal scores.
     candidates = CANDIDATES[np.argsort(np.abs(CANDIDATES - DEFAULT_THRESHOLD), kind="stable")]
     counts = np.stack([np.stack(_f1_counts(probabilities >= c, references)) for c in candidates])  # (c, 3, labels)
-    if strategy == "per_label":
-        best = _f1(counts[:, 0], counts[:, 1], counts[:, 2]).argmax(0)
-        return candidates[best].astype(np.float64)
-    if metric == "macro_f1":
-        scores = _f1(counts[:, 0], counts[:, 1], counts[:, 2]).mean(-1)
-    else:
-        totals = counts.sum(-1)
-        scores = _f1(totals[:, 0], totals[:, 1], totals[:, 2])
-    return np.full(references.shape[1], candidates[int(scores.argmax())], dtype=np.float64)
+    macro = metric == "macro_f1"
+    label_f1 = _f1(counts[:, 0], counts[:, 1], counts[:, 2])  # (c, labels)
+    totals = counts.sum(-1)
+    scores = label_f1.mean(-1) if macro else _f1(totals[:, 0], totals[:, 1], totals[:, 2])
+    chosen = np.full(references.shape[1], candidates[int(scores.argmax())], dtype=np.float64)
+    if strategy != "per_label":
+        return chosen
+    enough = references.sum(0) >= min_positives
+    per_label = np.where(enough, candidates[label_f1.argmax(0)], chosen)
+    score = _f1_score if not macro else lambda p, r: float(_f1(*_f1_counts(p, r)).mean())
+    if score(probabilities >= per_label, references) >= score(probabilities >= chosen, references):
+        return per_label
+    return chosen
+
+
+def _f1_score(predictions: np.ndarray, references: np.ndarray) -> float:
+    """Micro-F1 of 0/1 predictions."""
+    tp, fp, fn = _f1_counts(predictions, references)
+    return float(_f1(tp.sum(), fp.sum(), fn.sum()))
 
 
 def config_thresholds(config) -> np.ndarray:

@@ -7,10 +7,12 @@ Hub). A recipe keeps only what is its own: its data, its model, its loss.
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ArgumentError
 from .files import save_pretrained_atomic, write_json_atomic, write_text_atomic
 from .hub import push_to_hub, write_model_card
-from .loop import Schedule, test_best_model
+from .loop import Schedule, test_best_model, threshold_metric
 from .metrics import short_metrics
 from .multilabel import config_thresholds, is_multi_label, multilabel_metrics, predicted_label_sets, tune_thresholds
 from .reports import draw_pictures
@@ -34,7 +36,7 @@ def prepare_training(accelerator, model, train_loader, validation_loader, args) 
     optimizer = create_optimizer(model, training.learning_rate, training.weight_decay, training.embedding_learning_rate,
                                  head_learning_rate=training.head_learning_rate, layer_decay=training.layer_decay,
                                  include_frozen=args.freezing.gradual_unfreezing_epochs > 0)  # fmt: skip
-    schedule = Schedule.of(args, len(train_loader), accelerator.num_processes)
+    schedule = Schedule.of(args, len(train_loader), accelerator.num_processes, multi_label=is_multi_label(model.config))
     scheduler = create_scheduler(training.lr_scheduler_type, optimizer, schedule.total_steps, training.warmup_ratio,
                                  accelerator.num_processes)  # fmt: skip
     model, optimizer, train_loader, validation_loader, scheduler = accelerator.prepare(
@@ -69,11 +71,12 @@ def best_results(
     unwrapped.load_state_dict(best_weights)
     trainable, total = parameters
     results = {**state.best, **state.speed(), "trainable_parameters": trainable, "total_parameters": total}
+    validation_scores = None
+    if tfidf_splits is not None:  # first: a multi-label model's thresholds are tuned on its scores with the branch
+        branch = tfidf_phase(accelerator, unwrapped, tokenizer, tfidf_splits, test_split, args)
+        results["tfidf_branch"], test_split, validation_scores = branch
     if is_multi_label(unwrapped.config) and validation_loader is not None:
-        results["thresholds"] = tune_decision_thresholds(accelerator, model, validation_loader, args)
-    if tfidf_splits is not None:
-        results["tfidf_branch"], test_split = tfidf_phase(accelerator, unwrapped, tokenizer, tfidf_splits, test_split,
-                                                          args)  # fmt: skip
+        results["thresholds"] = tune_decision_thresholds(accelerator, model, validation_loader, args, validation_scores)
     if args.training.do_predict and test_split is not None:
         results.update(test_best_model(model, test_split, tokenizer, accelerator, args))
         accelerator.log({f"test/{k}": v for k, v in short_metrics(results, "test_").items()}, step=state.step)
@@ -83,29 +86,39 @@ def best_results(
 
 def tfidf_phase(accelerator, model, tokenizer, splits, test_split, args) -> tuple:
     """The TF-IDF branch fitted (by the main process, sent to the others) and attached, best/ saved with
-    it; (its report, the test split with the n-gram features it reads)."""
+    it; (its report, the test split with the n-gram features it reads, the validation scores with it)."""
     from .argument_checks import best_model_metric
     from .tfidf_branch import add_ngram_columns, attach_tfidf_branch
 
-    metric = "accuracy" if best_model_metric(args.training.metric_for_best_model) == "accuracy" else "macro_f1"
-    report = attach_tfidf_branch(model, tokenizer, splits, metric, accelerator)
+    selected = best_model_metric(args.training.metric_for_best_model)
+    if is_multi_label(model.config):
+        metric = "macro_f1" if selected == "macro_f1" else "micro_f1"
+    else:
+        metric = "accuracy" if selected == "accuracy" else "macro_f1"
+    report, scores = attach_tfidf_branch(model, tokenizer, splits, metric, accelerator)
+    validation_scores = (scores, np.asarray(splits["validation"]["label"], dtype=np.float32))
     if accelerator.is_main_process:
         save_pretrained_atomic(model, tokenizer, Path(args.training.output_dir) / "best")
     accelerator.wait_for_everyone()
-    return report, None if test_split is None else add_ngram_columns(test_split, tokenizer)
+    return report, None if test_split is None else add_ngram_columns(test_split, tokenizer), validation_scores
 
 
-def tune_decision_thresholds(accelerator, model, validation_loader, args) -> dict:
+def tune_decision_thresholds(accelerator, model, validation_loader, args, probabilities=None) -> dict:
     """A multi-label model's thresholds tuned on the validation split (`multilabel.tune_thresholds`
     by `--threshold_strategy`, maximising the F1 that `--metric_for_best_model` names, else micro-F1),
     set in its config and written to best/config.json. Returns them with validation micro/macro-F1
-    before (at 0.5) and after: the "after" numbers are tuned on those very rows, the test split's are not."""
+    before (at 0.5) and after: the "after" numbers are tuned on those very rows, the test split's are not.
+    `probabilities`: (scores, multi-hot labels) of the validation split, if known (with a TF-IDF branch: its
+    mixture, whose n-gram features the loader lacks)."""
     from .argument_checks import best_model_metric
 
-    probabilities, labels, _ = predict(model, validation_loader, accelerator)
+    if probabilities is None:
+        probabilities, labels, _ = predict(model, validation_loader, accelerator)
+    else:
+        probabilities, labels = probabilities
     config = accelerator.unwrap_model(model).config
     before = multilabel_metrics(predicted_label_sets(probabilities, config_thresholds(config)), labels, config.id2label)
-    metric = best_model_metric(args.training.metric_for_best_model)
+    metric = threshold_metric(best_model_metric(args.training.metric_for_best_model))
     strategy = args.training.threshold_strategy
     tuned = tune_thresholds(probabilities, labels, strategy, metric)
     config.label_thresholds = {config.id2label[i]: float(value) for i, value in enumerate(tuned)}

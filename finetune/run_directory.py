@@ -45,9 +45,9 @@ ADDED_LATER = {
     "window_aggregation": "mean", "train_windows": "first", "traditional_to_simplified": False,
     "fullwidth_to_halfwidth": False, "loss": "cross_entropy", "focal_gamma": 2.0, "class_weights": "none",
 }  # fmt: skip
-# Left unset (None), these are filled in from the data by the builders (the vector file's dimension):
-# an unset value matches whatever the run filled in.
-FILLED_IN = frozenset({"vector_size"})
+# Left unset (None), these are filled in from the data (the vector file's dimension by the builders, the
+# best-model metric by whether labels are sets): an unset value matches whatever the run filled in.
+FILLED_IN = frozenset({"vector_size", "metric_for_best_model"})
 # What the recipes (and `finetune evaluate`, into evaluation/) write into a run directory; anything
 # else there is the user's and is never deleted.
 RUN_ENTRIES = frozenset(

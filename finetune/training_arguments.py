@@ -80,11 +80,14 @@ class TrainArguments:
     eval_steps: int | None = field(
         default=None, metadata={"help": "eval_strategy steps: validate every N optimizer steps (none: logging_steps)."}
     )
-    metric_for_best_model: str = field(
-        default="macro_f1",
+    # Multi-label data: micro-F1, which (unlike macro-F1) does not let a handful of rare labels' validation rows
+    # pick the epoch and the threshold; single labels: macro-F1, which a majority class cannot buy.
+    metric_for_best_model: str | None = field(
+        default=None,
         metadata={
             "help": "Validation metric that picks the best model: macro_f1, micro_f1, accuracy, weighted_f1, "
-            "loss, or one label's F1 as f1:LABEL (e.g. f1:negative)."
+            "loss, exact_match (multi-label), or one label's F1 as f1:LABEL (e.g. f1:negative). None: micro_f1 "
+            "for multi-label data, macro_f1 otherwise."
         },
     )
     greater_is_better: bool | None = field(

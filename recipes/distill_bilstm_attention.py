@@ -15,6 +15,7 @@ logits are computed once and cached (see `finetune/distillation.py`). Validation
 import logging
 from pathlib import Path
 
+from finetune.argument_checks import resolve_best_model_metric
 from finetune.argument_parsing import to_yaml
 from finetune.builders import build_model
 from finetune.checkpointing import resolve_checkpoint
@@ -60,6 +61,7 @@ def main(argv=None):
     with main_process_first(accelerator):
         splits, data_info = load_data(args.data, training.seed)
         check_single_label(data_info["problem_type"])
+        resolve_best_model_metric(training, multi_label=False)
         built = build_model(splits, data_info["id2label"], args)
     model, tokenizer, encoded = built.model, built.tokenizer, built.splits
     texts, labels, counts = transfer_texts(list(splits["train"]["text"]), list(splits["train"]["label"]), distill,

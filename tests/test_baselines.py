@@ -73,3 +73,38 @@ def test_fasttext_learns_a_separable_set_and_is_seeded(reviews):
     other = FastTextClassifier(**settings, seed=2).fit(train, train_labels, dev, dev_labels)
     assert np.array_equal(again.predict_proba(test), model.predict_proba(test))
     assert not np.allclose(other.predict_proba(test), model.predict_proba(test))
+
+
+def test_tfidf_on_multihot_rows_is_one_vs_rest_with_a_threshold_chosen_on_dev(reviews):
+    from sklearn.linear_model import LogisticRegression
+
+    (train, train_labels), (dev, dev_labels), (test, test_labels) = reviews
+
+    def hot(texts, labels):  # label 0/1 and "mentions a film" (这部电影), a second label on some texts
+        return np.array([[label == 0, label == 1, text.startswith("这部电影")] for text, label in zip(texts, labels)],
+                        dtype=np.float32)  # fmt: skip
+
+    model = TfidfLogisticRegression(c_grid=(1.0, 16.0)).fit(train, hot(train, train_labels), dev, hot(dev, dev_labels))
+    assert model.multi_label and set(model.selection["dev_micro_f1_by_C"]) == {1.0, 16.0}
+    assert 0.05 <= model.threshold <= 0.95 and model.selection["threshold"] == model.threshold
+    probabilities = model.predict_proba(test)
+    assert probabilities.shape == (len(test), 3)
+    x = model.vectorizer.transform(test)
+    for label in range(3):  # each column: that label's own binary logistic regression
+        binary = LogisticRegression(C=model.selection["C"], max_iter=2000)
+        binary.fit(model.vectorizer.transform(train), hot(train, train_labels)[:, label] > 0.5)
+        np.testing.assert_allclose(probabilities[:, label], binary.predict_proba(x)[:, 1], atol=1e-6)
+    assert ((probabilities >= model.threshold) == hot(test, test_labels)).all(-1).mean() >= 0.9
+
+
+def test_balanced_tfidf_weights_the_rare_class_up(reviews):
+    from finetune.baselines import BASELINES, TfidfBalanced
+
+    (train, train_labels), (dev, dev_labels), _ = reviews
+    keep = [i for i, label in enumerate(train_labels) if label == 1 or i % 6 == 0]  # negative rare
+    texts, labels = [train[i] for i in keep], [train_labels[i] for i in keep]
+    plain = TfidfLogisticRegression(c_grid=(0.5,)).fit(texts, labels, dev, dev_labels)
+    balanced = BASELINES["tfidf_lr_balanced"](c_grid=(0.5,)).fit(texts, labels, dev, dev_labels)
+    assert isinstance(balanced, TfidfBalanced) and balanced.model.class_weight == "balanced"
+    # the rare class gets more probability from the balanced model on every dev text
+    assert (balanced.predict_proba(dev)[:, 0] > plain.predict_proba(dev)[:, 0]).all()

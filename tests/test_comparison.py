@@ -61,3 +61,26 @@ def test_seed_spread_ranks_the_run_among_its_seeds():
     assert spread["test_accuracy"]["mean"] == pytest.approx(0.86)
     assert spread["test_accuracy"]["std"] == pytest.approx(0.02)
     assert (spread["test_macro_f1"]["min"], spread["test_macro_f1"]["max"]) == (0.83, 0.87)
+
+
+def test_f1_interval_of_identical_and_of_better_multilabel_predictions():
+    from sklearn.metrics import f1_score
+
+    from finetune.comparison import f1_counts, paired_bootstrap_f1_interval
+
+    rng = np.random.default_rng(2)
+    truth = rng.random((600, 4)) < [0.5, 0.3, 0.1, 0.05]
+    noisy = truth ^ (rng.random((3, 600, 4)) < 0.15)  # 3 seeds, 15% of decisions wrong
+    cleaner = truth ^ (rng.random((3, 600, 4)) < 0.05)
+    counts_noisy = np.stack([f1_counts(p, truth) for p in noisy])
+    counts_clean = np.stack([f1_counts(p, truth) for p in cleaner])
+    same = paired_bootstrap_f1_interval(counts_noisy, counts_noisy, "micro", resamples=300)
+    assert same["difference"] == 0 and same["low"] <= 0 <= same["high"]
+    for average in ("micro", "macro"):
+        interval = paired_bootstrap_f1_interval(counts_clean, counts_noisy, average, resamples=500, seed=1)
+        expected = np.mean([f1_score(truth, p, average=average) for p in cleaner]) - np.mean(
+            [f1_score(truth, p, average=average) for p in noisy])  # fmt: skip
+        assert interval["difference"] == pytest.approx(expected)
+        assert 0 < interval["low"] < interval["difference"] < interval["high"]
+    with pytest.raises(ValueError, match="different texts or labels"):
+        paired_bootstrap_f1_interval(counts_noisy, counts_noisy[:, :10], "micro")

@@ -151,13 +151,52 @@ def test_thresholds_maximise_f1_globally_or_per_label():
     # label 0 is right above 0.3, label 1 above 0.7: per label finds both, one global threshold cannot
     probabilities = np.array([[0.35, 0.75], [0.32, 0.2], [0.1, 0.72], [0.2, 0.6], [0.05, 0.5], [0.4, 0.9]])
     truth = np.array([[1, 1], [1, 0], [0, 1], [0, 0], [0, 0], [1, 1]])
-    per_label = tune_thresholds(probabilities, truth, "per_label", "micro_f1")
+    per_label = tune_thresholds(probabilities, truth, "per_label", "micro_f1", min_positives=2)
     assert 0.2 < per_label[0] <= 0.32 and 0.6 < per_label[1] <= 0.72
     assert f1_score(truth, probabilities >= per_label, average="macro") == 1.0
     global_ = tune_thresholds(probabilities, truth, "global", "micro_f1")
     assert global_[0] == global_[1]
     best = max(f1_score(truth, probabilities >= t, average="micro") for t in np.arange(0.05, 0.96, 0.01))
     assert f1_score(truth, probabilities >= global_, average="micro") == pytest.approx(best)
+
+
+def test_a_label_with_few_validation_positives_keeps_the_global_threshold():
+    probabilities = np.array([[0.35, 0.75], [0.32, 0.2], [0.1, 0.72], [0.2, 0.6], [0.05, 0.5], [0.4, 0.9]])
+    truth = np.array([[1, 1], [1, 0], [0, 1], [0, 0], [0, 0], [1, 1]])
+    global_ = tune_thresholds(probabilities, truth, "global", "micro_f1")
+    # label 1 has 3 positives, label 0 has 3: with 4 needed neither gets its own
+    assert tune_thresholds(probabilities, truth, "per_label", "micro_f1", min_positives=4).tolist() == global_.tolist()
+    truth[3, 0] = 1  # label 0 now has 4 (right from 0.2 up): its own threshold; label 1 the global one
+    mixed = tune_thresholds(probabilities, truth, "per_label", "micro_f1", min_positives=4)
+    assert mixed[0] == 0.2 and mixed[1] == tune_thresholds(probabilities, truth, "global", "micro_f1")[1]
+
+
+@pytest.mark.parametrize("metric", ["micro_f1", "macro_f1"])
+@pytest.mark.parametrize("strategy", ["global", "per_label"])
+def test_tuned_thresholds_never_score_below_one_half_or_the_global_threshold(metric, strategy):
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        truth = rng.random((60, 4)) < [0.5, 0.3, 0.1, 0.05]
+        probabilities = np.clip(truth * 0.3 + rng.random((60, 4)) * 0.7, 0, 1)
+        average = metric.removesuffix("_f1")
+        score = lambda t: f1_score(truth, probabilities >= t, average=average, zero_division=0)  # noqa: E731
+        tuned = tune_thresholds(probabilities, truth, strategy, metric, min_positives=5)
+        assert score(tuned) >= score(np.full(4, 0.5)) - 1e-12
+        assert score(tuned) >= score(tune_thresholds(probabilities, truth, "global", metric)) - 1e-12
+
+
+def test_classifier_biases_start_at_each_labels_log_odds():
+    import torch
+
+    from finetune.builders import init_label_priors
+
+    classifier = torch.nn.Linear(4, 3)
+    rows = [[1.0, 0.0, 0.0]] * 9 + [[1.0, 1.0, 0.0]]  # shares 1.0, 0.1, 0.0
+    init_label_priors(classifier, rows)
+    bias = classifier.bias.detach().numpy()
+    assert bias[1] == pytest.approx(np.log(0.1 / 0.9), rel=1e-6)
+    assert bias[0] > 9 and bias[2] < -9 and np.isfinite(bias).all()  # every / no row: large, finite
+    assert float(torch.sigmoid(classifier.bias)[1]) == pytest.approx(0.1, rel=1e-5)
 
 
 def test_metrics_match_scikit_learn_on_a_hand_made_example():
@@ -192,7 +231,7 @@ def word_vector_run(aspect_files, tiny_vectors, tmp_path_factory, offline):
     args = tiny_recipe_args(
         aspect_files["train"], tiny_vectors, output_dir,
         "--validation_file", str(aspect_files["validation"]), "--test_file", str(aspect_files["test"]),
-        "--num_train_epochs", "8", "--threshold_strategy", "per_label", "--metric_for_best_model", "micro_f1",
+        "--num_train_epochs", "8", "--threshold_strategy", "per_label",
     )  # fmt: skip
     main(args)
     return output_dir
@@ -207,6 +246,17 @@ def test_recipe_trains_multilabel_and_saves_tuned_thresholds(word_vector_run):
     assert metrics["thresholds"]["strategy"] == "per_label"
     # tuned on validation: at least as good there as 0.5
     assert metrics["thresholds"]["validation_micro_f1_tuned"] >= metrics["thresholds"]["validation_micro_f1_at_0.5"]
+    # metric_for_best_model left unset: micro-F1 for multi-label data, recorded; each epoch scored at tuned thresholds
+    assert "metric_for_best_model: micro_f1" in (word_vector_run / "config.yaml").read_text(encoding="utf-8")
+    assert all("micro_f1" in row for row in metrics["history"]["eval"])
+    assert metrics["validation_micro_f1"] == max(row["micro_f1"] for row in metrics["history"]["eval"])
+    # the one-vs-rest TF-IDF branch, its share chosen by validation micro-F1, then the thresholds on the mixture
+    branch = metrics["tfidf_branch"]
+    assert config["tfidf_num_ngrams"] == branch["ngrams"] > 50 and config["tfidf_mix_weight"] == branch["mix_weight"]
+    assert {float(w) for w in branch["validation_micro_f1_by_mix_weight"]} == {round(0.1 * i, 1) for i in range(11)}
+    assert metrics["thresholds"]["validation_micro_f1_tuned"] == pytest.approx(
+        max(branch["validation_micro_f1_by_mix_weight"].values()), abs=0.03
+    )  # per-label thresholds may add a little
     assert metrics["test_num_examples"] == 60
     assert metrics["test_micro_f1"] >= 0.85 and metrics["test_exact_match"] >= 0.5
     assert sum(row["support"] for row in metrics["test_per_class"].values()) == sum(

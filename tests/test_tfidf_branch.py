@@ -181,6 +181,55 @@ def test_the_fitted_branch_gives_logistic_regressions_probabilities(reviews_mode
     assert np.mean(branch[: len(validation["text"])].argmax(-1) == validation["label"]) >= 0.9
 
 
+def topics_and_polarity(n: int, seed: int) -> dict:
+    """Multi-hot rows of 4 labels: the subject's index mod 3 (one of 3) and whether the review is positive."""
+    rows, topics = make_reviews(n, seed), three_topics(n, seed)["label"]
+    hot = np.zeros((len(rows), 4), dtype=np.float32)
+    hot[np.arange(len(rows)), topics] = 1
+    hot[:, 3] = [label == "positive" for _, label in rows]
+    return {"text": [text for text, _ in rows], "label": hot.tolist()}
+
+
+def test_a_multilabel_branch_is_one_vs_rest_logistic_regression_mixed_per_label(reviews_model):
+    from sklearn.linear_model import LogisticRegression
+
+    from finetune.inference import predict_probabilities
+    from finetune.models.bilstm_attention.modeling_bilstm_attention import mix_probabilities
+
+    model, tokenizer = reviews_model
+    model = copy.deepcopy(model)
+    model.config.num_labels = model.num_labels = 4
+    model.config.problem_type = "multi_label_classification"
+    model.classifier = torch.nn.Linear(model.classifier.in_features, 4)
+    train, validation = topics_and_polarity(60, 0), topics_and_polarity(20, 1)
+    tfidf, weights, selection = fit_branch(tokenizer, train, validation, 4)
+    assert weights.shape == (len(tfidf) + 1, 4) and selection["C"] in selection["dev_micro_f1_by_C"]
+    # each label's column: scikit-learn's binary logistic regression of that label on the same features
+    reference = TfidfLogisticRegression(analyzer=lambda t: _analyzer(str.lower, t))
+    features = reference.fit(train["text"], train["label"], validation["text"], validation["label"]).vectorizer
+    texts = [*validation["text"], "", "这部电影很好"]
+    targets = np.asarray(train["label"]) > 0.5
+    expected = np.stack([
+        LogisticRegression(C=selection["C"], max_iter=2000).fit(features.transform(train["text"]), targets[:, label])
+        .predict_proba(features.transform(texts))[:, 1] for label in range(4)], axis=1)  # fmt: skip
+    model.attach_tfidf_branch(torch.from_numpy(weights[:-1]), torch.from_numpy(weights[-1]), 1.0)
+    tokenizer.set_tfidf(tfidf)
+    try:
+        branch = predict_probabilities(model, tokenizer, texts)
+        model.config.tfidf_mix_weight = 0.0
+        alone = predict_probabilities(model, tokenizer, texts)
+        model.config.tfidf_mix_weight = 0.3
+        mixed = predict_probabilities(model, tokenizer, texts)
+    finally:
+        tokenizer.set_tfidf(None)
+    np.testing.assert_allclose(branch, expected, atol=1e-4)
+    np.testing.assert_allclose(mixed, 0.7 * alone + 0.3 * branch, atol=1e-5)  # each label's sigmoid mixed
+    hits = (branch[: len(validation["text"])] >= 0.5) == (np.asarray(validation["label"]) > 0.5)
+    assert hits.all(-1).mean() >= 0.8
+    logits = torch.tensor([[-30.0, 0.0, 30.0]])  # extremes stay finite
+    assert torch.isfinite(mix_probabilities(logits, -logits, 0.5, multi_label=True)).all()
+
+
 def test_choose_mix_weight_keeps_equal_weights_unless_validation_is_clearly_better():
     labels = np.array([0, 1] * 50)
     rng = np.random.default_rng(0)
@@ -205,9 +254,12 @@ def test_attached_branch_mixes_probabilities_and_needs_its_inputs(reviews_model,
     before = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
     splits = {"train": labelled(make_reviews(40, 0), ["negative", "positive"]),
               "validation": labelled(make_reviews(10, 1), ["negative", "positive"])}  # fmt: skip
-    report = attach_tfidf_branch(model, tokenizer, splits, "accuracy")
+    report, validation_scores = attach_tfidf_branch(model, tokenizer, splits, "accuracy")
     try:
         assert report["mix_weight"] == model.config.tfidf_mix_weight and report["ngrams"] == len(tokenizer.tfidf)
+        validation = tokenizer(list(splits["validation"]["text"]), padding=True, return_tensors="pt")
+        np.testing.assert_allclose(validation_scores, model(**validation).logits.softmax(-1).detach().numpy(),
+                                   atol=1e-5)  # the mixture's scores, as the model gives them  # fmt: skip
         encoded = tokenizer(texts, padding=True, return_tensors="pt")
         assert {"ngram_ids", "ngram_weights"} <= set(encoded) and encoded["ngram_weights"].dtype == torch.float32
         w = model.config.tfidf_mix_weight
@@ -297,11 +349,9 @@ def test_tfidf_branch_flag_is_checked_against_the_encoder_and_lora(caplog):
         return SimpleNamespace(head=SimpleNamespace(tfidf_branch=branch), lora=SimpleNamespace(enabled=lora),
                                encoder=SimpleNamespace(encoder_type=encoder_type))  # fmt: skip
 
-    assert tfidf_branch_applies(args(), multi_label=False)
-    assert not tfidf_branch_applies(args(branch=False), multi_label=False)
+    assert tfidf_branch_applies(args())
+    assert not tfidf_branch_applies(args(branch=False))
     with pytest.raises(ArgumentError, match="--tfidf_branch: .*--encoder_type is transformer"):
-        tfidf_branch_applies(args("transformer"), multi_label=False)
-    assert not tfidf_branch_applies(args(lora=True), multi_label=False)
+        tfidf_branch_applies(args("transformer"))
+    assert not tfidf_branch_applies(args(lora=True))
     assert "--tfidf_branch: not fitted (with --lora the adapter is saved without it)" in caplog.text
-    assert not tfidf_branch_applies(args(), multi_label=True)
-    assert "--tfidf_branch: not fitted (multi-label data)" in caplog.text

@@ -164,8 +164,15 @@ class TfidfBranch(nn.Module):
         return torch.bmm(ngram_weights.to(features.dtype).unsqueeze(1), features).squeeze(1) + self.bias
 
 
-def mix_probabilities(logits: torch.Tensor, branch_logits: torch.Tensor, weight: float) -> torch.Tensor:
-    """Logits whose softmax is `(1 - weight) * softmax(logits) + weight * softmax(branch_logits)`."""
+def mix_probabilities(
+    logits: torch.Tensor, branch_logits: torch.Tensor, weight: float, multi_label: bool = False
+) -> torch.Tensor:
+    """Logits whose softmax is `(1 - weight) * softmax(logits) + weight * softmax(branch_logits)`; `multi_label`:
+    whose sigmoid is that mixture of each label's sigmoids (one-vs-rest branch)."""
+    if multi_label:
+        mixed = (1 - weight) * logits.float().sigmoid() + weight * branch_logits.float().sigmoid()
+        tiny = torch.finfo(mixed.dtype).tiny
+        return (mixed.clamp(min=tiny).log() - (1 - mixed).clamp(min=tiny).log()).to(logits.dtype)
     mixed = (1 - weight) * logits.float().softmax(-1) + weight * branch_logits.float().softmax(-1)
     return mixed.clamp(min=torch.finfo(mixed.dtype).tiny).log().to(logits.dtype)
 
@@ -203,9 +210,9 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
 
     def attach_tfidf_branch(self, weight: torch.Tensor, bias: torch.Tensor, mix_weight: float) -> None:
         """Adds (or replaces) the TF-IDF branch: `weight` (n-grams, labels) and `bias` of a fitted
-        logistic regression, its probabilities mixed in with share `mix_weight`."""
-        if self.config.problem_type not in (None, "single_label_classification") or self.num_labels < 2:
-            raise ValueError(f"a TF-IDF branch needs single-label classification, not {self.config.problem_type}")
+        logistic regression (multi-label: one-vs-rest), its probabilities mixed in with share `mix_weight`."""
+        if self.config.problem_type == "regression" or self.num_labels < 2:
+            raise ValueError(f"a TF-IDF branch needs classification, not {self.config.problem_type}")
         branch = TfidfBranch(weight.size(0), self.num_labels).to(self.classifier.weight.device)
         branch.weight.data[1:] = weight.to(branch.weight)
         branch.bias.data[:] = bias.to(branch.bias)
@@ -258,7 +265,8 @@ class BiLSTMAttentionForSequenceClassification(BiLSTMAttentionPreTrainedModel):
 
     def _output(self, logits, weights, labels, output_attentions, return_dict, branch) -> SequenceClassifierOutput:
         if branch is not None:  # the TF-IDF branch's logits of each text
-            logits = mix_probabilities(logits, branch, self.config.tfidf_mix_weight)
+            multi_label = self.config.problem_type == "multi_label_classification"
+            logits = mix_probabilities(logits, branch, self.config.tfidf_mix_weight, multi_label)
         loss = None if labels is None else self.compute_loss(logits, labels)
         if output_attentions is None:
             output_attentions = self.config.output_attentions
