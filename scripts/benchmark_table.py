@@ -8,7 +8,7 @@ the notes that say how each number was measured. Apart from the script, which ru
 
 import numpy as np
 
-from finetune.comparison import mean_and_std, paired_bootstrap_interval
+from finetune.comparison import f1_counts, mean_and_std, paired_bootstrap_f1_interval, paired_bootstrap_interval
 
 
 def row_key(run: dict) -> str:
@@ -16,11 +16,30 @@ def row_key(run: dict) -> str:
     return run["method"] + (f":{run['config']}" if run.get("config") else "")
 
 
+# Each row's numbers: single labels, and multi-label data (then the intervals are of micro- and macro-F1)
+METRICS = ("test_accuracy", "test_macro_f1")
+MULTI_LABEL_METRICS = ("test_micro_f1", "test_macro_f1", "test_exact_match")
+
+
 def summary_rows(runs: list[dict], labels: np.ndarray, resamples: int) -> list[dict]:
-    """One row per method (per config for the recipe): mean ± std of accuracy and macro-F1, the paired
-    interval against TF-IDF (and against the first recipe config, when there are several), fit time."""
+    """One row per method (per config for the recipe): mean ± std of accuracy and macro-F1 (multi-label:
+    micro-F1, macro-F1, exact match), the paired interval against TF-IDF (and against the first recipe
+    config, when there are several) of accuracy (multi-label: of micro- and macro-F1), fit time."""
     keys = list(dict.fromkeys(map(row_key, runs)))
-    correct = {key: np.array([np.asarray(r["predicted"]) == labels for r in runs if row_key(r) == key]) for key in keys}
+    multi_label = labels.ndim == 2
+    if multi_label:
+        counts = {key: np.array([f1_counts(r["predicted"], labels) for r in runs if row_key(r) == key]) for key in keys}
+
+        def compare(a, b):
+            return {f"{average}_f1": paired_bootstrap_f1_interval(counts[a], counts[b], average, resamples=resamples)
+                    for average in ("micro", "macro")}  # fmt: skip
+    else:
+        correct = {key: np.array([np.asarray(r["predicted"]) == labels for r in runs if row_key(r) == key])
+                   for key in keys}  # fmt: skip
+
+        def compare(a, b):
+            return paired_bootstrap_interval(correct[a], correct[b], resamples=resamples)
+
     recipes = [key for key in keys if key.startswith("recipe")]
     rows = []
     for row_id in keys:
@@ -29,17 +48,17 @@ def summary_rows(runs: list[dict], labels: np.ndarray, resamples: int) -> list[d
         row = {"method": method, "title": own[0].get("title", method), "runs": len(own)}
         if own[0].get("config"):
             row["config"] = own[0]["config"]
-        for key in ("test_accuracy", "test_macro_f1", "fit_seconds", "wall_seconds"):
+        for key in (*(MULTI_LABEL_METRICS if multi_label else METRICS), "fit_seconds", "wall_seconds"):
             values = [run[key] for run in own if run.get(key) is not None]
             row[key] = dict(zip(("mean", "std"), mean_and_std(values), strict=True)) if values else None
-        if "tfidf_lr" in correct and method != "tfidf_lr":
-            row["difference_to_tfidf"] = paired_bootstrap_interval(correct[row_id], correct["tfidf_lr"],
-                                                                   resamples=resamples)  # fmt: skip
+        if "tfidf_lr" in keys and method != "tfidf_lr":
+            row["difference_to_tfidf"] = compare(row_id, "tfidf_lr")
         if len(recipes) > 1 and row_id in recipes[1:]:
-            row["difference_to_first_recipe"] = paired_bootstrap_interval(correct[row_id], correct[recipes[0]],
-                                                                          resamples=resamples)  # fmt: skip
+            row["difference_to_first_recipe"] = compare(row_id, recipes[0])
         if method == "tfidf_lr":
-            row["title"] += f" (C={own[0]['selection']['C']})"
+            threshold = own[0]["selection"].get("threshold")  # multi-label: one-vs-rest at a threshold chosen on dev
+            one_vs_rest = f", one-vs-rest, threshold {threshold}" if threshold is not None else ""
+            row["title"] += f" (C={own[0]['selection']['C']}{one_vs_rest})"
         rows.append(row)
     return rows
 
@@ -61,14 +80,27 @@ def markdown_table(name: str, info: dict, rows: list[dict], resamples: int, spli
 
     first = next((row for row in rows if row.get("config")), None)
     several = any("difference_to_first_recipe" in row for row in rows)
-    header = "| method | runs | test accuracy | test macro-F1 | accuracy − TF-IDF, points [95% CI] | "
-    header += f"accuracy − {first['title']}, points [95% CI] | " if several else ""
+    multi_label = "test_micro_f1" in rows[0]
+    if multi_label:
+        header = "| method | runs | test micro-F1 | test macro-F1 | exact match | micro-F1 − TF-IDF, points [95% CI] | "
+        header += "macro-F1 − TF-IDF, points [95% CI] | "
+        header += f"micro-F1 − {first['title']} | macro-F1 − {first['title']} | " if several else ""
+    else:
+        header = "| method | runs | test accuracy | test macro-F1 | accuracy − TF-IDF, points [95% CI] | "
+        header += f"accuracy − {first['title']}, points [95% CI] | " if several else ""
     header += "train time (s) | wall time (s) |"
     lines = [f"### {name}: {info['sizes']}", "", header, "|---|" + "---:|" * (header.count("|") - 2)]
+
+    def differences(interval):
+        if not multi_label:
+            return [points(interval)]
+        return [points((interval or {}).get("micro_f1")), points((interval or {}).get("macro_f1"))]
+
     for row in rows:
-        cells = [row["title"], str(row["runs"]), spread(row["test_accuracy"]), spread(row["test_macro_f1"]),
-                 points(row.get("difference_to_tfidf"))]  # fmt: skip
-        cells += [points(row.get("difference_to_first_recipe"))] if several else []
+        metrics = MULTI_LABEL_METRICS if multi_label else METRICS
+        cells = [row["title"], str(row["runs"]), *(spread(row[key]) for key in metrics),
+                 *differences(row.get("difference_to_tfidf"))]  # fmt: skip
+        cells += differences(row.get("difference_to_first_recipe")) if several else []
         cells += [spread(row["fit_seconds"], 1), spread(row["wall_seconds"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Mean ± sample std over seeds {info['seeds']}; split and caps drawn with seed {split_seed}. The "
@@ -78,6 +110,10 @@ def markdown_table(name: str, info: dict, rows: list[dict], resamples: int, spli
               "predictions; the recipe's whole run (start-up, reading, segmenting, word vectors, training, test; a run "
               "resumed after a kill is left out). A recipe with a TF-IDF branch is also scored without it (its "
               "BiLSTM alone: the same runs, the branch's share set to 0)."]  # fmt: skip
+    if multi_label:
+        lines += ["", "Multi-label: each text's label set; the F1 intervals recompute micro- and macro-F1 from the "
+                  "resampled texts' counts. TF-IDF: one binary regression per label, C and one global threshold chosen "
+                  "by dev micro-F1; the recipe's thresholds are tuned on dev as it tunes them."]  # fmt: skip
     if info.get("notes"):
         lines += ["", f"Note: {info['notes']}."]
     return "\n".join(lines)

@@ -40,13 +40,13 @@ def joined_reviews(join: int, seed: int) -> list[tuple[str, str]]:
     return documents
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", help="CSV to write (text,label)")
     parser.add_argument("--min_words", type=int, default=48, help="keep reviews of more words than this")
     parser.add_argument("--join", type=int, default=0, help="instead: documents of this many same-label reviews")
     parser.add_argument("--seed", type=int, default=0, help="the order of --join")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows = joined_reviews(args.join, args.seed) if args.join else long_reviews(args.min_words)
     with open(args.output, "w", encoding="utf-8", newline="") as file:
         writer = csv.writer(file)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_reviews, write_csv
+from conftest import ROOT, SUBJECTS, make_reviews, write_csv
 
 from finetune.errors import ArgumentError
 
@@ -229,3 +229,64 @@ def test_kept_runs_are_keyed_by_the_data_files_bytes_not_their_times(tmp_path):
         changed[str(files["train"])] != state[str(files["train"])]
         and changed[str(files["dev"])] == state[str(files["dev"])]
     )
+
+
+def write_topics_and_polarity(path: Path, n_per_label: int, seed: int) -> None:
+    """JSON lines of templated reviews, each with two labels: its subject's group (of 3) and its polarity."""
+    groups = {subject: f"group{index % 3}" for index, subject in enumerate(SUBJECTS)}
+    with open(path, "w", encoding="utf-8") as file:
+        for text, polarity in make_reviews(n_per_label, seed):
+            group = next(name for subject, name in groups.items() if text.startswith(subject))
+            file.write(json.dumps({"text": text, "label": sorted([group, polarity])}, ensure_ascii=False) + "\n")
+
+
+def test_multilabel_data_gets_f1_rows_against_one_vs_rest_tfidf_and_a_variant_row(tiny_vectors, tmp_path):
+    """JSON lines of label lists: the one-vs-rest TF-IDF baseline (fastText, single-label only, left out),
+    the multi-label config and a --variant row, with micro/macro-F1 and their paired intervals."""
+    data = tmp_path / "topics"
+    data.mkdir()
+    for name, n, seed in (("train", 60, 0), ("dev", 15, 1), ("test", 20, 2)):
+        write_topics_and_polarity(data / f"{name}.jsonl", n, seed)
+    config = ROOT / "recipes" / "configs" / "word2vec_bilstm_attn_multilabel.yaml"
+    flags = ["--datasets", data, "--seeds", 1, "--runs_dir", tmp_path / "runs", "--config", config,
+             "--variant", "small=--lstm_hidden_size 8", "--recipe_args", tiny_recipe_flags(tiny_vectors)]  # fmt: skip
+    printed = run_benchmark(*flags, cwd=tmp_path)
+    header = next(line for line in printed.splitlines() if line.startswith("| method"))
+    assert header.startswith("| method | runs | test micro-F1 | test macro-F1 | exact match | micro-F1 − TF-IDF")
+    assert "micro-F1 − recipe word2vec_bilstm_attn_multilabel |" in header
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in printed.splitlines()[1:]
+            if line.startswith("| ") and not line.startswith("| method")]  # fmt: skip
+    assert [row[0].split(" (")[0] for row in rows] == [
+        "TF-IDF char 1-3-gram + LR", "recipe word2vec_bilstm_attn_multilabel",
+        "recipe word2vec_bilstm_attn_multilabel-small", "recipe word2vec_bilstm_attn_multilabel, its BiLSTM alone",
+        "recipe word2vec_bilstm_attn_multilabel-small, its BiLSTM alone"]  # fmt: skip
+    assert "one-vs-rest, threshold" in rows[0][0] and all(row[5].count("[") == 1 for row in rows[1:])
+    results = json.loads((tmp_path / "runs" / "benchmark.json").read_text())["datasets"]["topics"]
+    truth = np.asarray(results["test_labels"]) > 0.5
+    assert truth.shape == (40, 5) and set(truth.sum(1)) == {2}
+    for run in results["runs"]:  # every row's numbers are its predictions' (0/1 rows of the 5 labels)
+        predicted = np.asarray(run["predicted"]) > 0.5
+        tp, fp, fn = (predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()
+        assert run["test_micro_f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert results["runs"][0]["test_micro_f1"] >= 0.9  # TF-IDF on templated reviews
+    recipe = next(run for run in results["runs"] if run["method"] == "recipe")
+    metrics = json.loads((Path(recipe["run_dir"]) / "metrics.json").read_text())
+    assert metrics["test_micro_f1"] == recipe["test_micro_f1"]
+    small = next(run for run in results["runs"] if run.get("config", "").endswith("-small"))
+    assert json.loads((Path(small["run_dir"]) / "best" / "config.json").read_text())["lstm_hidden_size"] == 8
+
+
+def test_variants_and_suites_are_checked(tmp_path):
+    script = load_script()
+    with pytest.raises(ArgumentError, match=r"--variant =--loss focal: give NAME=FLAGS"):
+        script.parse_args(["--variant", "=--loss focal"])
+    with pytest.raises(ArgumentError, match=r"--variant x=--seed 1: --seed is set by the benchmark"):
+        script.parse_args(["--variant", "x=--seed 1"])
+    args = script.parse_args(["--suite", "imbalance", "--datasets", str(tmp_path)])  # a flag given wins
+    assert args.datasets == [str(tmp_path)] and args.methods == ["recipe", "tfidf_lr", "tfidf_lr_balanced"]
+    assert [name for _, name, _ in script.recipe_rows(args)] == [
+        "word2vec_bilstm_attn",
+        "word2vec_bilstm_attn-balanced",
+        "word2vec_bilstm_attn-focal_balanced",
+    ]
+    assert script.recipe_rows(args)[1][2] == ["--class_weights", "balanced"]
