@@ -107,8 +107,10 @@ def training_description(run: dict, metrics: dict) -> list[str]:
         every = "every step" if interval == 1 else f"one optimizer step in {interval}"
         lines.append(f"Adversarial training on the input embeddings (Miyato et al., 2017), epsilon {epsilon}, {every}")
     if branch := metrics.get("tfidf_branch"):
+        per_label = " (one-vs-rest: one per label)" if "thresholds" in metrics else ""  # multi-label
+        per_label += ", classes weighted as in the loss" if branch.get("class_weight") else ""
         lines.append(
-            f"TF-IDF branch: character 1-3-gram TF-IDF + logistic regression (C {branch['C']:g}, "
+            f"TF-IDF branch: character 1-3-gram TF-IDF + logistic regression{per_label} (C {branch['C']:g}, "
             f"{branch['ngrams']:,} n-grams) fitted on the training texts after the BiLSTM; the model's probabilities "
             f"are {1 - branch['mix_weight']:g} x the BiLSTM's + {branch['mix_weight']:g} x the branch's"
         )

@@ -88,14 +88,16 @@ def tfidf_phase(accelerator, model, tokenizer, splits, test_split, args) -> tupl
     """The TF-IDF branch fitted (by the main process, sent to the others) and attached, best/ saved with
     it; (its report, the test split with the n-gram features it reads, the validation scores with it)."""
     from .argument_checks import best_model_metric
-    from .tfidf_branch import add_ngram_columns, attach_tfidf_branch
+    from .tfidf_branch import add_ngram_columns, attach_tfidf_branch, branch_class_weight
 
     selected = best_model_metric(args.training.metric_for_best_model)
     if is_multi_label(model.config):
-        metric = "macro_f1" if selected == "macro_f1" else "micro_f1"
+        metric = threshold_metric(selected)
     else:
         metric = "accuracy" if selected == "accuracy" else "macro_f1"
-    report, scores = attach_tfidf_branch(model, tokenizer, splits, metric, accelerator)
+    class_weight = branch_class_weight(args.training.class_weights, model.num_labels)
+    report, scores = attach_tfidf_branch(model, tokenizer, splits, metric, accelerator, class_weight)
+    report["class_weight"] = class_weight
     validation_scores = (scores, np.asarray(splits["validation"]["label"], dtype=np.float32))
     if accelerator.is_main_process:
         save_pretrained_atomic(model, tokenizer, Path(args.training.output_dir) / "best")

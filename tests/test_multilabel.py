@@ -268,6 +268,7 @@ def test_recipe_trains_multilabel_and_saves_tuned_thresholds(word_vector_run):
     assert not (word_vector_run / "confusion_matrix.png").exists()
     card = (word_vector_run / "best" / "README.md").read_text(encoding="utf-8")
     assert "`label_thresholds`" in card and "| 物流 |" in card
+    assert "logistic regression (one-vs-rest: one per label)" in card
 
 
 def _sigmoid_scores(model_dir: Path, texts: list[str]) -> np.ndarray:

@@ -344,6 +344,24 @@ def test_add_ngram_columns_names_its_result_by_the_ngrams(reviews_model):
         tokenizer.set_tfidf(None)
 
 
+def test_the_branch_weighs_classes_as_the_runs_loss(reviews_model):
+    from finetune.tfidf_branch import branch_class_weight
+
+    assert branch_class_weight("none", 2) is None and branch_class_weight("balanced", 2) == "balanced"
+    assert branch_class_weight("4,1", 2) == {0: 4.0, 1: 1.0}
+    _, tokenizer = reviews_model
+    rows = make_reviews(60, 0)
+    rows = [row for i, row in enumerate(rows) if row[1] == "positive" or i % 6 == 0]  # negative rare
+    train, validation = (
+        labelled(rows, ["negative", "positive"]),
+        labelled(make_reviews(10, 1), ["negative", "positive"]),
+    )
+    _, plain, _ = fit_branch(tokenizer, train, validation, 2)
+    _, weighted, _ = fit_branch(tokenizer, train, validation, 2, class_weight="balanced")
+    # the rare class's bias (second column minus first: the positive class's log-odds) moves towards it
+    assert weighted[-1, 1] - weighted[-1, 0] < plain[-1, 1] - plain[-1, 0]
+
+
 def test_tfidf_branch_flag_is_checked_against_the_encoder_and_lora(caplog):
     def args(encoder_type="word_vectors", lora=False, branch=True):
         return SimpleNamespace(head=SimpleNamespace(tfidf_branch=branch), lora=SimpleNamespace(enabled=lora),
