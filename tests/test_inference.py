@@ -231,6 +231,11 @@ def test_bf16_predicts_what_float32_does(trained_run, mixed_texts, tmp_path, mon
 
     model = trained_run / "best"
     input_file = write_csv(tmp_path / "in.csv", [(str(i), text) for i, text in enumerate(mixed_texts)], ("id", "text"))
+    if not (training.cpu_has_native_bf16() or torch.cuda.is_available()):  # e.g. an AVX2-only CPU: refused
+        with pytest.raises(ArgumentError, match=r"^--bf16: this CPU has no native bfloat16 \(AVX512-BF16 or AMX\)"):
+            predict_file(model, input_file, tmp_path / "refused.csv", bf16=True)
+        assert not (tmp_path / "refused.csv").exists()
+        return
     predict_file(model, input_file, tmp_path / "fp32.csv", top_k="all")
     predict_file(model, input_file, tmp_path / "bf16.csv", top_k="all", bf16=True)
     fp32, bf16 = (read_table(tmp_path / f"{name}.csv").to_pandas() for name in ("fp32", "bf16"))
