@@ -113,12 +113,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", default=None, help="JSON of every run (default: RUNS_DIR/benchmark.json)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the interval")
+    parser.add_argument("--reference", default="tfidf_lr", choices=list(BASELINES),
+                        help="the baseline every row's interval is against (default: %(default)s)")  # fmt: skip
+    parser.add_argument(
+        "--interval_metric",
+        default="accuracy",
+        choices=["accuracy", "macro_f1"],
+        help="what the intervals compare on single-label data (multi-label: micro- and macro-F1)",
+    )
     suite = parser.parse_known_args(argv)[0].suite
     if suite is not None:  # the suite's settings as defaults: a flag given still wins
         chosen = SUITES[suite]
         variants = [f"{name}={flags}" for name, flags in chosen.variants.items()]
         parser.set_defaults(config=[chosen.config], methods=list(chosen.methods), variant=variants,
-                            recipe_args=chosen.recipe_args, datasets=None)  # fmt: skip
+                            recipe_args=chosen.recipe_args, datasets=None, reference=chosen.reference,
+                            interval_metric=chosen.interval_metric)  # fmt: skip
     args = parser.parse_args(argv)
     if args.datasets is None:
         args.datasets = suite_datasets(SUITES[suite], Path(args.data_dir))
@@ -343,7 +352,9 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
     runs += ensembles
     sizes = ", ".join(f"{split} {len(part):,}" for split, part in splits.items())
     info = {"sizes": sizes, "seeds": ", ".join(map(str, seeds)), "notes": NOTES.get(name)}
-    rows = summary_rows(runs, labels, args.resamples)
+    rows = summary_rows(runs, labels, args.resamples, args.reference, args.interval_metric)
+    against = {"tfidf_lr": "TF-IDF", "tfidf_lr_balanced": "TF-IDF balanced"}.get(args.reference, args.reference)
+    info.update(reference_title=against, interval_metric=args.interval_metric)
     table = markdown_table(name, info, rows, args.resamples, SPLIT_SEED)
     return {"dataset": dataset, "flags": flags, **info, "id2label": data_info["id2label"],
             "test_labels": labels.tolist(), "summary": rows, "runs": runs, "table": table}  # fmt: skip

@@ -21,13 +21,23 @@ METRICS = ("test_accuracy", "test_macro_f1")
 MULTI_LABEL_METRICS = ("test_micro_f1", "test_macro_f1", "test_exact_match")
 
 
-def summary_rows(runs: list[dict], labels: np.ndarray, resamples: int) -> list[dict]:
+def summary_rows(
+    runs: list[dict], labels: np.ndarray, resamples: int, reference: str = "tfidf_lr", metric: str = "accuracy"
+) -> list[dict]:
     """One row per method (per config for the recipe): mean ± std of accuracy and macro-F1 (multi-label:
-    micro-F1, macro-F1, exact match), the paired interval against TF-IDF (and against the first recipe
-    config, when there are several) of accuracy (multi-label: of micro- and macro-F1), fit time."""
+    micro-F1, macro-F1, exact match), the paired interval against the `reference` baseline (and against the
+    first recipe config, when there are several) of `metric` (accuracy or macro_f1; multi-label: micro- and
+    macro-F1), fit time."""
     keys = list(dict.fromkeys(map(row_key, runs)))
     multi_label = labels.ndim == 2
-    if multi_label:
+    if metric == "macro_f1" and not multi_label:  # macro-F1 of single labels: that of their one-hot rows
+        hot = np.eye(int(labels.max()) + 1)
+        counts = {key: np.array([f1_counts(hot[r["predicted"]], hot[labels]) for r in runs if row_key(r) == key])
+                  for key in keys}  # fmt: skip
+
+        def compare(a, b):
+            return paired_bootstrap_f1_interval(counts[a], counts[b], "macro", resamples=resamples)
+    elif multi_label:
         counts = {key: np.array([f1_counts(r["predicted"], labels) for r in runs if row_key(r) == key]) for key in keys}
 
         def compare(a, b):
@@ -51,8 +61,8 @@ def summary_rows(runs: list[dict], labels: np.ndarray, resamples: int) -> list[d
         for key in (*(MULTI_LABEL_METRICS if multi_label else METRICS), "fit_seconds", "wall_seconds"):
             values = [run[key] for run in own if run.get(key) is not None]
             row[key] = dict(zip(("mean", "std"), mean_and_std(values), strict=True)) if values else None
-        if "tfidf_lr" in keys and method != "tfidf_lr":
-            row["difference_to_tfidf"] = compare(row_id, "tfidf_lr")
+        if reference in keys and method != reference:
+            row["difference_to_tfidf"] = compare(row_id, reference)
         if len(recipes) > 1 and row_id in recipes[1:]:
             row["difference_to_first_recipe"] = compare(row_id, recipes[0])
         if method == "tfidf_lr":
@@ -86,8 +96,10 @@ def markdown_table(name: str, info: dict, rows: list[dict], resamples: int, spli
         header += "macro-F1 − TF-IDF, points [95% CI] | "
         header += f"micro-F1 − {first['title']} | macro-F1 − {first['title']} | " if several else ""
     else:
-        header = "| method | runs | test accuracy | test macro-F1 | accuracy − TF-IDF, points [95% CI] | "
-        header += f"accuracy − {first['title']}, points [95% CI] | " if several else ""
+        measure = info.get("interval_metric", "accuracy").replace("_f1", "-F1")
+        against = info.get("reference_title") or "TF-IDF"
+        header = f"| method | runs | test accuracy | test macro-F1 | {measure} − {against}, points [95% CI] | "
+        header += f"{measure} − {first['title']}, points [95% CI] | " if several else ""
     header += "train time (s) | wall time (s) |"
     lines = [f"### {name}: {info['sizes']}", "", header, "|---|" + "---:|" * (header.count("|") - 2)]
 
