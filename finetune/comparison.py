@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .multilabel import f1_from_counts
+
 __all__ = ["f1_counts", "mean_and_std", "paired_bootstrap_f1_interval", "paired_bootstrap_interval", "seed_spread"]
 
 
@@ -82,9 +84,7 @@ def _f1_of_counts(counts: np.ndarray, average: str) -> np.ndarray:
     0 for a label neither predicted nor present)."""
     if average == "micro":
         counts = counts.sum(-2)
-    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
-    denominator = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(denominator), where=denominator > 0)
+    f1 = f1_from_counts(counts[..., 0], counts[..., 1], counts[..., 2])
     return f1 if average == "micro" else f1.mean(-1)
 
 

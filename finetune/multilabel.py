@@ -18,6 +18,8 @@ __all__ = [
     "SINGLE_LABEL",
     "THRESHOLD_STRATEGIES",
     "config_thresholds",
+    "f1_from_counts",
+    "f1_score",
     "is_multi_label",
     "iterative_stratification",
     "multi_hot",
@@ -118,7 +120,7 @@ def _f1_counts(predictions: np.ndarray, references: np.ndarray) -> tuple[np.ndar
     )
 
 
-def _f1(tp, fp, fn) -> np.ndarray:
+def f1_from_counts(tp, fp, fn) -> np.ndarray:
     """F1 = 2tp / (2tp + fp + fn), 0 where a label is neither predicted nor present (sklearn's zero_division=0)."""
     tp, fp, fn = (np.asarray(x, dtype=float) for x in (tp, fp, fn))
     denominator = 2 * tp + fp + fn
@@ -149,24 +151,26 @@ def tune_thresholds(
     candidates = CANDIDATES[np.argsort(np.abs(CANDIDATES - DEFAULT_THRESHOLD), kind="stable")]
     counts = np.stack([np.stack(_f1_counts(probabilities >= c, references)) for c in candidates])  # (c, 3, labels)
     macro = metric == "macro_f1"
-    label_f1 = _f1(counts[:, 0], counts[:, 1], counts[:, 2])  # (c, labels)
+    label_f1 = f1_from_counts(counts[:, 0], counts[:, 1], counts[:, 2])  # (c, labels)
     totals = counts.sum(-1)
-    scores = label_f1.mean(-1) if macro else _f1(totals[:, 0], totals[:, 1], totals[:, 2])
+    scores = label_f1.mean(-1) if macro else f1_from_counts(totals[:, 0], totals[:, 1], totals[:, 2])
     chosen = np.full(references.shape[1], candidates[int(scores.argmax())], dtype=np.float64)
     if strategy != "per_label":
         return chosen
     enough = references.sum(0) >= min_positives
     per_label = np.where(enough, candidates[label_f1.argmax(0)], chosen)
-    score = _f1_score if not macro else lambda p, r: float(_f1(*_f1_counts(p, r)).mean())
-    if score(probabilities >= per_label, references) >= score(probabilities >= chosen, references):
-        return per_label
-    return chosen
+    average = "macro" if macro else "micro"
+    tuned, shared = (f1_score(probabilities >= t, references, average) for t in (per_label, chosen))
+    return per_label if tuned >= shared else chosen
 
 
-def _f1_score(predictions: np.ndarray, references: np.ndarray) -> float:
-    """Micro-F1 of 0/1 predictions."""
-    tp, fp, fn = _f1_counts(predictions, references)
-    return float(_f1(tp.sum(), fp.sum(), fn.sum()))
+def f1_score(predictions, references, average: str = "micro") -> float:
+    """Micro-F1 (counts summed over labels) or macro-F1 (mean of the labels' F1, 0 for a label neither
+    predicted nor present) of (rows, labels) 0/1 predictions, as `multilabel_metrics` computes them."""
+    tp, fp, fn = _f1_counts(np.asarray(predictions), np.asarray(references))
+    if average == "micro":
+        return float(f1_from_counts(tp.sum(), fp.sum(), fn.sum()))
+    return float(f1_from_counts(tp, fp, fn).mean())
 
 
 def config_thresholds(config) -> np.ndarray:
@@ -193,7 +197,7 @@ def multilabel_metrics(predictions, references, id2label: dict[int, str], prefix
     """
     predictions, references = np.asarray(predictions).astype(bool), np.asarray(references).astype(bool)
     tp, fp, fn = _f1_counts(predictions, references)
-    f1 = _f1(tp, fp, fn)
+    f1 = f1_from_counts(tp, fp, fn)
     support = references.sum(0)
     precision = np.divide(tp, tp + fp, out=np.zeros(len(tp)), where=(tp + fp) > 0)
     recall = np.divide(tp, support, out=np.zeros(len(tp)), where=support > 0)
@@ -209,7 +213,7 @@ def multilabel_metrics(predictions, references, id2label: dict[int, str], prefix
         for i in range(len(id2label))
     }
     return {
-        f"{prefix}micro_f1": float(_f1(tp.sum(), fp.sum(), fn.sum())),
+        f"{prefix}micro_f1": float(f1_from_counts(tp.sum(), fp.sum(), fn.sum())),
         f"{prefix}macro_f1": float(f1.mean()),
         f"{prefix}weighted_f1": float((f1 * support).sum() / max(support.sum(), 1)),
         f"{prefix}exact_match": exact,

@@ -25,7 +25,7 @@ import torch
 from .baselines import TfidfLogisticRegression, macro_f1
 from .errors import ArgumentError
 from .models.bilstm_attention.tfidf_ngrams import TfidfNgrams, char_ngrams
-from .multilabel import multilabel_metrics, predicted_label_sets, tune_thresholds
+from .multilabel import f1_score, predicted_label_sets, tune_thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +120,7 @@ def choose_mix_weight(model_probabilities: np.ndarray, branch_probabilities: np.
 def tuned_f1(probabilities: np.ndarray, labels: np.ndarray, metric: str) -> float:
     """Multi-label validation `metric` (micro_f1 or macro_f1) at the global threshold tuned for it."""
     thresholds = tune_thresholds(probabilities, labels, "global", metric)
-    names = dict(enumerate(map(str, range(labels.shape[1]))))
-    return multilabel_metrics(predicted_label_sets(probabilities, thresholds), labels, names)[metric]
+    return f1_score(predicted_label_sets(probabilities, thresholds), labels, metric.removesuffix("_f1"))
 
 
 def branch_class_weight(class_weights: str, num_labels: int):
