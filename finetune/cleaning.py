@@ -70,7 +70,9 @@ def clean_split(ds: datasets.Dataset, *, name: str) -> tuple[datasets.Dataset, d
         DataError: No row is left.
     """
     texts = [None if text is None else str(text).strip() for text in ds["text"][:]]
-    labels = [label.strip() if isinstance(label, str) else label for label in ds["label"][:]]
+    raw_labels = ds["label"][:]
+    labels = [label.strip() if isinstance(label, str) else label for label in raw_labels]
+    warn_merged_labels(raw_labels, labels, name)
     counts = {"rows_read": len(texts), "empty_dropped": 0, "missing_label_dropped": 0, "duplicates_removed": 0}
     seen, labels_by_text, kept = set(), {}, []
     for index, (text, label) in enumerate(zip(texts, labels, strict=True)):
@@ -106,6 +108,22 @@ def clean_split(ds: datasets.Dataset, *, name: str) -> tuple[datasets.Dataset, d
         columns["label"], features["label"] = numbers, datasets.Value("int64")
     # Casting after building is arrow-level; `from_dict(features=...)` would encode row by row.
     return datasets.Dataset.from_dict(columns).cast(features), counts
+
+
+def warn_merged_labels(raw: list, stripped: list, name: str) -> None:
+    """Labels that differ only by spaces around them ("pos" and "pos ") are one label: a WARNING names them,
+    as they are written, so that a typo in the data does not pass unseen."""
+    spellings: dict = {}
+    for before, after in zip(raw, stripped, strict=True):
+        if isinstance(before, str):
+            spellings.setdefault(after, set()).add(before)
+    merged = {label: found for label, found in spellings.items() if len(found) > 1}
+    if merged:
+        listed = "; ".join(
+            f"{' + '.join(repr(spelling) for spelling in sorted(found))} -> {label!r}"
+            for label, found in list(merged.items())[:5]
+        )
+        logger.warning("%s: labels that differ only by spaces around them are taken as one: %s", name, listed)
 
 
 def drop_shared_texts(splits: dict, sources: dict, stats: dict) -> None:

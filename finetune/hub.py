@@ -17,11 +17,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import yaml
+
+from .errors import FinetuneError
 from .model_card import model_card, write_model_card
 
 __all__ = ["model_card", "push_to_hub", "write_model_card"]
 
 logger = logging.getLogger(__name__)
+
+
+class HubError(FinetuneError):
+    """An upload to the Hub failed (network, token, permissions); the message says which step, and how to retry."""
+
 
 RUN_FILES = ("metrics.json", "training_curves.png", "confusion_matrix.png", "attention.html", "config.yaml")
 
@@ -30,14 +38,57 @@ def _run_dir(model_dir: Path) -> Path:
     return model_dir.parent
 
 
+def _local_paths(value, found: set) -> None:
+    """Collects the absolute paths among the strings of a JSON/YAML value."""
+    if isinstance(value, dict):
+        for item in value.values():
+            _local_paths(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _local_paths(item, found)
+    elif isinstance(value, str) and os.path.isabs(value) and "\n" not in value:
+        found.add(value)
+
+
+def _portable(path: str, run_dir: Path) -> str:
+    """A path as the uploaded files name it: relative to the run where it is inside it, else its file name."""
+    try:
+        return Path(path).resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def _without_local_paths(folder: Path, run_dir: Path) -> None:
+    """Rewrites the run's files in the staged `folder` (metrics.json, config.yaml, the card) so that they name
+    files relative to the run, or by their names, never by this machine's paths (the data files, the
+    word-vector cache, the run directory itself)."""
+    found: set[str] = set()
+    for name in ("metrics.json", "config.yaml"):
+        if (folder / name).exists():
+            _local_paths(yaml.safe_load((folder / name).read_text(encoding="utf-8")), found)
+    found.add(str(run_dir.resolve()))
+    found.add(str(run_dir.absolute()))
+    replacements = sorted(((path, _portable(path, run_dir) or ".") for path in found), key=lambda p: -len(p[0]))
+    for name in ("metrics.json", "config.yaml", "README.md"):
+        path = folder / name
+        if not path.exists():
+            continue
+        text = path.read_text(encoding="utf-8")
+        for local, portable in replacements:
+            text = text.replace(json.dumps(local)[1:-1], portable).replace(local, portable)
+        path.write_text(text, encoding="utf-8")
+
+
 def _stage(model_dir: Path, repo_id: str, staging: Path) -> dict[str, Path]:
-    """Copies what goes to the Hub into `staging`; returns {repo id: folder} (the adapter's base too)."""
+    """Copies what goes to the Hub into `staging` (this machine's paths taken out); returns {repo id: folder}
+    (the adapter's base too)."""
     run_dir = _run_dir(model_dir)
     main = staging / "model"
     shutil.copytree(model_dir, main)
     for name in RUN_FILES:
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, main / name)
+    _without_local_paths(main, run_dir)
     folders = {repo_id: main}
     adapter = main / "adapter_config.json"
     if adapter.exists():
@@ -104,8 +155,10 @@ def push_to_hub(
                     repo_id=repo, folder_path=folder, revision=revision, commit_message=commit_message
                 )
             except Exception as error:  # the client's errors vary (HTTP, network, auth); say which step failed
-                raise RuntimeError(
-                    f"upload to {step} failed: {error}; {model_dir} is unchanged, run push again"
+                reason = " ".join(str(error).split())[:300] or type(error).__name__
+                raise HubError(
+                    f"upload to {step} failed: {reason}; {model_dir} is unchanged: check the network and the token "
+                    f"(HF_TOKEN or `hf auth login`), then run `finetune push {model_dir} --repo-id {repo_id}` again"
                 ) from error
             logger.info("pushed %s to %s", folder.name if repo != repo_id else model_dir, info.commit_url)
             commits.append(info.commit_url)

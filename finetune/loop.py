@@ -21,6 +21,7 @@ from .features import eval_dataloader
 from .files import save_pretrained_atomic
 from .freezing import apply_freezing
 from .inference import write_predictions
+from .interruptions import StopRequests
 from .metrics import evaluate_split, log_line, metric_value, short_metrics
 from .run_directory import fingerprint
 from .training import (
@@ -158,9 +159,9 @@ class TrainingStep:
         self.loss_function = loss_function or model_loss
         self.max_grad_norm = training.max_grad_norm
         unwrapped = accelerator.unwrap_model(model)
+        # Checkpointed by `save_checkpoint` as safetensors, not `accelerator.register_for_checkpointing`,
+        # whose pickle accelerate loads with weights_only=False: a planted checkpoint file would run code.
         self.average = create_weight_average(unwrapped, training.ema_decay)
-        if self.average is not None:
-            accelerator.register_for_checkpointing(self.average)
         self.adversary = None
         if training.adversarial_epsilon > 0:
             self.adversary = EmbeddingAdversary(unwrapped, training.adversarial_epsilon)
@@ -223,8 +224,10 @@ class TrainingStep:
 
 def training_loop(model, tokenizer, loaders, step: TrainingStep, accelerator, args, schedule: Schedule, run: tuple):
     """The loop: train; validate as `eval_strategy` says, keeping the best model by
-    `metric_for_best_model` in `best/`; checkpoint as `save_strategy` says; resume mid-epoch. A loss
-    or validation score that is not finite stops the run. `run` is (identity, checkpoint or None).
+    `metric_for_best_model` in `best/`; checkpoint as `save_strategy` says, and at the end (a checkpoint
+    of the finished loop: a run stopped while writing its outputs resumes there); resume mid-epoch. A
+    loss or validation score that is not finite stops the run; SIGTERM or Ctrl-C stop it at the next step
+    with a checkpoint (`interruptions.StopRequests`). `run` is (identity, checkpoint or None).
     Returns the model, the loop's state and the best weights."""
     train_loader, validation_loader = loaders
     training, output_dir = args.training, Path(args.training.output_dir)
@@ -232,44 +235,63 @@ def training_loop(model, tokenizer, loaders, step: TrainingStep, accelerator, ar
     if accelerator.is_main_process:
         remove_partial_checkpoints(output_dir / "checkpoints")
     if run[1] is not None:
-        state, best_weights = load_checkpoint(accelerator, run[1])
+        state, best_weights = load_checkpoint(accelerator, run[1], step.average)
     stopper = EarlyStopping(training.early_stopping_patience, state.best_value, state.bad_evaluations, schedule.greater)
     start = time.perf_counter() - state.elapsed
     main = accelerator.is_local_main_process
     progress = tqdm(total=schedule.total_steps, initial=state.step, desc="Training", disable=not main)
-    for epoch in range(state.epoch, training.num_train_epochs):
-        model = unfreeze_for_epoch(accelerator, model, args.freezing if not args.lora.enabled else None, epoch)
-        train_loader.set_epoch(epoch)
-        for batch in accelerator.skip_first_batches(train_loader, state.batches) if state.batches else train_loader:
-            loss = step(model, batch, state.step)
-            state.running.append(loss.detach())
-            state.batches, state.seen = state.batches + 1, state.seen + len(batch["labels"]) * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            state.step += 1
-            progress.update(1)
-            if state.step % args.logging.logging_steps == 0:
-                step.log(state, epoch, progress, training)
-            if schedule.evaluate_now(state.step):
-                evaluated = step.evaluated(model)
-                metrics = evaluate_split(evaluated, validation_loader, accelerator, "validation_", tune=schedule.tune)
-                check_finite_loss(metrics["validation_loss"], state.step, epoch, training, what="validation loss")
-                state.history["eval"].append({"step": state.step, "epoch": epoch, **short_metrics(metrics)})
-                accelerator.log({f"eval/{k}": v for k, v in short_metrics(metrics).items()}, step=state.step)
-                logger.info("step %d: %s", state.step, log_line(metrics))
-                if stopper.update(metric_value(metrics, schedule.metric)):
-                    state.best = {**metrics, "best_step": state.step, "best_epoch": epoch}
-                    best_weights = save_best(accelerator, accelerator.unwrap_model(evaluated), tokenizer, output_dir)
-            state.epoch, state.best_value, state.bad_evaluations = epoch, stopper.best_or_none, stopper.bad_evaluations
-            if schedule.save_now(state.step):
-                step.check(state, epoch, training)  # a diverged run is never saved
-                state.elapsed = time.perf_counter() - start
-                save_checkpoint(accelerator, output_dir / "checkpoints", state, best_weights, training.save_total_limit)
-            if state.step >= schedule.total_steps or stopper.should_stop:
+
+    def checkpoint(epoch: int) -> Path:
+        step.check(state, epoch, training)  # a diverged run is never saved
+        state.elapsed = time.perf_counter() - start
+        return save_checkpoint(
+            accelerator, output_dir / "checkpoints", state, best_weights, training.save_total_limit, step.average
+        )
+
+    # A checkpoint of a finished loop (the run stopped while writing its outputs) goes straight to the outputs
+    epochs = range(state.epoch, training.num_train_epochs) if not state.finished else range(0)
+    with StopRequests() as stop:
+        for epoch in epochs:
+            model = unfreeze_for_epoch(accelerator, model, args.freezing if not args.lora.enabled else None, epoch)
+            train_loader.set_epoch(epoch)
+            for batch in accelerator.skip_first_batches(train_loader, state.batches) if state.batches else train_loader:
+                loss = step(model, batch, state.step)
+                state.running.append(loss.detach())
+                state.batches = state.batches + 1
+                state.seen = state.seen + len(batch["labels"]) * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                state.step += 1
+                progress.update(1)
+                if state.step % args.logging.logging_steps == 0:
+                    step.log(state, epoch, progress, training)
+                if schedule.evaluate_now(state.step):
+                    evaluated = step.evaluated(model)
+                    metrics = evaluate_split(evaluated, validation_loader, accelerator, "validation_",
+                                             tune=schedule.tune)  # fmt: skip
+                    check_finite_loss(metrics["validation_loss"], state.step, epoch, training, what="validation loss")
+                    state.history["eval"].append({"step": state.step, "epoch": epoch, **short_metrics(metrics)})
+                    accelerator.log({f"eval/{k}": v for k, v in short_metrics(metrics).items()}, step=state.step)
+                    logger.info("step %d: %s", state.step, log_line(metrics))
+                    if stopper.update(metric_value(metrics, schedule.metric)):
+                        state.best = {**metrics, "best_step": state.step, "best_epoch": epoch}
+                        evaluated = accelerator.unwrap_model(evaluated)
+                        best_weights = save_best(accelerator, evaluated, tokenizer, output_dir)
+                state.epoch, state.best_value = epoch, stopper.best_or_none
+                state.bad_evaluations = stopper.bad_evaluations
+                state.finished = state.step >= schedule.total_steps or stopper.should_stop
+                stopping = stop.requested(accelerator)
+                saved = None
+                if schedule.save_now(state.step) or ((state.finished or stopping) and schedule.save_steps != 0):
+                    saved = checkpoint(epoch)
+                if stopping:
+                    progress.close()
+                    raise stop.interrupted(state.step, epoch, saved)
+                if state.finished:
+                    break
+            if state.finished:
                 break
-        if state.step >= schedule.total_steps or stopper.should_stop:
-            break
-        state.batches = 0
+            state.batches = 0
     if stopper.should_stop:
         logger.info("Early stopping: no better validation %s in %d evaluations", schedule.metric, stopper.patience)
     progress.close()

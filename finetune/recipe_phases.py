@@ -16,6 +16,7 @@ from .loop import Schedule, test_best_model, threshold_metric
 from .metrics import short_metrics
 from .multilabel import config_thresholds, is_multi_label, multilabel_metrics, predicted_label_sets, tune_thresholds
 from .reports import draw_pictures
+from .run_directory import mark_finished
 from .training import (
     check_parameters_in_sync,
     create_optimizer,
@@ -140,14 +141,16 @@ def tune_decision_thresholds(accelerator, model, validation_loader, args, probab
     }
 
 
-def write_outputs(accelerator, results: dict, model, tokenizer, splits, args) -> None:
-    """metrics.json, the pictures and best/'s model card (main process); the trackers closed; the
-    upload with `push_to_hub` (a failed upload loses nothing: `finetune push` retries)."""
+def write_outputs(accelerator, results: dict, model, tokenizer, splits, args, identity: dict) -> None:
+    """metrics.json, the pictures, best/'s model card and, last, the finish marker (`run_directory.FINISHED_FILE`)
+    (main process); the trackers closed; the upload with `push_to_hub` (a failed upload loses nothing:
+    `finetune push` retries). `identity`: the run's (`run_identity`), named in the marker."""
     output_dir = Path(args.training.output_dir)
     if accelerator.is_main_process:
         write_json_atomic(results, output_dir / "metrics.json")
         draw_pictures(results, model, tokenizer, splits, output_dir)
         write_model_card(output_dir / "best", args.hub.hub_model_id, args.hub.hub_license)
+        mark_finished(output_dir, identity)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if args.hub.push_to_hub and accelerator.is_main_process:

@@ -33,9 +33,16 @@ from finetune.errors import report_errors
 from finetune.evaluation import evaluate_saved_run
 from finetune.features import eval_dataloader, train_dataloader
 from finetune.freezing import apply_freezing
+from finetune.interruptions import remember_command
 from finetune.loop import TrainingStep, training_loop
 from finetune.recipe_phases import best_results, prepare_training, write_outputs
-from finetune.run_directory import check_output_dir, run_identity, start_output_dir
+from finetune.run_directory import (
+    check_output_dir,
+    data_fingerprint,
+    hold_output_dir,
+    run_identity,
+    start_output_dir,
+)
 from finetune.training import (
     accelerator_options,
     count_parameters,
@@ -48,10 +55,16 @@ logger = logging.getLogger("finetune.recipe")
 
 def main(argv=None):
     args, config_path = parse_distill_args(argv)
-    training, distill, output_dir = args.training, args.distill, Path(args.training.output_dir)
-    accelerator = start_run(training.seed, **accelerator_options(training, args.logging))
-    if not training.do_train:  # a distilled run's best/ is scored as any run's
+    remember_command(argv)  # for the line that says how to resume a run stopped by SIGTERM or Ctrl-C
+    accelerator = start_run(args.training.seed, **accelerator_options(args.training, args.logging))
+    if not args.training.do_train:  # a distilled run's best/ is scored as any run's
         return evaluate_saved_run(args, accelerator)
+    with hold_output_dir(accelerator, args.training.output_dir):  # one run at a time writes into it
+        return distill_run(args, accelerator, config_path)
+
+
+def distill_run(args, accelerator, config_path):
+    training, distill, output_dir = args.training, args.distill, Path(args.training.output_dir)
     check_output_dir(output_dir, run_identity(*args.groups), overwrite=training.overwrite_output_dir,
                      resume=bool(training.resume_from_checkpoint))  # fmt: skip
     logger.info("%s, %d process(es); config %s", accelerator.distributed_type.value, accelerator.num_processes,
@@ -72,7 +85,7 @@ def main(argv=None):
                                       distill.teacher_batch_size, fit_data)  # fmt: skip
     transfer = encode_transfer_set(texts, labels, targets, tokenizer, args.data.max_seq_length)
     logger.info("transfer set: %s", counts)
-    identity = run_identity(*args.groups)
+    identity = run_identity(*args.groups, {"data_fingerprint": data_fingerprint(args.data, splits)})
     resume = resolve_checkpoint(training.resume_from_checkpoint, output_dir / "checkpoints", identity)
     if accelerator.is_main_process:
         start_output_dir(output_dir, to_yaml(*args.groups), overwrite=training.overwrite_output_dir)
@@ -99,7 +112,7 @@ def main(argv=None):
                     "history": state.history})  # fmt: skip
 
     ##### Outputs: metrics, pictures, the model card (naming the teachers); the Hub #####
-    write_outputs(accelerator, results, unwrapped, tokenizer, splits, args)
+    write_outputs(accelerator, results, unwrapped, tokenizer, splits, args, identity)
     return results
 
 

@@ -26,10 +26,17 @@ from finetune.errors import report_errors
 from finetune.evaluation import evaluate_saved_run
 from finetune.features import eval_dataloader, train_dataloader
 from finetune.freezing import apply_freezing
+from finetune.interruptions import remember_command
 from finetune.loop import TrainingStep, training_loop
 from finetune.lora import apply_lora_to_run, check_lora_targets, lora_outputs
 from finetune.recipe_phases import best_results, prepare_training, write_outputs
-from finetune.run_directory import check_output_dir, run_identity, start_output_dir
+from finetune.run_directory import (
+    check_output_dir,
+    data_fingerprint,
+    hold_output_dir,
+    run_identity,
+    start_output_dir,
+)
 from finetune.tfidf_branch import tfidf_branch_applies
 from finetune.training import (
     accelerator_options,
@@ -43,11 +50,19 @@ logger = logging.getLogger("finetune.recipe")
 
 def main(argv=None):
     args, config_path = parse_run_args(argv)
-    training, output_dir = args.training, Path(args.training.output_dir)
-    # Seed, logging, trackers; the run directory is checked now, written once the data has been read
+    remember_command(argv)  # for the line that says how to resume a run stopped by SIGTERM or Ctrl-C
+    training = args.training
+    # Seed, logging, trackers; the run directory is locked for this run and checked now, written once the
+    # data has been read
     accelerator = start_run(training.seed, **accelerator_options(training, args.logging))
     if not training.do_train:
         return evaluate_saved_run(args, accelerator)
+    with hold_output_dir(accelerator, training.output_dir):
+        return train(args, accelerator, config_path)
+
+
+def train(args, accelerator, config_path):
+    training, output_dir = args.training, Path(args.training.output_dir)
     check_output_dir(output_dir, run_identity(*args.groups), overwrite=training.overwrite_output_dir,
                      resume=bool(training.resume_from_checkpoint))  # fmt: skip
     logger.info("%s, %d process(es), mixed precision %s; config %s", accelerator.distributed_type.value,
@@ -62,7 +77,8 @@ def main(argv=None):
     check_label_settings(training, list(data_info["label2id"]))
     tfidf_branch = tfidf_branch_applies(args)
     loss_function = training_loss(training, data_info["class_distribution"])  # None: the model's own
-    identity = run_identity(*args.groups)  # the builders filled in what the data decides (the vectors' size)
+    # The builders filled in what the data decides (the vectors' size); the data's content is part of the run
+    identity = run_identity(*args.groups, {"data_fingerprint": data_fingerprint(args.data, splits)})
     resume = resolve_checkpoint(training.resume_from_checkpoint, output_dir / "checkpoints", identity)
     if args.lora.enabled:
         check_lora_targets(model, args.lora)
@@ -94,7 +110,7 @@ def main(argv=None):
     results.update({"data": data_info, **built.report, "history": state.history})
     if args.lora.enabled:
         results["lora"] = lora_outputs(accelerator, unwrapped, tokenizer, output_dir, args.lora)
-    write_outputs(accelerator, results, unwrapped, tokenizer, splits, args)
+    write_outputs(accelerator, results, unwrapped, tokenizer, splits, args, identity)
     return results
 
 

@@ -144,7 +144,7 @@ CASES = {
     ),
     "output directory holds a finished run": (
         lambda c: train(c, "--output_dir", str(c["finished"])),
-        r"--output_dir .*: holds a finished run \(metrics.json\); give --overwrite_output_dir",
+        r"--output_dir .*: holds a finished run \(finished.json\); give --overwrite_output_dir",
     ),
     "output directory is a file": (
         lambda c: train(c, "--output_dir", str(write(c, "out.txt", "x"))),

@@ -89,6 +89,11 @@ def test_push_uploads_everything_and_pipeline_loads_it_by_repo_id_without_finetu
     assert TOKEN not in result.stdout + result.stderr
     assert not any(TOKEN.encode() in p.read_bytes() for p in run_dir.rglob("*") if p.is_file())
     assert not any(TOKEN.encode() in data for data in files.values())
+    # The uploaded files name the data, the vectors and the run by name, never by this machine's paths
+    for local in {str(tmp_path.parent), str(trained_run), str(Path.home())}:
+        leaked = [name for name, data in files.items() if local.encode() in data]
+        assert not leaked, (local, leaked)
+    assert json.loads(files["metrics.json"])["data"]["sources"]["train"] == "reviews.csv"
 
     remote = hub_pipeline(hub_env(hub, tmp_path / "fresh", TOKEN), "user/tiny", TEXTS)
     assert all(module.startswith("transformers_modules") for module in remote["modules"]), remote["modules"]
@@ -102,7 +107,10 @@ def test_failed_upload_leaves_the_run_intact_and_a_retry_works(hub, trained_run,
     hub.fail_next_commits = 1
     failed = finetune_cli(env, "push", str(run_dir / "best"), "--repo-id", "user/retry")
     assert failed.returncode != 0
-    assert "upload to user/retry (main) failed" in failed.stderr and "run push again" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    line = [line for line in failed.stderr.splitlines() if line.startswith("finetune: error: ")]
+    assert len(line) == 1 and "upload to user/retry (main) failed" in line[0], failed.stderr[-3000:]
+    assert line[0].endswith(f"then run `finetune push {run_dir / 'best'} --repo-id user/retry` again")
     assert set(hub.files("user/retry")) == {".gitattributes"}
     after = digests(run_dir)
     assert {k: v for k, v in after.items() if k != "best/README.md"} == {

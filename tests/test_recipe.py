@@ -228,6 +228,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(reviews_csv,
     assert rank1 and all(staged.fullmatch(line) for line in rank1), rank1
     assert (tmp_path / "p2" / "checkpoints" / "step-45" / "random_states_1.pkl").exists()
     rank0 = (writes / "rank-0.txt").read_text(encoding="utf-8")
+    assert str(tmp_path / "p2" / ".lock") in rank0.splitlines()  # the run directory's lock: rank 0's alone
     for name in ("metrics.json", "model.safetensors", "optimizer.bin", "random_states_0.pkl", "confusion_matrix.png"):
         assert name in rank0, name
     # The TF-IDF branch is fitted once, by rank 0, and sent to rank 1, whose test share it scores (the test
@@ -269,3 +270,46 @@ def test_sharded_configs_on_cpus_are_a_clear_error(name, monkeypatch):
     monkeypatch.setenv(f"ACCELERATE_USE_{name}", "true")
     with pytest.raises(RuntimeError, match=f"{name} needs GPUs; on CPUs use recipes/accelerate_configs/ddp.yaml"):
         create_accelerator()
+
+
+# The recipe, with one process (RANK 1) sent SIGTERM before its optimizer step 7: as a scheduler's signal that
+# reaches the processes at different steps.
+SIGNALLED_RECIPE = """
+import os, signal, sys
+sys.path.insert(0, os.environ["FINETUNE_ROOT"])
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+calls = {"step": 0}
+
+def before_step(optimizer, args, kwargs):
+    calls["step"] += 1
+    if calls["step"] == 7 and os.environ.get("RANK") == "1":
+        os.kill(os.getpid(), signal.SIGTERM)
+
+register_optimizer_step_pre_hook(before_step)
+from finetune.errors import report_errors
+from recipes.train_bilstm_attention import main
+report_errors("train_bilstm_attention.py")(main)()
+"""
+
+
+def test_two_processes_stop_at_the_same_step_when_one_is_signalled(reviews_csv, tiny_vectors, tmp_path):
+    """SIGTERM reaching one process: both save one checkpoint at the same step (each its random state) and stop,
+    the main process saying how to resume; the run directory's lock is the main process's alone."""
+    script = tmp_path / "signalled_recipe.py"
+    script.write_text(SIGNALLED_RECIPE, encoding="utf-8")
+    os.environ["FINETUNE_ROOT"] = str(ROOT)
+    output_dir = tmp_path / "ddp"
+    result = run_launch(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, "--save_steps", "100"), 2, tmp_path,
+                        script=script)  # fmt: skip
+    assert result.returncode != 0
+    stopped = [line for line in result.stderr.splitlines() if "stopped by SIGTERM" in line]
+    assert len(stopped) == 1 and stopped[0].startswith("train_bilstm_attention.py: stopped by SIGTERM at step 7"), (
+        result.stderr[-3000:]
+    )
+    assert "--resume_from_checkpoint latest" in stopped[0]
+    checkpoint = output_dir / "checkpoints" / "step-7"
+    assert json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["step"] == 7
+    assert (checkpoint / "random_states_0.pkl").exists() and (checkpoint / "random_states_1.pkl").exists()
+    assert [p.name for p in (output_dir / "checkpoints").iterdir()] == ["step-7"]
+    assert not (output_dir / ".lock").exists() and not (output_dir / "metrics.json").exists()

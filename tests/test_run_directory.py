@@ -142,10 +142,12 @@ def test_resume_never_continues_another_run(finished_run, reviews_csv, tiny_vect
 
     output_dir = tmp_path / "run"
     shutil.copytree(finished_run, output_dir)
-    (output_dir / "metrics.json").unlink()  # as a run killed before its end leaves it
+    for name in ("metrics.json", "finished.json"):  # as a run killed while writing its outputs leaves it
+        (output_dir / name).unlink()
     before = snapshot(output_dir)
     same = tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, *ONE_EPOCH)
-    with pytest.raises(RunDirectoryError, match=r"holds an unfinished run; give --resume_from_checkpoint latest"):
+    stopped = r"holds a run stopped while writing its outputs; give --resume_from_checkpoint latest"
+    with pytest.raises(RunDirectoryError, match=stopped):
         main(same)
     other = [*same, "--learning_rate", "0.02", "--resume_from_checkpoint", "latest"]
     with pytest.raises(RunDirectoryError, match=r"holds a run with other settings \(learning_rate 0.01 there, 0.02 "):
@@ -156,3 +158,13 @@ def test_resume_never_continues_another_run(finished_run, reviews_csv, tiny_vect
     reference = json.loads((finished_run / "metrics.json").read_text(encoding="utf-8"))
     assert results["test_accuracy"] == reference["test_accuracy"]
     assert results["train_steps"] == reference["train_steps"] == 15
+
+
+def test_a_checkpoint_saved_before_data_fingerprints_still_resumes(tmp_path):
+    settings = {"learning_rate": 0.01}
+    ours = {**settings, "data_fingerprint": {"train_file": {"path": "a.csv", "size": 10, "hash": "ab"}}}
+    fake_checkpoint(tmp_path, 5, fingerprint(settings), settings)  # (its manifest-less layout: an earlier version)
+    assert resolve_checkpoint("latest", tmp_path, ours).name == "step-5"
+    assert resolve_checkpoint(str(tmp_path / "step-5"), tmp_path, ours).name == "step-5"
+    other = {"learning_rate": 0.02, "data_fingerprint": ours["data_fingerprint"]}
+    assert resolve_checkpoint("latest", tmp_path, other) is None
