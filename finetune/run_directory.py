@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import RunDirectoryError, storage_error
+from .errors import FinetuneError, RunDirectoryError, StorageError, message_of, storage_error
 from .files import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -380,5 +380,12 @@ def hold_output_dir(accelerator, directory: str | os.PathLike) -> Iterator[None]
         raise problem
     try:
         yield
+    except OSError as error:  # a full disk mid-run: what to do, then how to go on
+        if isinstance(error, FinetuneError) and not isinstance(error, StorageError):
+            raise  # (a model directory's problem, say: not the disk's)
+        from .interruptions import resume_command
+
+        message = message_of(error if isinstance(error, StorageError) else storage_error(error))
+        raise StorageError(error.errno, f"{message}; then resume with: {resume_command()}") from error
     finally:
         lock.release()

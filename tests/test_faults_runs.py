@@ -143,7 +143,8 @@ def test_a_run_stopped_while_writing_its_outputs_finishes_that_phase_on_resume(
     assert code == 1
     line = one_error_line(err)
     assert line.startswith(f"finetune: error: {picture}: no space left on the disk (")
-    assert line.endswith("free); free some, or write elsewhere")
+    assert "free); free some, or write elsewhere; then resume with: finetune train " in line
+    assert line.endswith(" --save_steps 4 --resume_from_checkpoint latest")
     assert (output_dir / "metrics.json").exists() and not (output_dir / FINISHED_FILE).exists()
     monkeypatch.undo()
 
@@ -251,3 +252,20 @@ def test_labels_that_differ_only_by_spaces_are_merged_with_a_warning(caplog):
     assert "reviews.csv: labels that differ only by spaces around them are taken as one: 'pos' + 'pos ' -> 'pos'" in (
         caplog.text
     )
+
+
+def test_a_write_that_fails_without_a_file_name_names_the_directory(tmp_path):
+    from finetune.errors import StorageError, message_of
+    from finetune.files import save_pretrained_atomic
+
+    class FullDisk:
+        def save_pretrained(self, directory):
+            raise OSError(errno.ENOSPC, "No space left on device")  # as Python's open() raises it at close
+
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "model.safetensors").write_bytes(b"the previous best")
+    with pytest.raises(StorageError) as error:
+        save_pretrained_atomic(FullDisk(), FullDisk(), tmp_path / "best")
+    assert message_of(error.value).startswith(f"{tmp_path / 'best'}: saving the model: no space left on the disk (")
+    assert [p.name for p in tmp_path.iterdir()] == ["best"]  # no staging directory left
+    assert (tmp_path / "best" / "model.safetensors").read_bytes() == b"the previous best"
