@@ -1,6 +1,9 @@
 """Texts -> model inputs with `datasets.map`: segment once, count words, encode, batch by length."""
 
+import functools
 import hashlib
+import os
+import signal
 from collections import Counter
 from dataclasses import replace
 
@@ -14,6 +17,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .errors import ArgumentError
 from .models.bilstm_attention.long_text import LongText
+from .worker_processes import die_with_parent
 
 # `--train_windows`: train on each long text's first window, or on all of them (each with its label).
 TRAIN_WINDOWS = ("first", "all")
@@ -240,6 +244,30 @@ def _model_inputs(dataset, extra_columns=()):
     return dataset.rename_column("label", "labels").select_columns([*MODEL_COLUMNS, *ngrams, *extra_columns])
 
 
+def worker_init_fn(worker_id: int, parent: int) -> None:
+    """A DataLoader worker (`num_workers` > 0) dies with the process that forked it (`die_with_parent`): killed,
+    even by SIGKILL, a training run would otherwise leave its workers holding their memory. It ignores SIGINT
+    and SIGTERM, which a terminal's Ctrl-C and `accelerate launch` send to every process of the run: the
+    training process saves a checkpoint at the next step, for which it still needs its batches.
+
+    Args:
+        worker_id: The worker's number (DataLoader's argument).
+        parent: The pid of the process that made the DataLoader.
+    """
+    forked_by = os.getppid()
+    if forked_by != parent:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)  # the process it works for is gone already
+        except PermissionError:
+            pass
+        parent = forked_by  # a forkserver's child: the kernel signals when the forkserver ends
+    die_with_parent(parent)
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
+
+
 def train_dataloader(
     dataset, tokenizer, batch_size: int, seed: int, num_workers: int = 0, extra_columns: tuple[str, ...] = ()
 ) -> DataLoader:
@@ -252,6 +280,7 @@ def train_dataloader(
         sampler=sampler,
         collate_fn=DataCollatorWithPadding(tokenizer),
         num_workers=num_workers,
+        worker_init_fn=functools.partial(worker_init_fn, parent=os.getpid()),
         # Its own generator: starting an iterator then draws no number from the global RNG, so a
         # run resumed mid-epoch sees the same dropout masks as one that never stopped.
         generator=torch.Generator().manual_seed(seed),
@@ -271,5 +300,6 @@ def eval_dataloader(dataset, tokenizer, batch_size: int, num_workers: int = 0) -
         shuffle=False,
         collate_fn=DataCollatorWithPadding(tokenizer),
         num_workers=num_workers,
+        worker_init_fn=functools.partial(worker_init_fn, parent=os.getpid()),
     )
     return loader, order

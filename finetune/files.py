@@ -3,7 +3,11 @@
 Each output goes to a temporary name beside its final one and is renamed when complete, so a
 reader (or a kill) never sees half a file. Python's temporary files are private (mode 0600,
 directories 0700); a serving process running as another user could not read the model, so the
-final files get the modes a plain `open()` / `mkdir()` would give: 0666 / 0777 less the umask.
+final files get the modes a plain `open()` / `mkdir()` would give: 0666 / 0777 less the umask, or
+the mode of the file they replace (a private 0600 output stays private).
+
+A process killed mid-write (SIGKILL, a power cut) leaves its temporary file behind; while a writer
+lives, it holds a lock on that file, so `remove_leftover_temporaries` removes only the dead ones.
 """
 
 from __future__ import annotations
@@ -12,10 +16,17 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so no file counts as left over
+    fcntl = None
 
 
 def cache_directory(name: str) -> Path:
@@ -46,45 +57,108 @@ def as_if_created(path: str | os.PathLike) -> None:
         os.chmod(path, 0o666 & ~mask)
 
 
+def _give_mode(temporary: str | os.PathLike, path: Path) -> None:
+    """The mode of the file `path` where it exists (replacing it keeps its permissions), else `as_if_created`'s."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        as_if_created(temporary)
+        return
+    os.chmod(temporary, mode)
+
+
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file beside `path` (`.{name}.XXXXXXXX.tmp`), open and locked while this process lives."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if fcntl is not None:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new, so never held elsewhere
+    return handle, temporary
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator:
     """Opens a temporary file beside `path`; on success renames it to `path`, else removes it.
 
     with atomic_write("predictions.csv", encoding="utf-8-sig", newline="") as f:
         f.write(...)
+
+    The new file gets the mode of the one it replaces, else the one `open()` would give.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = _temporary_beside(path)
+    lock = os.dup(handle)  # the lock lasts until the rename, after the file is closed
     try:
         with os.fdopen(handle, mode, **open_kwargs) as file:
             yield file
-        as_if_created(temporary)
+        _give_mode(temporary, path)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(lock)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary file name beside `path` for a writer that takes a name (pandas, gensim)."""
+    """A temporary file name beside `path` for a writer that takes a name (pandas, gensim); as `atomic_write`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    handle, temporary = _temporary_beside(path)
     try:
         yield Path(temporary)
-        as_if_created(temporary)
+        _give_mode(temporary, path)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(handle)
+
+
+def remove_leftover_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Removes the temporary files `atomic_write` / `atomic_path` left beside `path` in runs that were killed
+    (`.{name}.XXXXXXXX.tmp`, unlocked: no live writer holds them); returns those removed.
+
+    Args:
+        path: The final file whose earlier temporaries to remove.
+    """
+    path = Path(path)
+    if fcntl is None or not path.parent.is_dir():
+        return []
+    # mkstemp's names: the prefix, 8 characters of its alphabet, the suffix
+    name = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    removed = []
+    for candidate in sorted(path.parent.iterdir()):
+        if not name.fullmatch(candidate.name) or not candidate.is_file() or candidate.is_symlink():
+            continue
+        with open(candidate, "rb") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a writer that is still running
+            candidate.unlink()
+        removed.append(candidate)
+    return removed
+
+
+@contextlib.contextmanager
+def named_os_errors(path: str | os.PathLike, doing: str) -> Iterator[None]:
+    """An OS error in the block (no space, read-only, permission) becomes a `StorageError` naming `path`: the
+    writers (Python's `open` at close, safetensors, tokenizers) often raise one without the file's name."""
+    from .errors import StorageError, storage_error
+
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as error:
+        raise storage_error(error, getattr(error, "filename", None) or path, doing) from error
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> None:
     """Writes text (UTF-8) to a temporary file beside `path`, then renames it over `path`."""
-    with atomic_write(path, encoding="utf-8") as file:
+    with named_os_errors(path, "writing"), atomic_write(path, encoding="utf-8") as file:
         file.write(text)
 
 
@@ -124,16 +198,17 @@ def save_pretrained_atomic(model, tokenizer, directory: str | os.PathLike) -> No
     A kill during the save leaves the previous `directory` whole: readers never see half a model.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        as_if_created(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    replace_directory(staging, directory)
+    with named_os_errors(directory, "saving the model"):
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
+        try:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            as_if_created(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        replace_directory(staging, directory)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """Use a trained model: label a file of texts, show which words the attention pooling weighed."""
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -13,21 +14,24 @@ from transformers.pipelines.text_classification import sigmoid, softmax
 
 from .batched_pipeline import BatchedTextClassificationPipeline
 from .batching import length_sorted_batches, padded_batch
-from .errors import ArgumentError
+from .errors import ArgumentError, storage_error
+from .files import remove_leftover_temporaries
 from .model_files import check_finite_weights, check_model_directory, hub_errors
 from .multilabel import config_thresholds, is_multi_label, predicted_label_sets
 from .prediction_files import (
     OUTPUT_FORMATS,
     PREDICTED_LABEL,
-    PREDICTED_LABELS,
     SCORE,
+    PredictionColumns,
+    RowsWithoutText,
     check_tsv_cells,
     multilabel_prediction_columns,
-    prediction_columns,
     prediction_writer,
+    spread_over_rows,
 )
-from .tables import DataError, read_table, separator_hint
-from .worker_processes import PIECE_ROWS, choose_num_proc, scores_in_processes
+from .table_chunks import TableChunks, read_table_chunks
+from .tables import DataError, separator_hint
+from .worker_processes import PIECE_ROWS, LabellingProcesses, choose_num_proc, piece_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +100,8 @@ def _top_k_count(top_k: int | str | None, label_count: int) -> int:
     raise ArgumentError(f"--top_k must be a positive integer or 'all', got {top_k!r}")
 
 
-def _check_input_columns(table: pa.Table, source: Path, text_column: str, taken: list[str]) -> None:
+def _check_input_columns(columns: list[str], source: Path, text_column: str, taken: list[str]) -> None:
     """The text column must be there, and no column may have a name the predictions take."""
-    columns = table.column_names
     if text_column not in columns:
         raise DataError(
             f"{source}: no column '{text_column}' (columns: {', '.join(columns)}){separator_hint(source)}; "
@@ -219,30 +222,107 @@ def _text_scorer(model_dir, backend: str, batch_size: int, device, bf16: bool = 
     return score, [id2label[index] for index in sorted(id2label)], thresholds, model.device.type == "cpu"
 
 
-def _predict_column(
-    score, column: pa.ChunkedArray, label_count: int, chunk_size: int, main: bool, num_proc: int = 1
-) -> np.ndarray:
-    """Scores of every text of `column`, `chunk_size` texts at a time, with a progress bar (rows/s);
-    `num_proc` > 1: in that many forked processes, `PIECE_ROWS` texts at a time (`worker_processes`)."""
-
-    def texts_of(start: int, stop: int) -> list[str]:
-        return ["" if text is None else str(text) for text in column.slice(start, stop - start).to_pylist()]
-
-    scores = [np.empty((0, label_count), dtype=np.float32)]
-    with tqdm(total=len(column), desc="Predicting", unit="rows", unit_scale=True, disable=not main) as progress:
-        if num_proc > 1:
-            piece_rows = min(chunk_size, PIECE_ROWS)
-            for rows, piece in scores_in_processes(score, texts_of, len(column), num_proc, piece_rows):
-                scores.append(piece)
-                progress.update(rows)
-        else:
-            for start in range(0, len(column), chunk_size):
-                scores.append(score(texts_of(start, min(start + chunk_size, len(column))), progress))
-    return np.concatenate(scores)
-
-
 def _several_processes() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _remove_leftovers(output_file: Path) -> None:
+    """Removes the temporary outputs of earlier runs that were killed (`remove_leftover_temporaries`)."""
+    try:
+        removed = remove_leftover_temporaries(output_file)
+    except OSError as error:
+        raise storage_error(error, output_file.parent, "removing the temporary files of an earlier run") from error
+    for leftover in removed:
+        logger.warning("Removed %s, left by an earlier run that was stopped", leftover)
+
+
+def _check_tsv_chunks(chunks: TableChunks, source: Path) -> None:
+    first_row = 0
+    for table in chunks:
+        check_tsv_cells(table, source, first_row)
+        first_row += table.num_rows
+
+
+def _open_model(model_dir, backend: str, device, chunks: TableChunks, accelerator, **options) -> tuple:
+    """`score(texts, progress)`, the `PredictionColumns` of the model and the processes that label (`num_proc`)."""
+    batch_size, num_proc = options["batch_size"], options["num_proc"]
+    if batch_size is None:  # the fastest here: length-sorted batches of 64 (PyTorch) or 32 (onnxruntime's LSTM)
+        batch_size = 64 if backend == "pytorch" else 32
+    several = accelerator is not None
+    planned = choose_num_proc(num_proc, chunks.row_count, on_cpu=True, several_launched=several)  # before loading
+    # onnxruntime's session threads: one where it is forked (a thread pool does not survive a fork); PyTorch's
+    # are set in each worker
+    threads = 1 if planned > 1 else None
+    score, labels, thresholds, on_cpu = _text_scorer(model_dir, backend, batch_size, device, options["bf16"], threads)
+    num_proc = choose_num_proc(num_proc, chunks.row_count, on_cpu, several)
+    top_k = _top_k_count(options["top_k"], len(labels)) if thresholds is None else len(labels)  # multi-label: all
+    return score, PredictionColumns(labels, thresholds, top_k), num_proc
+
+
+def _texts_to_label(column: pa.ChunkedArray) -> tuple[list[str], np.ndarray]:
+    """A chunk's texts that hold words, and which rows they are in (a boolean per row): a missing, empty or
+    blank text has no words for the model to weigh, and would only get the label its bias leans to."""
+    texts = ["" if text is None else str(text) for text in column.to_pylist()]
+    labelled = np.fromiter((bool(text.strip()) for text in texts), dtype=bool, count=len(texts))
+    return [text for text, keep in zip(texts, labelled.tolist(), strict=True) if keep], labelled
+
+
+def _scored_chunks(score, chunks: TableChunks, text_column: str, label_count: int, num_proc: int, progress):
+    """(chunk, rows with text, their scores) of each chunk, in order; `num_proc` > 1: labelled in that many
+    forked processes (`LabellingProcesses`), the next chunk queued while the caller writes this one."""
+    nothing = np.empty((0, label_count), dtype=np.float32)
+    if num_proc == 1:
+        for table in chunks:
+            texts, labelled = _texts_to_label(table[text_column])
+            scores = score(texts, progress) if texts else nothing
+            progress.update(table.num_rows - len(texts))
+            yield table, labelled, scores
+        return
+    piece_rows = min(chunks.chunk_rows, PIECE_ROWS)
+    with LabellingProcesses(score, num_proc, piece_rows) as processes:
+        bounds = piece_bounds(chunks.chunk_rows, num_proc, piece_rows)
+        logger.info("Labelling in %d processes of %d thread(s): chunks of %d rows in pieces of up to %d",
+                    num_proc, processes.threads, chunks.chunk_rows, max(np.diff(bounds)))  # fmt: skip
+        pending = None
+        for table in chunks:
+            texts, labelled = _texts_to_label(table[text_column])
+            job = processes.submit(texts) if texts else (lambda: nothing)
+            if pending is not None:
+                yield _finished(*pending, progress)
+            pending = table, labelled, job
+        if pending is not None:
+            yield _finished(*pending, progress)
+
+
+def _finished(table: pa.Table, labelled: np.ndarray, job, progress) -> tuple:
+    scores = job()
+    progress.update(table.num_rows)
+    return table, labelled, scores
+
+
+def _scored_shares(score, chunks: TableChunks, text_column: str, label_count: int, accelerator, progress):
+    """`_scored_chunks` under `accelerate launch`: each process reads the whole table and labels a contiguous
+    share of the rows; the main process gathers the scores (in process order: the input's) and yields the
+    chunks. Memory is not flat here."""
+    from accelerate.utils import gather_object
+
+    table = pa.concat_tables(list(chunks))
+    first, last = _process_shard(table.num_rows, accelerator)
+    rank, processes = accelerator.process_index + 1, accelerator.num_processes
+    logger.info("Process %d of %d labels rows %d to %d", rank, processes, first + 1, last)
+    texts, labelled = _texts_to_label(table[text_column].slice(first, last - first))
+    scores = score(texts, progress) if texts else np.empty((0, label_count), dtype=np.float32)
+    progress.update(len(labelled) - len(texts))
+    shares = gather_object([(labelled, scores)])
+    if not accelerator.is_main_process:
+        return
+    labelled = np.concatenate([share for share, _ in shares])
+    scores = np.concatenate([share for _, share in shares])
+    done = 0
+    for start in range(0, table.num_rows, chunks.chunk_rows):
+        rows = labelled[start : start + chunks.chunk_rows]
+        yield table.slice(start, chunks.chunk_rows), rows, scores[done : done + int(rows.sum())]
+        done += int(rows.sum())
 
 
 def predict_file(
@@ -262,16 +342,20 @@ def predict_file(
     """Label every row of `input_file` and write its columns, unchanged, plus the predictions.
 
     The input's values are written back as read: CSV/TSV fields as strings ("007" stays "007",
-    empty stays empty), JSON and parquet values with their types (ints with nulls stay ints).
-    Missing or empty texts get a prediction too (the model's answer for no words), so the output
-    has exactly one row per input row, in input order. The scores are those `pipeline()` gives. A
+    empty stays empty), JSON and parquet values with their types (ints with nulls stay ints). The
+    output has exactly one row per input row, in input order. The scores are those `pipeline()` gives. A
     multi-label model writes `predicted_labels` (the labels at or above their thresholds in
-    `config.json`) and every label's `score_<label>` instead.
-    Rows are labelled and written `chunk_size` at a time (memory stays flat); the output goes to
-    a temporary file renamed when complete. On a CPU under Linux, processes forked from this one (one
-    per core: `num_proc`) label pieces of the rows with one thread each. Under `accelerate launch
-    --num_processes N`, each launched process labels a share of the rows and the main process writes
-    the one output.
+    `config.json`) and every label's `score_<label>` instead. Rows without text (missing, empty or only
+    whitespace) are not run through the model: their predictions are left empty, and a warning counts them.
+
+    The input is read, labelled and written `chunk_size` rows at a time (`read_table_chunks`: memory stays
+    flat in the number of rows, but for a JSON array file, read whole). The output goes to a temporary
+    file beside it, made before the model is loaded (an output that cannot be written fails first) and
+    renamed when complete; temporary files of earlier runs that were killed are removed first. On a CPU
+    under Linux, processes forked from this one (one per core: `num_proc`) label pieces of each chunk with
+    one thread each while this one reads the next chunk and writes the last. Under `accelerate launch
+    --num_processes N`, each launched process reads the whole table and labels a share of the rows, and the
+    main process gathers the scores and writes the one output: memory grows with the rows there.
 
     Args:
         model_dir: A saved model directory (or Hub id).
@@ -299,56 +383,47 @@ def predict_file(
         DataError: The input is missing or unreadable, lacks `text_column` or already has a
             `predicted_label`, `score` or `score_<label>` column; or `output_file` is the input
             or has an unknown extension (the message names `--output`).
+        StorageError: The output cannot be written (no space, read-only, permission): the message names it.
     """
     input_file, output_file = Path(input_file), Path(output_file)
     _check_output_path(input_file, output_file)
-    table = read_table(input_file, encoding=encoding, as_written=True).with_format("arrow")[:]
-    _check_input_columns(table, input_file, text_column, [PREDICTED_LABEL, SCORE])
-    if output_file.suffix.lower() == ".tsv":
-        check_tsv_cells(table, input_file)
+    chunks = read_table_chunks(input_file, chunk_size, encoding=encoding)
+    _check_input_columns(chunks.column_names, input_file, text_column, [PREDICTED_LABEL, SCORE])
+    if output_file.suffix.lower() == ".tsv":  # before labelling: a value deep in the file may hold a tab
+        _check_tsv_chunks(chunks, input_file)
     accelerator = None
     if _several_processes():
         from .training import create_accelerator  # several CPU processes too, not one run each
 
         accelerator = create_accelerator()
     main = accelerator is None or accelerator.is_main_process
-    device = None if accelerator is None else accelerator.device
-    if batch_size is None:  # the fastest here: length-sorted batches of 64 (PyTorch) or 32 (onnxruntime's LSTM)
-        batch_size = 64 if backend == "pytorch" else 32
-    several = accelerator is not None
-    planned = choose_num_proc(num_proc, table.num_rows, on_cpu=True, several_launched=several)  # before loading
-    # onnxruntime's session threads: one where it is forked (a thread pool does not survive a fork); PyTorch's
-    # are set in each worker
-    threads = 1 if planned > 1 else None
-    score, labels, thresholds, on_cpu = _text_scorer(model_dir, backend, batch_size, device, bf16, threads)
-    num_proc = choose_num_proc(num_proc, table.num_rows, on_cpu, several)
-    top_k = _top_k_count(top_k, len(labels)) if thresholds is None else len(labels)  # multi-label: every score
-    taken = [PREDICTED_LABELS] if thresholds is not None else []
-    _check_input_columns(
-        table, input_file, text_column, taken + ([f"{SCORE}_{label}" for label in labels] if top_k else [])
-    )
-    first, last = _process_shard(table.num_rows, accelerator)
-    if accelerator is not None:
-        rank, processes = accelerator.process_index + 1, accelerator.num_processes
-        logger.info("Process %d of %d labels rows %d to %d", rank, processes, first + 1, last)
-    column = table[text_column].slice(first, last - first)
-    scores = _predict_column(score, column, len(labels), chunk_size, main, num_proc)
-    if accelerator is not None:
-        from accelerate.utils import gather_object
-
-        scores = np.concatenate(gather_object([scores]))  # the shares in process order: the input's
+    with contextlib.ExitStack() as stack:
+        write = None
+        if main:
+            _remove_leftovers(output_file)
+            write = stack.enter_context(prediction_writer(output_file))
+        device = None if accelerator is None else accelerator.device
+        options = {"batch_size": batch_size, "top_k": top_k, "bf16": bf16, "num_proc": num_proc}
+        score, predictions, num_proc = _open_model(model_dir, backend, device, chunks, accelerator, **options)
+        _check_input_columns(chunks.column_names, input_file, text_column, predictions.columns_taken())
+        progress = stack.enter_context(
+            tqdm(total=chunks.row_count, desc="Predicting", unit="rows", unit_scale=True, disable=not main)
+        )
+        if accelerator is None:
+            scored = _scored_chunks(score, chunks, text_column, len(predictions.labels), num_proc, progress)
+        else:
+            scored = _scored_shares(score, chunks, text_column, len(predictions.labels), accelerator, progress)
+        without_text = RowsWithoutText()
+        for table, labelled, scores in stack.enter_context(contextlib.closing(scored)):
+            without_text.add(labelled)
+            write(table, spread_over_rows(predictions.columns(scores), labelled))
+        progress.total = progress.n  # a CSV's count of lines may differ from its rows
+        progress.refresh()
     if not main:
         return 0
-    with prediction_writer(output_file) as write:
-        for start in range(0, table.num_rows, chunk_size):
-            chunk_scores = scores[start : start + chunk_size]
-            if thresholds is None:
-                predictions = prediction_columns(chunk_scores, labels, top_k)
-            else:
-                predictions = multilabel_prediction_columns(chunk_scores, labels, thresholds)
-            write(table.slice(start, chunk_size), predictions)
-    logger.info("Wrote %d predictions to %s", table.num_rows, output_file)
-    return table.num_rows
+    without_text.report()
+    logger.info("Wrote %d predictions to %s", without_text.rows, output_file)
+    return without_text.rows
 
 
 @torch.no_grad()

@@ -2,13 +2,16 @@
 
 The input's values are written back as read; CSV/TSV scores with 6 decimals. A file of millions of
 rows is written a chunk at a time, so memory stays flat; it goes to a temporary name beside the
-output and is renamed when complete.
+output and is renamed when complete. Rows without text get empty predictions (`spread_over_rows`). An
+operating system's error while writing (no space, read-only, permission) is a `StorageError` naming the output.
 """
 
 import contextlib
 import csv
 import json
+import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +19,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .errors import storage_error
 from .files import atomic_path
 from .tables import DataError
 
 PREDICTED_LABEL, SCORE = "predicted_label", "score"
 PREDICTED_LABELS = "predicted_labels"  # multi-label: the list of labels at or above their thresholds
 OUTPUT_FORMATS = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+LISTED_ROWS = 10  # rows without text that the warning names
+
+logger = logging.getLogger(__name__)
 
 
 def prediction_columns(probabilities: np.ndarray, labels: list[str], top_k: int) -> dict[str, list]:
@@ -66,8 +73,62 @@ def multilabel_prediction_columns(probabilities: np.ndarray, labels: list[str], 
     return columns
 
 
-def check_tsv_cells(table: pa.Table, source: Path) -> None:
-    """A TSV (no quoting) cannot hold a tab or a line break inside a value: refuse the first one."""
+@dataclass
+class PredictionColumns:
+    """The prediction columns of a model: its labels in id order, a multi-label model's thresholds (else
+    None) and how many labels of each row get a `score_<label>` (`prediction_columns`' `top_k`)."""
+
+    labels: list[str]
+    thresholds: list[float] | None
+    top_k: int
+
+    def columns_taken(self) -> list[str]:
+        """The columns besides `predicted_label` and `score` that the predictions take."""
+        scores = [f"{SCORE}_{label}" for label in self.labels] if self.top_k else []
+        return ([PREDICTED_LABELS] if self.thresholds is not None else []) + scores
+
+    def columns(self, scores: np.ndarray) -> dict[str, list]:
+        """The prediction columns of rows of scores (`prediction_columns`, `multilabel_prediction_columns`)."""
+        if self.thresholds is None:
+            return prediction_columns(scores, self.labels, self.top_k)
+        return multilabel_prediction_columns(scores, self.labels, self.thresholds)
+
+
+def spread_over_rows(columns: dict[str, list], labelled: np.ndarray) -> dict[str, list]:
+    """Predictions of the `labelled` rows (a boolean per row) put in their rows; the others get None in every
+    column (empty in CSV/TSV, null in JSON and parquet)."""
+    if labelled.all():
+        return columns
+    rows = np.flatnonzero(labelled).tolist()
+    spread = {}
+    for name, values in columns.items():
+        spread[name] = [None] * len(labelled)
+        for row, value in zip(rows, values, strict=True):
+            spread[name][row] = value
+    return spread
+
+
+class RowsWithoutText:
+    """Counts the rows written and those left without a label; `report` warns of the latter."""
+
+    def __init__(self):
+        self.rows, self.count, self.listed = 0, 0, []
+
+    def add(self, labelled: np.ndarray) -> None:
+        missing = np.flatnonzero(~labelled)
+        self.listed += (self.rows + missing[: LISTED_ROWS - len(self.listed)] + 1).tolist()
+        self.rows, self.count = self.rows + len(labelled), self.count + len(missing)
+
+    def report(self) -> None:
+        if self.count:
+            rows = ", ".join(map(str, self.listed)) + (", ..." if self.count > len(self.listed) else "")
+            subject = "1 row has" if self.count == 1 else f"{self.count} rows have"
+            logger.warning("%s no text (row%s %s): left without a label", subject, "s"[: self.count > 1], rows)
+
+
+def check_tsv_cells(table: pa.Table, source: Path, first_row: int = 0) -> None:
+    """A TSV (no quoting) cannot hold a tab or a line break inside a value: refuse the first one (`first_row`:
+    the table's first row's index in the file, for a chunk's)."""
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_dictionary(column.type) and pa.types.is_string(column.type.value_type):
             column = column.cast(pa.string())
@@ -77,7 +138,7 @@ def check_tsv_cells(table: pa.Table, source: Path) -> None:
         if pc.any(breaks).as_py():
             row = pc.index(breaks, True).as_py()
             raise DataError(
-                f"{source}: row {row + 1}, column '{name}' holds a tab or line break, which a .tsv cannot "
+                f"{source}: row {first_row + row + 1}, column '{name}' holds a tab or line break, which a .tsv cannot "
                 "hold: name --output .csv, .jsonl or .parquet"
             )
 
@@ -160,20 +221,41 @@ class _ParquetWriter:
 @contextlib.contextmanager
 def prediction_writer(output_file: Path) -> Iterator[Callable[[pa.Table, dict[str, list]], None]]:
     """`write(rows, predictions)`, called once per chunk, into a temporary file renamed to `output_file`
-    when the block ends (removed if it fails); the extension picks the format.
+    when the block ends (removed if it fails); the extension picks the format. The temporary file is made
+    on entering, so that an output that cannot be written fails before any work.
 
     Args:
         output_file: A .csv, .tsv, .jsonl, .json (written as JSON Lines) or .parquet path.
+
+    Raises:
+        StorageError: Making, writing or renaming the file failed (no space, read-only, permission...).
     """
-    suffix = output_file.suffix.lower()
-    with atomic_path(output_file) as temporary:
-        if suffix == ".parquet":
-            writer = _ParquetWriter(temporary)
-        elif suffix in (".jsonl", ".json"):
-            writer = _JsonLinesWriter(temporary)
-        else:
-            writer = _DelimitedWriter(temporary, tsv=suffix == ".tsv")
+    suffix, in_block = output_file.suffix.lower(), False
+    try:
+        with atomic_path(output_file) as temporary:
+            if suffix == ".parquet":
+                writer = _ParquetWriter(temporary)
+            elif suffix in (".jsonl", ".json"):
+                writer = _JsonLinesWriter(temporary)
+            else:
+                writer = _DelimitedWriter(temporary, tsv=suffix == ".tsv")
+            try:
+                in_block = True
+                yield _storing(writer.write, output_file)
+                in_block = False
+            finally:
+                writer.close()
+    except OSError as error:
+        if in_block:  # the block's own (e.g. reading the input), not the output's
+            raise
+        raise storage_error(error, output_file, "writing the predictions") from error
+
+
+def _storing(write: Callable, output_file: Path) -> Callable:
+    def store(table: pa.Table, predictions: dict[str, list]) -> None:
         try:
-            yield writer.write
-        finally:
-            writer.close()
+            write(table, predictions)
+        except OSError as error:
+            raise storage_error(error, output_file, "writing the predictions") from error
+
+    return store

@@ -261,7 +261,8 @@ def start_output_dir(directory: str | os.PathLike, settings: str, *, overwrite: 
 
 
 def _owner_line(owner: dict) -> str:
-    command = " ".join(owner.get("command", []))[:120]
+    command = " ".join(owner.get("command", []))
+    command = command if len(command) <= 120 else command[:119].rstrip() + "…"
     return f"process {owner.get('pid')} on {owner.get('host')}, since {owner.get('since')}: {command}"
 
 

@@ -8,12 +8,13 @@ Every problem a user can fix raises `DataError`, whose message names the file an
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import glob
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import charset_normalizer
@@ -223,13 +224,19 @@ def _load_json_as_written(path: Path, encoding: str) -> datasets.Dataset:
     for place, record in zip(places, records, strict=True):
         if not isinstance(record, dict):
             raise DataError(f"{path}: {place}: not a JSON object")
+    names = list(dict.fromkeys(key for record in records for key in record))
+    return datasets.Dataset(_json_columns(path, records, names))
+
+
+def _json_columns(path: Path, records: list[dict], names: list[str], schema: pa.Schema | None = None) -> pa.Table:
+    """The records' values as columns `names`, of the types `schema` gives (None: inferred)."""
     columns = {}
-    for name in dict.fromkeys(key for record in records for key in record):
+    for name in names:
         try:
-            columns[name] = pa.array([record.get(name) for record in records])
+            columns[name] = pa.array([record.get(name) for record in records], schema and schema.field(name).type)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
             raise DataError(f"{path}: column '{name}' mixes kinds of values ({error})") from None
-    return datasets.Dataset(pa.table(columns))
+    return pa.table(columns)
 
 
 def _load_file(path: Path, encoding: str | None, as_written: bool = False) -> datasets.Dataset:
@@ -261,10 +268,10 @@ def _load_file(path: Path, encoding: str | None, as_written: bool = False) -> da
         )
 
 
-def _load_saved(path: Path, split_name: str | None) -> tuple[datasets.Dataset, str]:
+def _load_saved(path: Path, split_name: str | None, keep_in_memory: bool = True) -> tuple[datasets.Dataset, str]:
     """Load a `save_to_disk` directory; from a DatasetDict take `split_name`, else "train"."""
     try:
-        saved = datasets.load_from_disk(str(path), keep_in_memory=True)
+        saved = datasets.load_from_disk(str(path), keep_in_memory=keep_in_memory)
     except FileNotFoundError as error:
         raise DataError(f"{path}: not a directory written by save_to_disk ({error})") from error
     if isinstance(saved, datasets.Dataset):
@@ -275,6 +282,32 @@ def _load_saved(path: Path, split_name: str | None) -> tuple[datasets.Dataset, s
     return saved[chosen], f"{path} [{chosen}]"
 
 
+def _check_file(path: Path) -> str:
+    """The suffix of a file `read_table` can read; else a DataError: missing, empty, of an unknown format."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or directory")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    if path.suffix.lower() not in LOADERS:
+        formats = ", ".join(LOADERS)
+        raise DataError(f"{path}: unsupported format (use {formats} or a directory written by save_to_disk)")
+    return path.suffix.lower()
+
+
+@contextlib.contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """The loaders' parse errors (pandas, pyarrow, datasets: they vary by format) as one DataError naming `path`."""
+    try:
+        yield
+    except FinetuneError:  # ours, already naming the file (or a signal's Interrupted)
+        raise
+    except Exception as error:
+        if "corresponds to no data" in str(error):
+            raise DataError(f"{path}: no rows in the file") from error
+        reason = str(error.__cause__ or error).strip()
+        raise DataError(f"{path}: cannot read the file: {reason}{separator_hint(path)}") from error
+
+
 def read_table_located(
     path, split_name: str | None, encoding: str | None = None, as_written: bool = False
 ) -> tuple[datasets.Dataset, str, Callable[[int], str]]:
@@ -282,17 +315,10 @@ def read_table_located(
     "line N" where every row is one line of the file, "row N" otherwise."""
     path, suffix = Path(path), Path(path).suffix.lower()
     source, locate = str(path), lambda index: f"row {index + 1}"
-    try:
+    with _read_errors(path):
         if path.is_dir():
             table, source = _load_saved(path, split_name)
-        elif not path.is_file():
-            raise DataError(f"{path}: no such file or directory")
-        elif path.stat().st_size == 0:
-            raise DataError(f"{path}: the file is empty")
-        elif suffix not in LOADERS:
-            formats = ", ".join(LOADERS)
-            raise DataError(f"{path}: unsupported format (use {formats} or a directory written by save_to_disk)")
-        elif suffix == ".parquet":
+        elif _check_file(path) == ".parquet":
             table = _load_file(path, None)
         else:
             encoding, line_count = _resolve_encoding(path, encoding)
@@ -300,13 +326,6 @@ def read_table_located(
             header = int(LOADERS[suffix] == "csv")
             if line_count == table.num_rows + header:
                 locate = lambda index: f"line {index + 1 + header}"  # noqa: E731
-    except DataError:
-        raise
-    except Exception as error:  # the loaders' parse errors (pandas, pyarrow, datasets) vary by format
-        if "corresponds to no data" in str(error):
-            raise DataError(f"{path}: no rows in the file") from error
-        reason = str(error.__cause__ or error).strip()
-        raise DataError(f"{path}: cannot read the file: {reason}{separator_hint(path)}") from error
     if table.num_rows == 0:
         raise DataError(f"{source}: no rows")
     return table, source, locate

@@ -269,3 +269,39 @@ def test_a_write_that_fails_without_a_file_name_names_the_directory(tmp_path):
     assert message_of(error.value).startswith(f"{tmp_path / 'best'}: saving the model: no space left on the disk (")
     assert [p.name for p in tmp_path.iterdir()] == ["best"]  # no staging directory left
     assert (tmp_path / "best" / "model.safetensors").read_bytes() == b"the previous best"
+
+
+# The recipe in a process group of its own, which it sends SIGTERM before optimizer step 6: as `accelerate
+# launch`, Kubernetes or a terminal's Ctrl-C signal the trainer and its DataLoader workers together.
+GROUP_SIGNALLED = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+calls = {"step": 0}
+
+def before_step(optimizer, args, kwargs):
+    calls["step"] += 1
+    if calls["step"] == 6:
+        os.killpg(os.getpgid(0), signal.SIGTERM)
+
+register_optimizer_step_pre_hook(before_step)
+from finetune.cli import main
+main(["train", *sys.argv[2:]])
+"""
+
+
+def test_a_signal_to_the_whole_run_with_dataloader_workers_still_saves(reviews_csv, tiny_vectors, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    output_dir = tmp_path / "run"
+    args = tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, *RUN, "--dataloader_num_workers", "2")
+    result = subprocess.run([sys.executable, "-c", GROUP_SIGNALLED, str(ROOT), *args], capture_output=True,
+                            text=True, timeout=600, start_new_session=True)  # fmt: skip
+    assert result.returncode == 143, result.stderr[-3000:]
+    line = one_error_line(result.stderr)
+    assert line.startswith("finetune: stopped by SIGTERM at step 6 (epoch 1); checkpoint "), line
+    assert (output_dir / "checkpoints" / "step-6" / "manifest.json").is_file()
