@@ -243,8 +243,11 @@ def prediction_writer(output_file: Path) -> Iterator[Callable[[pa.Table, dict[st
                 in_block = True
                 yield _storing(writer.write, output_file)
                 in_block = False
-            finally:
-                writer.close()
+            except BaseException:
+                with contextlib.suppress(OSError):  # (a full disk fails the close's flush too: keep the first error)
+                    writer.close()
+                raise
+            writer.close()
     except OSError as error:
         if in_block:  # the block's own (e.g. reading the input), not the output's
             raise
