@@ -202,8 +202,7 @@ def check_output_dir(
     if overwrite:
         return
     hint = "give --overwrite_output_dir to replace it, or another --output_dir"
-    if (directory / FINISHED_FILE).exists() or ((directory / RESULTS_FILE).exists() and not _loop_done(directory)):
-        # (metrics.json without finished.json and without a finished loop's checkpoint: an earlier version's run)
+    if is_finished(directory):
         marker = FINISHED_FILE if (directory / FINISHED_FILE).exists() else RESULTS_FILE
         raise RunDirectoryError(f"--output_dir {directory}: holds a finished run ({marker}); {hint}")
     theirs = _read_identity(directory)
@@ -219,6 +218,13 @@ def check_output_dir(
         resume_hint = "give --resume_from_checkpoint latest to continue it, or " if can_resume else ""
         what = "a run stopped while writing its outputs" if _loop_done(directory) else "an unfinished run"
         raise RunDirectoryError(f"--output_dir {directory}: holds {what}; {resume_hint}{hint}")
+
+
+def is_finished(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds a finished run: `FINISHED_FILE`, or an earlier version's `metrics.json` (one
+    without a checkpoint of a finished loop: a run stopped while writing its outputs is not finished)."""
+    directory = Path(directory)
+    return (directory / FINISHED_FILE).exists() or ((directory / RESULTS_FILE).exists() and not _loop_done(directory))
 
 
 def _loop_done(directory: Path) -> bool:

@@ -55,6 +55,7 @@ from finetune.distill_arguments import parse_distill_args  # noqa: E402
 from finetune.errors import ArgumentError, FinetuneError, report_errors  # noqa: E402
 from finetune.files import write_json_atomic  # noqa: E402
 from finetune.model_card import write_model_card  # noqa: E402
+from finetune.run_directory import is_finished  # noqa: E402
 from scripts.benchmark_scoring import (  # noqa: E402
     branchless_runs,
     ensemble_runs,
@@ -222,7 +223,7 @@ def run_recipe(args, common: dict, seed: int, run_dir: Path, log: Path) -> dict:
     settings = {**common, "seed": seed}
     record_path = run_dir.with_name(run_dir.name + ".json")
     record = read_record(record_path, settings)
-    if record is not None and (run_dir / "metrics.json").exists():
+    if record is not None and is_finished(run_dir):
         return record  # without wall_seconds if the benchmark was killed as the run ended
     if record is None and run_dir.exists():
         raise ArgumentError(f"{run_dir}: a run the benchmark did not start; give another --runs_dir or delete it")

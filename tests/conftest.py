@@ -388,3 +388,16 @@ def mixed_texts():
     genuine = [text for text, _ in GENUINE_REVIEWS]
     templated = [text for text, _ in make_reviews(35, seed=3)]
     return [*templated[:30], *genuine, "", "很" * 400, "[UNK]这部电影很好", *templated[30:]]
+
+
+@pytest.fixture
+def accelerator():
+    """A one-process CPU `Accelerator`, its shared state reset before and after (a test's own)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield Accelerator(cpu=True)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()

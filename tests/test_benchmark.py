@@ -97,7 +97,8 @@ def test_two_seeds_give_the_table_json_and_seed_spread_and_a_rerun_reuses_them(f
     # last checkpoint; nothing else is trained (the other logs and the baselines' results are not rewritten)
     directory = runs_dir / folder.name
     run42, run43 = (Path(run["run_dir"]) for run in recipe)
-    (run43 / "metrics.json").unlink()
+    for name in ("metrics.json", "finished.json"):
+        (run43 / name).unlink()
     kept = [run42.with_name(run42.name + ".log"), *directory.glob("tfidf_lr-*"), *directory.glob("fasttext-*")]
     times = {path: path.stat().st_mtime_ns for path in kept}
     log43 = run43.with_name(run43.name + ".log")

@@ -14,8 +14,6 @@ import shutil
 
 import pytest
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 from conftest import tiny_recipe_args
 from safetensors.torch import load_file
 from test_resume import run_killed
@@ -298,15 +296,6 @@ def test_resuming_on_changed_data_is_refused_naming_the_file(tmp_path, caplog):
 
 
 # ##### A full or read-only disk while saving #####
-
-
-@pytest.fixture
-def accelerator():
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield Accelerator(cpu=True)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def iostream_error(*args, **kwargs):

@@ -5,8 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 from datasets import Dataset, DatasetDict
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -352,15 +350,6 @@ def test_save_pretrained_atomic_failure_keeps_previous_and_cleans_up(tmp_path, t
 
 
 # ##### predict #####
-
-
-@pytest.fixture
-def accelerator():
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield Accelerator(cpu=True)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def test_predict_probabilities_labels_and_loss(accelerator, tokenizer):
