@@ -65,7 +65,7 @@ def _load_text_classifier(model: str, backend: str, bf16: bool = False):
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from .inference import OUTPUT_FORMATS, predict_file
+    from .file_labelling import OUTPUT_FORMATS, predict_file
 
     if args.input_file:
         # The default output keeps the input's format, so its values keep their types.

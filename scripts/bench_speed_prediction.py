@@ -114,7 +114,7 @@ def in_fresh_process(function: str, options: dict, work: Path) -> dict:
 def timed_predict_file(run_dir, texts_csv, batch_size, bf16, backend, repeats, threads) -> dict:
     """`predict_file` once under `PeakRSS` (with its workers' memory: sampling them costs time) and then
     `repeats` times for the median rows/s."""
-    from finetune.inference import predict_file
+    from finetune.file_labelling import predict_file
 
     if threads:
         torch.set_num_threads(threads)

@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader
 from finetune import files, inference, prediction_files, table_chunks, worker_processes
 from finetune.cli import main as cli
 from finetune.features import worker_init_fn
+from finetune.file_labelling import predict_file
 from finetune.files import atomic_path, atomic_write, current_umask, remove_leftover_temporaries
-from finetune.inference import predict_file
 from finetune.table_chunks import read_table_chunks
 from finetune.tables import DataError, read_table
 

@@ -18,7 +18,8 @@ from transformers import pipeline
 
 from finetune.batching import length_sorted_batches
 from finetune.cli import main as cli
-from finetune.inference import load_classifier, predict_file
+from finetune.file_labelling import predict_file
+from finetune.inference import load_classifier
 from finetune.tables import DataError, read_table
 
 PIPELINE_SCRIPT = """

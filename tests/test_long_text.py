@@ -34,7 +34,8 @@ from finetune.features import (
     segment_splits,
     special_token_counts,
 )
-from finetune.inference import load_classifier, predict_file
+from finetune.file_labelling import predict_file
+from finetune.inference import load_classifier
 from finetune.models.bilstm_attention import BiLSTMAttentionConfig
 from finetune.models.bilstm_attention.long_text import LongText
 from finetune.models.bilstm_attention.long_text_batches import aggregate_windows, truncate_batch, window_batch

@@ -297,7 +297,7 @@ def test_pipeline_gives_every_labels_sigmoid_score_also_without_finetune(word_ve
 
 def test_predict_and_evaluate_use_the_saved_thresholds(word_vector_run, aspect_files, tmp_path):
     from finetune.evaluation import evaluate_file
-    from finetune.inference import predict_file
+    from finetune.file_labelling import predict_file
 
     best = word_vector_run / "best"
     thresholds = json.loads((best / "config.json").read_text(encoding="utf-8"))["label_thresholds"]
@@ -377,7 +377,7 @@ def test_exact_match_is_refused_as_best_model_metric_of_a_single_label_run():
 
 def test_onnx_backend_applies_sigmoid_and_the_saved_thresholds(word_vector_run, aspect_files, tmp_path):
     from finetune.export import export_onnx
-    from finetune.inference import predict_file
+    from finetune.file_labelling import predict_file
 
     best = word_vector_run / "best"
     export_onnx(best)

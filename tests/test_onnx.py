@@ -205,7 +205,7 @@ def test_cli_export_then_predict_with_onnx(models, tmp_path, capsys):
 
 
 def test_onnx_in_forked_processes_writes_what_one_writes(models, tmp_path):
-    from finetune.inference import predict_file
+    from finetune.file_labelling import predict_file
     from finetune.tables import read_table
 
     texts = [text for text, _ in make_reviews(300, seed=5)] + TEXTS
