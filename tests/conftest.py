@@ -401,3 +401,20 @@ def accelerator():
     yield Accelerator(cpu=True)
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
+
+
+def assert_same_run(output_dir: Path, results: dict, reference_dir: Path, reference: dict, steps: int, files) -> None:
+    """A resumed run ended as the uninterrupted one: the same metrics and history, `steps` steps, and `files` (paths
+    in the run directory, safetensors) equal tensor for tensor."""
+    import torch
+    from safetensors.torch import load_file
+
+    for key in ("test_accuracy", "test_macro_f1", "validation_macro_f1", "best_step", "test_loss"):
+        assert results[key] == reference[key], key
+    assert results["history"]["eval"] == reference["history"]["eval"]
+    assert results["train_steps"] == reference["train_steps"] == steps
+    for name in files:
+        got, want = load_file(output_dir / name), load_file(reference_dir / name)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert torch.equal(got[key], want[key]), (name, key)

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, tiny_recipe_args
-from safetensors.torch import load_file
+from conftest import ROOT, assert_same_run, tiny_recipe_args
 
 from finetune.checkpointing import list_checkpoints, resolve_checkpoint
 from finetune.errors import RunDirectoryError
@@ -98,15 +97,8 @@ def test_killed_twice_then_resumed_matches_the_uninterrupted_run(uninterrupted, 
 
     results = main(resume)
     assert not (output_dir / "checkpoints" / ".step-28.tmp").exists()
-    for key in ("test_accuracy", "test_macro_f1", "validation_macro_f1", "best_step", "test_loss"):
-        assert results[key] == reference[key], key
-    assert results["history"]["eval"] == reference["history"]["eval"]
-    assert results["train_steps"] == reference["train_steps"] == 45
-    for name in ("best/model.safetensors", "checkpoints/step-45/model.safetensors"):
-        got, want = load_file(output_dir / name), load_file(reference_dir / name)
-        assert got.keys() == want.keys()
-        for key in want:
-            assert torch.equal(got[key], want[key]), (name, key)
+    files = ("best/model.safetensors", "checkpoints/step-45/model.safetensors")
+    assert_same_run(output_dir, results, reference_dir, reference, steps=45, files=files)
 
 
 def test_checkpoints_keep_the_newest_and_hold_the_loop_state(uninterrupted):
