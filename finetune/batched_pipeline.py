@@ -20,6 +20,7 @@ from transformers import TextClassificationPipeline
 from transformers.pipelines.text_classification import ClassificationFunction, sigmoid, softmax
 
 from .errors import ArgumentError
+from .text_scores import CHUNK_ROWS, label_scores, predict_logits
 from .worker_processes import PIECE_ROWS, choose_num_proc, scores_in_processes
 
 # The texts of a forward pass when the call names no batch_size (TextClassificationPipeline's default,
@@ -59,7 +60,6 @@ class BatchedTextClassificationPipeline(TextClassificationPipeline):
         return results if "top_k" not in kwargs else results[0]
 
     def _logits(self, texts: list[str], batch_size: int, num_proc: int) -> np.ndarray:
-        from .inference import CHUNK_ROWS, predict_logits  # inference imports this module
 
         def score(piece: list[str], progress=None) -> np.ndarray:
             return predict_logits(self.model, self.tokenizer, piece, batch_size)
@@ -96,10 +96,9 @@ class BatchedTextClassificationPipeline(TextClassificationPipeline):
 
 def _scores(logits: np.ndarray, function: ClassificationFunction | None, config) -> np.ndarray:
     """`function_to_apply` on the logits; None: what the config's problem type asks, as `postprocess` chooses."""
-    from .inference import _label_scores  # inference imports this module
 
     if function is None:
-        return _label_scores(logits, config)
+        return label_scores(logits, config)
     if function == ClassificationFunction.SIGMOID:
         return sigmoid(logits)
     if function == ClassificationFunction.SOFTMAX:

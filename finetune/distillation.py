@@ -137,13 +137,14 @@ def compute_teacher_logits(teacher: str, texts: list[str], accelerator, batch_si
     """`teacher`'s logits on `texts`, each process labelling a contiguous share; every process gets all."""
     from accelerate.utils import gather_object
 
-    from .inference import _process_shard, load_classifier, predict_logits
+    from .inference import load_classifier, process_shard
+    from .text_scores import predict_logits
 
     classifier = load_classifier(teacher, device=accelerator.device)
     model, tokenizer = classifier.model.eval(), classifier.tokenizer
     # Long texts are cut to what the teacher can read (a BERT's positions), not left to fail in its forward pass
     positions = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
-    start, end = _process_shard(len(texts), accelerator if accelerator.num_processes > 1 else None)
+    start, end = process_shard(len(texts), accelerator if accelerator.num_processes > 1 else None)
     max_length = min(tokenizer.model_max_length, positions)
     logits = predict_logits(model, tokenizer, texts[start:end], batch_size, max_length=max_length)
     if accelerator.num_processes > 1:

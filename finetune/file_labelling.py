@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .errors import ArgumentError, storage_error
 from .files import remove_leftover_temporaries
-from .inference import CHUNK_ROWS, _process_shard, _text_scorer
+from .inference import process_shard, text_scorer
 from .prediction_files import (
     OUTPUT_FORMATS,
     PREDICTED_LABEL,
@@ -27,6 +27,7 @@ from .prediction_files import (
 )
 from .table_chunks import TableChunks, read_table_chunks
 from .tables import DataError, separator_hint
+from .text_scores import CHUNK_ROWS
 from .worker_processes import PIECE_ROWS, LabellingProcesses, choose_num_proc, piece_bounds
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def _open_model(model_dir, backend: str, device, chunks: TableChunks, accelerato
     # onnxruntime's session threads: one where it is forked (a thread pool does not survive a fork); PyTorch's
     # are set in each worker
     threads = 1 if planned > 1 else None
-    score, labels, thresholds, on_cpu = _text_scorer(model_dir, backend, batch_size, device, options["bf16"], threads)
+    score, labels, thresholds, on_cpu = text_scorer(model_dir, backend, batch_size, device, options["bf16"], threads)
     num_proc = choose_num_proc(num_proc, chunks.row_count, on_cpu, several)
     top_k = _top_k_count(options["top_k"], len(labels)) if thresholds is None else len(labels)  # multi-label: all
     return score, PredictionColumns(labels, thresholds, top_k), num_proc
@@ -156,7 +157,7 @@ def _scored_shares(score, chunks: TableChunks, text_column: str, label_count: in
     from accelerate.utils import gather_object
 
     table = pa.concat_tables(list(chunks))
-    first, last = _process_shard(table.num_rows, accelerator)
+    first, last = process_shard(table.num_rows, accelerator)
     rank, processes = accelerator.process_index + 1, accelerator.num_processes
     logger.info("Process %d of %d labels rows %d to %d", rank, processes, first + 1, last)
     texts, labelled = _texts_to_label(table[text_column].slice(first, last - first))

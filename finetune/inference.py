@@ -8,10 +8,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 from transformers import pipeline
-from transformers.pipelines.text_classification import sigmoid, softmax
 
 from .batched_pipeline import BatchedTextClassificationPipeline
-from .batching import length_sorted_batches, padded_batch
 from .errors import ArgumentError
 from .model_files import check_finite_weights, check_model_directory, hub_errors
 from .multilabel import config_thresholds, is_multi_label, predicted_label_sets
@@ -21,12 +19,9 @@ from .prediction_files import (
     multilabel_prediction_columns,
     prediction_writer,
 )
+from .text_scores import predict_probabilities
 
 logger = logging.getLogger(__name__)
-
-# Rows tokenized, sorted by length, predicted and written at a time: sorting within a chunk this
-# size leaves the batches almost free of padding, and memory stays flat on any file.
-CHUNK_ROWS = 16384
 
 
 def load_classifier(model_dir: str | os.PathLike, device: int | str | None = None, bf16: bool = False, **kwargs):
@@ -87,63 +82,7 @@ def write_predictions(dataset, probabilities, config, path: str | os.PathLike) -
         write(table, predictions)
 
 
-def _label_scores(logits: np.ndarray, config) -> np.ndarray:
-    """Logits to the scores `pipeline()` reports: softmax, sigmoid (multi-label or one label) or none (regression)."""
-    if config.problem_type == "regression":
-        return logits
-    if config.problem_type == "multi_label_classification" or config.num_labels == 1:
-        return sigmoid(logits)
-    return softmax(logits)
-
-
-def predict_probabilities(
-    model, tokenizer, texts: list[str], batch_size: int = 64, progress=None, max_length: int | None = None
-) -> np.ndarray:
-    """Label scores of `texts`, as `pipeline(texts, top_k=None)` gives them, one row per text in label order
-    (`max_length`: cut to this many tokens, as `predict_logits`).
-
-    The texts are tokenized at once, then run in batches of similar length (little padding) and
-    returned in their own order.
-
-    Args:
-        model: A sequence classifier (in eval mode).
-        tokenizer: Its tokenizer.
-        texts: The texts.
-        batch_size: Texts per forward pass (fewer for long texts).
-        progress: A tqdm bar to advance by each batch's size.
-    """
-    return _label_scores(predict_logits(model, tokenizer, texts, batch_size, progress, max_length), model.config)
-
-
-@torch.inference_mode()
-def predict_logits(
-    model, tokenizer, texts: list[str], batch_size: int = 64, progress=None, max_length: int | None = None
-) -> np.ndarray:
-    """The model's logits (float32) for `texts`, in their order; as `predict_probabilities`, before the scores.
-    `max_length`: texts are cut to this many tokens (None: as `pipeline()` calls the tokenizer, uncut)."""
-    # A TF-IDF branch's n-grams (JiebaTokenizer's): as arrays, cut into padded batches without lists
-    ngrams = tokenizer.ngram_rows(texts) if getattr(tokenizer, "tfidf", None) is not None else None
-    options = {"return_ngrams": False} if ngrams is not None else {}
-    if max_length is None:
-        encoding = tokenizer(texts, **options)  # as pipeline() calls it: no padding, its truncation
-    else:
-        encoding = tokenizer(texts, truncation=True, max_length=max_length, **options)
-    encoded, names = encoding["input_ids"], ["input_ids", "attention_mask"]
-    if ngrams is not None:
-        names += ["ngram_ids", "ngram_weights"]
-    logits = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
-    for rows in length_sorted_batches([len(ids) for ids in encoded], batch_size):
-        batch = padded_batch([encoded[i] for i in rows], tokenizer.pad_token_id, tokenizer.padding_side)
-        if ngrams is not None:
-            batch += ngrams.padded(rows)
-        outputs = model(**{name: torch.from_numpy(array).to(model.device) for name, array in zip(names, batch)})
-        logits[rows] = outputs.logits.float().cpu().numpy()
-        if progress is not None:
-            progress.update(len(rows))
-    return logits
-
-
-def _process_shard(row_count: int, accelerator) -> tuple[int, int]:
+def process_shard(row_count: int, accelerator) -> tuple[int, int]:
     """The rows this process labels: a contiguous share, so that the shares concatenate in input order."""
     if accelerator is None:
         return 0, row_count
@@ -151,7 +90,7 @@ def _process_shard(row_count: int, accelerator) -> tuple[int, int]:
     return row_count * rank // processes, row_count * (rank + 1) // processes
 
 
-def _text_scorer(model_dir, backend: str, batch_size: int, device, bf16: bool = False, threads=None) -> tuple:
+def text_scorer(model_dir, backend: str, batch_size: int, device, bf16: bool = False, threads=None) -> tuple:
     """`score(texts, progress) -> scores` of the chosen backend, the labels in id order, (multi-label
     models) the decision thresholds `config.json` holds, else None, and whether it runs on a CPU.
     `threads`: onnxruntime's intra-op threads (None: every core)."""
