@@ -3,7 +3,7 @@
 Importing the package registers the BiLSTM + attention model with transformers' Auto classes,
 so `pipeline("text-classification", model=DIR)` works on a saved model. Where torch or transformers
 is not installed (a server of exported models), the package imports without them:
-`finetune.onnx_classifier.OnnxClassifier` needs only onnxruntime, numpy and the segmenter.
+`finetune.inference.onnx_classifier.OnnxClassifier` needs only onnxruntime, numpy and the segmenter.
 """
 
 try:
@@ -13,7 +13,7 @@ except ModuleNotFoundError as error:
     if error.name not in ("torch", "transformers"):
         raise
 else:
-    from .models.bilstm_attention import (
+    from finetune.models.bilstm_attention import (
         BiLSTMAttentionConfig,
         BiLSTMAttentionForSequenceClassification,
         JiebaTokenizer,

@@ -23,8 +23,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .argument_parsing import unknown_flag_error
-from .errors import DEBUG_HELP, ArgumentError, FinetuneError, report_errors
+from finetune.config.parsing import unknown_flag_error
+from finetune.errors import DEBUG_HELP, ArgumentError, FinetuneError, report_errors
 
 
 def _train(argv: list[str]) -> None:
@@ -34,8 +34,14 @@ def _train(argv: list[str]) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .evaluation import CONFUSION_FILE, METRICS_FILE, PER_CLASS_FILE, evaluate_file, markdown_summary
-    from .reports import LABEL_SCORES
+    from finetune.evaluation.reports import LABEL_SCORES
+    from finetune.evaluation.saved_model import (
+        CONFUSION_FILE,
+        METRICS_FILE,
+        PER_CLASS_FILE,
+        evaluate_file,
+        markdown_summary,
+    )
 
     results = evaluate_file(
         args.model, args.file, args.output_dir, text_column=args.text_column, label_column=args.label_column,
@@ -54,18 +60,18 @@ def _positive_int(value: str) -> int:
 
 def _load_text_classifier(model: str, backend: str, bf16: bool = False):
     """`pipeline()` (pytorch) or the onnxruntime classifier over the exported folder (onnx, onnx_int8)."""
-    from .inference import check_bf16_backend, load_classifier
+    from finetune.inference.classifier import check_bf16_backend, load_classifier
 
     check_bf16_backend(bf16, backend)
     if backend == "pytorch":
         return load_classifier(model, bf16=bf16)
-    from .onnx_classifier import OnnxClassifier
+    from finetune.inference.onnx_classifier import OnnxClassifier
 
     return OnnxClassifier(model, quantized=backend == "onnx_int8")
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from .file_labelling import OUTPUT_FORMATS, predict_file
+    from finetune.inference.file_labelling import OUTPUT_FORMATS, predict_file
 
     if args.input_file:
         # The default output keeps the input's format, so its values keep their types.
@@ -93,7 +99,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from .export import export_onnx
+    from finetune.inference.export import export_onnx
 
     summary = export_onnx(args.model, args.output, quantize=args.quantize, opset=args.opset)
     sizes = ", ".join(
@@ -112,8 +118,8 @@ def _top_k(value: str) -> int | str:
 
 
 def _explain(args: argparse.Namespace) -> None:
-    from .inference import explain, load_for_explain
-    from .reports import attention_html
+    from finetune.evaluation.reports import attention_html
+    from finetune.inference.classifier import explain, load_for_explain
 
     model, tokenizer = load_for_explain(args.model)
     examples = explain(model, tokenizer, args.text)
@@ -126,7 +132,7 @@ def _explain(args: argparse.Namespace) -> None:
 
 
 def _push(args: argparse.Namespace) -> None:
-    from .hub import push_to_hub
+    from finetune.hub.push import push_to_hub
 
     try:
         commits = push_to_hub(
@@ -237,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write MODEL/onnx/: model.onnx (+ model_int8.onnx) with the tokenizer files, for onnxruntime",
         description="Exports a saved model (a LoRA adapter is merged into its base first) to ONNX with dynamic "
         "batch and sequence axes, checks its logits against PyTorch's, and writes DIR/onnx/ with the tokenizer "
-        "files and config.json. Serve it with finetune.onnx_classifier.OnnxClassifier or finetune predict "
+        "files and config.json. Serve it with finetune.inference.onnx_classifier.OnnxClassifier or finetune predict "
         "--backend onnx.",
     )
     export.add_argument("model", help="saved model directory (OUTPUT_DIR/best, a LoRA adapter's too)")

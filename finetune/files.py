@@ -146,7 +146,7 @@ def remove_leftover_temporaries(path: str | os.PathLike) -> list[Path]:
 def named_os_errors(path: str | os.PathLike, doing: str) -> Iterator[None]:
     """An OS error in the block (no space, read-only, permission) becomes a `StorageError` naming `path`: the
     writers (Python's `open` at close, safetensors, tokenizers) often raise one without the file's name."""
-    from .errors import StorageError, storage_error
+    from finetune.errors import StorageError, storage_error
 
     try:
         yield

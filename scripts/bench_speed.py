@@ -282,9 +282,9 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     import yaml
 
-    from finetune.data import load_splits
-    from finetune.training import cpu_has_native_bf16
-    from finetune.worker_processes import cpu_cores
+    from finetune.data.loading import load_splits
+    from finetune.processes import cpu_cores
+    from finetune.training.common import cpu_has_native_bf16
 
     if args.bf16 and not torch.cuda.is_available() and not cpu_has_native_bf16():
         raise SystemExit("--bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so its LSTM kernels refuse it")

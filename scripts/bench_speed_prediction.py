@@ -114,7 +114,7 @@ def in_fresh_process(function: str, options: dict, work: Path) -> dict:
 def timed_predict_file(run_dir, texts_csv, batch_size, bf16, backend, repeats, threads) -> dict:
     """`predict_file` once under `PeakRSS` (with its workers' memory: sampling them costs time) and then
     `repeats` times for the median rows/s."""
-    from finetune.file_labelling import predict_file
+    from finetune.inference.file_labelling import predict_file
 
     if threads:
         torch.set_num_threads(threads)
@@ -132,7 +132,7 @@ def timed_predict_file(run_dir, texts_csv, batch_size, bf16, backend, repeats, t
 def timed_batched_pipeline(run_dir, texts_csv, bf16, batch_size, num_proc, repeats, threads) -> dict:
     """`load_classifier` and a call on the CSV's texts under `PeakRSS` (with the workers' memory), then `repeats`
     calls for the median texts/s."""
-    from finetune.inference import load_classifier
+    from finetune.inference.classifier import load_classifier
 
     if threads:
         torch.set_num_threads(threads)
@@ -164,11 +164,11 @@ def timed_single_texts(kind, path, texts_csv, bf16, calls, threads) -> dict:
     elif kind == "pipeline":
         classify = pipeline_classifier(path, bf16)
     elif kind == "load_classifier":
-        from finetune.inference import load_classifier
+        from finetune.inference.classifier import load_classifier
 
         classify = load_classifier(path, bf16=bf16)
     else:
-        from finetune.onnx_classifier import OnnxClassifier
+        from finetune.inference.onnx_classifier import OnnxClassifier
 
         classify = OnnxClassifier(path, quantized={"onnx_fp32": False, "onnx_int8": True}[kind], threads=threads)
     return latency_ms(classify, read_texts(texts_csv), calls)
@@ -178,8 +178,8 @@ def onnx_prediction_rows(run_dir: Path, texts: list[str], gold: list[int], work:
     """`finetune export --quantize int8` of the recipe's run, then `OnnxClassifier` on model.onnx and
     model_int8.onnx: the prediction row of each (as `pipeline()`'s, same texts and batch size), with
     the file's size on disk and the fp32 graph's logit difference from PyTorch at export."""
-    from finetune.export import export_onnx
-    from finetune.onnx_classifier import OnnxClassifier
+    from finetune.inference.export import export_onnx
+    from finetune.inference.onnx_classifier import OnnxClassifier
 
     summary = export_onnx(run_dir, work / "exported", quantize="int8")
     directory = Path(summary["directory"])

@@ -13,12 +13,12 @@ training seed (`--split_seed 42`), so every method and seed is tested on the sam
 
 Methods: the recipe (`recipes/train_bilstm_attention.py --config CONFIG`, run as a subprocess, once
 per seed 42, 43, ...; a config with `teacher_model_name_or_path` runs `recipes/distill_bilstm_attention.py`),
-`fasttext` (once per seed) and `tfidf_lr` (deterministic: once); see `finetune/baselines.py`. With both
+`fasttext` (once per seed) and `tfidf_lr` (deterministic: once); see `finetune/evaluation/baselines.py`. With both
 the recipe and `tfidf_lr`, a row more per config: each recipe run's label probabilities averaged with
 TF-IDF's (how far the two complement each other; the recipe's are kept in RUN_DIR.probabilities.npy). Several
 `--config` files give a recipe row each (they must read the same data). Prints a markdown table per
 dataset: test accuracy and macro-F1 (mean ± sample std over seeds), the accuracy difference to TF-IDF
-with the 95% interval of the paired bootstrap over test texts and seeds (`finetune/comparison.py`),
+with the 95% interval of the paired bootstrap over test texts and seeds (`finetune/evaluation/comparison.py`),
 with several configs also each one's difference to the first, and training and wall time. Writes every
 run's numbers and per-text predictions to JSON. Each run is kept in --runs_dir and reused when the
 benchmark runs again with the same settings and data files (named by a hash of them, so runs of
@@ -47,15 +47,15 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository's package and scripts/, also when run as a file from elsewhere
 
-from finetune.argument_parsing import parse_run_args  # noqa: E402
-from finetune.baselines import BASELINES, DEFAULT_BASELINES  # noqa: E402
-from finetune.comparison import seed_spread  # noqa: E402
-from finetune.data import load_data  # noqa: E402
-from finetune.distill_arguments import parse_distill_args  # noqa: E402
+from finetune.config.distill_arguments import parse_distill_args  # noqa: E402
+from finetune.config.parsing import parse_run_args  # noqa: E402
+from finetune.data.loading import load_data  # noqa: E402
 from finetune.errors import ArgumentError, FinetuneError, report_errors  # noqa: E402
+from finetune.evaluation.baselines import BASELINES, DEFAULT_BASELINES  # noqa: E402
+from finetune.evaluation.comparison import seed_spread  # noqa: E402
 from finetune.files import write_json_atomic  # noqa: E402
-from finetune.model_card import write_model_card  # noqa: E402
-from finetune.run_directory import is_finished  # noqa: E402
+from finetune.hub.model_card import write_model_card  # noqa: E402
+from finetune.training.run_directory import is_finished  # noqa: E402
 from scripts.benchmark_scoring import (  # noqa: E402
     branchless_runs,
     ensemble_runs,

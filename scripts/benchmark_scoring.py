@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finetune.baselines import macro_f1
-from finetune.errors import FinetuneError
-from finetune.files import atomic_path
-from finetune.multilabel import (
+from finetune.data.multilabel import (
     config_thresholds,
     is_multi_label,
     multilabel_metrics,
     predicted_label_sets,
     tune_thresholds,
 )
+from finetune.errors import FinetuneError
+from finetune.evaluation.baselines import macro_f1
+from finetune.files import atomic_path
 
 
 def test_scores(predicted, labels: np.ndarray, num_labels: int) -> dict:
@@ -86,7 +86,7 @@ def recipe_probabilities(
     path = probabilities_path(run_dir, alone, split)
     if path.exists() and (kept := np.load(path)).shape[0] == len(test_texts):
         return kept
-    from finetune.inference import load_classifier, predict_probabilities
+    from finetune.inference.classifier import load_classifier, predict_probabilities
 
     classifier = load_classifier(run_dir / "best")
     model, tokenizer = classifier.model, classifier.tokenizer

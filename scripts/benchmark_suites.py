@@ -86,7 +86,7 @@ def recipe_rows(args) -> list[tuple[str, str, list[str]]]:
 
 def write_recipe_splits(train_file: str, folder: Path, seed: int = 42) -> None:
     """The recipe's own split of `train_file` (cleaned, stratified, `seed`) as train/dev/test.csv."""
-    from finetune.data import load_splits
+    from finetune.data.loading import load_splits
 
     splits, _ = load_splits(train_file, seed=seed)
     names = {"train": "train", "validation": "dev", "test": "test"}

@@ -1,14 +1,19 @@
 """The summary table of `scripts/benchmark.py`: one row per method (per config for the recipe) over its seeds.
 
 `summary_rows` gives each row's numbers: mean and sample std of test accuracy, macro-F1 and times over
-the seeds, and the paired bootstrap interval (`finetune.comparison`) of the accuracy difference to
+the seeds, and the paired bootstrap interval (`finetune.evaluation.comparison`) of the accuracy difference to
 TF-IDF + LR, and to the first recipe config when there are several; `markdown_table` prints them with
 the notes that say how each number was measured. Apart from the script, which runs the methods.
 """
 
 import numpy as np
 
-from finetune.comparison import f1_counts, mean_and_std, paired_bootstrap_f1_interval, paired_bootstrap_interval
+from finetune.evaluation.comparison import (
+    f1_counts,
+    mean_and_std,
+    paired_bootstrap_f1_interval,
+    paired_bootstrap_interval,
+)
 
 
 def row_key(run: dict) -> str:

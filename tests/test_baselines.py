@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_reviews
 
-from finetune.baselines import FastTextClassifier, TfidfLogisticRegression, macro_f1
+from finetune.evaluation.baselines import FastTextClassifier, TfidfLogisticRegression, macro_f1
 
 LABELS = ["negative", "positive"]
 
@@ -98,7 +98,7 @@ def test_tfidf_on_multihot_rows_is_one_vs_rest_with_a_threshold_chosen_on_dev(re
 
 
 def test_balanced_tfidf_weights_the_rare_class_up(reviews):
-    from finetune.baselines import BASELINES, TfidfBalanced
+    from finetune.evaluation.baselines import BASELINES, TfidfBalanced
 
     (train, train_labels), (dev, dev_labels), _ = reviews
     keep = [i for i, label in enumerate(train_labels) if label == 1 or i % 6 == 0]  # negative rare

@@ -4,9 +4,9 @@ transformers' TextClassificationPipeline (which runs the texts one by one)."""
 import pytest
 from transformers import TextClassificationPipeline, pipeline
 
-from finetune.batched_pipeline import BatchedTextClassificationPipeline
 from finetune.errors import ArgumentError
-from finetune.inference import load_classifier
+from finetune.inference.batched_pipeline import BatchedTextClassificationPipeline
+from finetune.inference.classifier import load_classifier
 
 
 @pytest.fixture(scope="module")

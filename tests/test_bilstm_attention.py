@@ -133,7 +133,7 @@ def test_save_and_auto_load_same_logits(model, tokenizer, tmp_path):
 
 
 def test_character_vectors_are_added_and_saved(tokenizer, tmp_path):
-    from finetune.builders import token_characters
+    from finetune.training.builders import token_characters
 
     chars, token_chars = token_characters(VOCAB, max_word_chars=4)
     assert chars[0] == "" and token_chars[0].tolist() == [0, 0, 0, 0]  # [PAD] has no characters
@@ -228,7 +228,7 @@ def test_a_large_unsorted_batch_runs_in_length_sorted_chunks_with_the_same_score
     batch gives them (run with gradients on, which never sorts), in the batch's order."""
     from conftest import pretrained_encoder_model, review_texts, word_vector_model
 
-    from finetune.batching import padded_batch
+    from finetune.inference.batching import padded_batch
     from finetune.models.bilstm_attention import modeling_bilstm_attention
 
     if kind == "word_vectors":

@@ -1,4 +1,4 @@
-"""finetune.builders: the vocabulary, and the word-vector model built from the training split."""
+"""finetune.training.builders: the vocabulary, and the word-vector model built from the training split."""
 
 import logging
 import os
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from finetune import BiLSTMAttentionForSequenceClassification, JiebaTokenizer
-from finetune.arguments import RunArguments
-from finetune.builders import DEFAULT_VECTOR_SIZE, SPECIAL_TOKENS, build_vocabulary, build_word_vector_model
+from finetune.config.arguments import RunArguments
+from finetune.training.builders import DEFAULT_VECTOR_SIZE, SPECIAL_TOKENS, build_vocabulary, build_word_vector_model
 
 # 电 occurs alone once and inside 电影 four times: as a character it counts 5.
 COUNTS = Counter({"很": 9, "好": 6, "电影": 4, "电": 1, "差": 3, "失望": 1})
@@ -138,8 +138,8 @@ def test_coverage_counts_every_training_token(built, review_splits):
 
 @pytest.mark.parametrize("characters", [False, True])
 def test_word2vec_trained_here_can_learn_character_vectors(characters):
-    from finetune.builders import default_vectors_path
-    from finetune.vectors import read_word_vectors
+    from finetune.training.builders import default_vectors_path
+    from finetune.vectors.reading import read_word_vectors
 
     words = [["这部", "电影", "很", "精彩"], ["酒店", "服务", "很", "糟糕"]] * 20
     args = RunArguments.of(
@@ -196,8 +196,8 @@ def test_vectors_that_cover_nothing_warn_in_the_report(review_splits, tmp_path, 
 
 
 def test_word2vec_trained_here_defaults_to_200_dimensions():
-    from finetune.builders import default_vectors_path
-    from finetune.vectors import read_word_vectors
+    from finetune.training.builders import default_vectors_path
+    from finetune.vectors.reading import read_word_vectors
 
     args = RunArguments.of(pretrain_corpus=False, vector_epochs=1, vector_min_count=1).vectors
     assert args.vector_size is None

@@ -19,9 +19,9 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
 from finetune import JiebaTokenizer
-from finetune.chinese_normalization import normalization_map, normalize_fast_tokenizer, traditional_to_simplified_map
+from finetune.data.normalization import normalization_map, normalize_fast_tokenizer, traditional_to_simplified_map
+from finetune.inference.onnx_classifier import _JiebaIds
 from finetune.models.bilstm_attention.normalization_chinese import CharNormalizer, fullwidth_to_halfwidth_map
-from finetune.onnx_classifier import _JiebaIds
 from recipes.train_bilstm_attention import main
 
 TO_TRADITIONAL = opencc.OpenCC("s2t.json")

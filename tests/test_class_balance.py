@@ -54,8 +54,8 @@ def test_word_vectors_with_balanced_focal_loss_and_label_f1_selection(imbalanced
 
 
 def test_label_f1_and_micro_f1_pick_the_best_model():
-    from finetune.loop import EarlyStopping, Schedule
-    from finetune.metrics import metric_value
+    from finetune.evaluation.metrics import metric_value
+    from finetune.training.loop import EarlyStopping, Schedule
 
     evaluations = [  # the rare label's F1 peaks at the second evaluation, macro-F1 at the third
         {"validation_macro_f1": 0.70, "validation_per_class": {"neg": {"f1": 0.40}, "pos": {"f1": 1.0}}},

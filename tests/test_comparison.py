@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from finetune.comparison import mean_and_std, paired_bootstrap_interval, seed_spread
+from finetune.evaluation.comparison import mean_and_std, paired_bootstrap_interval, seed_spread
 
 
 def correctness(rng, seeds: int, texts: int, rate: float, flipped: float = 0.05) -> np.ndarray:
@@ -66,7 +66,7 @@ def test_seed_spread_ranks_the_run_among_its_seeds():
 def test_f1_interval_of_identical_and_of_better_multilabel_predictions():
     from sklearn.metrics import f1_score
 
-    from finetune.comparison import f1_counts, paired_bootstrap_f1_interval
+    from finetune.evaluation.comparison import f1_counts, paired_bootstrap_f1_interval
 
     rng = np.random.default_rng(2)
     truth = rng.random((600, 4)) < [0.5, 0.3, 0.1, 0.05]

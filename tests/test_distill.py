@@ -13,13 +13,19 @@ import pytest
 import torch
 from conftest import ROOT, free_port, make_reviews, run_pipeline
 
-from finetune import distillation
-from finetune.augmentation import MASK, TransferAugmenter, augment_texts, tag_words
-from finetune.data import load_data
-from finetune.distill_arguments import parse_distill_args
-from finetune.distillation import distillation_loss, ensemble_logits, label_order, teacher_logits, transfer_texts
+from finetune.config.distill_arguments import parse_distill_args
+from finetune.data.augmentation import MASK, TransferAugmenter, augment_texts, tag_words
+from finetune.data.loading import load_data
 from finetune.errors import ArgumentError, report_errors
-from finetune.training import create_accelerator
+from finetune.training import distillation
+from finetune.training.common import create_accelerator
+from finetune.training.distillation import (
+    distillation_loss,
+    ensemble_logits,
+    label_order,
+    teacher_logits,
+    transfer_texts,
+)
 
 torch.set_num_threads(1)
 DISTILL = ROOT / "recipes" / "distill_bilstm_attention.py"
@@ -91,7 +97,7 @@ def test_augmentation_is_seeded():
 
 
 def test_transfer_set_gold_labels_only_on_training_texts(tmp_path):
-    from finetune.distill_arguments import DistillationArguments
+    from finetune.config.distill_arguments import DistillationArguments
 
     unlabelled = tmp_path / "more.txt"
     unlabelled.write_text("房间很大，早餐一般。\n\n这部电影很好。\n客服回复很慢。\n", encoding="utf-8")
@@ -157,7 +163,7 @@ def test_teacher_logits_are_cached_and_ensembles_average(teacher, tiny_bert_clas
 
 
 def test_a_tfidf_teacher_is_fitted_on_the_training_split_and_joins_an_ensemble(teacher, monkeypatch):
-    from finetune.baselines import TfidfLogisticRegression
+    from finetune.evaluation.baselines import TfidfLogisticRegression
 
     accelerator, id2label = create_accelerator(), {0: "negative", 1: "positive"}
     train, dev = make_reviews(30, seed=1), make_reviews(10, seed=2)

@@ -14,12 +14,9 @@ from conftest import ROOT
 from torch import nn
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from finetune.arguments import RunArguments
-from finetune.builders import BUILDERS, build_word_vector_model
-from finetune.features import train_dataloader
-from finetune.freezing import FreezingPolicy, apply_freezing, layer_learning_rates
-from finetune.hub import model_card
-from finetune.lora import LoraOptions, apply_lora, default_target_modules
+from finetune.config.arguments import RunArguments
+from finetune.data.features import train_dataloader
+from finetune.hub.push import model_card
 from finetune.models.bilstm_attention import (
     ENCODER_KINDS,
     ENCODER_TYPES,
@@ -31,7 +28,10 @@ from finetune.models.bilstm_attention import (
     unregister_encoder,
 )
 from finetune.models.bilstm_attention.encoders import PRETRAINED_FROM
-from finetune.training import create_optimizer
+from finetune.training.builders import BUILDERS, build_word_vector_model
+from finetune.training.common import create_optimizer
+from finetune.training.freezing import FreezingPolicy, apply_freezing, layer_learning_rates
+from finetune.training.lora import LoraOptions, apply_lora, default_target_modules
 
 BUILT_IN = ("word_vectors", "transformer", "bilm")
 TOY = "bag_of_words"

@@ -8,9 +8,9 @@ import pytest
 from conftest import BERT_CONFIG, encoder_recipe_args, make_reviews, tiny_recipe_args, write_csv
 
 from finetune.cli import main as cli
-from finetune.evaluation import default_output_dir, label_ids
-from finetune.run_directory import check_output_dir
-from finetune.tables import DataError
+from finetune.data.tables import DataError
+from finetune.evaluation.saved_model import default_output_dir, label_ids
+from finetune.training.run_directory import check_output_dir
 from recipes.train_bilstm_attention import main as train
 
 SAME = ("accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "num_examples")

@@ -18,16 +18,16 @@ from conftest import assert_same_run, tiny_recipe_args
 from safetensors.torch import load_file
 from test_resume import run_killed
 
-from finetune.checkpointing import (
+from finetune.errors import RunDirectoryError, StorageError, message_of, report_errors
+from finetune.training.checkpointing import (
     LoopState,
     describe_data_change,
     list_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
 )
-from finetune.errors import RunDirectoryError, StorageError, message_of, report_errors
-from finetune.manifests import write_manifest
-from finetune.run_directory import fingerprint
+from finetune.training.manifests import write_manifest
+from finetune.training.run_directory import fingerprint
 from recipes.train_bilstm_attention import main
 
 START_OVER = "resume from another checkpoint or start over with --overwrite_output_dir"
@@ -96,7 +96,7 @@ def test_a_planted_pickle_is_never_loaded_and_the_average_resumes_exactly(
     for checkpoint in checkpoints:
         torch.save(Payload(marker), checkpoint / "custom_checkpoint_0.pkl")
 
-    with caplog.at_level(logging.INFO, logger="finetune.checkpointing"):
+    with caplog.at_level(logging.INFO, logger="finetune.training.checkpointing"):
         results = main(resume_args(reviews_csv, tiny_vectors, output_dir))
 
     assert not marker.exists()
@@ -113,7 +113,7 @@ def test_a_damaged_latest_checkpoint_is_passed_over_and_the_run_ends_as_if_never
     damaged = output_dir / "checkpoints" / "step-8" / "random_states_0.pkl"
     damaged.write_bytes(damaged.read_bytes()[:-100])  # cut short, as by a full disk or a copy stopped midway
 
-    with caplog.at_level(logging.INFO, logger="finetune.checkpointing"):
+    with caplog.at_level(logging.INFO, logger="finetune.training.checkpointing"):
         results = main(resume_args(reviews_csv, tiny_vectors, output_dir))
 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -145,7 +145,7 @@ def test_the_manifest_finds_damage_latest_passes_over_it_a_path_is_refused(ema_k
     file = checkpoints / "step-8" / "random_states_0.pkl"
     damage(file)
 
-    with caplog.at_level(logging.WARNING, logger="finetune.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="finetune.training.checkpointing"):
         assert resolve_checkpoint("latest", checkpoints, identity) == checkpoints / "step-4"
     assert f"{file}: " in caplog.text
     with pytest.raises(RunDirectoryError, match=f"step-8: the checkpoint is damaged: {file}: {what}; {START_OVER}$"):
@@ -161,7 +161,7 @@ def test_a_checkpoint_from_before_manifests_is_still_resumed_with_a_warning(ema_
     shutil.copytree(ema_killed / "checkpoints", checkpoints)
     (checkpoints / "step-8" / "manifest.json").unlink()
     identity = json.loads((checkpoints / "step-8" / "trainer_state.json").read_text(encoding="utf-8"))["run_identity"]
-    with caplog.at_level(logging.WARNING, logger="finetune.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="finetune.training.checkpointing"):
         assert resolve_checkpoint("latest", checkpoints, identity) == checkpoints / "step-8"
     assert "step-8 has no manifest.json" in caplog.text
 
@@ -279,7 +279,7 @@ def test_resuming_on_changed_data_is_refused_naming_the_file(tmp_path, caplog):
     with pytest.raises(RunDirectoryError, match=changed.format(12)):
         resolve_checkpoint(str(tmp_path / "step-12"), tmp_path, ours)
     # Other settings too: another run, not this one on other data (latest starts over, as before).
-    with caplog.at_level(logging.WARNING, logger="finetune.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="finetune.training.checkpointing"):
         assert resolve_checkpoint("latest", tmp_path, identity(12_400, "bbbb", learning_rate=0.02)) is None
     assert "No checkpoint of this run" in caplog.text
     # A checkpoint of this run on this data is resumed, whatever else is there.
@@ -310,7 +310,7 @@ def read_only(*args, **kwargs):
     [
         ("torch.save", iostream_error, "iostream error; check that its disk has space"),
         ("accelerate.Accelerator.save_state", no_space, "no space left on the disk"),
-        ("finetune.checkpointing.write_manifest", read_only, "the file system is read-only; write elsewhere"),
+        ("finetune.training.checkpointing.write_manifest", read_only, "the file system is read-only; write elsewhere"),
     ],
 )
 def test_a_failed_save_is_one_line_naming_the_checkpoint_and_leaves_nothing(

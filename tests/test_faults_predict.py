@@ -24,13 +24,17 @@ from conftest import ROOT, write_csv
 from test_inference import assert_same_predictions
 from torch.utils.data import DataLoader
 
-from finetune import files, inference, prediction_files, table_chunks, worker_processes
+from finetune import files
+from finetune import processes as worker_processes
 from finetune.cli import main as cli
-from finetune.features import worker_init_fn
-from finetune.file_labelling import predict_file
+from finetune.data import table_chunks
+from finetune.data.features import worker_init_fn
+from finetune.data.table_chunks import read_table_chunks
+from finetune.data.tables import DataError, read_table
 from finetune.files import atomic_path, atomic_write, current_umask, remove_leftover_temporaries
-from finetune.table_chunks import read_table_chunks
-from finetune.tables import DataError, read_table
+from finetune.inference import classifier as inference
+from finetune.inference import prediction_files
+from finetune.inference.file_labelling import predict_file
 
 PR_GET_PDEATHSIG = 2
 WORDS = ["这部电影", "很好", "非常棒", "快递", "太坑人", "酒店", "很舒服", "下次还会再来", "屏幕", "很差", "耳机"]
@@ -230,7 +234,7 @@ def test_labelling_and_dataloader_workers_ask_to_die_with_their_parent():
 
 
 def test_dataloaders_pass_their_worker_init_fn(review_splits):
-    from finetune.features import eval_dataloader, train_dataloader
+    from finetune.data.features import eval_dataloader, train_dataloader
 
     split = review_splits["train"].map(lambda row: {"input_ids": [1, 2], "attention_mask": [1, 1], "length": 2})
     loaders = [train_dataloader(split, None, 4, seed=0, num_workers=1), eval_dataloader(split, None, 4, 1)[0]]

@@ -14,10 +14,10 @@ import pytest
 from conftest import tiny_recipe_args
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-import finetune.recipe_phases
-from finetune.cleaning import clean_split
+import finetune.training.phases
 from finetune.cli import main as cli
-from finetune.run_directory import FINISHED_FILE, LOCK_FILE, RunLock, data_fingerprint, file_fingerprint
+from finetune.data.cleaning import clean_split
+from finetune.training.run_directory import FINISHED_FILE, LOCK_FILE, RunLock, data_fingerprint, file_fingerprint
 from recipes import train_bilstm_attention
 from recipes.train_bilstm_attention import main
 
@@ -108,7 +108,7 @@ def test_a_dead_owners_lock_is_taken_over_with_a_warning(reviews_csv, tiny_vecto
     output_dir.mkdir()
     dead = {"pid": 999999, "host": socket.gethostname(), "since": "2026-01-01T00:00:00", "command": ["finetune"]}
     (output_dir / LOCK_FILE).write_text(json.dumps(dead), encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="finetune.run_directory"):
+    with caplog.at_level(logging.WARNING, logger="finetune.training.run_directory"):
         main(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, "--max_steps", "2"))
     assert any("taking over the lock of process 999999" in record.message for record in caplog.records)
     assert not (output_dir / LOCK_FILE).exists() and (output_dir / FINISHED_FILE).exists()
@@ -138,7 +138,7 @@ def test_a_run_stopped_while_writing_its_outputs_finishes_that_phase_on_resume(
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(picture))
 
-    monkeypatch.setattr(finetune.recipe_phases, "draw_pictures", disk_full)
+    monkeypatch.setattr(finetune.training.phases, "draw_pictures", disk_full)
     code, err = train_cli(args, capsys)
     assert code == 1
     line = one_error_line(err)
@@ -216,8 +216,8 @@ def test_changed_data_is_refused_on_resume_naming_the_file(reviews_csv, tiny_vec
 
 
 def test_the_fast_hash_sees_a_change_anywhere_in_a_big_file(tmp_path, monkeypatch):
-    monkeypatch.setattr("finetune.run_directory.WHOLE_HASH_BYTES", 1 << 20)
-    monkeypatch.setattr("finetune.run_directory.SAMPLE_BYTES", 1 << 12)
+    monkeypatch.setattr("finetune.training.run_directory.WHOLE_HASH_BYTES", 1 << 20)
+    monkeypatch.setattr("finetune.training.run_directory.SAMPLE_BYTES", 1 << 12)
     big = tmp_path / "big.csv"
     data = bytearray(os.urandom(8 << 20))
     big.write_bytes(data)
@@ -246,7 +246,7 @@ def test_labels_that_differ_only_by_spaces_are_merged_with_a_warning(caplog):
     from datasets import Dataset
 
     rows = Dataset.from_dict({"text": ["很好", "不错", "很差", "太差"], "label": ["pos", "pos ", "neg", "neg"]})
-    with caplog.at_level(logging.WARNING, logger="finetune.cleaning"):
+    with caplog.at_level(logging.WARNING, logger="finetune.data.cleaning"):
         cleaned, _ = clean_split(rows, name="reviews.csv")
     assert cleaned["label"] == ["pos", "pos", "neg", "neg"]
     assert "reviews.csv: labels that differ only by spaces around them are taken as one: 'pos' + 'pos ' -> 'pos'" in (

@@ -1,4 +1,4 @@
-"""finetune.features: segment once, encode as the tokenizer does, batch by length."""
+"""finetune.data.features: segment once, encode as the tokenizer does, batch by length."""
 
 from collections import Counter
 
@@ -8,7 +8,7 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from finetune import JiebaTokenizer
-from finetune.features import (
+from finetune.data.features import (
     EpochLengthGroupedSampler,
     count_words,
     encode_splits,

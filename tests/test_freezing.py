@@ -9,13 +9,13 @@ import torch
 from conftest import BERT_CONFIG, ROOT, encoder_recipe_args, free_port
 from safetensors.torch import load_file
 
-from finetune.freezing import FreezingPolicy, apply_freezing, layer_learning_rates
 from finetune.models.bilstm_attention import (
     BiLMForLanguageModeling,
     BiLSTMAttentionConfig,
     BiLSTMAttentionForSequenceClassification,
 )
-from finetune.training import create_optimizer
+from finetune.training.common import create_optimizer
+from finetune.training.freezing import FreezingPolicy, apply_freezing, layer_learning_rates
 from recipes.train_bilstm_attention import main
 
 

@@ -16,11 +16,11 @@ import pytest
 from conftest import ROOT, free_port, write_csv
 from transformers import pipeline
 
-from finetune.batching import length_sorted_batches
 from finetune.cli import main as cli
-from finetune.file_labelling import predict_file
-from finetune.inference import load_classifier
-from finetune.tables import DataError, read_table
+from finetune.data.tables import DataError, read_table
+from finetune.inference.batching import length_sorted_batches
+from finetune.inference.classifier import load_classifier
+from finetune.inference.file_labelling import predict_file
 
 PIPELINE_SCRIPT = """
 import json, sys
@@ -232,8 +232,8 @@ def test_predict_file_in_chunks_writes_what_one_chunk_writes(trained_run, mixed_
 def test_bf16_predicts_what_float32_does(trained_run, mixed_texts, tmp_path, monkeypatch):
     import torch
 
-    from finetune import training
     from finetune.errors import ArgumentError
+    from finetune.training import common as training
 
     model = trained_run / "best"
     input_file = write_csv(tmp_path / "in.csv", [(str(i), text) for i, text in enumerate(mixed_texts)], ("id", "text"))

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import ROOT, tiny_recipe_args
 
-from finetune.argument_parsing import parse_run_args
+from finetune.config.parsing import parse_run_args
 from finetune.errors import ArgumentError
 
 sys.path.insert(0, str(ROOT))
@@ -113,7 +113,7 @@ def test_transformers_flags_are_checked_and_old_names_are_gone(argv, message):
 
 
 def test_fp16_without_a_gpu_is_an_error():
-    from finetune.training import mixed_precision
+    from finetune.training.common import mixed_precision
 
     with pytest.raises(ArgumentError, match=r"--fp16 needs a CUDA GPU"):
         mixed_precision(bf16=False, fp16=True)

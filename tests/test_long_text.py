@@ -20,12 +20,9 @@ from conftest import (
 )
 from transformers import pipeline
 
-from finetune.argument_parsing import parse_run_args
-from finetune.arguments import DataArguments
-from finetune.errors import ArgumentError
-from finetune.evaluation import evaluate_file
-from finetune.export import export_onnx
-from finetune.features import (
+from finetune.config.arguments import DataArguments
+from finetune.config.parsing import parse_run_args
+from finetune.data.features import (
     encode_splits,
     encode_texts,
     long_text_config,
@@ -34,8 +31,11 @@ from finetune.features import (
     segment_splits,
     special_token_counts,
 )
-from finetune.file_labelling import predict_file
-from finetune.inference import load_classifier
+from finetune.errors import ArgumentError
+from finetune.evaluation.saved_model import evaluate_file
+from finetune.inference.classifier import load_classifier
+from finetune.inference.export import export_onnx
+from finetune.inference.file_labelling import predict_file
 from finetune.models.bilstm_attention import BiLSTMAttentionConfig
 from finetune.models.bilstm_attention.long_text import LongText
 from finetune.models.bilstm_attention.long_text_batches import aggregate_windows, truncate_batch, window_batch
@@ -270,7 +270,7 @@ def test_onnx_export_refuses_windows_in_one_line(saved_windows_models, tmp_path)
 
 @pytest.mark.parametrize("kind, truncation", [("transformer", "head+tail"), ("word_vectors", "tail")])
 def test_onnx_export_and_classifier_cut_as_the_model(models, tmp_path, kind, truncation):
-    from finetune.onnx_classifier import OnnxClassifier
+    from finetune.inference.onnx_classifier import OnnxClassifier
 
     model, tokenizer = models[kind]
     configure(model, tokenizer, truncation=truncation)
@@ -287,7 +287,7 @@ def test_onnx_export_and_classifier_cut_as_the_model(models, tmp_path, kind, tru
 
 
 def test_distillation_refuses_long_text_flags_in_one_line():
-    from finetune.distill_arguments import parse_distill_args
+    from finetune.config.distill_arguments import parse_distill_args
 
     with pytest.raises(ArgumentError, match="^--long_text/--truncation: the distillation recipe trains the student"):
         parse_distill_args(["--output_dir", "x", "--truncation", "head+tail"])

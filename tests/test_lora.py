@@ -9,7 +9,7 @@ import torch
 from conftest import BERT_CONFIG, BILM_CONFIG, encoder_recipe_args, in_process_scores, run_pipeline
 from safetensors.torch import load_file
 
-from finetune.lora import LoraOptions, apply_lora
+from finetune.training.lora import LoraOptions, apply_lora
 from recipes.train_bilstm_attention import main
 
 TEXTS = ["这部电影很好。", "酒店太差劲了！", "", "很" * 500]
@@ -103,7 +103,7 @@ def test_lora_with_freezing_options_is_refused(reviews_csv, tiny_bert, tmp_path)
 
 
 def test_yaml_lora_section_becomes_flags(tmp_path):
-    from finetune.argument_parsing import parse_run_args
+    from finetune.config.parsing import parse_run_args
 
     config = tmp_path / "lora.yaml"
     config.write_text(

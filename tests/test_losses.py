@@ -9,7 +9,7 @@ from conftest import word_vector_model
 from sklearn.utils.class_weight import compute_class_weight
 
 from finetune.errors import ArgumentError
-from finetune.losses import (
+from finetune.training.losses import (
     ClassificationLoss,
     balanced_class_weights,
     balanced_pos_weights,
@@ -95,7 +95,7 @@ def test_the_adversarial_pass_uses_the_same_loss(tmp_path):
     """TrainingStep calls the loss function for the clean and the adversarial pass alike."""
     from accelerate import Accelerator
 
-    from finetune.loop import TrainingStep
+    from finetune.training.loop import TrainingStep
 
     model, tokenizer = word_vector_model(tmp_path)
     calls = []

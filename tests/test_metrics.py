@@ -1,4 +1,4 @@
-"""finetune.metrics and its local `evaluate` module, checked against scikit-learn."""
+"""finetune.evaluation.metrics and its local `evaluate` module, checked against scikit-learn."""
 
 import json
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from finetune.metrics import classification_metrics, load_classification_metric
+from finetune.evaluation.metrics import classification_metrics, load_classification_metric
 
 ID2LABEL = {0: "negative", 1: "neutral", 2: "positive"}
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from finetune.model_card import card_variables, classification_task, model_card, write_model_card
+from finetune.hub.model_card import card_variables, classification_task, model_card, write_model_card
 
 SENTIMENT = ["负面", "正面"]
 TOPICS = ["体育", "科技", "财经"]
@@ -192,7 +192,7 @@ def test_model_card_shows_the_run_warnings(trained_run, tmp_path):
 
 
 def test_a_benchmarked_runs_card_shows_its_spread_across_seeds(tmp_path):
-    from finetune.comparison import seed_spread
+    from finetune.evaluation.comparison import seed_spread
 
     best = write_run(tmp_path)
     assert "Across seeds" not in str(model_card(best))

@@ -21,8 +21,8 @@ from conftest import (
 )
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from finetune.data import DataError, load_splits
-from finetune.multilabel import iterative_stratification, multilabel_metrics, tune_thresholds
+from finetune.data.loading import DataError, load_splits
+from finetune.data.multilabel import iterative_stratification, multilabel_metrics, tune_thresholds
 
 # Review aspects: a clause per aspect the review talks about, so a model can learn each label.
 ASPECTS = {
@@ -188,7 +188,7 @@ def test_tuned_thresholds_never_score_below_one_half_or_the_global_threshold(met
 def test_classifier_biases_start_at_each_labels_log_odds():
     import torch
 
-    from finetune.builders import init_label_priors
+    from finetune.training.builders import init_label_priors
 
     classifier = torch.nn.Linear(4, 3)
     rows = [[1.0, 0.0, 0.0]] * 9 + [[1.0, 1.0, 0.0]]  # shares 1.0, 0.1, 0.0
@@ -296,8 +296,8 @@ def test_pipeline_gives_every_labels_sigmoid_score_also_without_finetune(word_ve
 
 
 def test_predict_and_evaluate_use_the_saved_thresholds(word_vector_run, aspect_files, tmp_path):
-    from finetune.evaluation import evaluate_file
-    from finetune.file_labelling import predict_file
+    from finetune.evaluation.saved_model import evaluate_file
+    from finetune.inference.file_labelling import predict_file
 
     best = word_vector_run / "best"
     thresholds = json.loads((best / "config.json").read_text(encoding="utf-8"))["label_thresholds"]
@@ -356,8 +356,8 @@ def test_two_processes_train_multilabel(aspect_files, tiny_vectors, tmp_path):
 
 
 def test_distillation_refuses_multilabel_data():
-    from finetune.distillation import check_single_label
     from finetune.errors import ArgumentError
+    from finetune.training.distillation import check_single_label
 
     with pytest.raises(ArgumentError, match="multi-label data .* cannot be distilled"):
         check_single_label("multi_label_classification")
@@ -368,7 +368,7 @@ def test_exact_match_is_refused_as_best_model_metric_of_a_single_label_run():
     from types import SimpleNamespace
 
     from finetune.errors import ArgumentError
-    from finetune.recipe_phases import check_metric_for_problem
+    from finetune.training.phases import check_metric_for_problem
 
     with pytest.raises(ArgumentError, match="exact match is a multi-label metric"):
         check_metric_for_problem("eval_exact_match", SimpleNamespace(problem_type="single_label_classification"))
@@ -376,8 +376,8 @@ def test_exact_match_is_refused_as_best_model_metric_of_a_single_label_run():
 
 
 def test_onnx_backend_applies_sigmoid_and_the_saved_thresholds(word_vector_run, aspect_files, tmp_path):
-    from finetune.export import export_onnx
-    from finetune.file_labelling import predict_file
+    from finetune.inference.export import export_onnx
+    from finetune.inference.file_labelling import predict_file
 
     best = word_vector_run / "best"
     export_onnx(best)

@@ -1,4 +1,4 @@
-"""Tests for `load_splits(dataset_name=...)` (finetune.named_datasets, finetune.data_sources): local
+"""Tests for `load_splits(dataset_name=...)` (finetune.data.named_datasets, finetune.data.sources): local
 directories of data files, configurations, `save_to_disk` directories, ClassLabel names, split and
 column errors, and Hub ids, against a local imitation of the Hub and with the Hub out of reach (HF_HUB_OFFLINE=1).
 
@@ -17,7 +17,7 @@ import pytest
 from conftest import GENUINE_NEGATIVE, GENUINE_POSITIVE, GENUINE_REVIEWS, ROOT, texts_of, write_table
 from hub_server import LocalHub, hub_env
 
-from finetune.data import DataError, load_splits
+from finetune.data.loading import DataError, load_splits
 from finetune.errors import ArgumentError
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
@@ -105,7 +105,7 @@ def test_dev_file_is_the_validation_split_and_unused_splits_are_named(tmp_path, 
     dev = {"text": [text for text, _ in VALIDATION], "label": [label for _, label in VALIDATION]}
     saved = datasets.DatasetDict(train=datasets.Dataset.from_dict(table), dev=datasets.Dataset.from_dict(dev))
     saved.save_to_disk(str(tmp_path / "saved"))
-    with caplog.at_level(logging.WARNING, logger="finetune.named_datasets"):
+    with caplog.at_level(logging.WARNING, logger="finetune.data.named_datasets"):
         load_splits(dataset_name=str(tmp_path / "saved"), test_size=0.2)
     assert "no split 'validation' or 'test': cut from train; unused splits: dev (take one" in caplog.text
     splits, _ = load_splits(dataset_name=str(tmp_path / "saved"), validation_split_name="dev", test_size=0.2)
@@ -234,7 +234,7 @@ def test_loading_script_is_refused(tmp_path):
 LOAD = """
 import json, sys
 import datasets
-from finetune.data import load_splits
+from finetune.data.loading import load_splits
 from finetune.errors import FinetuneError, report_errors
 
 datasets.disable_progress_bars()

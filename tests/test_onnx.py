@@ -1,4 +1,4 @@
-"""ONNX export (`finetune.export`) and the onnxruntime classifier (`finetune.onnx_classifier`):
+"""ONNX export (`finetune.inference.export`) and the onnxruntime classifier (`finetune.inference.onnx_classifier`):
 logits as PyTorch's for every encoder kind and a merged LoRA adapter, padding and over-long texts
 included; the same ids as the PyTorch tokenizer; the classifier runs where torch and transformers
 cannot be imported; the CLI."""
@@ -16,10 +16,10 @@ import torch
 from conftest import MAX_LENGTH, ROOT, make_reviews, pretrained_encoder_model, word_vector_model
 from transformers import pipeline
 
-from finetune.batching import padded_batch
 from finetune.cli import main as cli
-from finetune.export import export_onnx
-from finetune.onnx_classifier import OnnxClassifier
+from finetune.inference.batching import padded_batch
+from finetune.inference.export import export_onnx
+from finetune.inference.onnx_classifier import OnnxClassifier
 
 TEXTS = ["", "好", "这部电影很好。", "酒店太差劲了！服务很差，房间很脏，不推荐。" * 3, "[UNK]很好", "iPhone 很 GOOD"]
 
@@ -45,7 +45,7 @@ def models(tmp_path_factory, tiny_bert, tiny_bilm):
 
 def with_tfidf_branch(model, tokenizer):
     """The word-vector model with a TF-IDF branch fitted on templated reviews (mix weight 0.5)."""
-    from finetune.tfidf_branch import attach_tfidf_branch
+    from finetune.training.tfidf_branch import attach_tfidf_branch
 
     def split(n, seed):
         rows = make_reviews(n, seed)
@@ -118,7 +118,7 @@ def test_onnx_classifier_gives_the_pipeline_ids_and_scores(models, kind):
 
 
 def test_lora_adapter_is_merged_before_export(models, tmp_path):
-    from finetune.lora import LoraOptions, apply_lora
+    from finetune.training.lora import LoraOptions, apply_lora
 
     _, original, tokenizer = models["transformer"]
     model = copy.deepcopy(original)  # peft wraps modules in place
@@ -164,7 +164,7 @@ for name in ("torch", "transformers"):
         pass
     else:
         raise SystemExit(f"{name} is importable")
-from finetune.onnx_classifier import OnnxClassifier
+from finetune.inference.onnx_classifier import OnnxClassifier
 
 classifier = OnnxClassifier(sys.argv[1], quantized=sys.argv[2] == "int8")
 loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "transformers"))
@@ -205,8 +205,8 @@ def test_cli_export_then_predict_with_onnx(models, tmp_path, capsys):
 
 
 def test_onnx_in_forked_processes_writes_what_one_writes(models, tmp_path):
-    from finetune.file_labelling import predict_file
-    from finetune.tables import read_table
+    from finetune.data.tables import read_table
+    from finetune.inference.file_labelling import predict_file
 
     texts = [text for text, _ in make_reviews(300, seed=5)] + TEXTS
     input_file = tmp_path / "in.jsonl"

@@ -14,9 +14,9 @@ import yaml
 from conftest import RECIPE, ROOT, free_port, tiny_recipe_args
 from safetensors.torch import load_file
 
-from finetune.argument_parsing import parse_recipe_args, parse_run_args
-from finetune.arguments import RECIPE_ARGUMENTS
-from finetune.distill_arguments import DISTILL_ARGUMENTS
+from finetune.config.arguments import RECIPE_ARGUMENTS
+from finetune.config.distill_arguments import DISTILL_ARGUMENTS
+from finetune.config.parsing import parse_recipe_args, parse_run_args
 from finetune.errors import ArgumentError
 from finetune.pretrain.language_model import PretrainArguments
 from recipes.pretrain_bilm import BiLMArguments
@@ -171,14 +171,14 @@ os.makedirs, os.mkdir = noting(os.makedirs, 0), noting(os.mkdir, 0)
 shutil.rmtree = noting(shutil.rmtree, 0)
 safetensors.torch.save_file = noting(safetensors.torch.save_file, 1)
 torch.save = noting(torch.save, 1)
-import finetune.tfidf_branch
-real_fit = finetune.tfidf_branch.fit_branch
+import finetune.training.tfidf_branch
+real_fit = finetune.training.tfidf_branch.fit_branch
 
 def noting_fit(*args, **kwargs):
     written.append("fit_branch()")
     return real_fit(*args, **kwargs)
 
-finetune.tfidf_branch.fit_branch = noting_fit
+finetune.training.tfidf_branch.fit_branch = noting_fit
 from recipes.train_bilstm_attention import main
 main()
 """
@@ -241,7 +241,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(reviews_csv,
 def test_bf16_mixed_precision_trains_where_the_cpu_has_it_and_is_one_line_where_not(
     reviews_csv, tiny_vectors, tmp_path
 ):
-    from finetune.training import cpu_has_native_bf16
+    from finetune.training.common import cpu_has_native_bf16
 
     output_dir = tmp_path / "bf16"
     result = run_launch(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir), 1, tmp_path, mixed_precision="bf16")
@@ -265,7 +265,7 @@ def test_bf16_mixed_precision_trains_where_the_cpu_has_it_and_is_one_line_where_
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, accelerate does run FSDP")
 @pytest.mark.parametrize("name", ["FSDP", "DEEPSPEED"])
 def test_sharded_configs_on_cpus_are_a_clear_error(name, monkeypatch):
-    from finetune.training import create_accelerator
+    from finetune.training.common import create_accelerator
 
     monkeypatch.setenv(f"ACCELERATE_USE_{name}", "true")
     with pytest.raises(RuntimeError, match=f"{name} needs GPUs; on CPUs use recipes/accelerate_configs/ddp.yaml"):

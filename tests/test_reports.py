@@ -1,11 +1,11 @@
-"""finetune.reports: PNG plots written whole, and the attention page."""
+"""finetune.evaluation.reports: PNG plots written whole, and the attention page."""
 
 import re
 
 import pytest
 
-from finetune import reports
-from finetune.reports import attention_html, plot_confusion_matrix, plot_training_curves
+from finetune.evaluation import reports
+from finetune.evaluation.reports import attention_html, plot_confusion_matrix, plot_training_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -115,7 +115,7 @@ def draw_chinese_labels(path):
 
 
 def test_chinese_labels_are_drawn_with_a_font_that_has_them(tmp_path):
-    from finetune.reports import chinese_font_family
+    from finetune.evaluation.reports import chinese_font_family
 
     assert chinese_font_family() is not None
     assert draw_chinese_labels(tmp_path / "confusion_matrix.png") == []
@@ -124,7 +124,7 @@ def test_chinese_labels_are_drawn_with_a_font_that_has_them(tmp_path):
 
 def test_without_a_chinese_font_the_labels_would_be_boxes(tmp_path, monkeypatch):
     """What the test above guards against: matplotlib's own font warns of every missing glyph."""
-    import finetune.reports as reports
+    import finetune.evaluation.reports as reports
 
     monkeypatch.setattr(
         reports, "_figure_style", lambda: {"font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"]}

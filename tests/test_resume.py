@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import ROOT, assert_same_run, tiny_recipe_args
 
-from finetune.checkpointing import list_checkpoints, resolve_checkpoint
 from finetune.errors import RunDirectoryError
+from finetune.training.checkpointing import list_checkpoints, resolve_checkpoint
 from recipes.train_bilstm_attention import main
 
 # Runs the recipe and SIGKILLs itself before optimizer step KILL_AT_STEP, or right after

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import tiny_recipe_args
 
-from finetune.checkpointing import list_checkpoints, resolve_checkpoint
 from finetune.errors import RunDirectoryError
-from finetune.run_directory import (
+from finetune.training.checkpointing import list_checkpoints, resolve_checkpoint
+from finetune.training.run_directory import (
     check_output_dir,
     describe_differences,
     empty_output_dir,
@@ -102,7 +102,7 @@ def test_a_finished_run_is_refused_and_left_as_it_was(finished_run, reviews_csv,
 
 
 def test_a_failing_run_overwrites_nothing(finished_run, tiny_vectors, tmp_path):
-    from finetune.data import DataError
+    from finetune.data.loading import DataError
 
     bad = tmp_path / "one_label.csv"
     bad.write_text("text,label\n很好,pos\n不错,pos\n", encoding="utf-8")

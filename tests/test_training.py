@@ -1,4 +1,4 @@
-"""finetune.training: early stopping, optimizer groups, atomic writes, prediction over a loader."""
+"""finetune.training.common: early stopping, optimizer groups, atomic writes, prediction over a loader."""
 
 import json
 
@@ -9,15 +9,15 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from finetune import BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification, JiebaTokenizer
-from finetune.features import encode_splits, eval_dataloader, segment_splits
+from finetune.data.features import encode_splits, eval_dataloader, segment_splits
 from finetune.files import save_pretrained_atomic, write_json_atomic, write_text_atomic
-from finetune.loop import EarlyStopping
-from finetune.training import (
+from finetune.training.common import (
     EmbeddingAdversary,
     count_parameters,
     create_optimizer,
     predict,
 )
+from finetune.training.loop import EarlyStopping
 
 VOCAB = ["[PAD]", "[UNK]", "这部", "电影", "很", "好", "差", "。", "！", "酒店", "服务"]
 TEXTS = ["这部电影很好。", "酒店很差！", "服务", "这部电影很好，酒店很差。", "电影", "酒店服务很好！", "差", "很好"]
@@ -243,7 +243,7 @@ def test_training_step_runs_the_adversarial_pass_on_one_optimizer_step_in_interv
     step (the clean and the adversarial pass), one elsewhere."""
     from types import SimpleNamespace
 
-    from finetune.loop import TrainingStep
+    from finetune.training.loop import TrainingStep
 
     accelerator.gradient_accumulation_steps = 2
     model = tiny_model(**NO_DROPOUT).train()

@@ -1,4 +1,4 @@
-"""Tests of finetune.vector_cache: the kept vectors cached by (vector file, wanted words)."""
+"""Tests of finetune.vectors.cache: the kept vectors cached by (vector file, wanted words)."""
 
 import gzip
 import logging
@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-import finetune.vectors
-from finetune import vector_cache
-from finetune.vectors import VectorFileError, read_word_vectors
+import finetune.vectors.reading
+from finetune.vectors import cache as vector_cache
+from finetune.vectors.reading import VectorFileError, read_word_vectors
 
 WORDS = [f"词{i}" for i in range(40)]
 DIM = 6
@@ -51,7 +51,7 @@ class FileReads:
 
     def __init__(self, monkeypatch, forbid=False):
         self.count, self.forbid = 0, forbid
-        read_file = finetune.vectors.read_vector_file
+        read_file = finetune.vectors.reading.read_vector_file
 
         def counted(path, wanted):
             if self.forbid:
@@ -59,7 +59,7 @@ class FileReads:
             self.count += 1
             return read_file(path, wanted)
 
-        monkeypatch.setattr(finetune.vectors, "read_vector_file", counted)
+        monkeypatch.setattr(finetune.vectors.reading, "read_vector_file", counted)
 
 
 def entries(cache_dir):
@@ -82,7 +82,7 @@ def test_second_read_comes_from_the_cache_exactly_without_opening_the_file(
 
     first = read_word_vectors(path, wanted=WANTED)
     FileReads(monkeypatch, forbid=True)
-    with caplog.at_level(logging.INFO, logger="finetune.vectors"):
+    with caplog.at_level(logging.INFO, logger="finetune.vectors.reading"):
         second = read_word_vectors(path, wanted=list(WANTED))  # any iterable, any order: the same words
 
     assert fresh.words == ["词0", "词3", "词17", "词39"]

@@ -1,4 +1,4 @@
-"""Tests of finetune.vectors (reading word2vec files) and finetune.embeddings (the embedding matrix)."""
+"""Tests of finetune.vectors.reading (reading word2vec files) and finetune.vectors.embeddings (the embedding matrix)."""
 
 import bz2
 import gzip
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from finetune.embeddings import build_embedding_matrix, coverage_warnings, format_coverage, load_word_vectors
 from finetune.errors import FinetuneError
-from finetune.vectors import (
+from finetune.vectors.embeddings import build_embedding_matrix, coverage_warnings, format_coverage, load_word_vectors
+from finetune.vectors.reading import (
     FASTTEXT_MAGIC,
     VectorFileError,
     WordVectors,
@@ -147,7 +147,7 @@ def test_duplicate_words_keep_first_vector_and_warn(tmp_path, caplog):
     path = tmp_path / "dup.txt"
     path.write_text("好 1 2\n看 3 4\n好 5 6\n好 7 8\n", encoding="utf-8")
 
-    with caplog.at_level(logging.INFO, logger="finetune.vectors"):
+    with caplog.at_level(logging.INFO, logger="finetune.vectors.reading"):
         read = read_word_vectors(path)
 
     assert read.words == ["好", "看"]

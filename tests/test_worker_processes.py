@@ -1,4 +1,4 @@
-"""Labelling in forked processes (`finetune.worker_processes`): pieces come back in row order from
+"""Labelling in forked processes (`finetune.processes`): pieces come back in row order from
 processes other than this one, each of one thread; a dying worker is one clear error; the default
 takes one process per core only where that pays."""
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from finetune import worker_processes
+from finetune import processes as worker_processes
 from finetune.errors import ArgumentError, FinetuneError
-from finetune.worker_processes import choose_num_proc, scores_in_processes
+from finetune.processes import choose_num_proc, scores_in_processes
 
 pytestmark = pytest.mark.skipif(not worker_processes.can_fork(), reason="forked workers are Linux's")
 

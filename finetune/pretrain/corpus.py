@@ -10,9 +10,9 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 from transformers import BertTokenizer
 
-from ..corpora import unlabelled_sentences
-from ..data import load_splits
-from ..tables import DataError, read_text_lines
+from finetune.data.corpora import unlabelled_sentences
+from finetune.data.loading import load_splits
+from finetune.data.tables import DataError, read_text_lines
 
 logger = logging.getLogger(__name__)
 

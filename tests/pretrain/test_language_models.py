@@ -7,10 +7,10 @@ import torch
 from conftest import review_texts
 from transformers import AutoModel, AutoTokenizer, BertModel
 
+from finetune.data.tables import DataError
 from finetune.models.bilstm_attention import BiLMConfig, BiLMForLanguageModeling, BiLMModel
 from finetune.models.bilstm_attention.modeling_bilm import reverse_padded
 from finetune.pretrain.corpus import build_char_tokenizer, read_text_corpus
-from finetune.tables import DataError
 from recipes import pretrain_bilm, pretrain_mlm
 
 

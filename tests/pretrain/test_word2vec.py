@@ -1,10 +1,10 @@
-"""Tests of finetune.pretrain.word2vec: word2vec trained here, cached by content."""
+"""Tests of finetune.vectors.word2vec: word2vec trained here, cached by content."""
 
 import numpy as np
 import pytest
 
-from finetune.pretrain.word2vec import train_word_vectors
-from finetune.vectors import read_word_vectors
+from finetune.vectors.reading import read_word_vectors
+from finetune.vectors.word2vec import train_word_vectors
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ registration drives:
 
 - the config's check of `encoder_type` (and, for `pretrained_from="checkpoint"`, of `encoder_config`);
 - the encoder `BiLSTMAttentionForSequenceClassification` builds (`build_encoder`);
-- the builder the recipe calls, `finetune.builders.BUILDERS[encoder_type]` (imported on first use);
-- the model card's sentence about the encoder (`finetune.model_card`: `description`, `pretrained_from`);
-- LoRA's default target modules (`finetune.lora`: `default_lora_target_modules()`);
+- the builder the recipe calls, `finetune.training.builders.BUILDERS[encoder_type]` (imported on first use);
+- the model card's sentence about the encoder (`finetune.hub.model_card`: `description`, `pretrained_from`);
+- LoRA's default target modules (`finetune.training.lora`: `default_lora_target_modules()`);
 - the pretraining column of `scripts/compare_runs.py` (`pretrained_from`);
 - the choices of `--encoder_type` (`ENCODER_TYPES`).
 
@@ -26,12 +26,13 @@ Adding an encoder kind
    `encoder_<kind>.py`, importing only torch, transformers and its sibling files.
 2. Register it with its builder, one line. A built-in kind: at the bottom of this file,
 
-       register_encoder("char_cnn", CharCNNEncoder, builder="finetune.builders:build_char_cnn_model")
+       register_encoder("char_cnn", CharCNNEncoder, builder="finetune.training.builders:build_char_cnn_model")
 
-   (the builder by name: this file cannot import `finetune.builders`, which needs datasets and
+   (the builder by name: this file cannot import `finetune.training.builders`, which needs datasets and
    gensim); a plugin or a test calls `register_encoder` with the builder itself.
 
-A builder is `builder(splits, id2label, args: finetune.arguments.RunArguments) -> finetune.builders.Built`.
+A builder is `builder(splits, id2label, args: finetune.config.arguments.RunArguments)
+-> finetune.training.builders.Built`.
 A kind over words with `pretrained_from="word_vectors"` and `embeddings` an
 `nn.Embedding(config.vocab_size, config.embedding_dim)` can reuse `build_word_vector_model`
 (JiebaTokenizer vocabulary from the training split, pretrained vectors copied into `embeddings`);
@@ -184,6 +185,6 @@ def encoder_kind(name: str) -> EncoderKind:
     return ENCODER_KINDS[name]
 
 
-register_encoder("word_vectors", WordVectorEncoder, builder="finetune.builders:build_word_vector_model")
-register_encoder("transformer", TransformerEncoder, builder="finetune.builders:build_transformer_model")
-register_encoder("bilm", BiLMEncoder, builder="finetune.builders:build_bilm_model")
+register_encoder("word_vectors", WordVectorEncoder, builder="finetune.training.builders:build_word_vector_model")
+register_encoder("transformer", TransformerEncoder, builder="finetune.training.builders:build_transformer_model")
+register_encoder("bilm", BiLMEncoder, builder="finetune.training.builders:build_bilm_model")

@@ -2,7 +2,7 @@
 
 The settings live in the model's config.json (`long_text`, `truncation`, `truncation_head_ratio`,
 `doc_stride`, `max_windows`, `window_aggregation`, `prefix_special_tokens`, `suffix_special_tokens`),
-so the model's `forward`, the training data (`finetune/features.py`) and the onnxruntime classifier cut
+so the model's `forward`, the training data (`finetune/data/features.py`) and the onnxruntime classifier cut
 alike. This file is plain Python (no torch: the onnxruntime classifier imports it); the model applies
 the same rules to padded batches of tensors (`modeling_bilstm_attention.py`), and tests hold the two
 to the same tokens. It travels to the Hub as custom code.

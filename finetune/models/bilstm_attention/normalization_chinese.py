@@ -1,7 +1,7 @@
 """Character normalisation of Chinese text before segmentation: traditional -> simplified characters
 and full-width -> half-width letters and digits, one character table applied with `str.translate`.
 
-The table is built once from OpenCC's conversion data (`finetune.chinese_normalization`, at
+The table is built once from OpenCC's conversion data (`finetune.data.normalization`, at
 training time) and saved with the tokenizer as `char_map.json`; this file only applies it, so it
 travels to the Hub as custom code (it imports nothing) and `JiebaTokenizer`, `OnnxClassifier` and
 a user without finetune all read the text the model was trained on.

@@ -1,7 +1,7 @@
 """Text to word ids without torch or transformers: segmentation, vocabulary lookup, truncation.
 
 `JiebaTokenizer` (the `PreTrainedTokenizer`) encodes through `JiebaVocabulary`, and so does
-`finetune.onnx_classifier.OnnxClassifier`, which serves an exported model with onnxruntime alone:
+`finetune.inference.onnx_classifier.OnnxClassifier`, which serves an exported model with onnxruntime alone:
 one implementation, so both give the same ids. This file travels to the Hub with the tokenizer
 (a relative import of `tokenization_jieba.py`); it imports only the segmenter.
 """

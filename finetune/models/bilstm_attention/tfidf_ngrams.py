@@ -4,7 +4,7 @@ A text's features are its character 1..3-grams (as scikit-learn's `analyzer="cha
 of whitespace read as one space), each known n-gram weighted by `(1 + log count) * idf` and the
 row scaled to unit length (`TfidfVectorizer(sublinear_tf=True)`); the tokenizer gives them to the
 model as `ngram_ids` (1-based; 0 pads) and `ngram_weights`. The n-grams and their idf are fitted on
-the training texts (`finetune.tfidf_branch`) and saved as `tfidf_ngrams.json` beside `vocab.txt`.
+the training texts (`finetune.training.tfidf_branch`) and saved as `tfidf_ngrams.json` beside `vocab.txt`.
 
 An n-gram is looked up as one integer, its characters' code points (+1) in 21 bits each (three fit in
 64): a batch's n-grams are found, counted and weighted in numpy, about twice as fast as strings in a

@@ -54,7 +54,7 @@ class JiebaTokenizer(PreTrainedTokenizer):
             dictionary, so that loading without `user_dict.txt` fails instead of segmenting
             differently from training.
         char_map_file (`str`, *optional*): `char_map.json`, characters replaced before segmenting.
-        char_map (`dict[str, str]`, *optional*): The same table itself (`finetune.chinese_normalization`).
+        char_map (`dict[str, str]`, *optional*): The same table itself (`finetune.data.normalization`).
         traditional_to_simplified (`bool`, defaults to `False`), fullwidth_to_halfwidth (`bool`,
             defaults to `False`): What the table does, saved in tokenizer_config.json; either makes
             loading without `char_map.json` fail instead of reading other text than in training.

@@ -1,0 +1,1 @@
+"""Argument groups (dataclasses by concern), YAML + command-line parsing, their checks."""

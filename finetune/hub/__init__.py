@@ -1,0 +1,1 @@
+"""Sharing a model: the model card (template + what training recorded) and pushing to the Hugging Face Hub."""

@@ -1,0 +1,1 @@
+"""Word vectors: file formats, the cached filtered reader, the embedding matrix, word2vec training."""
