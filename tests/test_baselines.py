@@ -1,5 +1,7 @@
 """The baselines on tiny real data: TF-IDF + LR picks C on dev, fastText learns a separable set and is seeded."""
 
+import logging
+import re
 import sys
 
 import numpy as np
@@ -48,6 +50,21 @@ def test_tfidf_picks_c_on_dev(reviews):
     probabilities = model.predict_proba(test)
     assert probabilities.shape == (len(test), 2) and np.allclose(probabilities.sum(-1), 1)
     assert accuracy(model, test, test_labels) >= 0.9
+
+
+def test_tfidf_logs_the_vectorizing_and_each_c_of_its_grid(reviews, caplog):
+    (train, train_labels), (dev, dev_labels), _ = reviews
+    with caplog.at_level(logging.INFO, logger="finetune.evaluation.baselines"):
+        model = TfidfLogisticRegression(c_grid=(1e-4, 10.0)).fit(train, train_labels, dev, dev_labels)
+
+    lines = caplog.messages
+    assert lines[0] == f"TF-IDF: vectorizing {len(train)} training and {len(dev)} dev texts"
+    assert re.fullmatch(rf"TF-IDF: {len(model.vectorizer.vocabulary_):,} n-grams in \d+\.\ds", lines[1])
+    scores = model.selection["dev_macro_f1_by_C"]
+    assert [line.split(" in ")[0] for line in lines[2:]] == [
+        f"TF-IDF + LR: C 0.0001 (1/2): dev macro-F1 {scores[1e-4]:.4f}",
+        f"TF-IDF + LR: C 10 (2/2): dev macro-F1 {scores[10.0]:.4f}",
+    ]
 
 
 def test_tfidf_without_scikit_learn_names_the_install(reviews, monkeypatch):

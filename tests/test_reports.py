@@ -44,6 +44,34 @@ def test_training_curves_name_what_they_show(multi_label, names, tmp_path, monke
     assert left.get_ylabel() == "loss"
 
 
+def drawn_curves(history, tmp_path, monkeypatch) -> dict:
+    """{legend label: the points of its series} on each axis, as `plot_training_curves` draws them."""
+    figures = []
+    monkeypatch.setattr(reports, "_save", lambda fig, path: figures.append(fig))
+    plot_training_curves(history, tmp_path / "curves.png")
+    legends = [ax.get_legend() for ax in figures[0].axes]
+    labels = [[text.get_text() for text in legend.get_texts()] if legend else [] for legend in legends]
+    drawn = [{line.get_label(): line for line in ax.get_lines()} for ax in figures[0].axes]
+    assert [list(lines) for lines in drawn] == labels  # the legend names what is drawn, nothing else
+    return [{label: (list(line.get_xdata()), line.get_linestyle(), line.get_marker()) for label, line in lines.items()}
+            for lines in drawn]  # fmt: skip
+
+
+def test_training_curves_leave_out_empty_series_and_mark_single_points(tmp_path, monkeypatch):
+    # A run of one evaluation, without a logged training loss (as before the loop logged from step 1)
+    one_eval = {"train": [], "eval": [{"step": 4, "loss": 0.6, "macro_f1": 0.4, "accuracy": 0.5}]}
+    left, right = drawn_curves(one_eval, tmp_path, monkeypatch)
+    assert left == {"validation cross-entropy": ([4], "None", "o")}
+    assert right == {"validation accuracy": ([4], "None", "o"), "validation macro-F1": ([4], "None", "o")}
+
+    short = {"train": [{"step": 1, "loss": 0.7}, {"step": 4, "loss": 0.6}], "eval": one_eval["eval"]}
+    left, right = drawn_curves(short, tmp_path, monkeypatch)
+    assert left == {"train loss": ([1, 4], "-", "None"), "validation cross-entropy": ([4], "None", "o")}
+
+    left, right = drawn_curves({"train": [{"step": 1, "loss": 0.7}], "eval": []}, tmp_path, monkeypatch)
+    assert left == {"train loss": ([1], "None", "o")} and right == {}
+
+
 def test_plot_training_curves_replaces_and_accepts_str_path(tmp_path):
     path = tmp_path / "curves.png"
     path.write_bytes(b"old")

@@ -53,11 +53,11 @@ class FileReads:
         self.count, self.forbid = 0, forbid
         read_file = finetune.vectors.reading.read_vector_file
 
-        def counted(path, wanted):
+        def counted(path, wanted, **options):
             if self.forbid:
                 raise AssertionError(f"{path} was read although its vectors are cached")
             self.count += 1
-            return read_file(path, wanted)
+            return read_file(path, wanted, **options)
 
         monkeypatch.setattr(finetune.vectors.reading, "read_vector_file", counted)
 

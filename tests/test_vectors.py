@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 from gensim.models import KeyedVectors
+from tqdm import tqdm
 
 from finetune.errors import FinetuneError
 from finetune.vectors.embeddings import build_embedding_matrix, coverage_warnings, format_coverage, load_word_vectors
@@ -141,6 +142,41 @@ def test_large_file_keeps_only_three_rows(tmp_path, binary):
     assert read.words == ["w7", "w123", "w49999"]
     assert read.vectors.shape == (3, dim)
     np.testing.assert_array_equal(read.vectors, vectors[[7, 123, 49999]])
+
+
+@pytest.mark.parametrize("name", ["big.txt", "big.bin", "big.txt.gz"])
+def test_a_read_logs_a_line_and_shows_its_progress_in_bytes(tmp_path, keyed_vectors, monkeypatch, caplog, capsys, name):
+    from finetune.vectors import formats
+
+    count, vector = 5000, np.ones(DIM, np.float32)
+    path = tmp_path / name
+    with (gzip.open if name.endswith(".gz") else open)(path, "wb") as out:
+        out.write(f"{count} {DIM}\n".encode())
+        for i in range(count):
+            values = vector.tobytes() if name == "big.bin" else " ".join(map(str, vector)).encode() + b"\n"
+            out.write(f"w{i} ".encode() + values)
+    # Shown at once, at every look at the position (every 1,000 lines), as a long read would be
+    monkeypatch.setattr(formats, "PROGRESS_DELAY_SECONDS", 0)
+    monkeypatch.setattr(formats, "PROGRESS_LOG_INTERVAL_SECONDS", 0)
+    monkeypatch.setattr(formats, "PROGRESS_INTERVAL_SECONDS", 0)
+    monkeypatch.setattr(formats, "_PROGRESS_EVERY", 1000)
+    monkeypatch.setattr(formats, "_READ_CHUNK_BYTES", 4096)  # the binary reader's reads, 1 MiB: all of big.bin
+
+    with caplog.at_level(logging.INFO, logger="finetune.vectors.reading"):
+        read = read_word_vectors(path, wanted={"w1", "w4999"}, cache=False)
+
+    assert read.words == ["w1", "w4999"]
+    size = tqdm.format_sizeof(path.stat().st_size, "B", 1024)
+    assert caplog.messages[0] == f"reading {path} ({size}) for 2 wanted words"
+    frames = [frame for frame in capsys.readouterr().err.split("\r") if frame.startswith(f"Reading {name}:")]
+    shares = [int(frame.split(":")[1].split("%")[0]) for frame in frames]
+    assert shares[-1] == 100 and shares == sorted(shares)
+    if name != "big.txt.gz":  # the compressed file is read at once, a few kB
+        assert len({share for share in shares if 0 < share < 100}) >= 3
+
+    with caplog.at_level(logging.WARNING, logger="finetune.vectors.reading"):  # not the main process
+        read_word_vectors(path, wanted={"w1"}, cache=False)
+    assert capsys.readouterr().err == ""
 
 
 def test_duplicate_words_keep_first_vector_and_warn(tmp_path, caplog):

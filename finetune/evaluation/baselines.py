@@ -3,7 +3,7 @@
 Both have the same small interface (`Baseline`): `fit(train_texts, train_labels, dev_texts,
 dev_labels)` trains on the training texts and picks its hyper-parameter on the dev texts (by
 macro-F1, the recipe's `metric_for_best_model`); `predict_proba(texts)` gives one row of label
-probabilities per text, columns in label-id order. Labels are ids 0..K-1, as `load_splits` numbers
+probabilities per text, columns in label-id order. Labels are ids 0..K-1, as `load_data` numbers
 them. `scripts/benchmark.py` compares the recipe with them; an ensemble, or a teacher to distil
 from, can reuse them.
 
@@ -20,6 +20,8 @@ from, can reuse them.
 from __future__ import annotations
 
 import copy
+import logging
+import time
 import zlib
 from collections.abc import Sequence
 from typing import Protocol
@@ -27,6 +29,9 @@ from typing import Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from finetune.data.multilabel import f1_score, predicted_label_sets, tune_thresholds
+from finetune.models.bilstm_attention.tokenization_jieba import load_segmenter
 
 __all__ = [
     "BASELINES",
@@ -37,6 +42,8 @@ __all__ = [
     "TfidfLogisticRegression",
     "macro_f1",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class Baseline(Protocol):
@@ -77,6 +84,12 @@ def _sklearn():
 
 SINGLE_LABEL_C_GRID = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 MULTI_LABEL_C_GRID = (1.0, 4.0, 16.0, 64.0, 256.0)
+
+
+def _log_grid_step(number: int, grid: tuple, metric: str, score: float, started: float) -> None:
+    c = grid[number - 1]
+    seconds = time.perf_counter() - started
+    logger.info("TF-IDF + LR: C %g (%d/%d): dev %s %.4f in %.1fs", c, number, len(grid), metric, score, seconds)
 
 
 class TfidfLogisticRegression:
@@ -121,15 +134,22 @@ class TfidfLogisticRegression:
         self.num_labels = len(train_labels[0]) if self.multi_label else int(max(train_labels)) + 1
         cut = {"analyzer": self.analyzer} if self.analyzer else {"analyzer": "char", "ngram_range": self.ngram_range}
         self.vectorizer = vectorizer_class(sublinear_tf=True, min_df=self.min_df, **cut)
+        # A line per step: on tens of thousands of texts each takes up to a minute (the TF-IDF branch)
+        started = time.perf_counter()
+        logger.info("TF-IDF: vectorizing %d training and %d dev texts", len(train_texts), len(dev_texts))
         x_train = self.vectorizer.fit_transform(list(train_texts))
         x_dev = self.vectorizer.transform(list(dev_texts))
+        logger.info("TF-IDF: %s n-grams in %.1fs", f"{x_train.shape[1]:,}", time.perf_counter() - started)
         if self.multi_label:
             return self._fit_one_vs_rest(x_train, np.asarray(train_labels), x_dev, np.asarray(dev_labels))
         scores, best = {}, None
-        for c in self.c_grid or SINGLE_LABEL_C_GRID:
+        grid = self.c_grid or SINGLE_LABEL_C_GRID
+        for number, c in enumerate(grid, start=1):
+            started = time.perf_counter()
             model = regression_class(C=c, max_iter=2000, random_state=self.seed, class_weight=self.class_weight)
             model.fit(x_train, list(train_labels))
             scores[c] = macro_f1(dev_labels, model.predict(x_dev), self.num_labels)
+            _log_grid_step(number, grid, "macro-F1", scores[c], started)
             if best is None or scores[c] > scores[best[0]]:
                 best = (c, model)
         self.model = best[1]
@@ -139,14 +159,15 @@ class TfidfLogisticRegression:
     def _fit_one_vs_rest(self, x_train, y_train, x_dev, y_dev) -> TfidfLogisticRegression:
         """Multi-label: one binary logistic regression per label (scikit-learn's one-vs-rest), C and a
         global decision threshold chosen together by dev micro-F1 (`multilabel.tune_thresholds`)."""
-        from finetune.data.multilabel import f1_score, predicted_label_sets, tune_thresholds
-
         scores, best = {}, None
-        for c in self.c_grid or MULTI_LABEL_C_GRID:
+        grid = self.c_grid or MULTI_LABEL_C_GRID
+        for number, c in enumerate(grid, start=1):
+            started = time.perf_counter()
             self.coef_, self.intercept_ = self._one_vs_rest(x_train, y_train, c)
             probabilities = self._sigmoid(x_dev)
             threshold = tune_thresholds(probabilities, y_dev, "global", "micro_f1")
             scores[c] = f1_score(predicted_label_sets(probabilities, threshold), y_dev, "micro")
+            _log_grid_step(number, grid, "micro-F1", scores[c], started)
             if best is None or scores[c] > scores[best[0]]:
                 best = (c, (self.coef_, self.intercept_), float(threshold[0]))
         self.coef_, self.intercept_ = best[1]
@@ -248,8 +269,6 @@ class FastTextClassifier:
         return rows
 
     def fit(self, train_texts, train_labels, dev_texts, dev_labels) -> FastTextClassifier:
-        from finetune.models.bilstm_attention.tokenization_jieba import load_segmenter
-
         self._cut = load_segmenter(self.segmenter)
         words = {word for text in train_texts for word in self._cut(text) if word.strip()}
         self.vocabulary = {word: index for index, word in enumerate(sorted(words))}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune.files import atomic_path, write_text_atomic
+from finetune.inference.classifier import explain
 
 logger = logging.getLogger(__name__)
 
@@ -102,28 +103,47 @@ def branch_mark(results: dict) -> tuple[int, str, float] | None:
 def _draw_training_curves(
     history: dict, path: str | os.PathLike, multi_label: bool, branch: tuple[int, str, float] | None
 ) -> None:
-    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4))
+    # One step axis for both: a run of a single evaluation would otherwise get 14.2..15.8 on the right
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4), sharex=True)
     train, evals = history.get("train", []), history.get("eval", [])
     # The training loss is the loop's (focal, class-weighted or a distillation mix where asked for);
     # the validation loss is always the model's own.
     validation_loss = "binary cross-entropy" if multi_label else "cross-entropy"
-    left.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", alpha=0.8)
-    left.plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label=f"validation {validation_loss}")
+    _plot_series(left, train, "loss", "train loss", "C0", "-", alpha=0.8)
+    _plot_series(left, evals, "loss", f"validation {validation_loss}", "C1")
     left.set_xlabel("optimizer step")
     left.set_ylabel("loss")
-    left.legend()
+    _legend(left)
     names = {"accuracy": "exact match" if multi_label else "accuracy", "macro_f1": "macro-F1"}
-    for key, name in names.items():
-        right.plot([r["step"] for r in evals], [r[key] for r in evals], "o-", label=f"validation {name}")
+    for (key, name), color in zip(names.items(), ("C0", "C1")):
+        _plot_series(right, evals, key, f"validation {name}", color)
     if branch is not None:
         step, metric, score = branch
         label = f"saved model (+ TF-IDF branch), {names.get(metric, metric)} {score:.4f}"
         right.plot([step], [score], "*", markersize=14, color="C3", label=label)
     right.set_xlabel("optimizer step")
     # Below the axes: inside, "best" laid the legend (wide with the saved model's mark) over the first rise
-    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=9, frameon=False)
+    _legend(right, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=9, frameon=False)
     right.grid(alpha=0.3)
     _save(fig, path)
+
+
+def _plot_series(ax, rows: list[dict], key: str, label: str, color: str, line: str = "o-", **style) -> None:
+    """`key` by step over the rows that hold it: a line, a marker alone for a single point (a line of one
+    point is invisible), nothing (and no legend entry) without a point. Colours are fixed per series, so
+    a series left out does not recolour the others."""
+    points = [(row["step"], row[key]) for row in rows if row.get(key) is not None]
+    if points:
+        steps, values = zip(*points)
+        ax.plot(steps, values, line if len(points) > 1 else "o", color=color, label=label, **style)
+
+
+def _legend(ax, **options) -> None:
+    """The legend of what `ax` shows; a note instead when it shows nothing (no evaluation yet)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**options)
+    else:
+        ax.text(0.5, 0.5, "nothing recorded", transform=ax.transAxes, ha="center", va="center", color="0.5")
 
 
 def plot_confusion_matrix(matrix, labels: list[str], path: str | os.PathLike, title: str = "") -> None:
@@ -209,8 +229,6 @@ def attention_html(examples: list[dict], path: str | os.PathLike) -> None:
 def draw_pictures(results: dict, model, tokenizer, splits, output_dir: Path) -> None:
     """A run's pictures: training curves, the confusion matrix (test split, else validation), and the
     attention over 20 texts of that split (`attention.html`)."""
-    from finetune.inference.classifier import explain
-
     output_dir = Path(output_dir)
     multi_label = model.config.problem_type == "multi_label_classification"
     plot_training_curves(results["history"], output_dir / "training_curves.png", multi_label, branch_mark(results))

@@ -12,13 +12,17 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
+import os
 import re
+import sys
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from finetune.errors import FinetuneError
 
@@ -27,6 +31,13 @@ __all__ = ["FASTTEXT_MAGIC", "VectorFileError", "read_vector_file"]
 # fastText's `.bin` *model* files start with this int32; its word vectors ship as a `.vec` file.
 FASTTEXT_MAGIC = 793712314
 _READ_CHUNK_BYTES = 1 << 20
+# The progress bar of a read: drawn only once a read has lasted PROGRESS_DELAY_SECONDS (a small file, a test,
+# reads in silence); redrawn at most every PROGRESS_INTERVAL_SECONDS on a terminal, and less often where
+# stderr is a log file, which keeps each redraw.
+PROGRESS_DELAY_SECONDS = 2.0
+PROGRESS_INTERVAL_SECONDS = 0.5
+PROGRESS_LOG_INTERVAL_SECONDS = 30.0
+_PROGRESS_EVERY = 1 << 14  # lines or entries between two looks at the file's position: a few MB
 _GZIP_MAGIC = b"\x1f\x8b"
 # "BZh", the block size digit, then the magic of the first block (or of the end of an empty stream):
 # ten bytes, so a text file whose first word starts with "BZh" is not taken for bz2.
@@ -77,13 +88,30 @@ def _named_compression(path: Path) -> str | None:
     return next((kind for kind, suffix in _COMPRESSION_SUFFIX.items() if name.endswith(suffix)), None)
 
 
-def _open_compressed(path: Path) -> BinaryIO:
+def _open_compressed(path: Path, raw: BinaryIO | None = None) -> BinaryIO:
+    """The file's bytes, decompressed as its name says; read through `raw` (the file, opened) if given."""
     kind = _named_compression(path)
+    source = path if raw is None else raw
     if kind == "gzip":
-        return gzip.open(path, "rb")
+        return gzip.open(source, "rb")
     if kind == "bz2":
-        return bz2.open(path, "rb")
-    return open(path, "rb")
+        return bz2.open(source, "rb")
+    return open(path, "rb") if raw is None else raw
+
+
+@contextmanager
+def _read_progress(path: Path, raw: BinaryIO, shown: bool):
+    """`advance()`, which moves a bar over the file's bytes (its compressed bytes for .gz/.bz2) to where
+    `raw` is; the readers call it every `_PROGRESS_EVERY` lines or entries. A Tencent file takes minutes."""
+    if not shown:
+        yield lambda: None
+        return
+    size = os.fstat(raw.fileno()).st_size
+    interval = PROGRESS_INTERVAL_SECONDS if sys.stderr.isatty() else PROGRESS_LOG_INTERVAL_SECONDS
+    bar = tqdm(total=size, desc=f"Reading {path.name}", unit="B", unit_scale=True, unit_divisor=1024,
+               delay=PROGRESS_DELAY_SECONDS, mininterval=interval)  # fmt: skip
+    with bar:
+        yield lambda: bar.update(raw.tell() - bar.n)
 
 
 def _is_word2vec_binary(path: Path) -> bool:
@@ -190,7 +218,7 @@ def _check_first_text_vector(line: bytes, dim: int, path: Path, line_no: int) ->
         raise VectorFileError(f"{path}: header says {dim} values per vector, but line {line_no} has {values}")
 
 
-def _read_text(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[int, int]:
+def _read_text(stream: BinaryIO, path: Path, collector: _Collector, advance: Callable[[], None]) -> tuple[int, int]:
     """Reads word2vec text with or without a "count dim" header; returns (dim, entries)."""
     dim = header_count = None
     check_first_vector = False
@@ -198,6 +226,8 @@ def _read_text(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[int
     for line_no, raw in enumerate(stream, start=1):
         if line_no == 1:
             raw = raw.removeprefix(codecs.BOM_UTF8)
+        elif line_no % _PROGRESS_EVERY == 0:
+            advance()
         line = raw.rstrip()  # trailing spaces (Chinese-Word-Vectors), "\r\n"
         if not line:
             continue
@@ -282,12 +312,14 @@ def _read_binary_header(reader: _ByteReader, path: Path) -> tuple[int, int]:
     return int(fields[0]), int(fields[1])
 
 
-def _read_binary(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[int, int]:
+def _read_binary(stream: BinaryIO, path: Path, collector: _Collector, advance: Callable[[], None]) -> tuple[int, int]:
     """Reads word2vec binary: header line, then word, space, float32s; returns (dim, entries)."""
     reader = _ByteReader(stream)
     count, dim = _read_binary_header(reader, path)
     record_bytes = 4 * dim
     for number in range(1, count + 1):
+        if number % _PROGRESS_EVERY == 0:
+            advance()
         word = reader.read_until(b" ")
         vector = reader.read_exact(record_bytes) if word is not None else b""
         if number == 1 and _is_text_vector(vector):
@@ -304,17 +336,20 @@ def _read_binary(stream: BinaryIO, path: Path, collector: _Collector) -> tuple[i
     return dim, count
 
 
-def read_vector_file(path: Path, wanted: set[str] | None) -> tuple[list[str], np.ndarray, dict]:
+def read_vector_file(path: Path, wanted: set[str] | None, progress: bool = False) -> tuple[list[str], np.ndarray, dict]:
     """Reads the file, keeping the `wanted` words (None: all): the kept words, their vectors and `info`
-    (dim, entries, warnings to log)."""
+    (dim, entries, warnings to log). `progress`: show a bar over the bytes read (on stderr, once the read has
+    lasted `PROGRESS_DELAY_SECONDS`)."""
     _check_compression_matches_name(path)
     collector = _Collector(wanted)
     read = _read_binary if _is_word2vec_binary(path) else _read_text
     try:
         _check_not_fasttext_model(path)
         # "1e39" overflows float32 to inf, which _check_finite reports: numpy need not warn as well.
-        with _open_compressed(path) as stream, np.errstate(over="ignore"):
-            dim, entries = read(stream, path, collector)
+        with open(path, "rb") as raw, _open_compressed(path, raw) as stream, np.errstate(over="ignore"):
+            with _read_progress(path, raw, progress) as advance:
+                dim, entries = read(stream, path, collector, advance)
+                advance()
     except EOFError as err:  # gzip and bz2 raise it for a cut-off download
         raise VectorFileError(f"{path}: the compressed data ends early ({err})") from None
     except (OSError, zlib.error) as err:  # gzip.BadGzipFile, bz2's "Invalid data stream", a bad CRC

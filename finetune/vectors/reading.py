@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from finetune.vectors.cache import cache_enabled, cache_entry
 from finetune.vectors.formats import FASTTEXT_MAGIC, VectorFileError, read_vector_file
@@ -51,6 +52,17 @@ class WordVectors:
         return len(self.words)
 
 
+def _log_reading(path: Path, wanted: set[str] | None, cacheable: bool) -> None:
+    """The line before a read of the file itself: a large file takes minutes (a bar follows if it lasts 2 s)."""
+    try:
+        size = tqdm.format_sizeof(os.path.getsize(path), "B", 1024)  # as the bar counts: 11.8kB, 12.3GB
+    except OSError:  # the reader reports a missing file
+        return
+    keeping = "every word" if wanted is None else f"{len(wanted):,} wanted words"
+    cache = "; not in the vector cache yet" if cacheable else ""
+    logger.info("reading %s (%s) for %s%s", path, size, keeping, cache)
+
+
 def read_word_vectors(
     path: str | os.PathLike, wanted: Iterable[str] | None = None, *, cache: bool | None = None
 ) -> WordVectors:
@@ -66,6 +78,10 @@ def read_word_vectors(
     Lines of unwanted words are skipped without parsing their values, so a malformed or NaN value
     there goes unnoticed; a line with too few values is reported wherever it is. A line with too
     many values cannot be told from a word containing spaces, and reads as an (unwanted) longer word.
+
+    A read of the file logs a line first and, where INFO lines are logged (the main process), shows a
+    bar over the bytes read once it has lasted 2 s (`formats.PROGRESS_DELAY_SECONDS`); a read from the
+    cache logs one line.
 
     Args:
         path: The vector file.
@@ -90,7 +106,10 @@ def read_word_vectors(
     entry = cache_entry(path, wanted) if wanted is not None and cache_enabled(cache) else None
     started = time.perf_counter()
     cached = entry.load() if entry is not None else None
-    words, vectors, info = cached or read_vector_file(path, wanted)
+    if not cached:
+        _log_reading(path, wanted, cacheable=entry is not None)
+    # The bar goes where the log lines go: the main process's stderr (the others log warnings only)
+    words, vectors, info = cached or read_vector_file(path, wanted, progress=logger.isEnabledFor(logging.INFO))
     seconds = time.perf_counter() - started
     for warning in info["warnings"]:
         logger.warning("%s", warning)

@@ -30,6 +30,23 @@ def _save_binary_atomically(keyed_vectors, path: Path) -> None:
         keyed_vectors.save_word2vec_format(str(temporary), binary=True)
 
 
+def _epoch_log(epochs: int):
+    """A gensim callback logging each finished epoch: `word2vec: epoch 2/5 done, 62.0s so far (about 93s left)`."""
+    from gensim.models.callbacks import CallbackAny2Vec
+
+    class EpochLog(CallbackAny2Vec):
+        def on_train_begin(self, model):
+            self.started, self.done = time.perf_counter(), 0
+
+        def on_epoch_end(self, model):
+            self.done += 1
+            elapsed = time.perf_counter() - self.started
+            left = elapsed / self.done * (epochs - self.done)
+            logger.info("word2vec: epoch %d/%d done, %.1fs so far (about %.0fs left)", self.done, epochs, elapsed, left)
+
+    return EpochLog()
+
+
 def train_word_vectors(
     sentences: Sequence[Sequence[str]],
     *,
@@ -84,10 +101,16 @@ def train_word_vectors(
 
     started = time.perf_counter()
     model = Word2Vec(**params)
+    # Minutes on the embedded corpora with a cold cache, and gensim's own logger is quietened (`start_run`)
+    logger.info("word2vec: building the vocabulary of %d sentences", len(sentences))
     model.build_vocab(sentences)
     if len(model.wv) == 0:
         raise ValueError(f"no word occurs min_count={min_count} times in {len(sentences)} sentences")
-    model.train(sentences, total_examples=model.corpus_count, epochs=model.epochs)
+    logger.info(
+        "word2vec: %d words (min_count %d) in %.1fs; training %d epochs",
+        len(model.wv), min_count, time.perf_counter() - started, epochs,
+    )  # fmt: skip
+    model.train(sentences, total_examples=model.corpus_count, epochs=model.epochs, callbacks=[_epoch_log(epochs)])
     _save_binary_atomically(model.wv, path)
     logger.info(
         "trained word2vec on %d sentences: %d words of dimension %d in %.1fs, saved to %s",

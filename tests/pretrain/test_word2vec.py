@@ -1,5 +1,8 @@
 """Tests of finetune.vectors.word2vec: word2vec trained here, cached by content."""
 
+import logging
+import re
+
 import numpy as np
 import pytest
 
@@ -45,3 +48,15 @@ def test_train_word_vectors_default_cache_dir_and_iterators(tmp_path, sentences,
     assert path.parent == tmp_path / "cache" / "vectors"
     with pytest.raises(TypeError, match="not an iterator"):
         train_word_vectors(iter(sentences), cache_dir=tmp_path)
+
+
+def test_training_logs_the_vocabulary_and_each_epoch(tmp_path, sentences, caplog):
+    with caplog.at_level(logging.INFO, logger="finetune.vectors.word2vec"):
+        train_word_vectors(sentences, vector_size=4, epochs=3, min_count=1, workers=1, cache_dir=tmp_path)
+
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0] == "word2vec: building the vocabulary of 200 sentences"
+    assert re.fullmatch(r"word2vec: 8 words \(min_count 1\) in \d+\.\ds; training 3 epochs", lines[1])
+    epochs = [line for line in lines if line.startswith("word2vec: epoch ")]
+    assert [line.split(" done")[0] for line in epochs] == [f"word2vec: epoch {k}/3" for k in (1, 2, 3)]
+    assert re.fullmatch(r"word2vec: epoch 3/3 done, \d+\.\ds so far \(about 0s left\)", epochs[-1])
