@@ -1,34 +1,58 @@
-"""`finetune` command line: train / evaluate / predict / explain / export / push.
+"""`finetune` command line: train / evaluate / predict / explain / export / push / env.
 
-    finetune train --config recipes/configs/word2vec_bilstm_attn.yaml --train_file reviews.csv
-    finetune evaluate runs/reviews/best test.csv [--output_dir runs/reviews/evaluation/test]
-    finetune predict runs/reviews/best new_reviews.csv --output predictions.csv
-    finetune predict runs/reviews/best --text 这部电影真的很棒！ --text 这部电影真的很差劲。
-    accelerate launch --multi_gpu --num_processes 2 -m finetune.cli predict runs/reviews/best big.csv
+    finetune train --train_file reviews.csv    (the word2vec recipe's settings: word2vec_bilstm_attn.yaml)
+    finetune train --config bert_bilstm_attn --model_name_or_path hfl/chinese-macbert-base
+        (--config: a shipped config by name, or a YAML file)
+    finetune evaluate runs/reviews test.csv [--output_dir runs/reviews/evaluation/test]
+    finetune predict runs/reviews new_reviews.csv --output predictions.csv
+    finetune predict runs/reviews --text 这部电影真的很棒！ --text 这部电影真的很差劲。
+    accelerate launch --multi_gpu --num_processes 2 -m finetune.cli predict runs/reviews big.csv
         (each process labels a share of the rows; --multi_gpu on CPUs too)
-    finetune export runs/reviews/best [--output DIR] [--quantize int8] [--opset 17]
-    finetune predict runs/reviews/best --backend onnx --text 物流很快 (the exported model, no PyTorch)
-    finetune explain runs/reviews/best --text 物流很快，但是质量很差 --output attention.html
-    finetune push runs/reviews/best --repo-id user/reviews-sentiment [--private] [--revision v1]
+    finetune export runs/reviews [--output DIR] [--quantize int8] [--opset 17]
+    finetune predict runs/reviews --backend onnx --text 物流很快 (the exported model, no PyTorch)
+    finetune explain runs/reviews --text 物流很快，但是质量很差 --output attention.html
+    finetune push runs/reviews --repo-id user/reviews-sentiment [--private] [--revision v1]
         [--dataset_title "ChnSentiCorp 酒店评论"]
+
+    finetune env    (versions and devices, for a bug report)
 
 `finetune train` runs the same recipe as `accelerate launch recipes/train_bilstm_attention.py`
 (in one process; use `accelerate launch` for several).
+
+Each command imports what it needs when it runs: `--help`, `--version` and a mistyped command or flag
+answer without loading torch (`finetune train`'s flags: with transformers' HfArgumentParser only).
 """
 
 import argparse
 import functools
+import importlib.util
 import json
 import logging
 import sys
 from pathlib import Path
 
-from finetune.config.parsing import unknown_flag_error
+import finetune
+from finetune.config.config_files import unknown_flag_error
 from finetune.errors import DEBUG_HELP, ArgumentError, FinetuneError, report_errors
+
+DISTRIBUTION = "finetune-zh"  # the name on PyPI; the package and the command are `finetune`
+
+
+def require_extra(command: str, modules: tuple[str, ...], extra: str) -> None:
+    """A command's optional dependencies, checked before any work: one line with the install command.
+
+    Raises:
+        FinetuneError: One of `modules` is not installed.
+    """
+    if any(importlib.util.find_spec(module) is None for module in modules):
+        raise FinetuneError(f'{command} needs {" and ".join(modules)}: pip install "{DISTRIBUTION}[{extra}]"')
 
 
 def _train(argv: list[str]) -> None:
-    from recipes.train_bilstm_attention import main as train_main
+    from finetune.config.parsing import parse_recipe_args
+
+    parse_recipe_args(argv)  # --help and mistyped flags answer here, before the recipe loads torch
+    from finetune.recipes.train_bilstm_attention import main as train_main
 
     train_main(argv)
 
@@ -71,6 +95,10 @@ def _load_text_classifier(model: str, backend: str, bf16: bool = False):
 
 
 def _predict(args: argparse.Namespace) -> None:
+    if not args.input_file and not args.text:
+        raise ArgumentError("predict: give an input file or --text")
+    if args.backend != "pytorch":
+        require_extra(f"predict --backend {args.backend}", ("onnxruntime",), "onnx")
     from finetune.inference.file_labelling import OUTPUT_FORMATS, predict_file
 
     if args.input_file:
@@ -94,11 +122,10 @@ def _predict(args: argparse.Namespace) -> None:
             top_k = None if args.top_k == "all" else args.top_k  # the pipeline's None: every label
             for text, predictions in zip(args.text, classifier(args.text, top_k=top_k)):
                 print(json.dumps({"text": text, "top_k": predictions}, ensure_ascii=False))
-    if not args.input_file and not args.text:
-        raise ArgumentError("predict: give an input file or --text")
 
 
 def _export(args: argparse.Namespace) -> None:
+    require_extra("export", ("onnx", "onnxruntime"), "onnx")
     from finetune.inference.export import export_onnx
 
     summary = export_onnx(args.model, args.output, quantize=args.quantize, opset=args.opset)
@@ -145,6 +172,40 @@ def _push(args: argparse.Namespace) -> None:
         print(url)
 
 
+def environment_report() -> str:
+    """What a bug report needs, as a markdown list (as `transformers env` prints it): versions, platform, devices."""
+    import platform
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    rows = {DISTRIBUTION: finetune.__version__, "Python": platform.python_version(), "Platform": platform.platform()}
+    try:
+        import torch
+    except ImportError:
+        rows["torch"] = "not installed"
+    else:
+        rows["torch"] = f"{torch.__version__} (CUDA build: {torch.version.cuda or 'none'})"
+    for name in ("transformers", "accelerate", "peft", "datasets", "gensim", "onnxruntime", "onnx"):
+        rows[name] = version(name)
+    if "torch" in sys.modules:
+        from finetune.devices import cpu_has_native_bf16
+
+        rows["CPU bf16 native (AVX512-BF16 or AMX)"] = "yes" if cpu_has_native_bf16() else "no"
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        names = ", ".join(torch.cuda.get_device_name(index) for index in range(count))
+        rows["CUDA devices"] = f"{count} ({names})" if count else "none"
+    return "\n".join(f"- {name}: {value}" for name, value in rows.items())
+
+
+def _env(args: argparse.Namespace) -> None:
+    print(environment_report())
+
+
 class CommandParser(argparse.ArgumentParser):
     """argparse whose mistakes are `ArgumentError`s: one line naming the flag, not the usage dump."""
 
@@ -166,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="finetune", description=__doc__, formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False
     )
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {finetune.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser = functools.partial(commands.add_parser, allow_abbrev=False)
     commands.add_parser("train", help="fine-tune (flags as the recipe: finetune train --help)", add_help=False)
@@ -176,11 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
         "is: on a run's own test file the numbers are its test_* metrics. Prints the headline numbers and a "
         "per-label table (markdown) and writes metrics.json, per_class.csv and confusion_matrix.png.",
     )
-    evaluate.add_argument("model", help="saved model directory (OUTPUT_DIR/best, a LoRA adapter's too) or Hub id")
+    evaluate.add_argument("model", help="a run directory (OUTPUT_DIR: its model; a LoRA adapter's too) or Hub id")
     evaluate.add_argument("file", help="labelled csv/tsv/json/jsonl/parquet file")
     evaluate.add_argument(
         "--output_dir",
-        help="directory to write into (default: evaluation/FILE_STEM beside MODEL: runs/reviews/best and test.csv "
+        help="directory to write into (default: MODEL/evaluation/FILE_STEM: runs/reviews and test.csv "
         "give runs/reviews/evaluation/test; ./evaluation/FILE_STEM for a Hub id)",
     )
     evaluate.add_argument("--text_column", default="text", help="the column holding the texts")
@@ -193,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--per_device_eval_batch_size", type=_positive_int, default=256, help="examples per batch")
     predict = commands.add_parser("predict", help="label texts with a saved model")
-    predict.add_argument("model", help="saved model directory (OUTPUT_DIR/best) or Hub id")
+    predict.add_argument("model", help="a run directory (OUTPUT_DIR: the model saved in it) or Hub id")
     predict.add_argument("input_file", nargs="?", help="csv/tsv/json/jsonl/parquet file to label")
     predict.add_argument(
         "--output",
@@ -246,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         "files and config.json. Serve it with finetune.inference.onnx_classifier.OnnxClassifier or finetune predict "
         "--backend onnx.",
     )
-    export.add_argument("model", help="saved model directory (OUTPUT_DIR/best, a LoRA adapter's too)")
+    export.add_argument("model", help="a run directory (OUTPUT_DIR: the model saved in it; a LoRA adapter's too)")
     export.add_argument("--output", help="directory to write onnx/ into (default: MODEL)")
     export.add_argument(
         "--quantize", choices=("int8",), help="also model_int8.onnx: onnxruntime dynamic quantization (int8 weights)"
@@ -257,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--text", action="append", required=True)
     explain.add_argument("--output", help="HTML file with the words shaded by weight")
     push = commands.add_parser("push", help="upload a model, its card, metrics and pictures to the Hugging Face Hub")
-    push.add_argument("model", help="saved model directory (OUTPUT_DIR/best)")
+    push.add_argument("model", help="a run directory (OUTPUT_DIR: the model saved in it)")
     push.add_argument("--repo-id", "--repo_id", dest="repo_id", required=True, help="user/name on the Hub")
     push.add_argument("--private", action="store_true", help="create the repository as private")
     push.add_argument("--revision", help="branch to push to (created if missing; default main)")
@@ -272,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--commit-message", "--commit_message", dest="commit_message", default="Upload model trained with finetune"
     )
+    commands.add_parser(
+        "env",
+        help="print the versions and devices a bug report needs (markdown)",
+        description=environment_report.__doc__,
+    )
     return parser
 
 
@@ -285,7 +352,9 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "train":
         return _train(argv[1:])
     args = build_parser().parse_args(argv)
-    commands = {"evaluate": _evaluate, "predict": _predict, "explain": _explain, "export": _export, "push": _push}
+    commands = {
+        "evaluate": _evaluate, "predict": _predict, "explain": _explain, "export": _export, "push": _push, "env": _env,
+    }  # fmt: skip
     commands[args.command](args)
 
 

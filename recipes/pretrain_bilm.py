@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from transformers import DataCollatorWithPadding
 
 from finetune.config.parsing import parse_recipe_args, to_yaml
+from finetune.devices import main_process_first
 from finetune.errors import report_errors
 from finetune.models.bilstm_attention import BiLMConfig, BiLMForLanguageModeling
 from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus
 from finetune.pretrain.language_model import PretrainArguments, check_pretrain_output_dir, pretrain, tokenize_corpus
-from finetune.training.common import count_parameters, main_process_first, start_run
+from finetune.training.optimization import count_parameters
+from finetune.training.start import start_run
 
 logger = logging.getLogger("finetune.recipe")
 
@@ -40,7 +42,7 @@ def count_targets(batch):
 
 
 def main(argv=None):
-    model_args, args, config_path = parse_recipe_args(argv, groups=(BiLMArguments, PretrainArguments))
+    model_args, args, config_path = parse_recipe_args(argv, (BiLMArguments, PretrainArguments), "bilm_pretrain")
     # Seed, logging, run directory
     accelerator = start_run(args.seed)
     check_pretrain_output_dir(model_args, args)

@@ -23,10 +23,12 @@ from transformers import (
 )
 
 from finetune.config.parsing import parse_recipe_args, to_yaml
+from finetune.devices import main_process_first
 from finetune.errors import report_errors
 from finetune.pretrain.corpus import build_char_tokenizer, corpus_splits, read_text_corpus
 from finetune.pretrain.language_model import PretrainArguments, check_pretrain_output_dir, pretrain, tokenize_corpus
-from finetune.training.common import count_parameters, main_process_first, start_run
+from finetune.training.optimization import count_parameters
+from finetune.training.start import start_run
 
 logger = logging.getLogger("finetune.recipe")
 
@@ -67,7 +69,7 @@ def build_model(model_args: MLMArguments, args: PretrainArguments, texts: list[s
 
 
 def main(argv=None):
-    model_args, args, config_path = parse_recipe_args(argv, groups=(MLMArguments, PretrainArguments))
+    model_args, args, config_path = parse_recipe_args(argv, (MLMArguments, PretrainArguments), "bert_mlm_pretrain")
     # Seed, logging, run directory
     accelerator = start_run(args.seed)
     check_pretrain_output_dir(model_args, args)

@@ -4,10 +4,9 @@ metric, the trackers)."""
 
 from pathlib import Path
 
-from finetune.data.multilabel import THRESHOLD_STRATEGIES
+from finetune.config.training_arguments import LOSSES
 from finetune.errors import ArgumentError
 from finetune.model_files import is_hub_id
-from finetune.training.losses import LOSSES
 
 # Validation metrics that can pick the best model (`metric_for_best_model`), as metrics.json names
 # them after `validation_`; transformers' `eval_` prefix is accepted too.
@@ -15,6 +14,7 @@ from finetune.training.losses import LOSSES
 BEST_MODEL_METRICS = ("macro_f1", "micro_f1", "accuracy", "weighted_f1", "loss", "exact_match")
 LABEL_F1 = "f1:"
 STRATEGIES = {"eval_strategy": ("epoch", "steps"), "save_strategy": ("epoch", "steps", "no")}
+EXTRAS = ("tensorboard",)  # trackers finetune-zh installs as an extra (pyproject's optional-dependencies)
 
 
 def resolve_best_model_metric(training, multi_label: bool) -> None:
@@ -33,7 +33,7 @@ def best_model_metric(name: str) -> str:
 
 def check_label_settings(training, label_names: list[str]) -> None:
     """The flags that name labels, once the data has given them: `--metric_for_best_model f1:LABEL`.
-    (`--class_weights` is checked where the weights are made, `class_balance.training_loss`.)
+    (`--class_weights` is checked where the weights are made, `losses.training_loss`.)
 
     Raises:
         ArgumentError: An unknown label, naming the known ones.
@@ -61,7 +61,8 @@ def trackers(report_to: list[str]) -> list[str]:
                 f"--report_to {name}: not a tracker (one of {', '.join(LOGGER_TYPE_TO_CLASS)}, none, all)"
             )
         if name not in available:
-            raise ArgumentError(f"--report_to {name}: the {name} package is not installed (pip install {name})")
+            install = f'"finetune-zh[{name}]"' if name in EXTRAS else name
+            raise ArgumentError(f"--report_to {name}: the {name} package is not installed (pip install {install})")
     return list(report_to)
 
 
@@ -72,7 +73,10 @@ def check_run_args(args) -> None:
     Raises:
         ArgumentError: naming the flag.
     """
+    # The choices other packages define, imported here rather than at the top: parsing the command line
+    # (and its errors) stays free of torch and datasets, so a mistyped flag answers at once.
     from finetune.data.features import TRAIN_WINDOWS
+    from finetune.data.multilabel import THRESHOLD_STRATEGIES
     from finetune.models.bilstm_attention import ENCODER_TYPES, encoder_kind
     from finetune.models.bilstm_attention.configuration_bilstm_attention import POOLINGS
     from finetune.models.bilstm_attention.long_text import LONG_TEXT_MODES, TRUNCATIONS, WINDOW_AGGREGATIONS
@@ -142,6 +146,11 @@ def check_run_args(args) -> None:
     name = encoder.model_name_or_path
     if name and not Path(name).exists() and not is_hub_id(name):
         raise ArgumentError(f"--model_name_or_path {name}: no such directory (nor a Hub id)")
+    if args.head.tfidf_branch and encoder.encoder_type != "word_vectors":
+        raise ArgumentError(
+            f"--encoder_type {encoder.encoder_type}: the TF-IDF branch (--tfidf_branch, on by default) reads the "
+            "word-vector tokenizer's n-grams; give --tfidf_branch false (as --config bert_bilstm_attn does)"
+        )
     if training.overwrite_output_dir and training.resume_from_checkpoint == "latest":
         raise ArgumentError(
             "--overwrite_output_dir empties the directory that --resume_from_checkpoint latest resumes from: give one"

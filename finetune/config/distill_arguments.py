@@ -51,11 +51,15 @@ class DistillRunArguments(RunArguments):
 
 
 DISTILL_ARGUMENTS = (*RECIPE_ARGUMENTS, DistillationArguments)
+DEFAULT_CONFIG = "distill_bilstm_attn"  # the shipped config read without --config
 
 
 def parse_distill_args(argv: list[str] | None = None) -> tuple[DistillRunArguments, str | None]:
-    """The distillation recipe's arguments, checked (`check_run_args`, `check_distill_args`); and the config path."""
-    *groups, config_path = parse_recipe_args(argv, DISTILL_ARGUMENTS)
+    """The distillation recipe's arguments, checked (`check_run_args`, `check_distill_args`); and the config path.
+
+    Without `--config`, the shipped distill_bilstm_attn.yaml: its groups are the fine-tuning run's, whose
+    defaults are the word2vec recipe's (a TF-IDF branch, adversarial training), not the student's."""
+    *groups, config_path = parse_recipe_args(argv, DISTILL_ARGUMENTS, default_config=DEFAULT_CONFIG)
     args = DistillRunArguments(*groups)
     check_run_args(args)
     check_distill_args(args)
