@@ -165,11 +165,17 @@ class LabellingProcesses:
             return
         # Stopped: the pieces not started are dropped, and the ones running are not waited for
         workers = list((getattr(self.pool, "_processes", None) or {}).values())
+        manager = getattr(self.pool, "_executor_manager_thread", None)
         self.pool.shutdown(wait=False, cancel_futures=True)
         for worker in workers:
             worker.kill()
         for worker in workers:
             worker.join(5)
+        # The pool's manager thread sees its workers gone and closes its wake-up pipe: wait for that here, or at
+        # exit the interpreter may wake it through the pipe while it closes (CPython 3.11's race), which prints a
+        # traceback ("OSError: [Errno 9] Bad file descriptor") after the run's one line
+        if manager is not None:
+            manager.join(5)
 
     def _submit(self, function: Callable, *args) -> Future:
         if self.started:

@@ -14,8 +14,8 @@ from pathlib import Path
 from transformers import BertConfig
 
 from finetune.models.bilstm_attention import BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification
-from finetune.training.common import count_parameters
 from finetune.training.lora import LoraOptions, apply_lora
+from finetune.training.optimization import count_parameters
 
 ENCODERS = {
     "BERT-base (12 x 768)": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),

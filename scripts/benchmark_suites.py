@@ -86,9 +86,10 @@ def recipe_rows(args) -> list[tuple[str, str, list[str]]]:
 
 def write_recipe_splits(train_file: str, folder: Path, seed: int = 42) -> None:
     """The recipe's own split of `train_file` (cleaned, stratified, `seed`) as train/dev/test.csv."""
-    from finetune.data.loading import load_splits
+    from finetune.config.arguments import DataArguments
+    from finetune.data.loading import load_data
 
-    splits, _ = load_splits(train_file, seed=seed)
+    splits, _ = load_data(DataArguments(train_file=train_file), seed)
     names = {"train": "train", "validation": "dev", "test": "test"}
     for split, dataset in splits.items():
         label_names = dataset.features["label"].names

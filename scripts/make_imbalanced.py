@@ -17,7 +17,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from finetune.data.loading import load_splits
+from finetune.config.arguments import DataArguments
+from finetune.data.loading import load_data
 from finetune.data.splitting import SPLITS
 
 
@@ -38,7 +39,7 @@ def main(argv=None) -> None:
     parser.add_argument("--output_dir", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    splits, info = load_splits(args.train_file, seed=args.seed)
+    splits, info = load_data(DataArguments(train_file=args.train_file), args.seed)
     if args.label not in info["label2id"]:
         parser.error(f"--label {args.label}: not a label (the labels: {', '.join(info['label2id'])})")
     output_dir = Path(args.output_dir)

@@ -11,7 +11,7 @@ from conftest import BERT_CONFIG, BILM_CONFIG, ROOT, encoder_recipe_args, make_r
 from finetune.errors import ArgumentError
 
 sys.path.insert(0, str(ROOT))
-from recipes.train_bilstm_attention import main  # noqa: E402
+from finetune.recipes.train_bilstm_attention import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +45,11 @@ def test_word_vectors_with_balanced_focal_loss_and_label_f1_selection(imbalanced
     assert metrics["test_per_class"]["negative"]["recall"] >= 2 / 3  # the rare label is found (3 in test)
     saved = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     assert saved["data"]["class_distribution"] == distribution
-    card = (output_dir / "best" / "README.md").read_text(encoding="utf-8")
+    card = (output_dir / "README.md").read_text(encoding="utf-8")
     assert "Class distribution (texts per label, share of the split): train negative 24 (16.7%), positive 120" in card
     assert "Loss: focal (gamma 2.0), class weights balanced; the best model by validation f1:negative" in card
     # the saved model is the plain classifier: its config knows nothing of the loss
-    config = json.loads((output_dir / "best" / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((output_dir / "config.json").read_text(encoding="utf-8"))
     assert not {"class_weights", "loss", "focal_gamma"} & set(config)
 
 

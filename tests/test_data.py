@@ -8,11 +8,19 @@ from collections import Counter
 
 import datasets
 import pytest
-from conftest import GENUINE_NEGATIVE, GENUINE_POSITIVE, GENUINE_REVIEWS, texts_of, write_table
+from conftest import (
+    GENUINE_NEGATIVE,
+    GENUINE_POSITIVE,
+    GENUINE_REVIEWS,
+    load_splits,
+    make_reviews,
+    texts_of,
+    write_table,
+)
 
 from finetune.data.cleaning import clean_split
 from finetune.data.labels import label_maps
-from finetune.data.loading import DataError, load_splits, stratified_sample, stratified_split
+from finetune.data.loading import DataError, stratified_sample, stratified_split
 from finetune.errors import ArgumentError
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
@@ -218,6 +226,39 @@ def test_train_and_validation_files_cut_test_from_train(tmp_path, genuine_review
         "test": 6,
     }
     assert info["sources"]["test"] == str(genuine_reviews_csv)
+
+
+def data_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "finetune.data.loading" and r.levelname == "WARNING"]
+
+
+def test_small_or_incomplete_evaluation_splits_warn_with_their_count(tmp_path, genuine_reviews_csv, caplog):
+    with caplog.at_level(logging.WARNING, logger="finetune.data.loading"):
+        load_splits(genuine_reviews_csv, validation_size=0.2, test_size=0.2)
+    assert data_warnings(caplog) == [
+        "validation has 6 rows: too few to select the best model reliably (one row is 16.7 points of accuracy); "
+        "give more data, a larger --validation_size or a --validation_file",
+        "test has 6 rows: too few to judge the model reliably (one row is 16.7 points of accuracy); "
+        "give more data, a larger --test_size or a --test_file",
+    ]
+
+    caplog.clear()
+    validation = write_table(tmp_path / "dev.csv", [("新的好评", "positive"), ("又一条好评", "positive")])
+    with caplog.at_level(logging.WARNING, logger="finetune.data.loading"):
+        load_splits(genuine_reviews_csv, validation, test_size=0.2)
+    assert data_warnings(caplog)[:2] == [
+        "validation has 2 rows: too few to select the best model reliably (one row is 50.0 points of accuracy); "
+        "give a larger validation file",
+        "validation holds no row labelled negative: its scores say nothing of that label",
+    ]
+
+
+def test_evaluation_splits_of_50_rows_or_more_do_not_warn(tmp_path, caplog):
+    path = write_table(tmp_path / "r.csv", make_reviews(150, seed=0))  # 300 rows: 60 each for validation and test
+    with caplog.at_level(logging.WARNING, logger="finetune.data.loading"):
+        splits, _ = load_splits(path, validation_size=0.2, test_size=0.2)
+    assert (splits["validation"].num_rows, splits["test"].num_rows) == (60, 60)
+    assert data_warnings(caplog) == []
 
 
 def test_empty_split_is_an_error(tmp_path):

@@ -16,12 +16,13 @@ from conftest import (
     ROOT,
     WITHOUT_FINETUNE,
     encoder_recipe_args,
+    load_splits,
     run_pipeline,
     tiny_recipe_args,
 )
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from finetune.data.loading import DataError, load_splits
+from finetune.data.loading import DataError
 from finetune.data.multilabel import iterative_stratification, multilabel_metrics, tune_thresholds
 
 # Review aspects: a clause per aspect the review talks about, so a model can learn each label.
@@ -225,7 +226,7 @@ def test_metrics_match_scikit_learn_on_a_hand_made_example():
 @pytest.fixture(scope="module")
 def word_vector_run(aspect_files, tiny_vectors, tmp_path_factory, offline):
     sys.path.insert(0, str(ROOT))
-    from recipes.train_bilstm_attention import main
+    from finetune.recipes.train_bilstm_attention import main
 
     output_dir = tmp_path_factory.mktemp("multilabel_run")
     args = tiny_recipe_args(
@@ -239,7 +240,7 @@ def word_vector_run(aspect_files, tiny_vectors, tmp_path_factory, offline):
 
 def test_recipe_trains_multilabel_and_saves_tuned_thresholds(word_vector_run):
     metrics = json.loads((word_vector_run / "metrics.json").read_text(encoding="utf-8"))
-    config = json.loads((word_vector_run / "best" / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((word_vector_run / "config.json").read_text(encoding="utf-8"))
     assert config["problem_type"] == "multi_label_classification"
     assert set(config["label_thresholds"]) == {"价格", "物流", "质量"}
     assert metrics["thresholds"]["label_thresholds"] == config["label_thresholds"]
@@ -266,7 +267,7 @@ def test_recipe_trains_multilabel_and_saves_tuned_thresholds(word_vector_run):
     assert losses[-1] < 0.7 * losses[0]
     assert (word_vector_run / "label_scores.png").stat().st_size > 0
     assert not (word_vector_run / "confusion_matrix.png").exists()
-    card = (word_vector_run / "best" / "README.md").read_text(encoding="utf-8")
+    card = (word_vector_run / "README.md").read_text(encoding="utf-8")
     assert "`label_thresholds`" in card and "| 物流 |" in card
     assert "logistic regression (one-vs-rest: one per label)" in card
 
@@ -283,7 +284,7 @@ def _sigmoid_scores(model_dir: Path, texts: list[str]) -> np.ndarray:
 
 def test_pipeline_gives_every_labels_sigmoid_score_also_without_finetune(word_vector_run):
     texts = ["快递很快，价格便宜", "质量很好", "这次购物"]
-    best = word_vector_run / "best"
+    best = word_vector_run
     expected = _sigmoid_scores(best, texts)
     labels = ["价格", "物流", "质量"]
     portable = run_pipeline(best, texts, WITHOUT_FINETUNE, env=dict(os.environ), cwd=best)
@@ -299,7 +300,7 @@ def test_predict_and_evaluate_use_the_saved_thresholds(word_vector_run, aspect_f
     from finetune.evaluation.saved_model import evaluate_file
     from finetune.inference.file_labelling import predict_file
 
-    best = word_vector_run / "best"
+    best = word_vector_run
     thresholds = json.loads((best / "config.json").read_text(encoding="utf-8"))["label_thresholds"]
     output = tmp_path / "predicted.jsonl"
     assert predict_file(best, aspect_files["test"], output) == 60
@@ -324,7 +325,7 @@ def test_predict_and_evaluate_use_the_saved_thresholds(word_vector_run, aspect_f
 @pytest.mark.parametrize("encoder_type", ["transformer", "bilm"])
 def test_pretrained_encoders_train_multilabel(encoder_type, aspect_files, tmp_path, request, offline):
     sys.path.insert(0, str(ROOT))
-    from recipes.train_bilstm_attention import main
+    from finetune.recipes.train_bilstm_attention import main
 
     config, encoder = {"transformer": (BERT_CONFIG, "tiny_bert"), "bilm": (BILM_CONFIG, "tiny_bilm")}[encoder_type]
     output_dir = tmp_path / encoder_type
@@ -333,10 +334,10 @@ def test_pretrained_encoders_train_multilabel(encoder_type, aspect_files, tmp_pa
     encoder_dir = request.getfixturevalue(encoder)
     main(encoder_recipe_args(config, aspect_files["train"], encoder_dir, output_dir, "--num_train_epochs", "3", *rates))
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
-    saved = json.loads((output_dir / "best" / "config.json").read_text(encoding="utf-8"))
+    saved = json.loads((output_dir / "config.json").read_text(encoding="utf-8"))
     assert saved["problem_type"] == "multi_label_classification" and len(saved["label_thresholds"]) == 3
     assert metrics["test_micro_f1"] > 0.6  # a 2-layer BERT / biLM of hidden size 32 / 16 from scratch, 3 epochs
-    scores = run_pipeline(output_dir / "best", ["快递很快"])[0]
+    scores = run_pipeline(output_dir, ["快递很快"])[0]
     assert len(scores) == 3 and all(0 < entry["score"] < 1 for entry in scores)
 
 
@@ -352,7 +353,7 @@ def test_two_processes_train_multilabel(aspect_files, tiny_vectors, tmp_path):
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["test_num_examples"] == 60  # every test text once, none padded in
     assert metrics["test_micro_f1"] >= 0.7
-    assert len(json.loads((output_dir / "best" / "config.json").read_text(encoding="utf-8"))["label_thresholds"]) == 3
+    assert len(json.loads((output_dir / "config.json").read_text(encoding="utf-8"))["label_thresholds"]) == 3
 
 
 def test_distillation_refuses_multilabel_data():
@@ -379,7 +380,7 @@ def test_onnx_backend_applies_sigmoid_and_the_saved_thresholds(word_vector_run, 
     from finetune.inference.export import export_onnx
     from finetune.inference.file_labelling import predict_file
 
-    best = word_vector_run / "best"
+    best = word_vector_run
     export_onnx(best)
     torch_rows, onnx_rows = tmp_path / "torch.jsonl", tmp_path / "onnx.jsonl"
     predict_file(best, aspect_files["test"], torch_rows)

@@ -1,8 +1,8 @@
-"""Tests for `load_splits(dataset_name=...)` (finetune.data.named_datasets, finetune.data.sources): local
+"""Tests for `load_data` of a `dataset_name` (finetune.data.named_datasets, finetune.data.sources): local
 directories of data files, configurations, `save_to_disk` directories, ClassLabel names, split and
 column errors, and Hub ids, against a local imitation of the Hub and with the Hub out of reach (HF_HUB_OFFLINE=1).
 
-The Hub tests run `load_splits` in a new process: the client reads HF_ENDPOINT and HF_HUB_OFFLINE
+The Hub tests run `load_data` in a new process: the client reads HF_ENDPOINT and HF_HUB_OFFLINE
 when it is imported.
 """
 
@@ -14,10 +14,10 @@ from collections import Counter
 
 import datasets
 import pytest
-from conftest import GENUINE_NEGATIVE, GENUINE_POSITIVE, GENUINE_REVIEWS, ROOT, texts_of, write_table
+from conftest import GENUINE_NEGATIVE, GENUINE_POSITIVE, GENUINE_REVIEWS, ROOT, load_splits, texts_of, write_table
 from hub_server import LocalHub, hub_env
 
-from finetune.data.loading import DataError, load_splits
+from finetune.data.loading import DataError
 from finetune.errors import ArgumentError
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
@@ -234,7 +234,8 @@ def test_loading_script_is_refused(tmp_path):
 LOAD = """
 import json, sys
 import datasets
-from finetune.data.loading import load_splits
+from finetune.config.arguments import DataArguments
+from finetune.data.loading import load_data
 from finetune.errors import FinetuneError, report_errors
 
 datasets.disable_progress_bars()
@@ -244,7 +245,7 @@ def main(argv):
     results, error = [], None
     for name in sys.argv[1:]:
         try:
-            splits, info = load_splits(dataset_name=name, validation_size=0.2)
+            splits, info = load_data(DataArguments(dataset_name=name, validation_size=0.2))
             results.append({"sizes": {k: v.num_rows for k, v in splits.items()}, "id2label": info["id2label"],
                             "sources": info["sources"]})
         except FinetuneError as caught:

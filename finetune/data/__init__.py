@@ -1,2 +1,3 @@
-"""Labelled data: tables and `datasets`, cleaning, labels (single, multi-label), splits, the embedded
-corpora, Chinese normalisation, features (tokenized, batched)."""
+"""Labelled data: tables and `datasets` (`tables`, `sources`, `named_datasets`), cleaning, labels
+(single, multi-label), splits, the embedded corpora (`corpora`), Chinese normalisation, and the
+features a model reads (`features`: tokenized, batched)."""

@@ -1,11 +1,9 @@
-"""How the labels are distributed over the splits, and the training loss that answers an imbalance
-(`--class_weights`, `--loss focal`): the counts are logged, written to metrics.json and shown on the
+"""How the labels are distributed over the splits (the training loss that answers an imbalance is
+`finetune.training.losses.training_loss`): the counts are logged, written to metrics.json and shown on the
 model card, so a reader sees at once whether macro-F1 and accuracy can be far apart."""
 
 import logging
 from collections.abc import Iterable, Mapping
-
-from finetune.training.losses import ClassificationLoss, parse_class_weights
 
 logger = logging.getLogger(__name__)
 
@@ -45,19 +43,3 @@ def log_class_distribution(distribution: dict) -> None:
     for split, labels in distribution.items():
         parts = ", ".join(f"{name} {row['count']:,} ({row['share']:.1%})" for name, row in labels.items())
         logger.info("class distribution, %s: %s", split, parts)
-
-
-def training_loss(training, distribution: dict) -> ClassificationLoss | None:
-    """The training loss `--loss`, `--focal_gamma` and `--class_weights` ask for (balanced: from the
-    training split's counts), logged; None for plain, unweighted cross-entropy (the model's own loss).
-
-    Raises:
-        ArgumentError: Weights that do not fit the labels (naming the flag and the labels).
-    """
-    train = distribution["train"]
-    weights = parse_class_weights(training.class_weights, list(train), [row["count"] for row in train.values()])
-    if weights is None and training.loss == "cross_entropy":
-        return None
-    loss = ClassificationLoss(training.loss, weights, training.focal_gamma)
-    logger.info("training loss: %s", loss.describe(list(train)))
-    return loss

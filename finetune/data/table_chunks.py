@@ -18,13 +18,13 @@ import pyarrow.parquet as pq
 from finetune.data.tables import (
     LOADERS,
     DataError,
-    _check_file,
-    _json_columns,
-    _load_json_as_written,
-    _load_saved,
-    _parse_json,
-    _read_errors,
-    _resolve_encoding,
+    check_table_file,
+    json_columns,
+    load_json_as_written,
+    load_saved_table,
+    parse_json,
+    read_errors,
+    resolve_encoding,
 )
 
 
@@ -47,7 +47,7 @@ class TableChunks:
     def __iter__(self) -> Iterator[pa.Table]:
         with contextlib.closing(self._chunks()) as chunks:
             while True:
-                with _read_errors(self.path):
+                with read_errors(self.path):
                     chunk = next(chunks, None)
                 if chunk is None:
                     return
@@ -92,7 +92,7 @@ def _json_line_records(path: Path, encoding: str, chunk_rows: int) -> Iterator[l
         for number, line in enumerate(file, 1):
             if not line.strip():
                 continue
-            records.append(_parse_json(path, line.removesuffix("\n"), number))
+            records.append(parse_json(path, line.removesuffix("\n"), number))
             if not isinstance(records[-1], dict):
                 raise DataError(f"{path}: line {number}: not a JSON object")
             if len(records) == chunk_rows:
@@ -109,13 +109,13 @@ def _json_chunks(path: Path, encoding: str, chunk_rows: int) -> tuple[list[str],
     with open(path, encoding=encoding) as file:
         array = file.read(1 << 16).lstrip().startswith("[")
     if array:
-        table = _load_json_as_written(path, encoding).with_format("arrow")[:]
+        table = load_json_as_written(path, encoding).with_format("arrow")[:]
         starts = range(0, table.num_rows, chunk_rows)
         return table.column_names, table.num_rows, lambda: (table.slice(start, chunk_rows) for start in starts)
     names, schema, row_count = {}, None, 0
     for records in _json_line_records(path, encoding, chunk_rows):
         names.update(dict.fromkeys(key for record in records for key in record))
-        found = _json_columns(path, records, list(names)).schema
+        found = json_columns(path, records, list(names)).schema
         try:
             schema = found if schema is None else pa.unify_schemas([schema, found], promote_options="permissive")
         except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
@@ -124,7 +124,7 @@ def _json_chunks(path: Path, encoding: str, chunk_rows: int) -> tuple[list[str],
 
     def chunks() -> Iterator[pa.Table]:
         for records in _json_line_records(path, encoding, chunk_rows):
-            yield _json_columns(path, records, list(names), schema)
+            yield json_columns(path, records, list(names), schema)
 
     return list(names), row_count, chunks
 
@@ -149,17 +149,17 @@ def read_table_chunks(
     """
     path = Path(path)
     source = str(path)
-    with _read_errors(path):
+    with read_errors(path):
         if path.is_dir():
-            dataset, source = _load_saved(path, split_name, keep_in_memory=False)
+            dataset, source = load_saved_table(path, split_name, keep_in_memory=False)
             table = dataset.with_format("arrow")
             starts = range(0, len(dataset), chunk_rows)
             names, row_count = dataset.column_names, len(dataset)
             chunks = lambda: (table[start : start + chunk_rows] for start in starts)  # noqa: E731
-        elif _check_file(path) == ".parquet":
+        elif check_table_file(path) == ".parquet":
             names, row_count, chunks = _parquet_chunks(path, chunk_rows)
         else:
-            encoding, line_count = _resolve_encoding(path, encoding)
+            encoding, line_count = resolve_encoding(path, encoding)
             if LOADERS[path.suffix.lower()] == "json":
                 names, row_count, chunks = _json_chunks(path, encoding, chunk_rows)
             else:

@@ -158,7 +158,7 @@ def _detect_encoding(path: Path) -> tuple[str, int]:
     return encoding, decoded
 
 
-def _resolve_encoding(path: Path, encoding: str | None) -> tuple[str, int]:
+def resolve_encoding(path: Path, encoding: str | None) -> tuple[str, int]:
     """The encoding to read `path` with (`encoding` if given, checked; else detected) and its line count."""
     if encoding is None:
         return _detect_encoding(path)
@@ -202,7 +202,7 @@ def separator_hint(path) -> str:
     return ""
 
 
-def _parse_json(path: Path, text: str, first_line: int):
+def parse_json(path: Path, text: str, first_line: int):
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
@@ -210,25 +210,25 @@ def _parse_json(path: Path, text: str, first_line: int):
         raise DataError(f"{path}: line {line}, column {column}: invalid JSON ({error.msg})") from None
 
 
-def _load_json_as_written(path: Path, encoding: str) -> datasets.Dataset:
+def load_json_as_written(path: Path, encoding: str) -> datasets.Dataset:
     """An array of objects or JSON Lines, read with `json` so strings stay strings (pyarrow's
     reader turns "2024-01-02" into a timestamp) and ints with nulls stay ints."""
     text = path.read_text(encoding=encoding)
     if text.lstrip().startswith("["):
-        records = _parse_json(path, text, 1)
+        records = parse_json(path, text, 1)
         places = [f"item {index + 1}" for index in range(len(records))]
     else:  # not splitlines(): JSON strings may hold U+2028, which it would split on
         lines = [(number, line) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
-        records = [_parse_json(path, line, number) for number, line in lines]
+        records = [parse_json(path, line, number) for number, line in lines]
         places = [f"line {number}" for number, _ in lines]
     for place, record in zip(places, records, strict=True):
         if not isinstance(record, dict):
             raise DataError(f"{path}: {place}: not a JSON object")
     names = list(dict.fromkeys(key for record in records for key in record))
-    return datasets.Dataset(_json_columns(path, records, names))
+    return datasets.Dataset(json_columns(path, records, names))
 
 
-def _json_columns(path: Path, records: list[dict], names: list[str], schema: pa.Schema | None = None) -> pa.Table:
+def json_columns(path: Path, records: list[dict], names: list[str], schema: pa.Schema | None = None) -> pa.Table:
     """The records' values as columns `names`, of the types `schema` gives (None: inferred)."""
     columns = {}
     for name in names:
@@ -252,7 +252,7 @@ def _load_file(path: Path, encoding: str | None, as_written: bool = False) -> da
             names = pd.read_csv(path, nrows=0, **options).columns
             options["features"] = datasets.Features({name: datasets.Value("string") for name in names})
     elif loader == "json" and as_written:
-        return _load_json_as_written(path, encoding)
+        return load_json_as_written(path, encoding)
     with tempfile.TemporaryDirectory(prefix="finetune-data-") as cache_dir:
         if loader == "json" and encoding != UTF8:  # the JSON loader reads UTF-8 only
             utf8_copy = Path(cache_dir) / path.name
@@ -268,7 +268,7 @@ def _load_file(path: Path, encoding: str | None, as_written: bool = False) -> da
         )
 
 
-def _load_saved(path: Path, split_name: str | None, keep_in_memory: bool = True) -> tuple[datasets.Dataset, str]:
+def load_saved_table(path: Path, split_name: str | None, keep_in_memory: bool = True) -> tuple[datasets.Dataset, str]:
     """Load a `save_to_disk` directory; from a DatasetDict take `split_name`, else "train"."""
     try:
         saved = datasets.load_from_disk(str(path), keep_in_memory=keep_in_memory)
@@ -282,7 +282,7 @@ def _load_saved(path: Path, split_name: str | None, keep_in_memory: bool = True)
     return saved[chosen], f"{path} [{chosen}]"
 
 
-def _check_file(path: Path) -> str:
+def check_table_file(path: Path) -> str:
     """The suffix of a file `read_table` can read; else a DataError: missing, empty, of an unknown format."""
     if not path.is_file():
         raise DataError(f"{path}: no such file or directory")
@@ -295,7 +295,7 @@ def _check_file(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _read_errors(path: Path) -> Iterator[None]:
+def read_errors(path: Path) -> Iterator[None]:
     """The loaders' parse errors (pandas, pyarrow, datasets: they vary by format) as one DataError naming `path`."""
     try:
         yield
@@ -315,13 +315,13 @@ def read_table_located(
     "line N" where every row is one line of the file, "row N" otherwise."""
     path, suffix = Path(path), Path(path).suffix.lower()
     source, locate = str(path), lambda index: f"row {index + 1}"
-    with _read_errors(path):
+    with read_errors(path):
         if path.is_dir():
-            table, source = _load_saved(path, split_name)
-        elif _check_file(path) == ".parquet":
+            table, source = load_saved_table(path, split_name)
+        elif check_table_file(path) == ".parquet":
             table = _load_file(path, None)
         else:
-            encoding, line_count = _resolve_encoding(path, encoding)
+            encoding, line_count = resolve_encoding(path, encoding)
             table = _load_file(path, encoding, as_written)
             header = int(LOADERS[suffix] == "csv")
             if line_count == table.num_rows + header:
@@ -368,7 +368,7 @@ def read_text_lines(path, encoding: str | None = None) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    encoding, _ = _resolve_encoding(path, encoding)
+    encoding, _ = resolve_encoding(path, encoding)
     lines = [line.strip() for line in path.read_text(encoding=encoding).splitlines()]
     lines = [line for line in lines if line]
     if not lines:

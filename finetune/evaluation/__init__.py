@@ -1,2 +1,3 @@
-"""Judging a model: metrics, evaluating a saved model on a file, reports and pictures, the baselines
-(TF-IDF + LR, fastText) and comparisons over seeds."""
+"""Judging a model: metrics (`metrics`), a saved model on a labelled file or a run's splits
+(`saved_model`), reports and pictures (`reports`), the baselines (`baselines`: TF-IDF + LR, fastText)
+and comparisons over seeds (`comparison`)."""

@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
+from torch import nn
+
 from finetune.data.multilabel import (
     config_thresholds,
     is_multi_label,
@@ -59,6 +63,33 @@ def classification_metrics(predictions, references, id2label: dict[int, str], pr
     }
 
 
+def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray, float]:
+    """Probabilities and labels of every example exactly once (across processes), and the mean loss.
+    Multi-label models (`config.problem_type`): sigmoid scores, multi-hot labels, binary cross-entropy."""
+    multi_label = accelerator.unwrap_model(model).config.problem_type == "multi_label_classification"
+    model.eval()
+    probabilities, labels, losses = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            logits = model(**batch).logits.float()
+            # Per example, not the batch mean: in a multi-process run accelerate fills the last
+            # batches up with repeated examples, which gather_for_metrics drops row by row.
+            if multi_label:  # the model's BCE, averaged over the labels of each example
+                example_losses = nn.functional.binary_cross_entropy_with_logits(
+                    logits, batch["labels"].float(), reduction="none"
+                ).mean(-1)
+                scores = logits.sigmoid()
+            else:
+                example_losses = nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
+                scores = logits.softmax(-1)
+            probs, refs, loss = accelerator.gather_for_metrics((scores, batch["labels"], example_losses))
+            probabilities.append(probs.cpu())
+            labels.append(refs.cpu())
+            losses.append(loss.cpu())
+    model.train()
+    return torch.cat(probabilities).numpy(), torch.cat(labels).numpy(), float(torch.cat(losses).mean())
+
+
 def evaluate_split(model, loader, accelerator, prefix: str, return_scores: bool = False, tune=None):
     """Metrics of `model` on a prepared evaluation loader (every example once, across processes).
 
@@ -76,8 +107,6 @@ def evaluate_split(model, loader, accelerator, prefix: str, return_scores: bool 
         `classification_metrics` (multi-label: `multilabel_metrics` at the config's or the tuned thresholds)
         plus `{prefix}loss`; with `return_scores`, (metrics, probabilities).
     """
-    from finetune.training.common import predict
-
     probabilities, labels, loss = predict(model, loader, accelerator)
     config = accelerator.unwrap_model(model).config
     if is_multi_label(config):

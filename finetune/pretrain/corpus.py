@@ -10,8 +10,9 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 from transformers import BertTokenizer
 
+from finetune.config.arguments import DataArguments
 from finetune.data.corpora import unlabelled_sentences
-from finetune.data.loading import load_splits
+from finetune.data.loading import load_data
 from finetune.data.tables import DataError, read_text_lines
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def read_text_corpus(path: str | None = None, *, seed: int = 42) -> list[str]:
         seed: Seed of the default reviews split.
     """
     if path is None:
-        splits, _ = load_splits(None, seed=seed)
+        splits, _ = load_data(DataArguments(), seed)
         return unlabelled_sentences() + list(splits["train"]["text"])
     root = Path(path)
     if root.is_dir():

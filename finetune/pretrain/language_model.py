@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from finetune.data.features import EpochLengthGroupedSampler, encode_texts
 from finetune.files import save_pretrained_atomic, write_json_atomic, write_text_atomic
-from finetune.training.common import check_finite_loss, create_optimizer, create_scheduler, total_training_steps
+from finetune.training.optimization import check_finite_loss, create_optimizer, create_scheduler, total_training_steps
 from finetune.training.run_directory import check_output_dir, empty_output_dir, run_identity
 
 logger = logging.getLogger(__name__)

@@ -6,54 +6,12 @@ attention, classifier, and any scalar mix of encoder layers) is never frozen her
 """
 
 import logging
-from dataclasses import dataclass, field
 
 from torch import nn
 
+from finetune.config.tuning_arguments import FreezingPolicy
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class FreezingPolicy:
-    """Which encoder layers train: the recipe's freezing flags are this group.
-
-    Attributes:
-        freeze_embeddings: Freeze the embedding layer (layer 0).
-        freeze_encoder: Freeze every encoder layer (the head and layer mix still train).
-        freeze_bottom_layers: Freeze layers 0..N-1 (the embedding layer is layer 0).
-        gradual_unfreezing_epochs: k > 0: start with every encoder layer frozen, then unfreeze one
-            more layer, top down, every k epochs (ULMFiT). Layers frozen by the options above stay frozen.
-    """
-
-    _argument_group_name = "freezing"
-
-    freeze_embeddings: bool = field(default=False, metadata={"help": "Keep the embedding layer (word vectors) fixed."})
-    freeze_encoder: bool = field(default=False, metadata={"help": "Freeze every encoder layer (the head trains)."})
-    freeze_bottom_layers: int = field(
-        default=0, metadata={"help": "Freeze encoder layers 0..N-1 (the embedding layer is layer 0)."}
-    )
-    gradual_unfreezing_epochs: int = field(
-        default=0, metadata={"help": "k > 0: head only at first; unfreeze one more layer, top down, every k epochs."}
-    )
-
-    @property
-    def freezes_anything(self) -> bool:
-        return any(
-            (self.freeze_embeddings, self.freeze_encoder, self.freeze_bottom_layers, self.gradual_unfreezing_epochs)
-        )
-
-    def frozen_layers(self, num_layers: int) -> int:
-        """How many bottom layers stay frozen for the whole run."""
-        if self.freeze_encoder:
-            return num_layers
-        return min(num_layers, max(self.freeze_bottom_layers, int(self.freeze_embeddings)))
-
-    def trainable_layers(self, num_layers: int, epoch: int) -> int:
-        """How many top layers train in `epoch` (0-based)."""
-        allowed = num_layers - self.frozen_layers(num_layers)
-        if self.gradual_unfreezing_epochs > 0:
-            return min(allowed, epoch // self.gradual_unfreezing_epochs)
-        return allowed
 
 
 def set_trainable(modules: list[nn.Module], trainable: bool) -> None:

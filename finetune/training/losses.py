@@ -10,6 +10,7 @@ Single-label batches (integer class ids) use softmax cross-entropy; multi-label 
 float multi-hot labels) use binary cross-entropy, with the weights as `pos_weight` per label.
 """
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from finetune.errors import ArgumentError
 
-LOSSES = ("cross_entropy", "focal")
+logger = logging.getLogger(__name__)
 
 
 def balanced_class_weights(counts: Sequence[int]) -> list[float]:
@@ -130,3 +131,19 @@ class ClassificationLoss(nn.Module):
             return f"{what}, unweighted"
         weights = ", ".join(f"{name} {float(w):.3f}" for name, w in zip(label_names, self.weights, strict=True))
         return f"{what}, class weights {weights}"
+
+
+def training_loss(training, distribution: dict) -> ClassificationLoss | None:
+    """The training loss `--loss`, `--focal_gamma` and `--class_weights` ask for (balanced: from the
+    training split's counts), logged; None for plain, unweighted cross-entropy (the model's own loss).
+
+    Raises:
+        ArgumentError: Weights that do not fit the labels (naming the flag and the labels).
+    """
+    train = distribution["train"]
+    weights = parse_class_weights(training.class_weights, list(train), [row["count"] for row in train.values()])
+    if weights is None and training.loss == "cross_entropy":
+        return None
+    loss = ClassificationLoss(training.loss, weights, training.focal_gamma)
+    logger.info("training loss: %s", loss.describe(list(train)))
+    return loss

@@ -8,13 +8,11 @@ n-gram features (`models/bilstm_attention/tfidf_ngrams.py`), the model's `TfidfB
 
 After training (best weights back): fit TF-IDF + LR (`baselines.TfidfLogisticRegression`, C by
 validation macro-F1) on the texts as the tokenizer normalises them; attach it; choose its share on
-the validation split by `metric_for_best_model` (accuracy, else macro-F1); `best/` saved again.
+the validation split by `metric_for_best_model` (accuracy, else macro-F1); the model saved again.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from functools import partial
@@ -25,6 +23,7 @@ import torch
 from finetune.data.multilabel import f1_score, predicted_label_sets, tune_thresholds
 from finetune.errors import ArgumentError
 from finetune.evaluation.baselines import TfidfLogisticRegression, macro_f1
+from finetune.inference.text_scores import predict_probabilities
 from finetune.models.bilstm_attention.tfidf_ngrams import TfidfNgrams, char_ngrams
 
 logger = logging.getLogger(__name__)
@@ -145,12 +144,12 @@ def attach_tfidf_branch(
     Under several processes (`accelerator`) the main process fits and sends the fit to the others: the
     fit is deterministic, but N processes fitting it would take N times the CPU and memory for nothing
     (a minute or two on the 33k news titles)."""
-    from finetune.inference.classifier import predict_probabilities
-
     start = time.perf_counter()
     train = {key: list(splits["train"][key]) for key in ("text", "label")}
     validation = {key: list(splits["validation"][key]) for key in ("text", "label")}
     fitting = accelerator is None or accelerator.is_main_process
+    sizes = len(train["text"]), len(validation["text"])
+    logger.info("TF-IDF branch: fitting on %d training texts, C by validation (%d texts)", *sizes)
     fitted = [fit_branch(tokenizer, train, validation, model.num_labels, class_weight) if fitting else None]
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
@@ -168,6 +167,8 @@ def attach_tfidf_branch(
         model.config.tfidf_mix_weight = share
         parts.append(predict_probabilities(model, tokenizer, validation["text"], 256, max_length=max_length))
     mix_weight, scores = choose_mix_weight(*parts, validation["label"], metric)
+    by_weight = ", ".join(f"{weight:g} {score:.4f}" for weight, score in scores.items())
+    logger.info("TF-IDF branch: validation %s by mix weight: %s", metric, by_weight)
     model.config.tfidf_mix_weight = mix_weight
     mixed = (1 - mix_weight) * parts[0] + mix_weight * parts[1]  # the model's validation scores from now on
     model.train(was_training)
@@ -184,16 +185,3 @@ def attach_tfidf_branch(
         f"{len(tfidf):,}", selection["C"], mix_weight, metric, scores[0.0], scores[mix_weight], report["fit_seconds"],
     )  # fmt: skip
     return report, mixed
-
-
-def add_ngram_columns(dataset, tokenizer):
-    """`ngram_ids` and `ngram_weights` of each row's `text`, for a tokenizer with a TF-IDF branch."""
-
-    def features(batch):
-        features = tokenizer.ngram_features(batch["text"])
-        return {"ngram_ids": [ids for ids, _ in features], "ngram_weights": [weights for _, weights in features]}
-
-    # The function holds the tokenizer, which `datasets` cannot hash: the n-grams name the result instead.
-    digest = hashlib.sha256(json.dumps(tokenizer.tfidf.ngrams, ensure_ascii=False).encode()).hexdigest()[:16]
-    fingerprint = hashlib.sha256(f"{dataset._fingerprint}-{digest}-{tokenizer.init_kwargs}".encode()).hexdigest()[:16]
-    return dataset.map(features, batched=True, desc="TF-IDF n-grams", new_fingerprint=fingerprint)
