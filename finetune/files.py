@@ -211,11 +211,120 @@ def save_pretrained_atomic(model, tokenizer, directory: str | os.PathLike) -> No
         replace_directory(staging, directory)
 
 
+# A model saved among other files (`save_pretrained_into`): which files are its own, and while a save is being
+# moved into place, from where (`staging`) and which files of the previous model it replaces (`previous`).
+MODEL_RECORD = ".model_files.json"
+MODEL_STAGING = ".model-"  # + mkdtemp's letters: hidden, so never a run's `checkpoint-K` nor a file of the model
+RUN_LOCK = ".lock"  # the run's lock file (`run_directory.RunLock`): held while a run may be saving its model
+
+
+def _model_record(directory: Path) -> dict:
+    try:
+        record = json.loads((directory / MODEL_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict) or not all(isinstance(name, str) for name in record.get("files", [None])):
+        return {}  # (not written by finetune)
+    return record
+
+
+def saved_model_files(directory: str | os.PathLike) -> list[str]:
+    """The names of the files `save_pretrained_into` saved into `directory` ([]: none, or an unreadable record)."""
+    return list(_model_record(Path(directory)).get("files", []))
+
+
+def save_pretrained_into(model, tokenizer, directory: str | os.PathLike) -> None:
+    """`save_pretrained` (model and tokenizer) into `directory`, which holds other files too (a run directory
+    laid out as transformers' Trainer lays it out: config.yaml, metrics.json, checkpoint-K/ beside the model).
+    The previous model's files are replaced (or removed, those the new model lacks); the others are left.
+
+    The model is written into a hidden staging directory inside `directory` first. Once it is complete, the
+    record (`MODEL_RECORD`) is renamed into place naming the staging directory, the new files and the previous
+    model's: that is the commit point. Then each file is renamed into place, the weights last, the previous
+    model's files the new one lacks are removed, and the record is rewritten without the staging directory.
+    A kill before the commit point leaves the previous model (and a staging directory the next save removes);
+    after it, `finish_model_save` (the next save, the run's resume, the next load) completes the move: the
+    directory holds the old model or the new one, never a mix.
+
+    Raises:
+        StorageError: A file could not be written; the previous model is left whole.
+    """
+    directory = Path(directory)
+    with named_os_errors(directory, "saving the model"):
+        directory.mkdir(parents=True, exist_ok=True)
+        previous = finish_model_save(directory)
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=MODEL_STAGING))
+        try:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            as_if_created(staging)
+            weights_last = sorted(os.listdir(staging), key=lambda name: (name.endswith(".safetensors"), name))
+            write_json_atomic({"files": weights_last, "staging": staging.name, "previous": previous},
+                              directory / MODEL_RECORD)  # fmt: skip
+        except BaseException:
+            if _model_record(directory).get("staging") != staging.name:  # not committed (else: finished next time)
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finish_model_save(directory)
+
+
+def _is_locked(path: Path) -> bool:
+    """Whether a live process holds a `flock` on `path`."""
+    if fcntl is None:
+        return False
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed below)
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def finish_model_save(directory: str | os.PathLike, *, unless_running: bool = False) -> list[str]:
+    """Completes a `save_pretrained_into` that a kill stopped after its commit point (renames the rest of its
+    files into place, removes the previous model's files it lacks) and removes staging directories left before
+    one; returns the names of the model's files.
+
+    Args:
+        directory: The directory the model is saved in.
+        unless_running: Leave it to the run that holds `directory`'s lock (`RUN_LOCK`), if one does: a reader's
+            call, which must not race the writer.
+    """
+    directory = Path(directory)
+    record = _model_record(directory)
+    if unless_running and (not record.get("staging") or _is_locked(directory / RUN_LOCK)):
+        return list(record.get("files", []))  # (a reader removes no staging directory: a live save's, maybe)
+    if record.get("staging"):
+        staging = directory / record["staging"]
+        for name in record["files"]:
+            if os.path.lexists(staging / name):
+                if (directory / name).is_dir() and not (directory / name).is_symlink():
+                    shutil.rmtree(directory / name)
+                os.replace(staging / name, directory / name)
+        for name in sorted(set(record.get("previous", [])) - set(record["files"])):
+            stale = directory / name
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        record = {"files": record["files"]}
+        write_json_atomic(record, directory / MODEL_RECORD)
+    for leftover in directory.glob(f"{MODEL_STAGING}*"):  # emptied by the moves above, or a save killed before
+        shutil.rmtree(leftover, ignore_errors=True)
+    remove_leftover_temporaries(directory / MODEL_RECORD)  # a record killed mid-write
+    return list(record.get("files", []))
+
+
 @contextlib.contextmanager
 def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     """A temporary sibling directory to fill; on success it replaces `directory`, else it is removed.
 
-    with atomic_directory("runs/reviews/best/onnx") as staging:
+    with atomic_directory("runs/reviews/onnx") as staging:
         write(staging / "model.onnx")
     """
     directory = Path(directory)

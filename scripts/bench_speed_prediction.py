@@ -43,7 +43,7 @@ def single_text_latency(kind: str, path: Path, texts: list[str], work: Path, arg
 
 
 def pipeline_classifier(run_dir: Path, bf16: bool = False):
-    """`pipeline("text-classification", model=RUN/best)`, as a user loads the toolkit's model (`bf16`: with
+    """`pipeline("text-classification", model=RUN)`, as a user loads the toolkit's model (`bf16`: with
     `dtype=torch.bfloat16`)."""
     from transformers import pipeline
 
@@ -77,7 +77,7 @@ def predict_file_prediction(
 
 
 def batched_pipeline_prediction(run_dir: Path, texts: list[str], work: Path, args, bf16: bool, num_proc: int) -> dict:
-    """`load_classifier(RUN/best)(texts, num_proc=...)`, its BatchedTextClassificationPipeline on a list, timed in
+    """`load_classifier(RUN)(texts, num_proc=...)`, its BatchedTextClassificationPipeline on a list, timed in
     a fresh Python process, as a script that loads the model and labels its texts runs (imports apart)."""
     options = {"run_dir": str(run_dir), "texts_csv": str(texts_csv(texts, work)), "bf16": bf16,
                "batch_size": args.predict_batch_size, "num_proc": num_proc, "repeats": args.repeats,

@@ -55,6 +55,7 @@ from finetune.evaluation.baselines import BASELINES, DEFAULT_BASELINES  # noqa: 
 from finetune.evaluation.comparison import seed_spread  # noqa: E402
 from finetune.files import write_json_atomic  # noqa: E402
 from finetune.hub.model_card import write_model_card  # noqa: E402
+from finetune.model_files import resolve_model_directory  # noqa: E402
 from finetune.training.run_directory import is_finished  # noqa: E402
 from scripts.benchmark_scoring import (  # noqa: E402
     branchless_runs,
@@ -259,7 +260,8 @@ def add_seed_spread(runs: list[dict]) -> None:
         metrics["seed_spread"] = seed_spread(runs, run["seed"])
         write_json_atomic(metrics, run_dir / "metrics.json")
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-        write_model_card(run_dir / "best", config.get("hub_model_id"), config.get("hub_license") or "apache-2.0")
+        model_dir = resolve_model_directory(run_dir)  # an earlier version's run: its best/
+        write_model_card(model_dir, config.get("hub_model_id"), config.get("hub_license") or "apache-2.0")
 
 
 # The data settings every config must share: they decide the split every method is tested on

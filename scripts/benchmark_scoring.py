@@ -24,6 +24,7 @@ from finetune.data.multilabel import (
 from finetune.errors import FinetuneError
 from finetune.evaluation.baselines import macro_f1
 from finetune.files import atomic_path
+from finetune.model_files import resolve_model_directory
 
 
 def test_scores(predicted, labels: np.ndarray, num_labels: int) -> dict:
@@ -71,7 +72,8 @@ def probabilities_path(run_dir: Path, alone: bool = False, split: str = "test") 
 
 def has_tfidf_branch(run_dir: Path) -> bool:
     """Whether the run's best model carries a TF-IDF branch (`--tfidf_branch`)."""
-    config = json.loads((run_dir / "best" / "config.json").read_text(encoding="utf-8"))
+    model_dir = Path(resolve_model_directory(run_dir))  # an earlier version's run: its best/
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     return config.get("tfidf_num_ngrams", 0) > 0
 
 
@@ -88,7 +90,7 @@ def recipe_probabilities(
         return kept
     from finetune.inference.classifier import load_classifier, predict_probabilities
 
-    classifier = load_classifier(run_dir / "best")
+    classifier = load_classifier(run_dir)
     model, tokenizer = classifier.model, classifier.tokenizer
     if alone:
         model.config.tfidf_mix_weight = 0.0

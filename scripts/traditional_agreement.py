@@ -3,7 +3,7 @@
     python scripts/traditional_agreement.py outputs/run
 
 Reads OUTPUT_DIR/test_predictions.csv (the test texts and labels), converts each text with OpenCC
-`s2t`, predicts both forms with `pipeline()` on OUTPUT_DIR/best and prints one markdown row: texts,
+`s2t`, predicts both forms with `pipeline()` on OUTPUT_DIR and prints one markdown row: texts,
 texts s2t changed, predictions that agree, accuracy on each form, texts tokenized identically
 (README "Traditional characters and normalisation").
 """
@@ -23,7 +23,7 @@ def main(run: str) -> None:
     texts, gold = [row["text"] for row in rows], [row["label"] for row in rows]
     converter = opencc.OpenCC("s2t.json")
     traditional = [converter.convert(text) for text in texts]
-    classifier = pipeline("text-classification", model=f"{run}/best")
+    classifier = pipeline("text-classification", model=run)
     given = [prediction["label"] for prediction in classifier(texts, batch_size=64)]
     converted = [prediction["label"] for prediction in classifier(traditional, batch_size=64)]
     agree = sum(a == b for a, b in zip(given, converted, strict=True))

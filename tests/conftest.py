@@ -99,6 +99,15 @@ GENUINE_NEGATIVE = [
 GENUINE_REVIEWS = [(text, "positive") for text in GENUINE_POSITIVE] + [(text, "negative") for text in GENUINE_NEGATIVE]
 
 
+def load_splits(train_file=None, validation_file=None, test_file=None, *, seed=42, **fields):
+    """`load_data` on the `DataArguments` of these fields (the recipe's flags): the tests' short form."""
+    from finetune.config.arguments import DataArguments
+    from finetune.data.loading import load_data
+
+    files = {"train_file": train_file, "validation_file": validation_file, "test_file": test_file}
+    return load_data(DataArguments(**files, **fields), seed)
+
+
 def write_table(path, rows, header=("text", "label"), encoding="utf-8"):
     with open(path, "w", encoding=encoding, newline="") as file:
         writer = csv.writer(file)
@@ -202,7 +211,7 @@ def tiny_recipe_args(train_file: Path, vectors: Path, output_dir: Path, *extra: 
 def trained_run(reviews_csv, tiny_vectors, tmp_path_factory, offline) -> Path:
     """One real run of the recipe (one process), shared by the tests that need a trained model."""
     sys.path.insert(0, str(ROOT))
-    from recipes.train_bilstm_attention import main
+    from finetune.recipes.train_bilstm_attention import main
 
     output_dir = tmp_path_factory.mktemp("run")
     main(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir))
@@ -418,3 +427,18 @@ def assert_same_run(output_dir: Path, results: dict, reference_dir: Path, refere
         assert got.keys() == want.keys()
         for key in want:
             assert torch.equal(got[key], want[key]), (name, key)
+
+
+def as_earlier_layout(run_dir: Path) -> Path:
+    """Lays a run directory out as finetune did before the Trainer's layout: the model (and its card) in best/,
+    checkpoints in checkpoints/step-K; returns it."""
+    from finetune.files import MODEL_RECORD, saved_model_files
+
+    (run_dir / "best").mkdir()
+    for name in [*saved_model_files(run_dir), "README.md"]:
+        os.replace(run_dir / name, run_dir / "best" / name)
+    (run_dir / MODEL_RECORD).unlink()
+    (run_dir / "checkpoints").mkdir()
+    for checkpoint in run_dir.glob("checkpoint-*"):
+        os.replace(checkpoint, run_dir / "checkpoints" / checkpoint.name.replace("checkpoint-", "step-"))
+    return run_dir

@@ -11,7 +11,7 @@ from finetune.inference.classifier import load_classifier
 
 @pytest.fixture(scope="module")
 def pipelines(trained_run):
-    model = trained_run / "best"
+    model = trained_run
     return pipeline("text-classification", model=str(model)), load_classifier(model)
 
 

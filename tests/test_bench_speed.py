@@ -12,7 +12,7 @@ import sys
 
 from conftest import ROOT, make_reviews, write_csv
 
-from finetune.training.common import cpu_has_native_bf16
+from finetune.devices import cpu_has_native_bf16
 
 ROW_NAMES = [
     "plain loop train",

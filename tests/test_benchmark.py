@@ -89,7 +89,7 @@ def test_two_seeds_give_the_table_json_and_seed_spread_and_a_rerun_reuses_them(f
         spread = metrics["seed_spread"]
         assert spread["seeds"] == [42, 43] and spread["this_seed"] == run["seed"]
         assert spread["test_accuracy"]["values"] == [r["test_accuracy"] for r in recipe]
-        card = (Path(run["run_dir"]) / "best" / "README.md").read_text()
+        card = (Path(run["run_dir"]) / "README.md").read_text()
         assert f"this run (seed {run['seed']}) ranks {spread['rank']} of 2 by test accuracy" in card
         assert metrics["data"]["max_samples"]["test"]["rows"] == 30
 
@@ -186,7 +186,7 @@ def test_several_configs_give_a_row_each_compared_with_the_first(folder, tiny_ve
     student = tmp_path / "student.yaml"
     student.write_text(
         (configs / "distill_bilstm_attn.yaml").read_text().replace("teacher_model_name_or_path: null", "")
-        + f"\nteacher_model_name_or_path: {trained_run / 'best'}\naugment_copies: 1\n"
+        + f"\nteacher_model_name_or_path: {trained_run}\naugment_copies: 1\n"
     )
     flags = ["--datasets", folder, "--seeds", 1, "--methods", "recipe", "tfidf_lr", "--runs_dir", tmp_path / "runs",
              "--config", configs / "word2vec_bilstm_attn.yaml", variant, student, "--max_train_samples", 80,
@@ -204,8 +204,8 @@ def test_several_configs_give_a_row_each_compared_with_the_first(folder, tiny_ve
     assert all(row[4].count("[") == 1 for row in rows[1:])
     results = json.loads((tmp_path / "runs" / "benchmark.json").read_text())["datasets"][folder.name]
     run_dirs = {run["config"]: Path(run["run_dir"]) for run in results["runs"] if run["method"] == "recipe"}
-    assert json.loads((run_dirs["max_pooling"] / "best" / "config.json").read_text())["pooling"] == "attention+max"
-    assert str(trained_run / "best") in (run_dirs["student"] / "best" / "README.md").read_text()
+    assert json.loads((run_dirs["max_pooling"] / "config.json").read_text())["pooling"] == "attention+max"
+    assert str(trained_run) in (run_dirs["student"] / "README.md").read_text()
 
     other = tmp_path / "other_split.yaml"
     other.write_text((configs / "word2vec_bilstm_attn.yaml").read_text().replace("test_size: 0.1", "test_size: 0.2"))
@@ -274,7 +274,7 @@ def test_multilabel_data_gets_f1_rows_against_one_vs_rest_tfidf_and_a_variant_ro
     metrics = json.loads((Path(recipe["run_dir"]) / "metrics.json").read_text())
     assert metrics["test_micro_f1"] == recipe["test_micro_f1"]
     small = next(run for run in results["runs"] if run.get("config", "").endswith("-small"))
-    assert json.loads((Path(small["run_dir"]) / "best" / "config.json").read_text())["lstm_hidden_size"] == 8
+    assert json.loads((Path(small["run_dir"]) / "config.json").read_text())["lstm_hidden_size"] == 8
 
 
 def test_variants_and_suites_are_checked(tmp_path):

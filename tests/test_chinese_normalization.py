@@ -22,7 +22,7 @@ from finetune import JiebaTokenizer
 from finetune.data.normalization import normalization_map, normalize_fast_tokenizer, traditional_to_simplified_map
 from finetune.inference.onnx_classifier import _JiebaIds
 from finetune.models.bilstm_attention.normalization_chinese import CharNormalizer, fullwidth_to_halfwidth_map
-from recipes.train_bilstm_attention import main
+from finetune.recipes.train_bilstm_attention import main
 
 TO_TRADITIONAL = opencc.OpenCC("s2t.json")
 # pipeline() where neither finetune nor OpenCC can be imported: the table must come from the files
@@ -70,7 +70,7 @@ def normalising_run(tiny_vectors, tmp_path_factory):
     output_dir = data / "run"
     main(tiny_recipe_args(csv, tiny_vectors, output_dir, "--traditional_to_simplified", "true",
                           "--fullwidth_to_halfwidth", "true"))  # fmt: skip
-    return output_dir / "best"
+    return output_dir
 
 
 def test_traditional_text_gets_the_simplified_predictions(normalising_run, tmp_path):
@@ -115,14 +115,13 @@ def test_fast_tokenizer_carries_the_table_in_tokenizer_json(tiny_bert, tmp_path)
 
 
 def test_bilm_recipe_saves_a_normalising_tokenizer(reviews_csv, tiny_bilm, tmp_path):
-    """The biLM's character tokenizer (as a transformer's) carries the table into best/: pipeline()
+    """The biLM's character tokenizer (as a transformer's) carries the table into the run's model: pipeline()
     without finetune or OpenCC gives traditional texts the scores of their simplified forms."""
     main(encoder_recipe_args(BILM_CONFIG, reviews_csv, tiny_bilm, tmp_path, "--max_steps", "6",
                              "--traditional_to_simplified", "true"))  # fmt: skip
     texts = [text for text, _ in make_reviews(10, seed=11)]
     traditional = [TO_TRADITIONAL.convert(text) for text in texts]
-    best = tmp_path / "best"
-    got = run_pipeline(best, texts + traditional, WITHOUT_FINETUNE_OR_OPENCC, env=dict(os.environ), cwd=best)
+    got = run_pipeline(tmp_path, texts + traditional, WITHOUT_FINETUNE_OR_OPENCC, env=dict(os.environ), cwd=tmp_path)
     simplified, converted = got["scores"][: len(texts)], got["scores"][len(texts) :]
     for a, b in zip(simplified, converted, strict=True):
         assert {row["label"]: pytest.approx(row["score"], abs=1e-6) for row in a} == {

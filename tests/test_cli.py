@@ -12,7 +12,7 @@ def test_finetune_train_runs_the_recipe(reviews_csv, tiny_vectors, tmp_path):
     cli(["train", *tiny_recipe_args(reviews_csv, tiny_vectors, tmp_path, "--num_train_epochs", "1")])
     metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["test_num_examples"] == 30 and metrics["train_steps"] == 15
-    assert (tmp_path / "best" / "model.safetensors").exists()
+    assert (tmp_path / "model.safetensors").exists()
 
 
 def test_weight_average_is_what_gets_saved(reviews_csv, tiny_vectors, tmp_path):
@@ -21,13 +21,13 @@ def test_weight_average_is_what_gets_saved(reviews_csv, tiny_vectors, tmp_path):
     cli(["train", *tiny_recipe_args(reviews_csv, tiny_vectors, tmp_path, "--ema_decay", "0.9")])
     metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["test_accuracy"] >= 0.9
-    weights = load_file(tmp_path / "best" / "model.safetensors")
+    weights = load_file(tmp_path / "model.safetensors")
     assert not any(key.startswith("module.") or key == "n_averaged" for key in weights)
 
 
 def test_predict_needs_something_to_label(trained_run, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli(["predict", str(trained_run / "best")])
+        cli(["predict", str(trained_run)])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.strip() == "finetune: error: predict: give an input file or --text"
 

@@ -16,9 +16,9 @@ from conftest import ROOT, free_port, make_reviews, run_pipeline
 from finetune.config.distill_arguments import parse_distill_args
 from finetune.data.augmentation import MASK, TransferAugmenter, augment_texts, tag_words
 from finetune.data.loading import load_data
+from finetune.devices import create_accelerator
 from finetune.errors import ArgumentError, report_errors
 from finetune.training import distillation
-from finetune.training.common import create_accelerator
 from finetune.training.distillation import (
     distillation_loss,
     ensemble_logits,
@@ -45,7 +45,7 @@ def distill_args(train_file, vectors, output_dir, *teachers, extra=()):
 
 @pytest.fixture(scope="module")
 def teacher(trained_run):
-    return trained_run / "best"
+    return trained_run
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_a_tfidf_teacher_is_fitted_on_the_training_split_and_joins_an_ensemble(t
 def test_user_errors_are_one_line(
     teacher, reviews_csv, tiny_vectors, tiny_bert_classifier, tmp_path, capsys, monkeypatch
 ):
-    from recipes.distill_bilstm_attention import main
+    from finetune.recipes.distill_bilstm_attention import main
 
     with pytest.raises(ArgumentError, match="--teacher_model_name_or_path .*nowhere: no such directory .*tfidf_lr"):
         parse_distill_args(["--teacher_model_name_or_path", str(tmp_path / "nowhere")])
@@ -217,17 +217,17 @@ def test_user_errors_are_one_line(
 
 
 def test_distilled_student_in_one_process(teacher, reviews_csv, tiny_vectors, tmp_path, monkeypatch):
-    from recipes.distill_bilstm_attention import main
+    from finetune.recipes.distill_bilstm_attention import main
 
     output_dir = tmp_path / "student"
     results = main(distill_args(reviews_csv, tiny_vectors, output_dir, teacher))
     assert results["test_accuracy"] >= 0.85  # chance: 0.5
     report = results["distillation"]
     assert report["transfer_set"]["labelled"] == 240 and report["transfer_set"]["augmented"] > 200
-    card = (output_dir / "best" / "README.md").read_text(encoding="utf-8")
+    card = (output_dir / "README.md").read_text(encoding="utf-8")
     assert f"Distilled (Tang et al. 2019) from `{teacher}`" in card and "MSE between" in card
     assert "Adversarial training" not in card  # the distillation config's adversarial_epsilon is 0
-    scores = run_pipeline(output_dir / "best", ["这部电影很好。", "快递太差劲了。"])
+    scores = run_pipeline(output_dir, ["这部电影很好。", "快递太差劲了。"])
     assert [max(s, key=lambda x: x["score"])["label"] for s in scores] == ["positive", "negative"]
     # A second run over the same transfer set reads the teacher's logits from the cache
     monkeypatch.setattr(distillation, "compute_teacher_logits", pytest.fail)

@@ -16,6 +16,7 @@ from transformers import AutoModelForSequenceClassification, BertConfig
 
 from finetune.config.arguments import RunArguments
 from finetune.data.features import train_dataloader
+from finetune.files import save_pretrained_into
 from finetune.hub.push import model_card
 from finetune.models.bilstm_attention import (
     ENCODER_KINDS,
@@ -29,9 +30,9 @@ from finetune.models.bilstm_attention import (
 )
 from finetune.models.bilstm_attention.encoders import PRETRAINED_FROM
 from finetune.training.builders import BUILDERS, build_word_vector_model
-from finetune.training.common import create_optimizer
 from finetune.training.freezing import FreezingPolicy, apply_freezing, layer_learning_rates
 from finetune.training.lora import LoraOptions, apply_lora, default_target_modules
+from finetune.training.optimization import create_optimizer
 
 BUILT_IN = ("word_vectors", "transformer", "bilm")
 TOY = "bag_of_words"
@@ -80,10 +81,9 @@ def toy(review_splits, tiny_vectors):
 
 @pytest.fixture(scope="module")
 def toy_run(toy, tiny_vectors, tmp_path_factory):
-    """A run directory as the recipe leaves it: best/, config.yaml, metrics.json."""
+    """A run directory as the recipe leaves it: the model, config.yaml, metrics.json."""
     run_dir = tmp_path_factory.mktemp("toy-run")
-    toy.model.save_pretrained(run_dir / "best")
-    toy.tokenizer.save_pretrained(run_dir / "best")
+    save_pretrained_into(toy.model, toy.tokenizer, run_dir)
     run = {"encoder_type": TOY, "word_vectors": str(tiny_vectors), "segmenter": "rjieba", "max_length": 32}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(run), encoding="utf-8")
     metrics = {
@@ -133,9 +133,9 @@ def test_the_toy_kind_trains(toy):
 
 
 def test_the_toy_model_round_trips_in_process(toy, toy_run):
-    saved = json.loads((toy_run / "best" / "config.json").read_text(encoding="utf-8"))
+    saved = json.loads((toy_run / "config.json").read_text(encoding="utf-8"))
     assert saved["encoder_type"] == TOY
-    loaded = AutoModelForSequenceClassification.from_pretrained(toy_run / "best").eval()
+    loaded = AutoModelForSequenceClassification.from_pretrained(toy_run).eval()
     assert type(loaded) is BiLSTMAttentionForSequenceClassification and type(loaded.encoder) is BagOfWordsEncoder
     inputs = inputs_of(toy.tokenizer, TEXTS)
     with torch.no_grad():
@@ -143,7 +143,7 @@ def test_the_toy_model_round_trips_in_process(toy, toy_run):
 
 
 def test_the_model_card_describes_the_toy_kind(toy_run, tiny_vectors):
-    card = str(model_card(toy_run / "best"))
+    card = str(model_card(toy_run))
     assert f"- Encoder: a bag-of-words toy encoder: {tiny_vectors} (8-dimensional;" in card
     assert "segmented with rjieba" in card and "- bag-of-words\n" in card  # its tag
     assert "ELMo" not in card and "a transformer encoder" not in card and "base_model:" not in card

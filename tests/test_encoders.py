@@ -7,7 +7,7 @@ import shutil
 import pytest
 from conftest import BERT_CONFIG, BILM_CONFIG, encoder_recipe_args, in_process_scores, run_pipeline
 
-from recipes.train_bilstm_attention import main
+from finetune.recipes.train_bilstm_attention import main
 
 TEXTS = ["这部电影很好。", "酒店太差劲了！", "", "很" * 500]
 
@@ -26,12 +26,12 @@ def test_encoder_trains_and_round_trips_without_its_checkpoint(encoder_type, rev
     results = main([*args, "--freeze_encoder", "false"])
     assert results["test_accuracy"] >= 0.8, results["test_accuracy"]
     assert results["encoder"]["type"] == encoder_type
-    saved = json.loads((output_dir / "best" / "config.json").read_text(encoding="utf-8"))
+    saved = json.loads((output_dir / "config.json").read_text(encoding="utf-8"))
     assert saved["encoder_type"] == encoder_type and saved["encoder_config"]
     shutil.rmtree(encoder)  # reloading must need neither the checkpoint nor the network
 
-    predictions = run_pipeline(output_dir / "best", TEXTS)
-    expected = in_process_scores(output_dir / "best", TEXTS)
+    predictions = run_pipeline(output_dir, TEXTS)
+    expected = in_process_scores(output_dir, TEXTS)
     assert len(predictions) == len(TEXTS)
     for got, want in zip(predictions, expected, strict=True):
         assert {row["label"]: pytest.approx(row["score"], abs=1e-4) for row in got} == want

@@ -48,7 +48,7 @@ def vectors_with(ctx, line: str, name="bad.vec") -> Path:
 
 def damaged_model(ctx, damage) -> Path:
     model = ctx["dir"] / "model"
-    shutil.copytree(ctx["run"] / "best", model)
+    shutil.copytree(ctx["run"], model)
     damage(model)
     return model
 
@@ -155,8 +155,8 @@ CASES = {
         r"--resume_from_checkpoint .*: not a complete checkpoint",
     ),
     "predict: model directory missing": (
-        lambda c: ["predict", str(c["dir"] / "runs" / "x" / "best"), "--text", "很好"],
-        r"runs/x/best: no such model directory",
+        lambda c: ["predict", str(c["dir"] / "runs" / "x"), "--text", "很好"],
+        r"runs/x: no such model directory",
     ),
     "predict: model without vocab.txt": (
         lambda c: ["predict", str(damaged_model(c, lambda m: (m / "vocab.txt").unlink())), "--text", "很好"],
@@ -175,15 +175,15 @@ CASES = {
         r"--model_name_or_path .*bilm: no such directory \(nor a Hub id\)",
     ),
     "predict: input file missing": (
-        lambda c: ["predict", str(c["run"] / "best"), str(c["dir"] / "absent.csv")],
+        lambda c: ["predict", str(c["run"]), str(c["dir"] / "absent.csv")],
         r"absent.csv: no such file",
     ),
     "predict: output would overwrite the input": (
-        lambda c: ["predict", str(c["run"] / "best"), str(c["csv"]), "--output", str(c["csv"])],
+        lambda c: ["predict", str(c["run"]), str(c["csv"]), "--output", str(c["csv"])],
         r"reviews.csv",
     ),
     "predict: misspelled flag": (
-        lambda c: ["predict", str(c["run"] / "best"), "--txt", "很好"],
+        lambda c: ["predict", str(c["run"]), "--txt", "很好"],
         r"--txt \(did you mean --text\?\)",
     ),
     "unknown subcommand": (
@@ -196,7 +196,7 @@ CASES = {
     ),
     "push: not a model directory": (
         lambda c: ["push", str(c["dir"]), "--repo-id", "user/model"],
-        r"push: .*: no config.json or adapter_config.json; give a run's best/ directory",
+        r"push: .*: no config.json or adapter_config.json; give a run's OUTPUT_DIR",
     ),
     "explain: model directory missing": (
         lambda c: ["explain", str(c["dir"] / "nowhere"), "--text", "很好"],
@@ -296,8 +296,8 @@ def test_a_diverging_run_stops_and_saves_no_nan_model(reviews_csv, tiny_vectors,
     diverged = r"the (training|validation) loss became (nan|inf) at step \d+ \(epoch 1\): training diverged; "
     assert re.search(diverged + r"lower --learning_rate \(now 1e\+30\)", message), message
     assert not (output_dir / "metrics.json").exists()
-    if (output_dir / "best").exists():  # a model saved before the loss went wrong is a finite one
-        assert all(torch.isfinite(w).all() for w in load_file(output_dir / "best" / "model.safetensors").values())
+    if (output_dir / "model.safetensors").exists():  # a model saved before the loss went wrong is a finite one
+        assert all(torch.isfinite(w).all() for w in load_file(output_dir / "model.safetensors").values())
 
 
 def test_two_processes_meet_bad_input_with_one_line(tiny_vectors, tmp_path):

@@ -10,8 +10,8 @@ from conftest import BERT_CONFIG, encoder_recipe_args, make_reviews, tiny_recipe
 from finetune.cli import main as cli
 from finetune.data.tables import DataError
 from finetune.evaluation.saved_model import default_output_dir, label_ids
+from finetune.recipes.train_bilstm_attention import main as train
 from finetune.training.run_directory import check_output_dir
-from recipes.train_bilstm_attention import main as train
 
 SAME = ("accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "num_examples")
 
@@ -49,9 +49,9 @@ def assert_same_test_metrics(evaluated: dict, run: dict):
 def test_evaluate_gives_the_runs_own_test_metrics(run_with_test_file, review_files, tmp_path, capsys):
     _, test_file = review_files
     run = read_json(run_with_test_file / "metrics.json")
-    cli(["evaluate", str(run_with_test_file / "best"), str(test_file)])
+    cli(["evaluate", str(run_with_test_file), str(test_file)])
 
-    output_dir = run_with_test_file / "evaluation" / "test"  # the default: beside best/
+    output_dir = run_with_test_file / "evaluation" / "test"  # the default: in the run directory
     evaluated = read_json(output_dir / "metrics.json")
     assert_same_test_metrics(evaluated, run)
     assert evaluated["test_num_examples"] == 60
@@ -61,7 +61,7 @@ def test_evaluate_gives_the_runs_own_test_metrics(run_with_test_file, review_fil
         == evaluated["data"]["stats"]["test"]["duplicates_removed"]
         == 1
     )
-    assert (evaluated["model"], evaluated["file"]) == (str(run_with_test_file / "best"), str(test_file))
+    assert (evaluated["model"], evaluated["file"]) == (str(run_with_test_file), str(test_file))
 
     with open(output_dir / "per_class.csv", encoding="utf-8-sig", newline="") as file:
         table = list(csv.DictReader(file))
@@ -83,7 +83,7 @@ def test_evaluate_gives_the_runs_own_test_metrics(run_with_test_file, review_fil
     check_output_dir(run_with_test_file, {}, overwrite=True, resume=False)
 
     # --output_dir elsewhere, a JSON Lines file with integer labels for a model whose labels are "0"/"1".
-    model = shutil.copytree(run_with_test_file / "best", tmp_path / "numbered")
+    model = shutil.copytree(run_with_test_file, tmp_path / "numbered")
     config = read_json(model / "config.json")
     config.update(id2label={"0": "0", "1": "1"}, label2id={"0": 0, "1": 1})  # negative, positive
     (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
@@ -107,8 +107,8 @@ def test_evaluate_a_lora_adapter_on_a_transformer(review_files, tiny_bert, tmp_p
     train_file, test_file = review_files
     args = encoder_recipe_args(BERT_CONFIG, train_file, tiny_bert, tmp_path / "run", "--test_file", str(test_file))
     run = train([*args, "--num_train_epochs", "1", "--lora_r", "4", "--lora_alpha", "8"])
-    assert (tmp_path / "run" / "best" / "adapter_config.json").exists()
-    cli(["evaluate", str(tmp_path / "run" / "best"), str(test_file), "--output_dir", str(tmp_path / "out")])
+    assert (tmp_path / "run" / "adapter_config.json").exists()
+    cli(["evaluate", str(tmp_path / "run"), str(test_file), "--output_dir", str(tmp_path / "out")])
     assert_same_test_metrics(read_json(tmp_path / "out" / "metrics.json"), run)
 
 
@@ -123,7 +123,7 @@ def run_failing(argv, capsys):
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(run_with_test_file, tmp_path, capsys):
-    model, output_dir = str(run_with_test_file / "best"), tmp_path / "out"
+    model, output_dir = str(run_with_test_file), tmp_path / "out"
     unknown = write_csv(
         tmp_path / "unknown.csv", [("这部电影很好。", "positive"), ("一般般吧", "neutral"), ("还行", "neutral")]
     )
@@ -154,12 +154,15 @@ def test_unknown_labels_are_listed_with_a_line_each():
     assert label_ids([1, 0, "1"], [0, 1, 2], {"0": 0, "1": 1}, "t.csv", str, "m") == [1, 0, 1]
 
 
-def test_default_output_dir_is_beside_the_model(tmp_path, monkeypatch):
+def test_default_output_dir_is_in_the_run_directory(tmp_path, monkeypatch):
     (tmp_path / "run" / "best").mkdir(parents=True)
-    assert default_output_dir(tmp_path / "run" / "best", "data/test.csv") == tmp_path / "run" / "evaluation" / "test"
-    monkeypatch.chdir(tmp_path / "run" / "best")
+    assert default_output_dir(tmp_path / "run", "data/test.csv") == tmp_path / "run" / "evaluation" / "test"
+    monkeypatch.chdir(tmp_path / "run")
     assert default_output_dir(".", "test.jsonl") == tmp_path / "run" / "evaluation" / "test"
-    assert default_output_dir("user/reviews-sentiment", "t.csv") == tmp_path / "run" / "best" / "evaluation" / "t"
+    assert default_output_dir("user/reviews-sentiment", "t.csv") == tmp_path / "run" / "evaluation" / "t"
+    # an earlier layout's run (its model in best/, its config.yaml above): beside best/, as then
+    (tmp_path / "run" / "config.yaml").write_text("seed: 42\n", encoding="utf-8")
+    assert default_output_dir(tmp_path / "run" / "best", "test.csv") == tmp_path / "run" / "evaluation" / "test"
 
 
 def test_help_lists_evaluate(capsys):

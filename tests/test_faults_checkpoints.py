@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from test_resume import run_killed
 
 from finetune.errors import RunDirectoryError, StorageError, message_of, report_errors
+from finetune.recipes.train_bilstm_attention import main
 from finetune.training.checkpointing import (
     LoopState,
     describe_data_change,
@@ -28,7 +29,6 @@ from finetune.training.checkpointing import (
 )
 from finetune.training.manifests import write_manifest
 from finetune.training.run_directory import fingerprint
-from recipes.train_bilstm_attention import main
 
 START_OVER = "resume from another checkpoint or start over with --overwrite_output_dir"
 # 12 steps of batches of 16, a checkpoint and a validation every 4; word dropout: the random states matter.
@@ -68,7 +68,7 @@ def ema_reference(reviews_csv, tiny_vectors, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ema_killed(reviews_csv, tiny_vectors, tmp_path_factory):
-    """The same run killed before step 10: checkpoints step-4 and step-8 (each test resumes a copy)."""
+    """The same run killed before step 10: checkpoint-4 and checkpoint-8 (each test resumes a copy)."""
     output_dir = tmp_path_factory.mktemp("ema_killed") / "run"
     run_killed(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, *EMA_RUN), KILL_AT_STEP=10)
     return output_dir
@@ -79,7 +79,7 @@ def resume_args(reviews_csv, tiny_vectors, output_dir, which="latest"):
 
 
 def assert_same_ema_run(output_dir, results, reference):
-    files = ("best/model.safetensors", "checkpoints/step-12/ema_model.safetensors")
+    files = ("model.safetensors", "checkpoint-12/ema_model.safetensors")
     assert_same_run(output_dir, results, *reference, steps=12, files=files)
 
 
@@ -88,10 +88,10 @@ def test_a_planted_pickle_is_never_loaded_and_the_average_resumes_exactly(
 ):
     output_dir = tmp_path / "run"
     shutil.copytree(ema_killed, output_dir)
-    checkpoints = list_checkpoints(output_dir / "checkpoints")
-    assert [p.name for p in checkpoints] == ["step-4", "step-8"]
+    checkpoints = list_checkpoints(output_dir)
+    assert [p.name for p in checkpoints] == ["checkpoint-4", "checkpoint-8"]
     assert (checkpoints[-1] / "ema_model.safetensors").is_file() and (checkpoints[-1] / "manifest.json").is_file()
-    assert not list(output_dir.glob("checkpoints/*/custom_checkpoint_*"))  # the average is no longer a pickle
+    assert not list(output_dir.glob("checkpoint-*/custom_checkpoint_*"))  # the average is no longer a pickle
     marker = tmp_path / "code-ran"
     for checkpoint in checkpoints:
         torch.save(Payload(marker), checkpoint / "custom_checkpoint_0.pkl")
@@ -110,7 +110,7 @@ def test_a_damaged_latest_checkpoint_is_passed_over_and_the_run_ends_as_if_never
 ):
     output_dir = tmp_path / "run"
     shutil.copytree(ema_killed, output_dir)
-    damaged = output_dir / "checkpoints" / "step-8" / "random_states_0.pkl"
+    damaged = output_dir / "checkpoint-8" / "random_states_0.pkl"
     damaged.write_bytes(damaged.read_bytes()[:-100])  # cut short, as by a full disk or a copy stopped midway
 
     with caplog.at_level(logging.INFO, logger="finetune.training.checkpointing"):
@@ -118,7 +118,7 @@ def test_a_damaged_latest_checkpoint_is_passed_over_and_the_run_ends_as_if_never
 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(f"{damaged}: " in line and "passing over it" in line for line in warnings), warnings
-    assert f"Resumed from {output_dir / 'checkpoints' / 'step-4'}:" in caplog.text
+    assert f"Resumed from {output_dir / 'checkpoint-4'}:" in caplog.text
     assert_same_ema_run(output_dir, results, ema_reference)
 
 
@@ -138,32 +138,33 @@ def flip_a_byte(file):
     ids=["truncated", "byte-flipped", "deleted"],
 )
 def test_the_manifest_finds_damage_latest_passes_over_it_a_path_is_refused(ema_killed, tmp_path, damage, what, caplog):
-    checkpoints = tmp_path / "checkpoints"
-    shutil.copytree(ema_killed / "checkpoints", checkpoints)
-    identity = json.loads((checkpoints / "step-8" / "trainer_state.json").read_text(encoding="utf-8"))["run_identity"]
-    assert resolve_checkpoint("latest", checkpoints, identity) == checkpoints / "step-8"
-    file = checkpoints / "step-8" / "random_states_0.pkl"
+    run_dir = shutil.copytree(ema_killed, tmp_path / "run")
+    state = json.loads((run_dir / "checkpoint-8" / "trainer_state.json").read_text(encoding="utf-8"))
+    identity = state["run_identity"]
+    assert resolve_checkpoint("latest", run_dir, identity) == run_dir / "checkpoint-8"
+    file = run_dir / "checkpoint-8" / "random_states_0.pkl"
     damage(file)
 
     with caplog.at_level(logging.WARNING, logger="finetune.training.checkpointing"):
-        assert resolve_checkpoint("latest", checkpoints, identity) == checkpoints / "step-4"
+        assert resolve_checkpoint("latest", run_dir, identity) == run_dir / "checkpoint-4"
     assert f"{file}: " in caplog.text
-    with pytest.raises(RunDirectoryError, match=f"step-8: the checkpoint is damaged: {file}: {what}; {START_OVER}$"):
-        resolve_checkpoint(str(checkpoints / "step-8"), checkpoints, identity)
+    damaged = f"checkpoint-8: the checkpoint is damaged: {file}: {what}; {START_OVER}$"
+    with pytest.raises(RunDirectoryError, match=damaged):
+        resolve_checkpoint(str(run_dir / "checkpoint-8"), run_dir, identity)
 
-    damage(checkpoints / "step-4" / "model.safetensors")  # nothing undamaged left: never a silent fresh start
-    with pytest.raises(RunDirectoryError, match="no undamaged checkpoint of this run .*step-8/random_states_0.pkl"):
-        resolve_checkpoint("latest", checkpoints, identity)
+    damage(run_dir / "checkpoint-4" / "model.safetensors")  # nothing undamaged left: never a silent fresh start
+    with pytest.raises(RunDirectoryError, match="no undamaged checkpoint of this run .*checkpoint-8/random_states_0"):
+        resolve_checkpoint("latest", run_dir, identity)
 
 
 def test_a_checkpoint_from_before_manifests_is_still_resumed_with_a_warning(ema_killed, tmp_path, caplog):
-    checkpoints = tmp_path / "checkpoints"
-    shutil.copytree(ema_killed / "checkpoints", checkpoints)
-    (checkpoints / "step-8" / "manifest.json").unlink()
-    identity = json.loads((checkpoints / "step-8" / "trainer_state.json").read_text(encoding="utf-8"))["run_identity"]
+    run_dir = shutil.copytree(ema_killed, tmp_path / "run")
+    (run_dir / "checkpoint-8" / "manifest.json").unlink()
+    state = json.loads((run_dir / "checkpoint-8" / "trainer_state.json").read_text(encoding="utf-8"))
+    identity = state["run_identity"]
     with caplog.at_level(logging.WARNING, logger="finetune.training.checkpointing"):
-        assert resolve_checkpoint("latest", checkpoints, identity) == checkpoints / "step-8"
-    assert "step-8 has no manifest.json" in caplog.text
+        assert resolve_checkpoint("latest", run_dir, identity) == run_dir / "checkpoint-8"
+    assert "checkpoint-8 has no manifest.json" in caplog.text
 
 
 def test_an_earlier_versions_pickled_average_is_loaded_safely(
@@ -173,7 +174,7 @@ def test_an_earlier_versions_pickled_average_is_loaded_safely(
     such a checkpoint resumes (its pickle loaded with weights_only=True) into the same run."""
     output_dir = tmp_path / "run"
     shutil.copytree(ema_killed, output_dir)
-    step8 = output_dir / "checkpoints" / "step-8"
+    step8 = output_dir / "checkpoint-8"
     torch.save(load_file(step8 / "ema_model.safetensors"), step8 / "custom_checkpoint_0.pkl")
     (step8 / "ema_model.safetensors").unlink()
     (step8 / "manifest.json").unlink()
@@ -192,7 +193,7 @@ def test_a_pickle_accelerate_would_skip_or_fail_on_is_an_error_naming_it(
     and print a page advising weights_only=False for the others)."""
     output_dir = tmp_path / "run"
     shutil.copytree(ema_killed, output_dir)
-    step8 = output_dir / "checkpoints" / "step-8"
+    step8 = output_dir / "checkpoint-8"
     marker = tmp_path / "code-ran"
     torch.save(Payload(marker), step8 / name)
     if name.startswith("custom_checkpoint"):  # as a checkpoint of an earlier version holds the average
@@ -214,7 +215,7 @@ def test_an_explicit_damaged_checkpoint_is_one_line_naming_the_file(
 ):
     output_dir = tmp_path / "run"
     shutil.copytree(ema_killed, output_dir)
-    step8 = output_dir / "checkpoints" / "step-8"
+    step8 = output_dir / "checkpoint-8"
     flip_a_byte(step8 / "optimizer.bin")
 
     with pytest.raises(SystemExit) as stopped:
@@ -238,30 +239,29 @@ def identity(size=12_345, content="aaaa", learning_rate=0.01, flag="train_file",
 
 def test_a_data_change_is_described_file_by_file():
     tail = "; resume with the data as it was, or start over with --overwrite_output_dir"
-    assert describe_data_change(identity(), identity(12_400, "bbbb"), "step-20") == (
-        "--train_file data/train.csv: the file changed since checkpoint step-20 was saved (12,345 -> 12,400 bytes)"
-        + tail
+    assert describe_data_change(identity(), identity(12_400, "bbbb"), "checkpoint-20") == (
+        "--train_file data/train.csv: the file changed since checkpoint-20 was saved (12,345 -> 12,400 bytes)" + tail
     )
-    assert describe_data_change(identity(), identity(content="bbbb"), "step-20") == (
-        "--train_file data/train.csv: the file changed since checkpoint step-20 was saved (same size, other content)"
-        + tail
+    assert describe_data_change(identity(), identity(content="bbbb"), "checkpoint-20") == (
+        "--train_file data/train.csv: the file changed since checkpoint-20 was saved (same size, other content)" + tail
     )
     named = {"flag": "dataset_name", "path": "seamew/ChnSentiCorp"}
-    assert describe_data_change(identity(1000, **named), identity(1200, "bbbb", **named), "step-4") == (
-        "--dataset_name seamew/ChnSentiCorp: the data set changed since checkpoint step-4 was saved "
+    assert describe_data_change(identity(1000, **named), identity(1200, "bbbb", **named), "checkpoint-4") == (
+        "--dataset_name seamew/ChnSentiCorp: the data set changed since checkpoint-4 was saved "
         "(1,000 -> 1,200 rows)" + tail
     )
     theirs, ours = identity(), identity(content="bbbb")
     ours["data_fingerprint"]["test_file"] = theirs["data_fingerprint"]["test_file"] = {"path": "t.csv", "size": 9}
-    assert describe_data_change(theirs, ours, "step-20").startswith("--train_file data/train.csv: the file changed")
-    assert describe_data_change(identity(), identity(), "step-20") is None  # the same data
-    assert describe_data_change(identity(), identity(content="bbbb", learning_rate=0.02), "step-20") is None
+    changed = describe_data_change(theirs, ours, "checkpoint-20")
+    assert changed.startswith("--train_file data/train.csv: the file changed")
+    assert describe_data_change(identity(), identity(), "checkpoint-20") is None  # the same data
+    assert describe_data_change(identity(), identity(content="bbbb", learning_rate=0.02), "checkpoint-20") is None
     no_data = {"learning_rate": 0.01}  # saved before data fingerprints
-    assert describe_data_change(no_data, identity(), "step-20") is None
+    assert describe_data_change(no_data, identity(), "checkpoint-20") is None
 
 
 def fake_checkpoint(directory, step: int, run_identity: dict):
-    path = directory / f"step-{step}"
+    path = directory / f"checkpoint-{step}"
     path.mkdir(parents=True)
     state = {"step": step, "run": fingerprint(run_identity), "run_identity": run_identity}
     (path / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
@@ -273,18 +273,18 @@ def test_resuming_on_changed_data_is_refused_naming_the_file(tmp_path, caplog):
     theirs, ours = identity(), identity(12_400, "bbbb")
     fake_checkpoint(tmp_path, 12, theirs)
     fake_checkpoint(tmp_path, 20, theirs)
-    changed = r"--train_file data/train.csv: the file changed since checkpoint step-{} was saved \(12,345 -> 12,400 "
+    changed = r"--train_file data/train.csv: the file changed since checkpoint-{} was saved \(12,345 -> 12,400 "
     with pytest.raises(RunDirectoryError, match=changed.format(20)):
         resolve_checkpoint("latest", tmp_path, ours)
     with pytest.raises(RunDirectoryError, match=changed.format(12)):
-        resolve_checkpoint(str(tmp_path / "step-12"), tmp_path, ours)
+        resolve_checkpoint(str(tmp_path / "checkpoint-12"), tmp_path, ours)
     # Other settings too: another run, not this one on other data (latest starts over, as before).
     with caplog.at_level(logging.WARNING, logger="finetune.training.checkpointing"):
         assert resolve_checkpoint("latest", tmp_path, identity(12_400, "bbbb", learning_rate=0.02)) is None
     assert "No checkpoint of this run" in caplog.text
     # A checkpoint of this run on this data is resumed, whatever else is there.
     fake_checkpoint(tmp_path, 4, ours)
-    assert resolve_checkpoint("latest", tmp_path, ours) == tmp_path / "step-4"
+    assert resolve_checkpoint("latest", tmp_path, ours) == tmp_path / "checkpoint-4"
 
 
 # ##### A full or read-only disk while saving #####
@@ -324,7 +324,7 @@ def test_a_failed_save_is_one_line_naming_the_checkpoint_and_leaves_nothing(
         save_checkpoint(accelerator, checkpoints, LoopState(run="r", run_identity={}, step=4), {}, 0)
 
     message = message_of(error.value)
-    assert message.startswith(f"{checkpoints / 'step-4'}: saving the checkpoint: ") and advice in message, message
+    assert message.startswith(f"{checkpoints / 'checkpoint-4'}: saving the checkpoint: ") and advice in message, message
     assert "\n" not in message
     assert list(checkpoints.iterdir()) == []  # no staging directory left behind
 

@@ -31,7 +31,7 @@ from finetune.data import table_chunks
 from finetune.data.features import worker_init_fn
 from finetune.data.table_chunks import read_table_chunks
 from finetune.data.tables import DataError, read_table
-from finetune.files import atomic_path, atomic_write, current_umask, remove_leftover_temporaries
+from finetune.files import atomic_path, atomic_write, current_umask, remove_leftover_temporaries, saved_model_files
 from finetune.inference import classifier as inference
 from finetune.inference import prediction_files
 from finetune.inference.file_labelling import predict_file
@@ -140,12 +140,12 @@ def test_predict_labels_and_writes_each_chunk_before_reading_far_ahead(trained_r
     write_of = prediction_files._DelimitedWriter.write
     monkeypatch.setattr(table_chunks.TableChunks, "__iter__", counted)
     monkeypatch.setattr(prediction_files._DelimitedWriter, "write", recorded)
-    predict_file(trained_run / "best", input_file, tmp_path / "one.csv", chunk_size=7, num_proc=1)
+    predict_file(trained_run, input_file, tmp_path / "one.csv", chunk_size=7, num_proc=1)
     # (chunks read, rows written): each chunk written before the next is read, the first read twice (the
     # columns and the rows)
     assert events == [(2 + i, 7) for i in range(7)] + [(9, 1)]
     read.clear(), events.clear()
-    predict_file(trained_run / "best", input_file, tmp_path / "two.csv", chunk_size=7, num_proc=2)
+    predict_file(trained_run, input_file, tmp_path / "two.csv", chunk_size=7, num_proc=2)
     # in processes: one chunk queued while the one before is written
     assert events == [(3 + i, 7) for i in range(7)] + [(9, 1)]
     assert_same_predictions(tmp_path / "two.csv", tmp_path / "one.csv")
@@ -156,7 +156,7 @@ def test_a_tab_deep_in_the_file_is_refused_before_labelling(trained_run, tmp_pat
     records = [{"text": "很好", "note": "a"}] * 4 + [{"text": "差", "note": "b\tc"}]
     input_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     with pytest.raises(DataError, match=r"in\.jsonl: row 5, column 'note' holds a tab or line break"):
-        predict_file(trained_run / "best", input_file, tmp_path / "out.tsv", chunk_size=2)
+        predict_file(trained_run, input_file, tmp_path / "out.tsv", chunk_size=2)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in.jsonl"]
 
 
@@ -191,14 +191,14 @@ def wait_gone(workers: list[psutil.Process], seconds: float) -> list[psutil.Proc
 @pytest.mark.skipif(not worker_processes.can_fork(), reason="forked workers are Linux's")
 def test_killed_predict_takes_its_workers_and_the_next_run_removes_its_temporary_file(trained_run, tmp_path, caplog):
     input_file, output = big_input(tmp_path / "big.csv", 60_000), tmp_path / "out.csv"
-    process, workers = start_predict(trained_run / "best", input_file, output)
+    process, workers = start_predict(trained_run, input_file, output)
     process.kill()
     process.wait(30)
     assert wait_gone(workers, 5) == []
     (leftover,) = tmp_path.glob(".out.csv.*.tmp")  # SIGKILL: nothing could remove it
     small = write_csv(tmp_path / "small.csv", [("很好",), ("很差",)], ("text",))
     with caplog.at_level(logging.WARNING, logger="finetune"):
-        assert predict_file(trained_run / "best", small, output) == 2
+        assert predict_file(trained_run, small, output) == 2
     assert f"Removed {leftover}, left by an earlier run that was stopped" in caplog.text
     assert sorted(path.name for path in tmp_path.iterdir()) == ["big.csv", "out.csv", "small.csv"]
 
@@ -206,7 +206,7 @@ def test_killed_predict_takes_its_workers_and_the_next_run_removes_its_temporary
 @pytest.mark.skipif(not worker_processes.can_fork(), reason="forked workers are Linux's")
 def test_sigterm_stops_predict_in_one_line_leaving_nothing(trained_run, tmp_path):
     input_file, output = big_input(tmp_path / "big.csv", 60_000), tmp_path / "out.csv"
-    process, workers = start_predict(trained_run / "best", input_file, output)
+    process, workers = start_predict(trained_run, input_file, output)
     process.terminate()
     _, stderr = process.communicate(timeout=60)
     assert process.returncode not in (0, -signal.SIGTERM)  # handled: not killed by the signal, not a success
@@ -262,7 +262,7 @@ def test_an_output_that_cannot_be_made_fails_before_labelling(
     monkeypatch.setattr(files.tempfile, "mkstemp", refused)
     output = tmp_path / "out.csv"
     with pytest.raises(SystemExit) as exit_info:
-        cli(["predict", str(trained_run / "best"), str(input_file), "--output", str(output)])
+        cli(["predict", str(trained_run), str(input_file), "--output", str(output)])
     assert exit_info.value.code == 1
     (line,) = error_lines(capsys.readouterr().err)
     assert line.startswith(f"finetune: error: {output}: writing the predictions: {advice}")
@@ -272,7 +272,7 @@ def test_an_output_under_a_file_fails_before_labelling(trained_run, tmp_path, ca
     input_file = write_csv(tmp_path / "in.csv", [("很好",)], ("text",))
     output = tmp_path / "in.csv" / "sub" / "out.csv"  # a real failure: no directory can be made under a file
     with pytest.raises(SystemExit) as exit_info:
-        cli(["predict", str(trained_run / "best"), str(input_file), "--output", str(output)])
+        cli(["predict", str(trained_run), str(input_file), "--output", str(output)])
     assert exit_info.value.code == 1
     (line,) = error_lines(capsys.readouterr().err)
     assert line == f"finetune: error: {output}: writing the predictions: a part of the path is a file, not a directory"
@@ -302,7 +302,7 @@ def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(trained_run, t
     monkeypatch.setitem(predict_file.__kwdefaults__, "chunk_size", 8)  # what the command passes: the default
     output = tmp_path / f"out{suffix}"
     with pytest.raises(SystemExit) as exit_info:
-        cli(["predict", str(trained_run / "best"), str(input_file), "--output", str(output)])
+        cli(["predict", str(trained_run), str(input_file), "--output", str(output)])
     assert exit_info.value.code == 1
     (line,) = error_lines(capsys.readouterr().err)
     assert line.startswith(f"finetune: error: {output}: writing the predictions: no space left on the disk (")
@@ -312,10 +312,10 @@ def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(trained_run, t
 def test_replacing_a_file_keeps_its_mode(trained_run, tmp_path):
     input_file = write_csv(tmp_path / "in.csv", [("很好",)], ("text",))
     output = tmp_path / "out.csv"
-    predict_file(trained_run / "best", input_file, output)
+    predict_file(trained_run, input_file, output)
     assert output.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # new: as open() makes it
     output.chmod(0o600)
-    predict_file(trained_run / "best", input_file, output)
+    predict_file(trained_run, input_file, output)
     assert output.stat().st_mode & 0o777 == 0o600  # a private output stays private
     with atomic_write(tmp_path / "notes.txt") as file:
         file.write("a")
@@ -349,7 +349,7 @@ def test_rows_without_text_are_counted_and_left_unlabelled(trained_run, tmp_path
     monkeypatch.setattr(inference, "predict_probabilities", lambda m, t, texts, *a: seen.extend(texts) or labelled(
         m, t, texts, *a))  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="finetune"):
-        predict_file(trained_run / "best", input_file, tmp_path / "out.jsonl", top_k="all")
+        predict_file(trained_run, input_file, tmp_path / "out.jsonl", top_k="all")
     assert seen == ["很好", "很差"]  # the others never reach the model
     assert "4 rows have no text (rows 2, 3, 4, 5): left without a label" in caplog.text
     written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -361,8 +361,8 @@ def test_rows_without_text_are_counted_and_left_unlabelled(trained_run, tmp_path
 def test_rows_without_text_under_a_multi_label_model(trained_run, tmp_path, caplog):
     model = tmp_path / "multi"
     model.mkdir()
-    for path in (trained_run / "best").iterdir():
-        (model / path.name).write_bytes(path.read_bytes())
+    for name in saved_model_files(trained_run):  # the model's files alone, not the run's
+        (model / name).write_bytes((trained_run / name).read_bytes())
     config = json.loads((model / "config.json").read_text(encoding="utf-8"))
     (model / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
     rows = [(str(i), "" if i % 4 == 1 else "很好") for i in range(30)]
@@ -381,5 +381,5 @@ def test_rows_without_text_under_a_multi_label_model(trained_run, tmp_path, capl
 def test_the_warning_lists_ten_rows(trained_run, tmp_path, caplog):
     input_file = write_csv(tmp_path / "in.csv", [(str(i), "") for i in range(12)] + [("12", "好")], ("id", "text"))
     with caplog.at_level(logging.WARNING, logger="finetune"):
-        predict_file(trained_run / "best", input_file, tmp_path / "out.csv", chunk_size=5)
+        predict_file(trained_run, input_file, tmp_path / "out.csv", chunk_size=5)
     assert "12 rows have no text (rows 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ...): left without a label" in caplog.text

@@ -17,9 +17,9 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 import finetune.training.phases
 from finetune.cli import main as cli
 from finetune.data.cleaning import clean_split
+from finetune.recipes import train_bilstm_attention
+from finetune.recipes.train_bilstm_attention import main
 from finetune.training.run_directory import FINISHED_FILE, LOCK_FILE, RunLock, data_fingerprint, file_fingerprint
-from recipes import train_bilstm_attention
-from recipes.train_bilstm_attention import main
 
 # 240 training texts in batches of 16: 15 steps an epoch, 45 in all; a checkpoint every 10 steps.
 RUN = ["--num_train_epochs", "3", "--save_strategy", "steps", "--save_steps", "10", "--word_dropout", "0.1"]
@@ -71,12 +71,10 @@ def test_a_signal_saves_at_the_next_step_and_the_resumed_run_matches(
     assert code == 128 + number
     name = signal.Signals(number).name
     line = one_error_line(err)
-    assert (
-        f"finetune: stopped by {name} at step 23 (epoch 2); checkpoint {output_dir}/checkpoints/step-23 saved" in line
-    )
+    assert f"finetune: stopped by {name} at step 23 (epoch 2); checkpoint {output_dir}/checkpoint-23 saved" in line
     assert " saved; resume with: finetune train --config " in line and f" --output_dir {output_dir} " in line
     assert line.endswith(" --save_steps 10 --word_dropout 0.1 --resume_from_checkpoint latest")
-    assert (output_dir / "checkpoints" / "step-23").is_dir() and not (output_dir / FINISHED_FILE).exists()
+    assert (output_dir / "checkpoint-23").is_dir() and not (output_dir / FINISHED_FILE).exists()
     assert not (output_dir / LOCK_FILE).exists()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are given back
 
@@ -160,7 +158,7 @@ def test_a_run_stopped_while_writing_its_outputs_finishes_that_phase_on_resume(
         hook.remove()
     assert steps == []  # the loop had ended: only the outputs were written
     assert results["train_steps"] == 6
-    assert picture.exists() and (output_dir / FINISHED_FILE).exists() and (output_dir / "best" / "README.md").exists()
+    assert picture.exists() and (output_dir / FINISHED_FILE).exists() and (output_dir / "README.md").exists()
     code, err = train_cli(args, capsys)
     assert "holds a finished run (finished.json)" in one_error_line(err)
 
@@ -171,7 +169,7 @@ def test_ctrl_c_before_training_is_one_line_and_leaves_nothing(
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_bilstm_attention, "load_data", interrupted)
+    monkeypatch.setattr(train_bilstm_attention.loading, "load_data", interrupted)
     output_dir = tmp_path / "run"
     code, err = train_cli(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir), capsys)
     assert code == 130
@@ -185,7 +183,7 @@ def test_an_output_directory_that_cannot_be_written_is_one_line_before_any_work(
     def must_not_run(*args, **kwargs):
         raise AssertionError("the data was read before the output directory was checked")
 
-    monkeypatch.setattr(train_bilstm_attention, "load_data", must_not_run)
+    monkeypatch.setattr(train_bilstm_attention.loading, "load_data", must_not_run)
     code, err = train_cli(tiny_recipe_args(reviews_csv, tiny_vectors, "/sys/finetune-run"), capsys)
     assert code == 1
     # /sys is read-only even for root (EPERM here; EROFS where it is mounted read-only)
@@ -211,8 +209,8 @@ def test_changed_data_is_refused_on_resume_naming_the_file(reviews_csv, tiny_vec
     code, err = train_cli([*args, "--resume_from_checkpoint", "latest"], capsys)
     assert code == 1
     line = one_error_line(err)
-    assert f"--train_file {train_file}: the file changed since checkpoint step-12 was saved" in line, line
-    assert (output_dir / "checkpoints" / "step-12").is_dir() and not (output_dir / "metrics.json").exists()
+    assert f"--train_file {train_file}: the file changed since checkpoint-12 was saved" in line, line
+    assert (output_dir / "checkpoint-12").is_dir() and not (output_dir / "metrics.json").exists()
 
 
 def test_the_fast_hash_sees_a_change_anywhere_in_a_big_file(tmp_path, monkeypatch):
@@ -304,4 +302,4 @@ def test_a_signal_to_the_whole_run_with_dataloader_workers_still_saves(reviews_c
     assert result.returncode == 143, result.stderr[-3000:]
     line = one_error_line(result.stderr)
     assert line.startswith("finetune: stopped by SIGTERM at step 6 (epoch 1); checkpoint "), line
-    assert (output_dir / "checkpoints" / "step-6" / "manifest.json").is_file()
+    assert (output_dir / "checkpoint-6" / "manifest.json").is_file()

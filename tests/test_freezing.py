@@ -14,9 +14,9 @@ from finetune.models.bilstm_attention import (
     BiLSTMAttentionConfig,
     BiLSTMAttentionForSequenceClassification,
 )
-from finetune.training.common import create_optimizer
+from finetune.recipes.train_bilstm_attention import main
 from finetune.training.freezing import FreezingPolicy, apply_freezing, layer_learning_rates
-from recipes.train_bilstm_attention import main
+from finetune.training.optimization import create_optimizer
 
 
 def bert_classifier(tiny_bert):
@@ -114,7 +114,7 @@ def test_frozen_weights_are_bit_identical_after_training(flags, frozen_prefixes,
     args = encoder_recipe_args(BERT_CONFIG, reviews_csv, tiny_bert, output_dir, "--learning_rate", "0.01", *flags)
     main([*args, "--num_train_epochs", "1"])
     before = load_file(tiny_bert / "model.safetensors")
-    after = encoder_weights(output_dir / "best" / "model.safetensors", "encoder.model.")
+    after = encoder_weights(output_dir / "model.safetensors", "encoder.model.")
     assert after
     for name, weight in after.items():
         original = before.get(name, before.get("bert." + name))
@@ -144,5 +144,5 @@ def test_two_processes_with_gradual_unfreezing(tiny_bert, reviews_csv, tmp_path)
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["test_num_examples"] == 30
     before = load_file(tiny_bert / "model.safetensors")
-    after = encoder_weights(output_dir / "best" / "model.safetensors", "encoder.model.")
+    after = encoder_weights(output_dir / "model.safetensors", "encoder.model.")
     assert torch.equal(after["embeddings.word_embeddings.weight"], before["bert.embeddings.word_embeddings.weight"])

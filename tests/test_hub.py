@@ -14,6 +14,7 @@ from conftest import (
     BERT_CONFIG,
     ROOT,
     WITHOUT_FINETUNE,
+    as_earlier_layout,
     encoder_recipe_args,
     in_process_scores,
     run_pipeline,
@@ -21,13 +22,15 @@ from conftest import (
 )
 from hub_server import LocalHub, hub_env
 
-from recipes.train_bilstm_attention import main
+from finetune.recipes.train_bilstm_attention import main
 
 TOKEN = "hf_never_write_this_token_0123"
 TEXTS = ["这部电影很好。", "酒店太差劲了！", "还行吧"]
 RUN_FILES = {"metrics.json", "training_curves.png", "confusion_matrix.png", "attention.html", "README.md"}
 MODEL_FILES = {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "modeling_bilstm_attention.py"}
 MODEL_FILES |= {"configuration_bilstm_attention.py", "tokenization_jieba.py"}
+# Files of a run directory that stay on this machine: they never go to the Hub with the model
+NEVER_UPLOADED = (".lock", ".metrics.json.a1b2c3d4.tmp", "runs/events.out.tfevents.1", "evaluation/test/metrics.json")
 
 
 @pytest.fixture
@@ -68,13 +71,19 @@ def digests(directory) -> dict[str, str]:
 
 def test_push_uploads_everything_and_pipeline_loads_it_by_repo_id_without_finetune(hub, trained_run, tmp_path):
     run_dir = shutil.copytree(trained_run, tmp_path / "run")
+    assert list(run_dir.glob("checkpoint-*"))  # the model among the run's checkpoints, ...
+    for name in NEVER_UPLOADED:  # ... its lock, a killed write's temporary file, a tracker's log, an evaluation
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("{}", encoding="utf-8")
     env = hub_env(hub, tmp_path / "home", TOKEN)
-    result = finetune_cli(env, "push", str(run_dir / "best"), "--repo-id", "user/tiny", "--dataset_title", "酒店评论")
+    result = finetune_cli(env, "push", str(run_dir), "--repo-id", "user/tiny", "--dataset_title", "酒店评论")
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().startswith(f"{hub.url}/user/tiny/commit/")
 
     files = hub.files("user/tiny")
     assert MODEL_FILES | RUN_FILES <= set(files), sorted(files)
+    run_only = ("checkpoint-", ".lock", ".metrics", ".model", "runs/", "evaluation/", "test_predictions", "finished")
+    assert not [name for name in files if name.startswith(run_only)], sorted(files)
     card = files["README.md"].decode("utf-8")
     assert card.startswith("---\n") and "language: zh" in card and "pipeline_tag: text-classification" in card
     assert "library_name: transformers" in card and "model-index:" in card and "license: apache-2.0" in card
@@ -97,7 +106,17 @@ def test_push_uploads_everything_and_pipeline_loads_it_by_repo_id_without_finetu
 
     remote = hub_pipeline(hub_env(hub, tmp_path / "fresh", TOKEN), "user/tiny", TEXTS)
     assert all(module.startswith("transformers_modules") for module in remote["modules"]), remote["modules"]
-    assert_same_scores(remote["scores"], in_process_scores(run_dir / "best", TEXTS))
+    assert_same_scores(remote["scores"], in_process_scores(run_dir, TEXTS))
+
+
+def test_push_of_a_run_directory_of_the_earlier_layout_uploads_its_best(hub, trained_run, tmp_path):
+    run_dir = as_earlier_layout(shutil.copytree(trained_run, tmp_path / "run"))
+    result = finetune_cli(hub_env(hub, tmp_path / "home", TOKEN), "push", str(run_dir), "--repo-id", "user/earlier")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "a run directory of the earlier layout; loading the model in" in result.stderr
+    files = set(hub.files("user/earlier"))
+    assert MODEL_FILES | RUN_FILES <= files, sorted(files)
+    assert not [name for name in files if name.startswith(("best/", "checkpoint", "runs/", "finished"))], sorted(files)
 
 
 def test_failed_upload_leaves_the_run_intact_and_a_retry_works(hub, trained_run, tmp_path):
@@ -105,19 +124,17 @@ def test_failed_upload_leaves_the_run_intact_and_a_retry_works(hub, trained_run,
     before = digests(run_dir)
     env = hub_env(hub, tmp_path / "home", TOKEN, HF_HUB_DISABLE_XET="1")  # one commit request, no client retry
     hub.fail_next_commits = 1
-    failed = finetune_cli(env, "push", str(run_dir / "best"), "--repo-id", "user/retry")
+    failed = finetune_cli(env, "push", str(run_dir), "--repo-id", "user/retry")
     assert failed.returncode != 0
     assert "Traceback" not in failed.stderr
     line = [line for line in failed.stderr.splitlines() if line.startswith("finetune: error: ")]
     assert len(line) == 1 and "upload to user/retry (main) failed" in line[0], failed.stderr[-3000:]
-    assert line[0].endswith(f"then run `finetune push {run_dir / 'best'} --repo-id user/retry` again")
+    assert line[0].endswith(f"then run `finetune push {run_dir} --repo-id user/retry` again")
     assert set(hub.files("user/retry")) == {".gitattributes"}
     after = digests(run_dir)
-    assert {k: v for k, v in after.items() if k != "best/README.md"} == {
-        k: v for k, v in before.items() if k != "best/README.md"
-    }
+    assert {k: v for k, v in after.items() if k != "README.md"} == {k: v for k, v in before.items() if k != "README.md"}
 
-    retried = finetune_cli(env, "push", str(run_dir / "best"), "--repo-id", "user/retry")
+    retried = finetune_cli(env, "push", str(run_dir), "--repo-id", "user/retry")
     assert retried.returncode == 0, retried.stderr[-3000:]
     assert MODEL_FILES | RUN_FILES <= set(hub.files("user/retry"))
 
@@ -144,9 +161,7 @@ def test_recipe_pushes_to_a_private_branch(hub, reviews_csv, tiny_vectors, tmp_p
 def test_lora_push_uploads_the_base_and_the_adapter_that_points_at_it(hub, reviews_csv, tiny_bert, tmp_path):
     output_dir = tmp_path / "run"
     main(encoder_recipe_args(BERT_CONFIG, reviews_csv, tiny_bert, output_dir, "--max_steps", "6", "--lora_r", "2"))
-    result = finetune_cli(
-        hub_env(hub, tmp_path / "home", TOKEN), "push", str(output_dir / "best"), "--repo-id", "user/lora"
-    )
+    result = finetune_cli(hub_env(hub, tmp_path / "home", TOKEN), "push", str(output_dir), "--repo-id", "user/lora")
     assert result.returncode == 0, result.stderr[-3000:]
 
     base, adapter = hub.files("user/lora-base"), hub.files("user/lora")
@@ -155,8 +170,8 @@ def test_lora_push_uploads_the_base_and_the_adapter_that_points_at_it(hub, revie
     assert json.loads(adapter["adapter_config.json"])["base_model_name_or_path"] == "user/lora-base"
     card = adapter["README.md"].decode("utf-8")
     assert "library_name: peft" in card and "base_model: user/lora-base" in card
-    local_config = json.loads((output_dir / "best" / "adapter_config.json").read_text(encoding="utf-8"))
+    local_config = json.loads((output_dir / "adapter_config.json").read_text(encoding="utf-8"))
     assert local_config["base_model_name_or_path"] == str((output_dir / "base").resolve())  # local copy unchanged
 
     remote = hub_pipeline(hub_env(hub, tmp_path / "fresh", TOKEN), "user/lora", TEXTS)
-    assert_same_scores(remote["scores"], in_process_scores(output_dir / "best", TEXTS))
+    assert_same_scores(remote["scores"], in_process_scores(output_dir, TEXTS))

@@ -36,7 +36,7 @@ print(json.dumps({"one": one, "many": many}, ensure_ascii=False))
 def test_pipeline_in_a_new_process(trained_run):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", PIPELINE_SCRIPT, str(trained_run / "best")],
+        [sys.executable, "-c", PIPELINE_SCRIPT, str(trained_run)],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -52,7 +52,7 @@ def test_predict_writes_a_row_per_input_row(trained_run, tmp_path):
     rows = [("1", "这部电影非常棒！"), ("2", "快递太坑人，就这样吧。"), ("3", "")]
     input_file = write_csv(tmp_path / "new.csv", rows, header=("id", "review"))
     output = tmp_path / "out" / "predictions.csv"
-    cli(["predict", str(trained_run / "best"), str(input_file), "--output", str(output), "--text_column", "review"])
+    cli(["predict", str(trained_run), str(input_file), "--output", str(output), "--text_column", "review"])
     with open(output, encoding="utf-8-sig") as f:
         written = list(csv.DictReader(f))
     assert [row["id"] for row in written] == ["1", "2", "3"]
@@ -69,7 +69,7 @@ def test_predict_csv_keeps_every_input_value(trained_run, tmp_path):
     input_file.write_text(content, encoding="utf-8")
     before = input_file.read_bytes()
     output = tmp_path / "labelled.csv"
-    cli(["predict", str(trained_run / "best"), str(input_file), "--output", str(output), "--top_k", "1"])
+    cli(["predict", str(trained_run), str(input_file), "--output", str(output), "--top_k", "1"])
     with open(output, encoding="utf-8-sig", newline="") as f:
         header, *written = list(csv.reader(f))
     assert header == ["id", "text", "label", "note", "predicted_label", "score", "score_negative", "score_positive"]
@@ -94,7 +94,7 @@ def test_predict_jsonl_keeps_types_and_writes_every_format(trained_run, tmp_path
     ]
     input_file = tmp_path / "new.jsonl"
     input_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    model = str(trained_run / "best")
+    model = str(trained_run)
     cli(["predict", model, str(input_file), "--top_k", "all"])  # default output: new.predictions.jsonl
     lines = (tmp_path / "new.predictions.jsonl").read_text(encoding="utf-8").splitlines()
     written = [json.loads(line) for line in lines]
@@ -126,15 +126,15 @@ def test_predict_refuses_to_overwrite_its_input(trained_run, tmp_path, monkeypat
     for output in (input_file, "new.csv", "./sub/../new.csv"):
         with pytest.raises(DataError, match=rf"--output {re.escape(str(Path(output)))} is the input file .*new\.csv: "
                            "the input is never overwritten; choose another --output"):  # fmt: skip
-            predict_file(trained_run / "best", input_file, output)
+            predict_file(trained_run, input_file, output)
     (tmp_path / "link.csv").symlink_to(input_file)
     with pytest.raises(DataError, match="is the input file"):
-        predict_file(trained_run / "best", input_file, tmp_path / "link.csv")
+        predict_file(trained_run, input_file, tmp_path / "link.csv")
     assert input_file.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "new.csv"]
 
 
 def test_predict_errors_name_the_file_column_or_flag(trained_run, tmp_path):
-    model = trained_run / "best"
+    model = trained_run
     input_file = write_csv(tmp_path / "new.csv", [("好", "positive", "0.9")], header=("text", "label", "score"))
     with pytest.raises(DataError, match=r"--output .*out\.xlsx: unknown format \(name it \.csv, \.tsv, \.jsonl"):
         predict_file(model, input_file, tmp_path / "out.xlsx")
@@ -158,29 +158,29 @@ def test_predict_big5_input_with_encoding_flag(trained_run, tmp_path):
     input_file = tmp_path / "big5.csv"
     input_file.write_bytes("text,label\n這部電影很好,1\n".encode("big5"))
     output = tmp_path / "out.jsonl"
-    cli(["predict", str(trained_run / "best"), str(input_file), "--output", str(output), "--encoding", "big5"])
+    cli(["predict", str(trained_run), str(input_file), "--output", str(output), "--encoding", "big5"])
     row = json.loads(output.read_text(encoding="utf-8"))
     assert (row["text"], row["label"]) == ("這部電影很好", "1")
 
 
 def test_predict_texts_and_explain(trained_run, tmp_path, capsys):
-    cli(["predict", str(trained_run / "best"), "--text", "耳机很好用！", "--text", "衣服很糟糕。"])
+    cli(["predict", str(trained_run), "--text", "耳机很好用！", "--text", "衣服很糟糕。"])
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [line["label"] for line in lines] == ["positive", "negative"]
-    cli(["predict", str(trained_run / "best"), "--text", "耳机很好用！", "--top_k", "all"])
+    cli(["predict", str(trained_run), "--text", "耳机很好用！", "--top_k", "all"])
     (line,) = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [prediction["label"] for prediction in line["top_k"]] == ["positive", "negative"]
     assert abs(sum(prediction["score"] for prediction in line["top_k"]) - 1) < 1e-5
 
     page = tmp_path / "attention.html"
-    cli(["explain", str(trained_run / "best"), "--text", "这部电影很精彩！", "--output", str(page)])
+    cli(["explain", str(trained_run), "--text", "这部电影很精彩！", "--output", str(page)])
     printed = capsys.readouterr().out
     assert printed.startswith("positive") and "电影:" in printed
     assert "电影" in page.read_text(encoding="utf-8")
 
 
 def test_predict_file_gives_the_pipelines_scores_in_input_order(trained_run, mixed_texts, tmp_path):
-    model = trained_run / "best"
+    model = trained_run
     input_file = write_csv(tmp_path / "in.csv", [(str(i), text) for i, text in enumerate(mixed_texts)], ("id", "text"))
     # Batches of 8 sorted by length, 50 rows a chunk: the last chunk is short and the order is undone.
     assert predict_file(model, input_file, tmp_path / "out.jsonl", batch_size=8, chunk_size=50, top_k="all") == 103
@@ -222,7 +222,7 @@ def assert_same_predictions(path: Path, expected: Path) -> None:
 def test_predict_file_in_chunks_writes_what_one_chunk_writes(trained_run, mixed_texts, tmp_path, suffix):
     rows = [(f"{i:03d}", text, "" if i % 3 else "1") for i, text in enumerate(mixed_texts)]
     input_file = write_csv(tmp_path / "in.csv", rows, ("id", "text", "label"))
-    model = trained_run / "best"
+    model = trained_run
     predict_file(model, input_file, tmp_path / f"whole{suffix}", top_k=1)
     predict_file(model, input_file, tmp_path / f"chunked{suffix}", top_k=1, batch_size=3, chunk_size=7)
     assert_same_predictions(tmp_path / f"chunked{suffix}", tmp_path / f"whole{suffix}")
@@ -232,12 +232,13 @@ def test_predict_file_in_chunks_writes_what_one_chunk_writes(trained_run, mixed_
 def test_bf16_predicts_what_float32_does(trained_run, mixed_texts, tmp_path, monkeypatch):
     import torch
 
+    from finetune.devices import cpu_has_native_bf16
     from finetune.errors import ArgumentError
-    from finetune.training import common as training
+    from finetune.inference import classifier as classifier_module
 
-    model = trained_run / "best"
+    model = trained_run
     input_file = write_csv(tmp_path / "in.csv", [(str(i), text) for i, text in enumerate(mixed_texts)], ("id", "text"))
-    if not (training.cpu_has_native_bf16() or torch.cuda.is_available()):  # e.g. an AVX2-only CPU: refused
+    if not (cpu_has_native_bf16() or torch.cuda.is_available()):  # e.g. an AVX2-only CPU: refused
         with pytest.raises(ArgumentError, match=r"^--bf16: this CPU has no native bfloat16 \(AVX512-BF16 or AMX\)"):
             predict_file(model, input_file, tmp_path / "refused.csv", bf16=True)
         assert not (tmp_path / "refused.csv").exists()
@@ -254,7 +255,7 @@ def test_bf16_predicts_what_float32_does(trained_run, mixed_texts, tmp_path, mon
     dtypes = {name: parameter.dtype for name, parameter in classifier.model.named_parameters()}
     assert dtypes["head.lstm.weight_ih_l0"] == torch.bfloat16
     assert dtypes["tfidf_branch.weight"] == torch.float32  # _keep_in_fp32_modules_strict
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(classifier_module, "cpu_has_native_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ArgumentError, match=r"^--bf16: this CPU has no native bfloat16 \(AVX512-BF16 or AMX\)"):
         predict_file(model, input_file, tmp_path / "refused.csv", bf16=True)
@@ -263,7 +264,7 @@ def test_bf16_predicts_what_float32_does(trained_run, mixed_texts, tmp_path, mon
 
 def test_bf16_is_refused_with_an_onnx_backend(trained_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli(["predict", str(trained_run / "best"), "--text", "很好", "--backend", "onnx", "--bf16"])
+        cli(["predict", str(trained_run), "--text", "很好", "--backend", "onnx", "--bf16"])
     assert exit_info.value.code != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["finetune: error: --bf16 runs the PyTorch model, not --backend onnx (int8: --backend onnx_int8)"]
@@ -274,18 +275,18 @@ def test_predict_tsv_refuses_a_tab_inside_a_value(trained_run, tmp_path):
     records = [{"text": "很好", "note": "a"}, {"text": "差", "note": "b\tc"}]
     input_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     with pytest.raises(DataError, match=r"in\.jsonl: row 2, column 'note' holds a tab or line break, which a \.tsv"):
-        predict_file(trained_run / "best", input_file, tmp_path / "out.tsv")
+        predict_file(trained_run, input_file, tmp_path / "out.tsv")
     assert not (tmp_path / "out.tsv").exists()
 
 
 def test_two_processes_write_what_one_writes(trained_run, mixed_texts, tmp_path):
     rows = [(f"{i:04d}", mixed_texts[i % len(mixed_texts)] + "！" * (i % 5)) for i in range(2001)]
     input_file = write_csv(tmp_path / "in.csv", rows, ("id", "text"))
-    predict_file(trained_run / "best", input_file, tmp_path / "one.csv", top_k="all")
+    predict_file(trained_run, input_file, tmp_path / "one.csv", top_k="all")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--num_processes", "2", "--multi_gpu",
                "--main_process_port", str(free_port()), "-m", "finetune.cli", "predict",
-               str(trained_run / "best"), str(input_file), "--output", str(tmp_path / "two.csv"),
+               str(trained_run), str(input_file), "--output", str(tmp_path / "two.csv"),
                "--top_k", "all"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -300,9 +301,9 @@ def test_forked_processes_write_what_one_writes(trained_run, mixed_texts, tmp_pa
     rows = [(f"{i:04d}", mixed_texts[i % len(mixed_texts)] + "！" * (i % 5)) for i in range(2001)]
     input_file = write_csv(tmp_path / "in.csv", rows, ("id", "text"))
     with caplog.at_level(logging.INFO, logger="finetune"):
-        predict_file(trained_run / "best", input_file, tmp_path / "one.csv", top_k="all")  # < 2 pieces: 1 process
+        predict_file(trained_run, input_file, tmp_path / "one.csv", top_k="all")  # < 2 pieces: 1 process
         assert "Labelling" not in caplog.text
-        predict_file(trained_run / "best", input_file, tmp_path / "two.csv", top_k="all", num_proc=2, chunk_size=300)
+        predict_file(trained_run, input_file, tmp_path / "two.csv", top_k="all", num_proc=2, chunk_size=300)
     assert "Labelling in 2 processes of 1 thread(s): chunks of 300 rows in pieces of up to 150" in caplog.text
     assert_same_predictions(tmp_path / "two.csv", tmp_path / "one.csv")
 

@@ -7,12 +7,13 @@ import sys
 
 import pytest
 from conftest import ROOT, tiny_recipe_args
+from transformers.trainer_utils import get_last_checkpoint
 
 from finetune.config.parsing import parse_run_args
 from finetune.errors import ArgumentError
 
 sys.path.insert(0, str(ROOT))
-from recipes.train_bilstm_attention import main  # noqa: E402
+from finetune.recipes.train_bilstm_attention import main  # noqa: E402
 
 
 def scalars(logging_dir):
@@ -44,9 +45,10 @@ def test_tensorboard_gets_losses_learning_rate_metrics_and_hyperparameters(track
     run_dir = logging_dir / "tiny-reviews"
     assert run_dir.is_dir()
     found = scalars(run_dir)
-    # 240 training texts in batches of 16: 15 steps per epoch, 30 in all; a loss logged every 5 steps.
-    assert [step for step, _ in found["train/loss"]] == [5, 10, 15, 20, 25, 30]
-    assert [step for step, _ in found["train/learning_rate"]] == [5, 10, 15, 20, 25, 30]
+    # 240 training texts in batches of 16: 15 steps per epoch, 30 in all; a loss logged from the first step
+    # and every 5 steps (the evaluations' steps too)
+    assert [step for step, _ in found["train/loss"]] == [1, 5, 10, 15, 20, 25, 30]
+    assert [step for step, _ in found["train/learning_rate"]] == [1, 5, 10, 15, 20, 25, 30]
     losses = [value for _, value in found["train/loss"]]
     assert losses[-1] < losses[0]
     history = results["history"]
@@ -64,8 +66,9 @@ def test_strategies_and_best_model_metric(tracked_run):
     best = min(history, key=lambda e: e["loss"])
     assert results["best_step"] == best["step"]  # metric_for_best_model eval_loss: lower is better
     assert results["validation_loss"] == pytest.approx(best["loss"])
-    checkpoints = sorted(p.name for p in (output_dir / "checkpoints").iterdir())
-    assert checkpoints == ["step-24", "step-30"]  # save_strategy steps, every 6; the newest 2 kept
+    checkpoints = sorted(p.name for p in output_dir.glob("*checkpoint-*"))
+    assert checkpoints == ["checkpoint-24", "checkpoint-30"]  # save_strategy steps, every 6; the newest 2 kept
+    assert get_last_checkpoint(str(output_dir)) == str(output_dir / "checkpoint-30")  # as the Trainer's users find it
     saved = (output_dir / "config.yaml").read_text(encoding="utf-8")
     assert "eval_strategy: steps" in saved and "metric_for_best_model: eval_loss" in saved
 
@@ -113,7 +116,7 @@ def test_transformers_flags_are_checked_and_old_names_are_gone(argv, message):
 
 
 def test_fp16_without_a_gpu_is_an_error():
-    from finetune.training.common import mixed_precision
+    from finetune.devices import mixed_precision
 
     with pytest.raises(ArgumentError, match=r"--fp16 needs a CUDA GPU"):
         mixed_precision(bf16=False, fp16=True)
@@ -142,9 +145,9 @@ def test_a_local_dataset_by_name_with_caps_and_label_names(reviews_csv, tiny_vec
     assert results["data"]["max_samples"]["train"] == {"max": 100, "rows_before": 200, "rows": 100}
     assert (results["validation_num_examples"], results["test_num_examples"]) == (50, 40)
     assert set(results["test_per_class"]) == {"negative", "positive"}
-    config = json.loads((tmp_path / "run" / "best" / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
     assert config["id2label"] == {"0": "negative", "1": "positive"}
-    card = (tmp_path / "run" / "best" / "README.md").read_text(encoding="utf-8")
+    card = (tmp_path / "run" / "README.md").read_text(encoding="utf-8")
     assert "hotel-reviews" in card and "sentiment-analysis" in card
     predictions = (tmp_path / "run" / "test_predictions.csv").read_text(encoding="utf-8-sig").splitlines()
     assert predictions[0] == "text,label,predicted_label,score" and len(predictions) == 41

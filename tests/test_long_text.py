@@ -166,7 +166,7 @@ def test_the_model_scores_each_window_and_aggregates(models, kind, aggregation):
 
 @pytest.fixture(scope="module")
 def saved_windows_models(models, tmp_path_factory):
-    """The word-vector and BERT models saved with windows (mean), as a run's best/ would be."""
+    """The word-vector and BERT models saved with windows (mean), as a run would save them."""
     saved = {}
     for kind in ("word_vectors", "transformer"):
         model, tokenizer = models[kind]
@@ -224,7 +224,7 @@ WINDOW_FLAGS = ("--max_seq_length", "5", "--long_text", "windows", "--doc_stride
 
 
 def test_training_on_all_windows_runs_end_to_end(tmp_path, tiny_vectors):
-    from recipes.train_bilstm_attention import main
+    from finetune.recipes.train_bilstm_attention import main
 
     rows = make_reviews(40, seed=3)
     train_file = write_csv(tmp_path / "train.csv", [(text + text, label) for text, label in rows])
@@ -232,7 +232,7 @@ def test_training_on_all_windows_runs_end_to_end(tmp_path, tiny_vectors):
     assert results["test_num_examples"] == 8  # per text, however many windows each has
     # 64 training texts of 10+ words in windows of 5: several windows each, each a training example
     assert results["train_steps"] > math.ceil(64 / 16)
-    config = json.loads((tmp_path / "run" / "best" / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
     assert (config["long_text"], config["max_length"], config["doc_stride"]) == ("windows", 5, 1)
 
 

@@ -9,8 +9,8 @@ import torch
 from conftest import BERT_CONFIG, BILM_CONFIG, encoder_recipe_args, in_process_scores, run_pipeline
 from safetensors.torch import load_file
 
+from finetune.recipes.train_bilstm_attention import main
 from finetune.training.lora import LoraOptions, apply_lora
-from recipes.train_bilstm_attention import main
 
 TEXTS = ["这部电影很好。", "酒店太差劲了！", "", "很" * 500]
 
@@ -29,20 +29,20 @@ def lora_run(reviews_csv, tiny_bert, tmp_path_factory):
 def test_lora_run_learns_and_saves_adapter_base_and_merged(lora_run):
     output_dir, results = lora_run
     assert results["test_accuracy"] >= 0.8, results["test_accuracy"]
-    adapter = json.loads((output_dir / "best" / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter = json.loads((output_dir / "adapter_config.json").read_text(encoding="utf-8"))
     assert adapter["r"] == 4 and adapter["lora_alpha"] == 8 and adapter["task_type"] == "SEQ_CLS"
     assert adapter["base_model_name_or_path"] == str((output_dir / "base").resolve())
     assert set(adapter["modules_to_save"]) >= {"head", "classifier"}
     assert (output_dir / "merged" / "model.safetensors").exists()
     assert not (output_dir / "merged" / "adapter_config.json").exists()
     sizes = results["lora"]
-    assert sizes["adapter_bytes"] == (output_dir / "best" / "adapter_model.safetensors").stat().st_size
+    assert sizes["adapter_bytes"] == (output_dir / "adapter_model.safetensors").stat().st_size
     assert sizes["adapter_bytes"] < sizes["full_model_bytes"]
 
 
 def test_adapter_holds_lora_matrices_and_the_trained_head_not_the_encoder(lora_run):
     output_dir, _ = lora_run
-    adapter = load_file(output_dir / "best" / "adapter_model.safetensors")
+    adapter = load_file(output_dir / "adapter_model.safetensors")
     base = load_file(output_dir / "base" / "model.safetensors")
     lora_keys = [k for k in adapter if "lora_" in k]
     assert lora_keys and all(any(m in k for m in ("query", "key", "value")) for k in lora_keys)
@@ -57,12 +57,12 @@ def test_adapter_and_merged_model_give_the_same_predictions(lora_run):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     output_dir, _ = lora_run
-    tokenizer = AutoTokenizer.from_pretrained(output_dir / "best")
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
     inputs = tokenizer(["这部电影很好。", "酒店太差劲了！", "还行吧"], padding=True, return_tensors="pt")
     inputs.pop("token_type_ids", None)
     models = {
-        "peft": AutoPeftModelForSequenceClassification.from_pretrained(output_dir / "best"),
-        "transformers": AutoModelForSequenceClassification.from_pretrained(output_dir / "best"),
+        "peft": AutoPeftModelForSequenceClassification.from_pretrained(output_dir),
+        "transformers": AutoModelForSequenceClassification.from_pretrained(output_dir),
         "merged": AutoModelForSequenceClassification.from_pretrained(output_dir / "merged"),
     }
     with torch.no_grad():
@@ -74,8 +74,8 @@ def test_adapter_and_merged_model_give_the_same_predictions(lora_run):
 def test_pipeline_on_adapter_and_on_merged_model_in_new_processes(lora_run):
     output_dir, _ = lora_run
     expected = in_process_scores(output_dir / "merged", TEXTS)
-    for directory in ("best", "merged"):
-        predictions = run_pipeline(output_dir / directory, TEXTS)
+    for directory in (output_dir, output_dir / "merged"):  # the adapter in the run directory itself, as a Trainer's
+        predictions = run_pipeline(directory, TEXTS)
         for got, want in zip(predictions, expected, strict=True):
             assert {row["label"]: pytest.approx(row["score"], abs=1e-4) for row in got} == want
 
@@ -86,7 +86,7 @@ def test_lora_on_a_bilm_wraps_its_embeddings_and_refuses_lstm_targets(reviews_cs
     args = encoder_recipe_args(BILM_CONFIG, reviews_csv, tiny_bilm, tmp_path / "run", "--max_steps", "3")
     results = main([*args, "--freeze_encoder", "false", "--lora_r", "2"])
     assert results["lora"]["adapter_bytes"] < results["lora"]["full_model_bytes"]
-    adapter = load_file(tmp_path / "run" / "best" / "adapter_model.safetensors")
+    adapter = load_file(tmp_path / "run" / "adapter_model.safetensors")
     assert any("bilm.embeddings.lora_embedding_A" in k for k in adapter)
 
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "base")

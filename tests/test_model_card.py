@@ -1,6 +1,6 @@
 """The model card: the dataset it names, the task tags its labels give, the label table, the run's
 warnings, and metadata that `ModelCard.load` reads back. Runs are written by hand (config.yaml,
-metrics.json, best/config.json) except where a real one is needed."""
+metrics.json, config.json) except where a real one is needed."""
 
 import json
 import shutil
@@ -16,9 +16,9 @@ TOPICS = ["体育", "科技", "财经"]
 
 
 def write_run(tmp_path, labels=SENTIMENT, *, adapter=False, **settings):
-    """A run directory as the recipe leaves it, with made-up metrics; returns its `best/`."""
+    """A run directory as the recipe leaves it (the model's config.json in it), with made-up metrics; returns it."""
     run_dir = tmp_path / "news-run"
-    best = run_dir / "best"
+    best = run_dir
     best.mkdir(parents=True)
     run = {"train_file": "/data/corpora/toutiao_train.csv", "encoder_type": "word_vectors", "max_seq_length": 128}
     (run_dir / "config.yaml").write_text(yaml.safe_dump({**run, **settings}, allow_unicode=True), encoding="utf-8")
@@ -179,12 +179,12 @@ def test_model_card_shows_the_run_warnings(trained_run, tmp_path):
     run_dir = shutil.copytree(trained_run, tmp_path / "run")
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["warnings"] == []  # the tiny vectors fit the tiny reviews
-    assert "## Warnings" not in str(model_card(run_dir / "best"))
+    assert "## Warnings" not in str(model_card(run_dir))
 
     warning = "english.txt: the vectors cover only 0.0% of the 120 vocabulary types, so the embeddings start random"
     metrics["warnings"] = [warning, "--vector_size 300 was not used: english.txt holds 8-dimensional vectors"]
     (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
-    card = str(model_card(run_dir / "best"))
+    card = str(model_card(run_dir))
 
     section = card[card.index("## Warnings") : card.index("## Usage")]
     assert f"- {warning}\n" in section
@@ -198,10 +198,19 @@ def test_a_benchmarked_runs_card_shows_its_spread_across_seeds(tmp_path):
     assert "Across seeds" not in str(model_card(best))
     runs = [{"seed": 42, "test_accuracy": 0.81234, "test_macro_f1": 0.80111},
             {"seed": 43, "test_accuracy": 0.83, "test_macro_f1": 0.82}]  # fmt: skip
-    metrics_path = best.parent / "metrics.json"
+    metrics_path = best / "metrics.json"
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     metrics_path.write_text(json.dumps({**metrics, "seed_spread": seed_spread(runs, 42)}), encoding="utf-8")
     card = str(model_card(best))
     assert "2 seeds (42, 43); this run (seed 42) ranks 2 of 2 by test accuracy" in card
     assert "| accuracy | 0.8123 | 0.8212 ± 0.0125 | 0.8123 | 0.8300 |" in card
     assert "| macro-F1 | 0.8011 | 0.8106 ± 0.0134 | 0.8011 | 0.8200 |" in card
+
+
+def test_a_run_of_the_earlier_layout_is_read_around_its_best(tmp_path):
+    run_dir = write_run(tmp_path)
+    (run_dir / "best").mkdir()
+    (run_dir / "config.json").rename(run_dir / "best" / "config.json")  # the model in best/, the run's files above
+    variables = card_variables(run_dir / "best")
+    assert variables["name"] == "news-run" and variables["evaluation"]["accuracy"] == 0.81234
+    assert [label["name"] for label in variables["labels"]] == SENTIMENT

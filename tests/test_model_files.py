@@ -14,7 +14,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 import finetune  # noqa: F401  registers the model with the Auto classes
 from finetune import JiebaTokenizer
 from finetune.errors import FinetuneError, ModelDirectoryError
-from finetune.model_files import check_finite_weights, check_model_directory
+from finetune.files import saved_model_files
+from finetune.model_files import check_finite_weights, check_model_directory, resolve_model_directory
 
 
 def at(path) -> str:
@@ -24,15 +25,18 @@ def at(path) -> str:
 
 @pytest.fixture
 def best(trained_run, tmp_path):
-    """A copy of the trained run's model, free to damage."""
-    return shutil.copytree(trained_run / "best", tmp_path / "best")
+    """A copy of the trained run's model (its files, not the run's), free to damage."""
+    (tmp_path / "best").mkdir()
+    for name in saved_model_files(trained_run):
+        shutil.copy2(trained_run / name, tmp_path / "best" / name)
+    return tmp_path / "best"
 
 
 def test_a_saved_model_passes(trained_run, tiny_bert):
-    check_model_directory(trained_run / "best")
-    check_model_directory(str(trained_run / "best") + "/")
+    check_model_directory(trained_run)  # the model saved in the run directory, among the run's files
+    check_model_directory(str(trained_run) + "/")
     check_model_directory(tiny_bert)  # a BertTokenizer: tokenizer.json, not vocab.txt
-    check_finite_weights(AutoModelForSequenceClassification.from_pretrained(trained_run / "best"))
+    check_finite_weights(AutoModelForSequenceClassification.from_pretrained(trained_run))
 
 
 def test_model_directory_error_is_a_finetune_error():
@@ -57,18 +61,26 @@ def test_hub_repo_ids_are_left_to_transformers(tmp_path, monkeypatch, repo_id):
     check_model_directory(repo_id)  # nothing is fetched: transformers will
 
 
-def test_run_directory_instead_of_best(trained_run):
+def test_a_run_directory_of_the_earlier_layout_resolves_to_its_best(best, caplog):
+    run = best.parent / "run"
+    run.mkdir()
+    os.replace(best, run / "best")  # the model in OUTPUT_DIR/best/, as runs of earlier versions saved it
     with pytest.raises(
-        ModelDirectoryError,
-        match=rf"^{at(trained_run)}: no config.json: not a saved model \(give {at(trained_run / 'best')}\)$",
+        ModelDirectoryError, match=rf"^{at(run)}: no config.json: not a saved model \(give {at(run / 'best')}\)$"
     ):
-        check_model_directory(trained_run)
+        check_model_directory(run)
+    with caplog.at_level("INFO", logger="finetune"):
+        assert resolve_model_directory(run) == run / "best"
+    assert f"{run}: a run directory of the earlier layout; loading the model in {run / 'best'}" in caplog.text
+    assert resolve_model_directory(str(run)) == str(run / "best")
+    assert resolve_model_directory(run / "best") == run / "best"
+    assert resolve_model_directory("user/reviews-sentiment") == "user/reviews-sentiment"
 
 
 def test_directory_without_config(best):
     os.remove(best / "config.json")
     with pytest.raises(
-        ModelDirectoryError, match=rf"^{at(best)}: no config.json: not a saved model \(give OUTPUT_DIR/best\)$"
+        ModelDirectoryError, match=rf"^{at(best)}: no config.json: not a saved model \(give a run's OUTPUT_DIR\)$"
     ):
         check_model_directory(best)
 
@@ -224,13 +236,13 @@ def test_weights_that_are_not_finite(best):
     ],
 )
 def test_tokenizer_names_a_text_that_is_not_a_string(trained_run, texts, message):
-    tokenizer = AutoTokenizer.from_pretrained(trained_run / "best")
+    tokenizer = AutoTokenizer.from_pretrained(trained_run)
     with pytest.raises(TypeError, match=f"^{message}$"):
         tokenizer(texts)
 
 
 def test_tokenizer_still_takes_strings_ids_and_targets(trained_run):
-    tokenizer = AutoTokenizer.from_pretrained(trained_run / "best")
+    tokenizer = AutoTokenizer.from_pretrained(trained_run)
     ids = tokenizer("这部电影很好")["input_ids"]
     assert tokenizer(["这部电影很好", "很差"])["input_ids"][0] == ids
     assert tokenizer(text_target="这部电影很好")["input_ids"] == ids
@@ -243,7 +255,7 @@ def test_tokenizer_still_takes_strings_ids_and_targets(trained_run):
 
 
 def test_pipeline_names_a_missing_text(trained_run):
-    classifier = pipeline("text-classification", model=str(trained_run / "best"))
+    classifier = pipeline("text-classification", model=str(trained_run))
     assert classifier(["这部电影很好"])[0]["label"] in ("negative", "positive")
     # pipeline() hands the tokenizer one text at a time: the tokenizer cannot know its index
     with pytest.raises(TypeError, match="^text is None, expected a string or a list of strings$"):

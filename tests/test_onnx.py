@@ -226,7 +226,7 @@ def test_onnx_in_forked_processes_writes_what_one_writes(models, tmp_path):
 def test_push_uploads_the_onnx_folder_and_the_card_shows_onnxruntime(models, tmp_path):
     from hub_server import LocalHub, hub_env
 
-    model_dir = shutil.copytree(models["word_vectors"][0], tmp_path / "run" / "best")
+    model_dir = shutil.copytree(models["word_vectors"][0], tmp_path / "run")
     with LocalHub() as hub:
         env = hub_env(hub, tmp_path / "home", "hf_onnx_test_token_0123")
         command = [sys.executable, "-c", "from finetune.cli import main; main()", "push", str(model_dir),

@@ -7,7 +7,7 @@ import os
 import pytest
 from conftest import BERT_CONFIG, BILM_CONFIG, WITHOUT_FINETUNE, encoder_recipe_args, in_process_scores, run_pipeline
 
-from recipes.train_bilstm_attention import main
+from finetune.recipes.train_bilstm_attention import main
 
 TEXTS = ["这部电影很好。", "酒店太差劲了！", "", "很" * 500]
 
@@ -23,13 +23,13 @@ def encoder_runs(reviews_csv, tiny_bert, tiny_bilm, tmp_path_factory):
     for name, config, encoder in (("transformer", BERT_CONFIG, tiny_bert), ("bilm", BILM_CONFIG, tiny_bilm)):
         output_dir = tmp_path_factory.mktemp(name)
         main(encoder_recipe_args(config, reviews_csv, encoder, output_dir, "--max_steps", "6"))
-        runs[name] = output_dir / "best"
+        runs[name] = output_dir
     return runs
 
 
 @pytest.mark.parametrize("encoder_type", ["word_vectors", "transformer", "bilm"])
 def test_pipeline_without_finetune_installed_matches(encoder_type, trained_run, encoder_runs):
-    model_dir = trained_run / "best" if encoder_type == "word_vectors" else encoder_runs[encoder_type]
+    model_dir = trained_run if encoder_type == "word_vectors" else encoder_runs[encoder_type]
     saved = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     assert saved["encoder_type"] == encoder_type and "AutoModelForSequenceClassification" in saved["auto_map"]
 

@@ -19,8 +19,8 @@ from finetune.config.distill_arguments import DISTILL_ARGUMENTS
 from finetune.config.parsing import parse_recipe_args, parse_run_args
 from finetune.errors import ArgumentError
 from finetune.pretrain.language_model import PretrainArguments
-from recipes.pretrain_bilm import BiLMArguments
-from recipes.pretrain_mlm import MLMArguments
+from finetune.recipes.pretrain_bilm import BiLMArguments
+from finetune.recipes.pretrain_mlm import MLMArguments
 
 
 def recipe_groups(config: Path) -> tuple:
@@ -58,6 +58,34 @@ def test_unknown_config_key_is_named(tmp_path):
         parse_recipe_args(["--config", str(config)])
 
 
+def test_a_one_epoch_run_records_and_draws_its_training_loss(reviews_csv, tiny_vectors, tmp_path, monkeypatch):
+    from finetune.evaluation import reports
+    from finetune.recipes.train_bilstm_attention import main
+
+    drawn, save = {}, reports._save
+
+    def keep_curves(fig, path):
+        if Path(path).name == "training_curves.png":
+            for ax in fig.axes:
+                labels = [text.get_text() for text in ax.get_legend().get_texts()]
+                drawn[ax.get_xlabel() + ax.get_ylabel()] = labels, {line.get_label(): len(line.get_xdata())
+                                                                    for line in ax.get_lines()}  # fmt: skip
+        save(fig, path)
+
+    monkeypatch.setattr(reports, "_save", keep_curves)
+    output_dir = tmp_path / "run"
+    # 15 optimizer steps, fewer than logging_steps: before, no training loss was recorded at all
+    main(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, "--num_train_epochs", "1", "--logging_steps", "50"))
+
+    history = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))["history"]
+    assert [row["step"] for row in history["train"]] == [1, 15] and [row["step"] for row in history["eval"]] == [15]
+    assert all(row["loss"] > 0 for row in history["train"])
+    (left_labels, left_lines), (right_labels, right_lines) = drawn["optimizer steploss"], drawn["optimizer step"]
+    assert left_labels == ["train loss", "validation cross-entropy"]
+    assert left_lines == {"train loss": 2, "validation cross-entropy": 1}
+    assert right_labels == list(right_lines) and all(points == 1 for points in right_lines.values())
+
+
 def test_recipe_trains_saves_and_reports(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["data"]["stats"]["train"]["kept"] == 300
@@ -72,7 +100,7 @@ def test_recipe_trains_saves_and_reports(trained_run):
     assert metrics["vectors"]["dim"] == 8 and 0 < metrics["vectors"]["token_coverage"] < 1
     assert metrics["train_samples_per_second"] > 0
     for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"):
-        assert (trained_run / "best" / name).exists(), name
+        assert (trained_run / name).exists(), name
     for name in ("training_curves.png", "confusion_matrix.png", "attention.html", "config.yaml"):
         assert (trained_run / name).stat().st_size > 0, name
     assert (trained_run / "attention.html").read_text(encoding="utf-8").count("<div class='row'>") == 20
@@ -88,16 +116,16 @@ def test_recipe_model_carries_its_tfidf_branch_into_pipeline(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text(encoding="utf-8"))
     branch = metrics["tfidf_branch"]
     assert branch["ngrams"] > 100 and branch["C"] in (float(c) for c in branch["validation_macro_f1_by_C"])
-    config = json.loads((trained_run / "best" / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((trained_run / "config.json").read_text(encoding="utf-8"))
     assert (config["tfidf_num_ngrams"], config["tfidf_mix_weight"]) == (branch["ngrams"], branch["mix_weight"])
-    assert (trained_run / "best" / "tfidf_ngrams.json").stat().st_size > 0
-    card = (trained_run / "best" / "README.md").read_text(encoding="utf-8")
+    assert (trained_run / "tfidf_ngrams.json").stat().st_size > 0
+    card = (trained_run / "README.md").read_text(encoding="utf-8")
     share = branch["mix_weight"]
     assert f"- TF-IDF branch: character 1-3-gram TF-IDF + logistic regression (C {branch['C']:g}, " in card
     assert f"the BiLSTM's + {share:g} x the branch's" in card
     # the saved model (branch included) gives the test predictions the recipe wrote
     rows = list(csv.DictReader((trained_run / "test_predictions.csv").open(encoding="utf-8-sig")))
-    classifier = pipeline("text-classification", model=str(trained_run / "best"))
+    classifier = pipeline("text-classification", model=str(trained_run))
     predicted = classifier([row["text"] for row in rows], batch_size=8)
     assert [p["label"] for p in predicted] == [row["predicted_label"] for row in rows]
     assert max(abs(p["score"] - float(row["score"])) for p, row in zip(predicted, rows, strict=True)) < 1e-5
@@ -136,7 +164,7 @@ def test_two_processes_count_every_test_example_once(reviews_csv, tiny_vectors, 
     assert sum(map(sum, metrics["test_confusion_matrix"])) == 30
     assert metrics["validation_num_examples"] == 30
     assert metrics["test_accuracy"] >= 0.9
-    config = json.loads((output_dir / "best" / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((output_dir / "config.json").read_text(encoding="utf-8"))
     assert (config["long_text"], config["max_length"], config["doc_stride"]) == ("windows", 8, 2)
 
 
@@ -179,7 +207,7 @@ def noting_fit(*args, **kwargs):
     return real_fit(*args, **kwargs)
 
 finetune.training.tfidf_branch.fit_branch = noting_fit
-from recipes.train_bilstm_attention import main
+from finetune.recipes.train_bilstm_attention import main
 main()
 """
 
@@ -218,15 +246,15 @@ def test_two_processes_match_one_process_with_the_same_global_batch(reviews_csv,
     for key in ("validation_loss", "test_loss", "test_accuracy", "test_macro_f1", "validation_macro_f1"):
         assert two[key] == pytest.approx(one[key], abs=1e-4), key
     assert two["test_num_examples"] == 30
-    card = (tmp_path / "p2" / "best" / "README.md").read_text(encoding="utf-8")
+    card = (tmp_path / "p2" / "README.md").read_text(encoding="utf-8")
     assert "Adversarial training on the input embeddings" in card and "one optimizer step in 2" in card
 
     # In the run directory rank 1 touches only the checkpoint being staged (accelerate saves each
     # process's random-number state there); every output is rank 0's.
     rank1 = [line for line in (writes / "rank-1.txt").read_text(encoding="utf-8").splitlines() if "/p2/" in line]
-    staged = re.compile(r".*/p2/checkpoints/\.step-\d+\.tmp(/random_states_1\.pkl)?")
+    staged = re.compile(r".*/p2/\.checkpoint-\d+\.tmp(/random_states_1\.pkl)?")
     assert rank1 and all(staged.fullmatch(line) for line in rank1), rank1
-    assert (tmp_path / "p2" / "checkpoints" / "step-45" / "random_states_1.pkl").exists()
+    assert (tmp_path / "p2" / "checkpoint-45" / "random_states_1.pkl").exists()
     rank0 = (writes / "rank-0.txt").read_text(encoding="utf-8")
     assert str(tmp_path / "p2" / ".lock") in rank0.splitlines()  # the run directory's lock: rank 0's alone
     for name in ("metrics.json", "model.safetensors", "optimizer.bin", "random_states_0.pkl", "confusion_matrix.png"):
@@ -241,7 +269,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(reviews_csv,
 def test_bf16_mixed_precision_trains_where_the_cpu_has_it_and_is_one_line_where_not(
     reviews_csv, tiny_vectors, tmp_path
 ):
-    from finetune.training.common import cpu_has_native_bf16
+    from finetune.devices import cpu_has_native_bf16
 
     output_dir = tmp_path / "bf16"
     result = run_launch(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir), 1, tmp_path, mixed_precision="bf16")
@@ -253,19 +281,19 @@ def test_bf16_mixed_precision_trains_where_the_cpu_has_it_and_is_one_line_where_
             "no native bfloat16 (AVX512-BF16 or AMX), so its LSTM kernels refuse it; train in float32 (drop --bf16)"
         )
         assert "could not create a primitive" not in result.stderr
-        assert not (output_dir / "best").exists()
+        assert not output_dir.exists()
         return
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 process(es), mixed precision bf16" in result.stderr
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["test_accuracy"] >= 0.9
-    assert load_file(output_dir / "best" / "model.safetensors")["classifier.weight"].dtype == torch.float32
+    assert load_file(output_dir / "model.safetensors")["classifier.weight"].dtype == torch.float32
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, accelerate does run FSDP")
 @pytest.mark.parametrize("name", ["FSDP", "DEEPSPEED"])
 def test_sharded_configs_on_cpus_are_a_clear_error(name, monkeypatch):
-    from finetune.training.common import create_accelerator
+    from finetune.devices import create_accelerator
 
     monkeypatch.setenv(f"ACCELERATE_USE_{name}", "true")
     with pytest.raises(RuntimeError, match=f"{name} needs GPUs; on CPUs use recipes/accelerate_configs/ddp.yaml"):
@@ -288,7 +316,7 @@ def before_step(optimizer, args, kwargs):
 
 register_optimizer_step_pre_hook(before_step)
 from finetune.errors import report_errors
-from recipes.train_bilstm_attention import main
+from finetune.recipes.train_bilstm_attention import main
 report_errors("train_bilstm_attention.py")(main)()
 """
 
@@ -308,8 +336,8 @@ def test_two_processes_stop_at_the_same_step_when_one_is_signalled(reviews_csv, 
         result.stderr[-3000:]
     )
     assert "--resume_from_checkpoint latest" in stopped[0]
-    checkpoint = output_dir / "checkpoints" / "step-7"
+    checkpoint = output_dir / "checkpoint-7"
     assert json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["step"] == 7
     assert (checkpoint / "random_states_0.pkl").exists() and (checkpoint / "random_states_1.pkl").exists()
-    assert [p.name for p in (output_dir / "checkpoints").iterdir()] == ["step-7"]
+    assert [p.name for p in output_dir.glob("*checkpoint-*")] == ["checkpoint-7"]  # no staging directory left
     assert not (output_dir / ".lock").exists() and not (output_dir / "metrics.json").exists()

@@ -12,8 +12,8 @@ import torch
 from conftest import ROOT, assert_same_run, tiny_recipe_args
 
 from finetune.errors import RunDirectoryError
+from finetune.recipes.train_bilstm_attention import main
 from finetune.training.checkpointing import list_checkpoints, resolve_checkpoint
-from recipes.train_bilstm_attention import main
 
 # Runs the recipe and SIGKILLs itself before optimizer step KILL_AT_STEP, or right after
 # accelerate wrote the KILL_IN_SAVE-th checkpoint's state (before the checkpoint was complete).
@@ -41,7 +41,7 @@ def save_then_die(self, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 
 Accelerator.save_state = save_then_die
-from recipes.train_bilstm_attention import main
+from finetune.recipes.train_bilstm_attention import main
 main(sys.argv[2:])
 """
 
@@ -87,27 +87,27 @@ def test_killed_twice_then_resumed_matches_the_uninterrupted_run(uninterrupted, 
     args = tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, *RUN)
 
     run_killed(args, KILL_AT_STEP=23)  # mid-epoch 2 (steps 16-30), after the checkpoint at step 20
-    assert [p.name for p in list_checkpoints(output_dir / "checkpoints")] == ["step-12", "step-16", "step-20"]
+    assert [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-12", "checkpoint-16", "checkpoint-20"]
     assert not (output_dir / "metrics.json").exists()
 
     resume = [*args, "--resume_from_checkpoint", "latest"]
-    run_killed(resume, KILL_IN_SAVE=2)  # saves step-24, dies while saving step-28
-    assert (output_dir / "checkpoints" / ".step-28.tmp").is_dir()
-    assert resolve_checkpoint("latest", output_dir / "checkpoints").name == "step-24"
+    run_killed(resume, KILL_IN_SAVE=2)  # saves checkpoint-24, dies while saving checkpoint-28
+    assert (output_dir / ".checkpoint-28.tmp").is_dir()
+    assert resolve_checkpoint("latest", output_dir).name == "checkpoint-24"
 
     results = main(resume)
-    assert not (output_dir / "checkpoints" / ".step-28.tmp").exists()
-    files = ("best/model.safetensors", "checkpoints/step-45/model.safetensors")
+    assert not (output_dir / ".checkpoint-28.tmp").exists()
+    files = ("model.safetensors", "checkpoint-45/model.safetensors")
     assert_same_run(output_dir, results, reference_dir, reference, steps=45, files=files)
 
 
 def test_checkpoints_keep_the_newest_and_hold_the_loop_state(uninterrupted):
     output_dir, _ = uninterrupted
-    names = [p.name for p in list_checkpoints(output_dir / "checkpoints")]
-    assert names == ["step-40", "step-44", "step-45"]
-    state = json.loads((output_dir / "checkpoints" / "step-44" / "trainer_state.json").read_text(encoding="utf-8"))
+    names = [p.name for p in list_checkpoints(output_dir)]
+    assert names == ["checkpoint-40", "checkpoint-44", "checkpoint-45"]
+    state = json.loads((output_dir / "checkpoint-44" / "trainer_state.json").read_text(encoding="utf-8"))
     assert (state["step"], state["epoch"], state["batches"]) == (44, 2, 14)
-    files = {p.name for p in (output_dir / "checkpoints" / "step-44").iterdir()}
+    files = {p.name for p in (output_dir / "checkpoint-44").iterdir()}
     assert {
         "model.safetensors",
         "optimizer.bin",
@@ -119,6 +119,6 @@ def test_checkpoints_keep_the_newest_and_hold_the_loop_state(uninterrupted):
 
 def test_resume_latest_without_checkpoints_starts_over_and_a_bad_path_is_an_error(tmp_path):
     assert resolve_checkpoint("latest", tmp_path / "checkpoints") is None
-    (tmp_path / "step-3").mkdir()
-    with pytest.raises(RunDirectoryError, match="step-3: not a complete checkpoint"):
-        resolve_checkpoint(str(tmp_path / "step-3"), tmp_path)
+    (tmp_path / "checkpoint-3").mkdir()
+    with pytest.raises(RunDirectoryError, match="checkpoint-3: not a complete checkpoint"):
+        resolve_checkpoint(str(tmp_path / "checkpoint-3"), tmp_path)

@@ -9,6 +9,7 @@ import pytest
 from conftest import tiny_recipe_args
 
 from finetune.errors import RunDirectoryError
+from finetune.recipes.train_bilstm_attention import main
 from finetune.training.checkpointing import list_checkpoints, resolve_checkpoint
 from finetune.training.run_directory import (
     check_output_dir,
@@ -17,7 +18,6 @@ from finetune.training.run_directory import (
     fingerprint,
     run_identity,
 )
-from recipes.train_bilstm_attention import main
 
 ONE_EPOCH = ("--num_train_epochs", "1", "--save_strategy", "steps", "--save_steps", "5")
 
@@ -39,7 +39,7 @@ def finished_run(reviews_csv, tiny_vectors, tmp_path_factory) -> Path:
 
 
 def fake_checkpoint(directory: Path, step: int, run: str, identity: dict | None = None) -> Path:
-    path = directory / f"step-{step}"
+    path = directory / f"checkpoint-{step}"
     path.mkdir(parents=True)
     (path / "trainer_state.json").write_text(json.dumps({"step": step, "run": run, "run_identity": identity or {}}))
     return path
@@ -49,12 +49,12 @@ def test_latest_only_picks_this_runs_checkpoints(tmp_path):
     ours, theirs = {"learning_rate": 0.01}, {"learning_rate": 0.5}
     fake_checkpoint(tmp_path, 5, fingerprint(ours))
     fake_checkpoint(tmp_path, 90, fingerprint(theirs), theirs)  # an older, longer run: a higher step
-    assert resolve_checkpoint("latest", tmp_path, ours).name == "step-5"
-    assert [p.name for p in list_checkpoints(tmp_path, fingerprint(ours))] == ["step-5"]
+    assert resolve_checkpoint("latest", tmp_path, ours).name == "checkpoint-5"
+    assert [p.name for p in list_checkpoints(tmp_path, fingerprint(ours))] == ["checkpoint-5"]
     assert resolve_checkpoint("latest", tmp_path, {"learning_rate": 0.1}) is None
-    with pytest.raises(RunDirectoryError, match=r"step-90: the checkpoint belongs to a run with other settings "
+    with pytest.raises(RunDirectoryError, match=r"checkpoint-90: the checkpoint belongs to a run with other settings "
                        r"\(learning_rate 0.5 there, 0.01 here\)"):  # fmt: skip
-        resolve_checkpoint(str(tmp_path / "step-90"), tmp_path, ours)
+        resolve_checkpoint(str(tmp_path / "checkpoint-90"), tmp_path, ours)
 
 
 def test_differences_are_listed_key_by_key():
@@ -117,8 +117,8 @@ def test_overwrite_empties_the_directory_first(finished_run, reviews_csv, tiny_v
 
     output_dir = tmp_path / "run"
     shutil.copytree(finished_run, output_dir)
-    old_checkpoints = {p.name for p in (output_dir / "checkpoints").iterdir()}
-    assert "step-15" in old_checkpoints  # one epoch of 15 steps
+    old_checkpoints = {p.name for p in output_dir.glob("checkpoint-*")}
+    assert "checkpoint-15" in old_checkpoints  # one epoch of 15 steps
     args = (
         "--max_steps",
         "4",
@@ -132,7 +132,7 @@ def test_overwrite_empties_the_directory_first(finished_run, reviews_csv, tiny_v
     )
     results = main(tiny_recipe_args(reviews_csv, tiny_vectors, output_dir, *args))
     assert results["train_steps"] == 4
-    assert [p.name for p in list_checkpoints(output_dir / "checkpoints")] == ["step-2", "step-4"]
+    assert [p.name for p in list_checkpoints(output_dir)] == ["checkpoint-2", "checkpoint-4"]
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["train_steps"] == 4 and "learning_rate: 0.02" in (output_dir / "config.yaml").read_text()
 
@@ -164,7 +164,7 @@ def test_a_checkpoint_saved_before_data_fingerprints_still_resumes(tmp_path):
     settings = {"learning_rate": 0.01}
     ours = {**settings, "data_fingerprint": {"train_file": {"path": "a.csv", "size": 10, "hash": "ab"}}}
     fake_checkpoint(tmp_path, 5, fingerprint(settings), settings)  # (its manifest-less layout: an earlier version)
-    assert resolve_checkpoint("latest", tmp_path, ours).name == "step-5"
-    assert resolve_checkpoint(str(tmp_path / "step-5"), tmp_path, ours).name == "step-5"
+    assert resolve_checkpoint("latest", tmp_path, ours).name == "checkpoint-5"
+    assert resolve_checkpoint(str(tmp_path / "checkpoint-5"), tmp_path, ours).name == "checkpoint-5"
     other = {"learning_rate": 0.02, "data_fingerprint": ours["data_fingerprint"]}
     assert resolve_checkpoint("latest", tmp_path, other) is None

@@ -1,8 +1,8 @@
 """Score a saved model on a labelled file, as a training run scores its test split.
 
-    finetune evaluate runs/reviews/best test.csv
+    finetune evaluate runs/reviews test.csv
 
-The file is read and cleaned as `load_splits` reads a `--test_file` (`read_labelled_file`), encoded
+The file is read and cleaned as `load_data` reads a `--test_file` (`read_labelled_file`), encoded
 as the builders encode a run's splits, batched by `eval_dataloader` and scored by `predict` and
 `classification_metrics`: on a run's own test file the numbers are the run's `test_*` metrics.
 Into the output directory go `metrics.json` (keys as a run names its test metrics, plus the model
@@ -20,26 +20,25 @@ from pathlib import Path
 
 import datasets
 
-from finetune.data.features import encode_splits, encode_texts, eval_dataloader, segment_splits
-from finetune.data.loading import read_labelled_file
+from finetune.data.features import add_ngram_columns, encode_splits, encode_texts, eval_dataloader, segment_splits
+from finetune.data.loading import load_data, read_labelled_file
 from finetune.data.multilabel import is_multi_label, multi_hot
 from finetune.data.tables import DataError
+from finetune.devices import create_accelerator, run_hardware
 from finetune.errors import ArgumentError
 from finetune.evaluation.metrics import evaluate_split
 from finetune.evaluation.reports import LABEL_SCORES, plot_confusion_matrix, plot_label_scores
 from finetune.files import atomic_write, write_json_atomic
 from finetune.inference.classifier import load_classifier
-from finetune.model_files import check_model_directory
+from finetune.model_files import check_model_directory, resolve_model_directory, run_directory_of
 from finetune.models.bilstm_attention.long_text import LongText
-from finetune.training.common import create_accelerator, run_hardware
-from finetune.training.tfidf_branch import add_ngram_columns
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "test_"
 METRICS_FILE, PER_CLASS_FILE, CONFUSION_FILE = "metrics.json", "per_class.csv", "confusion_matrix.png"
 PER_CLASS_COLUMNS = ("precision", "recall", "f1", "support")
-# Beside a run's best/: a run directory lists it among its own entries (`run_directory.RUN_ENTRIES`).
+# In the run directory, beside its model: a run directory lists it among its own entries (`run_directory.RUN_ENTRIES`).
 EVALUATION_DIR = "evaluation"
 
 
@@ -128,10 +127,10 @@ def label_vectors(
 
 
 def default_output_dir(model_dir: str | os.PathLike, file: str | os.PathLike) -> Path:
-    """`evaluation/<file's stem>` beside the model directory (runs/reviews/best, test.csv ->
-    runs/reviews/evaluation/test), or under the current directory for a Hub id."""
+    """`evaluation/<file's stem>` in the model's run directory (runs/reviews, test.csv -> runs/reviews/evaluation/test;
+    an earlier layout's runs/reviews/best too), or under the current directory for a Hub id."""
     model = Path(os.path.abspath(model_dir))
-    base = model.parent if model.exists() else Path.cwd()
+    base = run_directory_of(model) if model.exists() else Path.cwd()
     return base / EVALUATION_DIR / Path(os.path.abspath(file)).stem
 
 
@@ -194,9 +193,10 @@ def evaluate_file(
     texts with two labels are dropped, and counted in `metrics.json` under `data`).
 
     Args:
-        model_dir: A saved model directory (a run's `best/`, a LoRA adapter's included) or Hub id.
+        model_dir: A saved model directory (a run's OUTPUT_DIR, a LoRA adapter's included; an earlier layout's
+            run directory: its `best/`) or Hub id.
         file: A labelled table (csv, tsv, json, jsonl, parquet, saved dataset).
-        output_dir: Where to write; None: `default_output_dir` (runs/x/best -> runs/x/evaluation/FILE_STEM).
+        output_dir: Where to write; None: `default_output_dir` (runs/x -> runs/x/evaluation/FILE_STEM).
         text_column: The column holding the texts.
         label_column: The column holding the labels.
         encoding: The text file's encoding; None: UTF-8, else detected and logged.
@@ -214,6 +214,7 @@ def evaluate_file(
             does not know.
         ArgumentError: `output_dir` is a file.
     """
+    model_dir = resolve_model_directory(model_dir)
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(model_dir, file)
     _check_output_dir(output_dir)
     check_model_directory(model_dir)
@@ -251,9 +252,9 @@ def write_evaluation(results: dict, config, prefix: str, output_dir: Path, title
 
 
 def evaluate_saved_run(args, accelerator) -> dict:
-    """`--do_train false`: the run's `best/` model scored on the run's data as the run scored it:
-    the validation split with `do_eval`, the test split with `do_predict` (the same files, or the
-    same seeded split of one file). Into OUTPUT_DIR/evaluation/ go `metrics.json` (`validation_*`
+    """`--do_train false`: the run's model (in OUTPUT_DIR; an earlier layout's `best/`) scored on the run's
+    data as the run scored it: the validation split with `do_eval`, the test split with `do_predict` (the
+    same files, or the same seeded split of one file). Into OUTPUT_DIR/evaluation/ go `metrics.json` (`validation_*`
     and `test_*` keys, as the run's), and the per-class table and confusion matrix of the test
     split (else validation); the run's own files are left as they are.
 
@@ -261,10 +262,8 @@ def evaluate_saved_run(args, accelerator) -> dict:
         args: The recipe's `RunArguments` (data, seed, output_dir, batch size, do_eval/do_predict).
         accelerator: The run's `Accelerator`.
     """
-    from finetune.data.loading import load_data
-
     output_dir = Path(args.training.output_dir)
-    model_dir = output_dir / "best"
+    model_dir = resolve_model_directory(output_dir)
     check_model_directory(model_dir)
     splits, data_info = load_data(args.data, args.training.seed)
     classifier = load_classifier(model_dir)

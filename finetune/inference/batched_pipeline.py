@@ -10,7 +10,7 @@ similar length (`predict_logits`, as `finetune predict` runs it), and the scores
 same path, as a list of one; everything else (text pairs, datasets, generators, tokenizer arguments) goes to
 TextClassificationPipeline.
 
-    pipeline("text-classification", model=RUN / "best", pipeline_class=BatchedTextClassificationPipeline)
+    pipeline("text-classification", model=RUN, pipeline_class=BatchedTextClassificationPipeline)
 
 is what `finetune.inference.classifier.load_classifier` returns.
 """

@@ -10,6 +10,7 @@ import torch
 from transformers import pipeline
 
 from finetune.data.multilabel import config_thresholds, is_multi_label, predicted_label_sets
+from finetune.devices import cpu_has_native_bf16
 from finetune.errors import ArgumentError
 from finetune.inference.batched_pipeline import BatchedTextClassificationPipeline
 from finetune.inference.prediction_files import (
@@ -19,13 +20,14 @@ from finetune.inference.prediction_files import (
     prediction_writer,
 )
 from finetune.inference.text_scores import predict_probabilities
-from finetune.model_files import check_finite_weights, check_model_directory, hub_errors
+from finetune.model_files import check_finite_weights, check_model_directory, hub_errors, resolve_model_directory
 
 logger = logging.getLogger(__name__)
 
 
 def load_classifier(model_dir: str | os.PathLike, device: int | str | None = None, bf16: bool = False, **kwargs):
-    """`pipeline("text-classification")` over a saved model directory or Hub id: a BatchedTextClassificationPipeline.
+    """`pipeline("text-classification")` over a saved model directory (a run's OUTPUT_DIR; an earlier layout's
+    run directory loads its `best/`) or Hub id: a BatchedTextClassificationPipeline.
 
     `bf16`: the model's weights in bfloat16 (`dtype=torch.bfloat16`; its TF-IDF branch stays float32), the
     fast path on CPUs with AVX512-BF16 or AMX and on GPUs; refused (ArgumentError) on other CPUs, whose
@@ -35,10 +37,9 @@ def load_classifier(model_dir: str | os.PathLike, device: int | str | None = Non
         ModelDirectoryError: The directory is missing, incomplete or damaged (the file is named),
             or its weights hold NaN/inf (a diverged run's model never predicts).
     """
+    model_dir = resolve_model_directory(model_dir)
     check_model_directory(model_dir)
     if bf16:
-        from finetune.training.common import cpu_has_native_bf16
-
         kwargs["dtype"] = torch.bfloat16
         on_cpu = str(device) in ("cpu", "-1") or (device is None and not torch.cuda.is_available())
         if on_cpu and not cpu_has_native_bf16():

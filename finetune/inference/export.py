@@ -1,8 +1,8 @@
 """Export a trained model to ONNX (and int8), to serve it with onnxruntime and no PyTorch.
 
-    finetune export runs/reviews/best [--output DIR] [--quantize int8] [--opset 17]
+    finetune export runs/reviews [--output DIR] [--quantize int8] [--opset 17]
 
-writes `DIR/onnx/` (default `DIR`: the model directory itself): `model.onnx` (fp32; inputs
+writes `DIR/onnx/` (default `DIR`: the model directory itself, a run's OUTPUT_DIR): `model.onnx` (fp32; inputs
 `input_ids` and `attention_mask`, int64, of shape (batch, sequence), both axes dynamic; output
 `logits`; a model with a TF-IDF branch also takes `ngram_ids`, int64, and `ngram_weights`, float32,
 of shape (batch, n-grams)), with `--quantize int8` also `model_int8.onnx` (onnxruntime's dynamic quantization:
@@ -26,7 +26,7 @@ import torch
 from finetune.errors import ArgumentError, ModelDirectoryError
 from finetune.files import atomic_directory, write_json_atomic
 from finetune.inference.onnx_classifier import INT8_FILE, MODEL_FILE, ONNX_DIR
-from finetune.model_files import check_model_directory
+from finetune.model_files import check_model_directory, resolve_model_directory
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,8 @@ def export_onnx(
     config.json, export.json) atomically: a failed export leaves a previous folder whole.
 
     Args:
-        model_dir: A saved model (`OUTPUT_DIR/best`), a LoRA adapter's too (merged into its base first).
+        model_dir: A saved model (a run's OUTPUT_DIR; an earlier layout's run directory: its `best/`), a LoRA
+            adapter's too (merged into its base first).
         output_dir: Where `onnx/` goes; None: `model_dir`.
         quantize: None, or "int8" for `model_int8.onnx` too.
         opset: The ONNX opset (14 to 20).
@@ -172,7 +173,8 @@ def export_onnx(
         raise ArgumentError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise ModelDirectoryError(f"{model_dir}: no such model directory (give a run's best/ directory)")
+        raise ModelDirectoryError(f"{model_dir}: no such model directory (give a run's OUTPUT_DIR)")
+    model_dir = resolve_model_directory(model_dir)
     check_model_directory(model_dir)
     target = Path(output_dir if output_dir is not None else model_dir) / ONNX_DIR
     model, tokenizer = load_merged(model_dir)

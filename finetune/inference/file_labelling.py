@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from finetune.data.table_chunks import TableChunks, read_table_chunks
 from finetune.data.tables import DataError, separator_hint
+from finetune.devices import create_accelerator
 from finetune.errors import ArgumentError, storage_error
 from finetune.files import remove_leftover_temporaries
 from finetune.inference.classifier import process_shard, text_scorer
@@ -243,8 +244,6 @@ def predict_file(
         _check_tsv_chunks(chunks, input_file)
     accelerator = None
     if _several_processes():
-        from finetune.training.common import create_accelerator  # several CPU processes too, not one run each
-
         accelerator = create_accelerator()
     main = accelerator is None or accelerator.is_main_process
     with contextlib.ExitStack() as stack:

@@ -2,7 +2,7 @@
 
     from finetune.inference.onnx_classifier import OnnxClassifier
 
-    classifier = OnnxClassifier("runs/reviews/best/onnx")             # or model_int8.onnx: quantized=True
+    classifier = OnnxClassifier("runs/reviews/onnx")                  # or model_int8.onnx: quantized=True
     classifier("物流很快，包装也很好")                                   # [{"label": "positive", "score": 0.97}]
     classifier(["很好", "很差"], top_k=None)                             # every label's score, best first
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from finetune.errors import ModelDirectoryError
 from finetune.inference.batching import length_sorted_batches, padded_batch
+from finetune.model_files import resolve_model_directory
 from finetune.models.bilstm_attention.long_text import LongText
 from finetune.models.bilstm_attention.normalization_chinese import CHAR_MAP_FILE, CharNormalizer
 from finetune.models.bilstm_attention.segmentation_jieba import JiebaVocabulary, check_texts, load_segmenter, read_vocab
@@ -32,8 +33,9 @@ _LEGACY = object()  # `top_k` not given: the pipeline's one-best output shape
 
 
 def find_onnx_directory(path: str | os.PathLike) -> Path:
-    """The exported folder: `path` itself when it holds model.onnx, else `path/onnx`."""
-    path = Path(path)
+    """The exported folder: `path` itself when it holds model.onnx, else `path/onnx` (a run directory of the
+    earlier layout: `path/best/onnx`)."""
+    path = Path(resolve_model_directory(path))
     for directory in (path, path / ONNX_DIR):
         if (directory / MODEL_FILE).is_file():
             return directory

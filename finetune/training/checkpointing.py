@@ -1,10 +1,11 @@
 """Checkpoints of a training run, written atomically, checked before they are resumed.
 
-`checkpoints/step-K` holds accelerate's state (model, optimizer, scheduler, every process's
-random-number state), the best weights so far, the weight average (`--ema_decay`) and the loop's
-state, which names the run it belongs to (`run_directory.fingerprint`): `latest` never picks another
-run's checkpoint. `manifest.json`, written last, holds every file's size and sha256: a checkpoint
-damaged since (a file cut short, changed or missing) is passed over by `latest` and refused by
+`OUTPUT_DIR/checkpoint-K` (K: the optimizer step, as transformers' Trainer names them, so that
+`transformers.trainer_utils.get_last_checkpoint(OUTPUT_DIR)` finds the newest) holds accelerate's state
+(model, optimizer, scheduler, every process's random-number state), the best weights so far, the weight
+average (`--ema_decay`) and the loop's state, which names the run it belongs to (`run_directory.fingerprint`):
+`latest` never picks another run's checkpoint. `manifest.json`, written last, holds every file's size and
+sha256: a checkpoint damaged since (a file cut short, changed or missing) is passed over by `latest` and refused by
 path, so a resumed run is never silently another run. No pickle of a checkpoint is ever loaded with
 `weights_only=False` (which runs whatever code it names): the weight average is saved as
 safetensors, not through accelerate's `register_for_checkpointing`, and accelerate's own pickles are
@@ -31,11 +32,12 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from finetune.errors import RunDirectoryError, storage_error
 from finetune.files import to_strict_json
 from finetune.training.manifests import MANIFEST, find_damage, read_manifest, write_manifest
-from finetune.training.run_directory import describe_differences, fingerprint
+from finetune.training.run_directory import CHECKPOINT_NAME, describe_differences, fingerprint
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = re.compile(r"step-(\d+)")
+# An earlier version's layout (OUTPUT_DIR/checkpoints/step-K, the model in OUTPUT_DIR/best/), which is not resumed
+EARLIER_CHECKPOINT = re.compile(r"(^|/)checkpoints/step-\d+$")
 TRAINER_STATE = "trainer_state.json"  # the loop's state; a checkpoint from before manifests ends with it
 BEST_WEIGHTS = "best_model.safetensors"
 AVERAGE_WEIGHTS = "ema_model.safetensors"  # the weight average (`--ema_decay`)
@@ -98,17 +100,17 @@ def _is_complete(path: Path) -> bool:
 
 
 def list_checkpoints(directory: str | os.PathLike, run: str | None = None) -> list[Path]:
-    """Complete checkpoints `step-K` in `directory` (with their manifest, or with `trainer_state.json` if
+    """Complete checkpoints `checkpoint-K` in `directory` (with their manifest, or with `trainer_state.json` if
     saved before manifests), oldest first; temporary ones are ignored. Whether their files are still as
     they were saved is `checkpoint_damage`'s question.
 
     Args:
-        directory: The run's `checkpoints/` directory.
+        directory: The run directory (OUTPUT_DIR).
         run: Only checkpoints of the run with this fingerprint (`run_directory.fingerprint`);
             None: all.
     """
     directory = Path(directory)
-    found = [p for p in directory.glob("step-*") if CHECKPOINT_NAME.fullmatch(p.name) and _is_complete(p)]
+    found = [p for p in directory.glob("checkpoint-*") if CHECKPOINT_NAME.fullmatch(p.name) and _is_complete(p)]
     if run is not None:
         found = [p for p in found if _checkpoint_state(p).get("run") == run]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
@@ -140,7 +142,7 @@ def describe_data_change(theirs: dict, ours: dict, checkpoint: str) -> str | Non
     Args:
         theirs: The run identity in the checkpoint's `trainer_state.json`.
         ours: This run's identity.
-        checkpoint: The checkpoint's name, e.g. `step-20`.
+        checkpoint: The checkpoint's name, e.g. `checkpoint-20`.
     """
     old, new = theirs.get(DATA), ours.get(DATA)
     if not isinstance(old, dict) or not isinstance(new, dict):
@@ -159,7 +161,7 @@ def describe_data_change(theirs: dict, ours: dict, checkpoint: str) -> str | Non
         else:
             detail = "same size, other content"
         path = now.get("path", before.get("path"))
-        changes.append(f"--{flag} {path}: the {what} changed since checkpoint {checkpoint} was saved ({detail})")
+        changes.append(f"--{flag} {path}: the {what} changed since {checkpoint} was saved ({detail})")
     if not changes:
         return None
     return "; ".join(changes) + "; resume with the data as it was, or start over with --overwrite_output_dir"
@@ -203,6 +205,21 @@ def _checked_path(path: Path, identity: dict | None) -> Path:
     return path
 
 
+def _refuse_earlier_layout(which: str, directory: Path) -> None:
+    """An earlier version's checkpoint is one line, not a resume that would leave the model in `best/`."""
+    if which == "latest":
+        earlier = not list_checkpoints(directory) and any(directory.glob("checkpoints/step-*"))
+    else:
+        earlier = EARLIER_CHECKPOINT.search(Path(which).as_posix()) is not None
+    if not earlier:
+        return
+    raise RunDirectoryError(
+        f"--resume_from_checkpoint {which}: a checkpoint of an earlier finetune's layout (checkpoints/step-K, the "
+        "model in best/), which this version does not resume; finish that run with the version that started it, "
+        "or start over with --overwrite_output_dir"
+    )
+
+
 def resolve_checkpoint(which: str | None, directory: str | os.PathLike, identity: dict | None = None) -> Path | None:
     """`latest` -> the newest undamaged checkpoint in `directory` of the run with `identity`
     (`run_directory.run_identity`; None: of any run), passing over damaged ones with a warning naming
@@ -215,6 +232,7 @@ def resolve_checkpoint(which: str | None, directory: str | os.PathLike, identity
     """
     if not which:
         return None
+    _refuse_earlier_layout(which, Path(directory))
     if which != "latest":
         return _checked_path(Path(which), identity)
     data_changed, damaged = None, []
@@ -243,15 +261,15 @@ def save_checkpoint(
     accelerator, directory: str | os.PathLike, state, best_state: dict, limit: int, average=None
 ) -> Path:
     """`accelerator.save_state` (model, optimizer, scheduler, RNG of every process), the best weights, the
-    weight average and the loop's state into `directory/step-K`, atomically, with their manifest; keeps
+    weight average and the loop's state into `directory/checkpoint-K`, atomically, with their manifest; keeps
     the newest `limit` checkpoints of the run (0: all).
 
-    Everything is written into `.step-K.tmp` first and renamed when complete, so a kill during the
+    Everything is written into `.checkpoint-K.tmp` first and renamed when complete, so a kill during the
     save leaves no directory that `list_checkpoints` would pick.
 
     Args:
         accelerator: The run's `Accelerator`.
-        directory: The run's `checkpoints/` directory.
+        directory: The run directory (OUTPUT_DIR).
         state: The loop's `LoopState`.
         best_state: The best weights so far ({}: none yet).
         limit: `--save_total_limit`.
@@ -263,7 +281,7 @@ def save_checkpoint(
     """
     directory = Path(directory)
     state = state.to_dict()  # a LoopState
-    final = directory / f"step-{state['step']}"
+    final = directory / f"checkpoint-{state['step']}"
     staging = directory / f".{final.name}.tmp"
     try:
         if accelerator.is_main_process:
@@ -395,6 +413,6 @@ def load_checkpoint(accelerator, path: str | os.PathLike, average=None) -> tuple
 
 def remove_partial_checkpoints(directory: str | os.PathLike) -> None:
     """Deletes checkpoints a killed run left half written."""
-    for partial in Path(directory).glob(".step-*.tmp"):
+    for partial in Path(directory).glob(".checkpoint-*.tmp"):
         logger.warning("removing the incomplete checkpoint %s (a run was stopped while saving it)", partial)
         shutil.rmtree(partial, ignore_errors=True)

@@ -27,9 +27,14 @@ import torch
 from torch.nn import functional as F
 
 from finetune.data.augmentation import MASK, augment_texts
+from finetune.data.corpora import unlabelled_sentences
+from finetune.data.tables import read_table
 from finetune.errors import ArgumentError
 from finetune.evaluation.baselines import BASELINES  # the baselines that can teach, by the name a teacher is given
 from finetune.files import atomic_write, cache_directory
+from finetune.inference.classifier import load_classifier, process_shard
+from finetune.inference.text_scores import predict_logits
+from finetune.model_files import check_model_directory, hub_errors, resolve_model_directory
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +142,6 @@ def compute_teacher_logits(teacher: str, texts: list[str], accelerator, batch_si
     """`teacher`'s logits on `texts`, each process labelling a contiguous share; every process gets all."""
     from accelerate.utils import gather_object
 
-    from finetune.inference.classifier import load_classifier, process_shard
-    from finetune.inference.text_scores import predict_logits
-
     classifier = load_classifier(teacher, device=accelerator.device)
     model, tokenizer = classifier.model.eval(), classifier.tokenizer
     # Long texts are cut to what the teacher can read (a BERT's positions), not left to fail in its forward pass
@@ -174,8 +176,6 @@ def teacher_config(teacher: str):
     """The teacher's config (its labels), without loading its weights; a LoRA adapter's from its base model."""
     from transformers import AutoConfig
 
-    from finetune.model_files import hub_errors
-
     adapter = Path(teacher) / "adapter_config.json"
     if adapter.is_file() and not (Path(teacher) / "config.json").is_file():
         teacher = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
@@ -205,14 +205,13 @@ def teacher_logits(
     """
     from accelerate.utils import broadcast_object_list
 
-    from finetune.model_files import check_model_directory
-
     columns, sources = [], {}
     for teacher in teachers:
         baseline = teacher in BASELINES
         if baseline and fit_data is None:
             raise ValueError(f"the baseline teacher {teacher} needs fit_data")
         if not baseline:
+            teacher = resolve_model_directory(teacher)  # a run directory of the earlier layout: its best/
             check_model_directory(teacher)
         order = (
             list(range(len(id2label))) if baseline else label_order(teacher, teacher_config(teacher).id2label, id2label)
@@ -246,15 +245,11 @@ def read_unlabelled(distill, text_column: str, seed: int) -> list[str]:
         if path.suffix.lower() == ".txt":
             texts += [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         else:
-            from finetune.data.tables import read_table
-
             table = read_table(path)
             if text_column not in table.column_names:
                 raise ArgumentError(f"--unlabelled_file {path}: no column {text_column!r} (--text_column)")
             texts += [str(text).strip() for text in table[text_column] if text is not None and str(text).strip()]
     if distill.unlabelled_corpus:
-        from finetune.data.corpora import unlabelled_sentences
-
         texts += unlabelled_sentences()
     texts = list(dict.fromkeys(texts))
     if distill.max_unlabelled_samples is not None and len(texts) > distill.max_unlabelled_samples:

@@ -16,21 +16,17 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from finetune.config.checks import best_model_metric
 from finetune.data.features import eval_dataloader
 from finetune.evaluation.metrics import evaluate_split, log_line, metric_value, short_metrics
-from finetune.files import save_pretrained_atomic
+from finetune.files import save_pretrained_into
 from finetune.inference.classifier import write_predictions
 from finetune.training.checkpointing import LoopState, load_checkpoint, remove_partial_checkpoints, save_checkpoint
-from finetune.training.common import (
-    EmbeddingAdversary,
-    check_finite_loss,
-    count_parameters,
-    create_weight_average,
-    rewrap_model,
-    total_training_steps,
-)
+from finetune.training.distributed import rewrap_model
 from finetune.training.freezing import apply_freezing
 from finetune.training.interruptions import StopRequests
+from finetune.training.optimization import check_finite_loss, count_parameters, total_training_steps
+from finetune.training.regularization import EmbeddingAdversary, create_weight_average
 from finetune.training.run_directory import fingerprint
 
 logger = logging.getLogger(__name__)
@@ -106,8 +102,6 @@ class Schedule:
     def of(cls, args, batches: int, num_processes: int, multi_label: bool = False) -> "Schedule":
         """`args`: the run's `RunArguments`; `batches`: batches per epoch before `accelerator.prepare`
         splits them between `num_processes`; `multi_label`: the model scores sets of labels."""
-        from finetune.config.checks import best_model_metric
-
         training = args.training
         per_epoch, total = total_training_steps(
             math.ceil(batches / num_processes),
@@ -224,7 +218,7 @@ class TrainingStep:
 
 def training_loop(model, tokenizer, loaders, step: TrainingStep, accelerator, args, schedule: Schedule, run: tuple):
     """The loop: train; validate as `eval_strategy` says, keeping the best model by
-    `metric_for_best_model` in `best/`; checkpoint as `save_strategy` says, and at the end (a checkpoint
+    `metric_for_best_model` in OUTPUT_DIR itself; checkpoint as `save_strategy` says, and at the end (a checkpoint
     of the finished loop: a run stopped while writing its outputs resumes there); resume mid-epoch. A
     loss or validation score that is not finite stops the run; SIGTERM or Ctrl-C stop it at the next step
     with a checkpoint (`interruptions.StopRequests`). `run` is (identity, checkpoint or None).
@@ -233,7 +227,7 @@ def training_loop(model, tokenizer, loaders, step: TrainingStep, accelerator, ar
     training, output_dir = args.training, Path(args.training.output_dir)
     state, best_weights = LoopState(run=fingerprint(run[0]), run_identity=run[0]), {}
     if accelerator.is_main_process:
-        remove_partial_checkpoints(output_dir / "checkpoints")
+        remove_partial_checkpoints(output_dir)
     if run[1] is not None:
         state, best_weights = load_checkpoint(accelerator, run[1], step.average)
     stopper = EarlyStopping(training.early_stopping_patience, state.best_value, state.bad_evaluations, schedule.greater)
@@ -244,9 +238,7 @@ def training_loop(model, tokenizer, loaders, step: TrainingStep, accelerator, ar
     def checkpoint(epoch: int) -> Path:
         step.check(state, epoch, training)  # a diverged run is never saved
         state.elapsed = time.perf_counter() - start
-        return save_checkpoint(
-            accelerator, output_dir / "checkpoints", state, best_weights, training.save_total_limit, step.average
-        )
+        return save_checkpoint(accelerator, output_dir, state, best_weights, training.save_total_limit, step.average)
 
     # A checkpoint of a finished loop (the run stopped while writing its outputs) goes straight to the outputs
     epochs = range(state.epoch, training.num_train_epochs) if not state.finished else range(0)
@@ -263,16 +255,20 @@ def training_loop(model, tokenizer, loaders, step: TrainingStep, accelerator, ar
                     continue
                 state.step += 1
                 progress.update(1)
-                if state.step % args.logging.logging_steps == 0:
+                evaluating = schedule.evaluate_now(state.step)
+                # The first step and each evaluation's too: a run shorter than logging_steps has a training loss
+                # (the curves' line), and each validation line says where training stood
+                if state.step % args.logging.logging_steps == 0 or state.step == 1 or evaluating:
                     step.log(state, epoch, progress, training)
-                if schedule.evaluate_now(state.step):
+                if evaluating:
                     evaluated = step.evaluated(model)
                     metrics = evaluate_split(evaluated, validation_loader, accelerator, "validation_",
                                              tune=schedule.tune)  # fmt: skip
                     check_finite_loss(metrics["validation_loss"], state.step, epoch, training, what="validation loss")
                     state.history["eval"].append({"step": state.step, "epoch": epoch, **short_metrics(metrics)})
                     accelerator.log({f"eval/{k}": v for k, v in short_metrics(metrics).items()}, step=state.step)
-                    logger.info("step %d: %s", state.step, log_line(metrics))
+                    train_loss = state.history["train"][-1]["loss"]
+                    logger.info("step %d: train loss=%.4f; validation %s", state.step, train_loss, log_line(metrics))
                     if stopper.update(metric_value(metrics, schedule.metric)):
                         state.best = {**metrics, "best_step": state.step, "best_epoch": epoch}
                         evaluated = accelerator.unwrap_model(evaluated)
@@ -301,9 +297,10 @@ def training_loop(model, tokenizer, loaders, step: TrainingStep, accelerator, ar
 
 
 def save_best(accelerator, model, tokenizer, output_dir: Path) -> dict:
-    """Writes a new best model to `best/`; returns its weights (kept in checkpoints, restored at the end)."""
+    """Writes a new best model into OUTPUT_DIR (among the run's files);
+    returns its weights (kept in checkpoints, restored at the end)."""
     if accelerator.is_main_process:
-        save_pretrained_atomic(model, tokenizer, output_dir / "best")
+        save_pretrained_into(model, tokenizer, output_dir)
     return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
 
 

@@ -2,14 +2,14 @@
 with the adapter.
 
 A LoRA run writes `OUTPUT_DIR/base/` (the classifier as it was before training: pretrained encoder,
-freshly initialised head) once, and the adapter to `OUTPUT_DIR/best/`: `adapter_config.json`
-pointing at `base/`, and `adapter_model.safetensors` with the LoRA matrices plus full copies of
-the head (peft's `modules_to_save`). Both of these load it back:
+freshly initialised head) once, and the adapter into `OUTPUT_DIR` itself (where a run saves its model, as
+transformers' Trainer does): `adapter_config.json` pointing at `base/`, and `adapter_model.safetensors` with the
+LoRA matrices plus full copies of the head (peft's `modules_to_save`). Both of these load it back:
 
-    AutoModelForSequenceClassification.from_pretrained("OUTPUT_DIR/best")   # transformers' peft integration
-    AutoPeftModelForSequenceClassification.from_pretrained("OUTPUT_DIR/best")
+    AutoModelForSequenceClassification.from_pretrained("OUTPUT_DIR")   # transformers' peft integration
+    AutoPeftModelForSequenceClassification.from_pretrained("OUTPUT_DIR")
 
-and so does `pipeline("text-classification", model="OUTPUT_DIR/best")`. With `lora_merge`, the
+and so does `pipeline("text-classification", model="OUTPUT_DIR")`. With `lora_merge`, the
 adapter is also folded into the weights (`merge_and_unload`) and saved as a plain model in
 `OUTPUT_DIR/merged/`.
 """
@@ -17,11 +17,11 @@ adapter is also folded into the weights (`merge_and_unload`) and saved as a plai
 import copy
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
+from finetune.config.tuning_arguments import LoraOptions
 from finetune.errors import ArgumentError
 from finetune.files import save_pretrained_atomic
 
@@ -30,29 +30,6 @@ logger = logging.getLogger(__name__)
 # Trained in full and saved with the adapter: everything that is not the pretrained encoder.
 HEAD_MODULES = ["head", "classifier"]
 WRAPPABLE = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d)
-
-
-@dataclass
-class LoraOptions:
-    """LoRA on the encoder: the recipe's `lora_*` flags are this group (`lora: {r, alpha, ...}` in
-    the YAML); `lora_r = 0` turns it off."""
-
-    _argument_group_name = "LoRA"
-
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the encoder (peft); 0: no LoRA."})
-    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
-    lora_target_modules: list[str] | None = field(
-        default=None,
-        metadata={"help": "Encoder modules LoRA wraps (none: query/key/value for BERTs, the embeddings for a biLM)."},
-    )
-    lora_merge: bool = field(
-        default=False, metadata={"help": "Also save the adapter merged into the weights, in OUTPUT_DIR/merged/."}
-    )
-
-    @property
-    def enabled(self) -> bool:
-        return self.lora_r > 0
 
 
 def default_target_modules(model: nn.Module) -> list[str]:
@@ -154,7 +131,7 @@ def apply_lora_to_run(accelerator, model: nn.Module, tokenizer, options: LoraOpt
 def lora_outputs(accelerator, model, tokenizer, output_dir: Path, options: LoraOptions) -> dict:
     """Sizes of the adapter and the full model; with `lora_merge`, the merged model in `merged/`."""
     output_dir = Path(output_dir)
-    adapter_bytes = (output_dir / "best" / "adapter_model.safetensors").stat().st_size
+    adapter_bytes = (output_dir / "adapter_model.safetensors").stat().st_size
     full_bytes = (output_dir / "base" / "model.safetensors").stat().st_size
     logger.info("LoRA adapter %.2f MB, full model %.2f MB", adapter_bytes / 1e6, full_bytes / 1e6)
     if options.lora_merge and accelerator.is_main_process:

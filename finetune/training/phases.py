@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune.config.checks import best_model_metric
+from finetune.data.features import add_ngram_columns
 from finetune.data.multilabel import (
     config_thresholds,
     is_multi_label,
@@ -16,21 +18,18 @@ from finetune.data.multilabel import (
     predicted_label_sets,
     tune_thresholds,
 )
+from finetune.devices import run_hardware
 from finetune.errors import ArgumentError
-from finetune.evaluation.metrics import short_metrics
+from finetune.evaluation.metrics import predict, short_metrics
 from finetune.evaluation.reports import draw_pictures
-from finetune.files import save_pretrained_atomic, write_json_atomic, write_text_atomic
+from finetune.files import save_pretrained_into, write_json_atomic, write_text_atomic
 from finetune.hub.push import push_to_hub, write_model_card
-from finetune.training.common import (
-    check_parameters_in_sync,
-    create_optimizer,
-    create_scheduler,
-    predict,
-    run_hardware,
-    start_trackers,
-)
+from finetune.training.distributed import check_parameters_in_sync
 from finetune.training.loop import Schedule, test_best_model, threshold_metric
+from finetune.training.optimization import create_optimizer, create_scheduler
 from finetune.training.run_directory import mark_finished
+from finetune.training.start import start_trackers
+from finetune.training.tfidf_branch import attach_tfidf_branch, branch_class_weight
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +54,6 @@ def prepare_training(accelerator, model, train_loader, validation_loader, args) 
 
 def check_metric_for_problem(metric_for_best_model: str, config) -> None:
     """Refuse a best-model metric that only multi-label runs compute (`exact_match`) for a single-label model."""
-    from finetune.config.checks import best_model_metric
-
     if best_model_metric(metric_for_best_model) == "exact_match" and not is_multi_label(config):
         raise ArgumentError(
             f"--metric_for_best_model {metric_for_best_model}: exact match is a multi-label metric; "
@@ -70,8 +67,8 @@ def best_results(
 ) -> tuple:  # fmt: skip
     """(results, unwrapped model): the best weights loaded back, the validation metrics they had, the
     loop's speed, the parameter counts, a multi-label model's decision thresholds (tuned on
-    `validation_loader`, saved in best/config.json), a TF-IDF branch fitted on `tfidf_splits` (the
-    texts; `tfidf_branch_applies`) and attached (best/ saved again) and, with `do_predict`, the test split's
+    `validation_loader`, saved in OUTPUT_DIR/config.json), a TF-IDF branch fitted on `tfidf_splits` (the
+    texts; `tfidf_branch_applies`) and attached (the model saved again) and, with `do_predict`, the test split's
     metrics at those thresholds or with that branch (logged)."""
     check_parameters_in_sync(accelerator, model)
     unwrapped = accelerator.unwrap_model(model)
@@ -92,10 +89,8 @@ def best_results(
 
 
 def tfidf_phase(accelerator, model, tokenizer, splits, test_split, args) -> tuple:
-    """The TF-IDF branch fitted (by the main process, sent to the others) and attached, best/ saved with
+    """The TF-IDF branch fitted (by the main process, sent to the others) and attached, the model saved with
     it; (its report, the test split with the n-gram features it reads, the validation scores with it)."""
-    from finetune.config.checks import best_model_metric
-    from finetune.training.tfidf_branch import add_ngram_columns, attach_tfidf_branch, branch_class_weight
 
     selected = best_model_metric(args.training.metric_for_best_model)
     if is_multi_label(model.config):
@@ -107,7 +102,7 @@ def tfidf_phase(accelerator, model, tokenizer, splits, test_split, args) -> tupl
     report["class_weight"] = class_weight
     validation_scores = (scores, np.asarray(splits["validation"]["label"], dtype=np.float32))
     if accelerator.is_main_process:
-        save_pretrained_atomic(model, tokenizer, Path(args.training.output_dir) / "best")
+        save_pretrained_into(model, tokenizer, args.training.output_dir)
     accelerator.wait_for_everyone()
     return report, None if test_split is None else add_ngram_columns(test_split, tokenizer), validation_scores
 
@@ -115,12 +110,10 @@ def tfidf_phase(accelerator, model, tokenizer, splits, test_split, args) -> tupl
 def tune_decision_thresholds(accelerator, model, validation_loader, args, probabilities=None) -> dict:
     """A multi-label model's thresholds tuned on the validation split (`multilabel.tune_thresholds`
     by `--threshold_strategy`, maximising the F1 that `--metric_for_best_model` names, else micro-F1),
-    set in its config and written to best/config.json. Returns them with validation micro/macro-F1
+    set in its config and written to OUTPUT_DIR/config.json. Returns them with validation micro/macro-F1
     before (at 0.5) and after: the "after" numbers are tuned on those very rows, the test split's are not.
     `probabilities`: (scores, multi-hot labels) of the validation split, if known (with a TF-IDF branch: its
     mixture, whose n-gram features the loader lacks)."""
-    from finetune.config.checks import best_model_metric
-
     if probabilities is None:
         probabilities, labels, _ = predict(model, validation_loader, accelerator)
     else:
@@ -133,7 +126,7 @@ def tune_decision_thresholds(accelerator, model, validation_loader, args, probab
     config.label_thresholds = {config.id2label[i]: float(value) for i, value in enumerate(tuned)}
     after = multilabel_metrics(predicted_label_sets(probabilities, tuned), labels, config.id2label)
     if accelerator.is_main_process:
-        write_text_atomic(config.to_json_string(), Path(args.training.output_dir) / "best" / "config.json")
+        write_text_atomic(config.to_json_string(), Path(args.training.output_dir) / "config.json")
     logger.info(
         "thresholds (%s, on validation): %s; validation micro-F1 %.4f -> %.4f, macro-F1 %.4f -> %.4f", strategy,
         ", ".join(f"{label} {value:.2f}" for label, value in config.label_thresholds.items()),
@@ -148,18 +141,18 @@ def tune_decision_thresholds(accelerator, model, validation_loader, args, probab
 
 
 def write_outputs(accelerator, results: dict, model, tokenizer, splits, args, identity: dict) -> None:
-    """metrics.json, the pictures, best/'s model card and, last, the finish marker (`run_directory.FINISHED_FILE`)
+    """metrics.json, the pictures, the model card and, last, the finish marker (`run_directory.FINISHED_FILE`)
     (main process); the trackers closed; the upload with `push_to_hub` (a failed upload loses nothing:
     `finetune push` retries). `identity`: the run's (`run_identity`), named in the marker."""
     output_dir = Path(args.training.output_dir)
     if accelerator.is_main_process:
         write_json_atomic(results, output_dir / "metrics.json")
         draw_pictures(results, model, tokenizer, splits, output_dir)
-        write_model_card(output_dir / "best", args.hub.hub_model_id, args.hub.hub_license)
+        write_model_card(output_dir, args.hub.hub_model_id, args.hub.hub_license)
         mark_finished(output_dir, identity)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if args.hub.push_to_hub and accelerator.is_main_process:
         hub = args.hub
-        push_to_hub(output_dir / "best", hub.hub_model_id, private=hub.hub_private_repo, revision=hub.hub_revision,
+        push_to_hub(output_dir, hub.hub_model_id, private=hub.hub_private_repo, revision=hub.hub_revision,
                     license=hub.hub_license)  # fmt: skip

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -31,7 +32,8 @@ from pathlib import Path
 import yaml
 
 from finetune.errors import FinetuneError, RunDirectoryError, StorageError, message_of, storage_error
-from finetune.files import write_json_atomic, write_text_atomic
+from finetune.files import RUN_LOCK, finish_model_save, saved_model_files, write_json_atomic, write_text_atomic
+from finetune.training.interruptions import resume_command
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,10 @@ CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "metrics.json"
 # Written last, after metrics.json, the pictures and the model card: a run without it is not finished.
 FINISHED_FILE = "finished.json"
-LOCK_FILE = ".lock"  # hidden: the run's own (`_is_run_entry`); never emptied by --overwrite_output_dir
-CHECKPOINTS = "checkpoints"
+LOCK_FILE = RUN_LOCK  # hidden: the run's own (`_is_run_entry`); never emptied by --overwrite_output_dir
+# OUTPUT_DIR/checkpoint-K (K: the optimizer step), as transformers' Trainer names them (`get_last_checkpoint`)
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+CHECKPOINTS = "checkpoints"  # an earlier version's layout: checkpoints/step-K, the model in best/
 # Where outputs go, how often to log or save, whether to upload: a run is the same run without them.
 NOT_IDENTITY = frozenset(
     {
@@ -62,14 +66,15 @@ ADDED_LATER = {
 # Left unset (None), these are filled in from the data (the vector file's dimension by the builders, the
 # best-model metric by whether labels are sets): an unset value matches whatever the run filled in.
 FILLED_IN = frozenset({"vector_size", "metric_for_best_model"})
-# What the recipes (and `finetune evaluate`, into evaluation/) write into a run directory; anything
-# else there is the user's and is never deleted.
+# What the recipes (and `finetune evaluate`, into evaluation/; `finetune export`, into onnx/) write into a run
+# directory, besides the model's files (`files.saved_model_files`) and checkpoint-K/; anything else there is the
+# user's and is never deleted. (best/ and checkpoints/: an earlier version's layout.)
 RUN_ENTRIES = frozenset(
     {
-        CONFIG_FILE, RESULTS_FILE, FINISHED_FILE, CHECKPOINTS, "best", "base", "merged", "evaluation",
-        "training_curves.png", "confusion_matrix.png", "label_scores.png", "attention.html", "pretrain_config.yaml",
-        "config.json",        "model.safetensors", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json",
-        "generation_config.json", "tokenizer.json", "runs", "test_predictions.csv",
+        CONFIG_FILE, RESULTS_FILE, FINISHED_FILE, CHECKPOINTS, "best", "base", "merged", "evaluation", "onnx",
+        "README.md", "training_curves.png", "confusion_matrix.png", "label_scores.png", "attention.html",
+        "pretrain_config.yaml", "config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt",
+        "special_tokens_map.json", "generation_config.json", "tokenizer.json", "runs", "test_predictions.csv",
     }
 )  # fmt: skip
 
@@ -154,9 +159,10 @@ def data_fingerprint(data_args, read_splits: dict | None = None) -> dict:
     return found
 
 
-def _is_run_entry(name: str) -> bool:
-    # Hidden names are the recipes' temporary files and directories (.best-xxxx, .metrics.json.xx.tmp).
-    return name in RUN_ENTRIES or name.startswith(".")
+def _is_run_entry(name: str, model_files=()) -> bool:
+    # Hidden names are the recipes' temporary files and directories (.model-xxxx, .metrics.json.xx.tmp); `model_files`
+    # those of the model saved in the directory (`files.saved_model_files`)
+    return name in RUN_ENTRIES or name.startswith(".") or bool(CHECKPOINT_NAME.fullmatch(name)) or name in model_files
 
 
 def _read_identity(directory: Path) -> dict | None:
@@ -193,7 +199,8 @@ def check_output_dir(
     names = sorted(p.name for p in directory.iterdir() if p.name != LOCK_FILE) if directory.is_dir() else []
     if not names:
         return
-    foreign = [name for name in names if not _is_run_entry(name)]
+    model_files = saved_model_files(directory)
+    foreign = [name for name in names if not _is_run_entry(name, model_files)]
     if foreign:
         raise RunDirectoryError(
             f"--output_dir {directory}: holds files that no run wrote ({_listing(foreign)}); "
@@ -229,7 +236,8 @@ def is_finished(directory: str | os.PathLike) -> bool:
 
 def _loop_done(directory: Path) -> bool:
     """A checkpoint of `directory` says its training loop ended: only the outputs were left to write."""
-    for state in (directory / CHECKPOINTS).glob("step-*/trainer_state.json"):
+    earlier = (directory / CHECKPOINTS).glob("step-*/trainer_state.json")  # (an earlier version's layout)
+    for state in [*directory.glob("checkpoint-*/trainer_state.json"), *earlier]:
         try:
             if json.loads(state.read_text(encoding="utf-8")).get("finished"):
                 return True
@@ -249,8 +257,9 @@ def empty_output_dir(directory: str | os.PathLike) -> None:
     directory = Path(directory)
     if not directory.is_dir():
         return
+    model_files = saved_model_files(directory)
     for entry in directory.iterdir():
-        if not _is_run_entry(entry.name) or entry.name == LOCK_FILE:  # a file that appeared since is kept
+        if not _is_run_entry(entry.name, model_files) or entry.name == LOCK_FILE:  # a file that appeared since is kept
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -259,10 +268,13 @@ def empty_output_dir(directory: str | os.PathLike) -> None:
 
 
 def start_output_dir(directory: str | os.PathLike, settings: str, *, overwrite: bool) -> None:
-    """Empties `directory` with `--overwrite_output_dir`, then writes the run's settings (`config.yaml`).
-    Called once `check_output_dir` and every other check passed, by the main process."""
+    """Empties `directory` with `--overwrite_output_dir` (else finishes a model save a killed run left half moved,
+    `files.finish_model_save`), then writes the run's settings (`config.yaml`). Called once `check_output_dir`
+    and every other check passed, by the main process."""
     if overwrite:
         empty_output_dir(directory)
+    elif Path(directory).is_dir():
+        finish_model_save(directory)
     write_text_atomic(settings, Path(directory) / CONFIG_FILE)
 
 
@@ -390,8 +402,6 @@ def hold_output_dir(accelerator, directory: str | os.PathLike) -> Iterator[None]
     except OSError as error:  # a full disk mid-run: what to do, then how to go on
         if isinstance(error, FinetuneError) and not isinstance(error, StorageError):
             raise  # (a model directory's problem, say: not the disk's)
-        from finetune.training.interruptions import resume_command
-
         message = message_of(error if isinstance(error, StorageError) else storage_error(error))
         raise StorageError(error.errno, f"{message}; then resume with: {resume_command()}") from error
     finally:

@@ -11,7 +11,7 @@ from finetune.data.tables import DataError
 from finetune.models.bilstm_attention import BiLMConfig, BiLMForLanguageModeling, BiLMModel
 from finetune.models.bilstm_attention.modeling_bilm import reverse_padded
 from finetune.pretrain.corpus import build_char_tokenizer, read_text_corpus
-from recipes import pretrain_bilm, pretrain_mlm
+from finetune.recipes import pretrain_bilm, pretrain_mlm
 
 
 def tiny_bilm_model(seed=0):
