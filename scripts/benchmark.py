@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py          # the embedded default, 5 seeds: ~5 x 5 min of recipe on a 2-core CPU
     python scripts/benchmark.py --datasets default ../shared/data/thucnews_titles --runs_dir outputs/benchmark
-    python scripts/benchmark.py --config recipes/configs/word2vec_bilstm_attn.yaml my_variant.yaml  # two recipe rows
+    python scripts/benchmark.py --config word2vec_bilstm_attn my_variant.yaml  # two recipe rows
     python scripts/benchmark.py --seeds 2 --max_train_samples 2000 --max_eval_samples 400 \
         --max_predict_samples 400 --recipe_args "--num_train_epochs 1" --threads 1   # a smoke run: ~5 min
 
@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository's package and scripts/, also when run as a file from elsewhere
 
+from finetune.config.config_files import find_config  # noqa: E402
 from finetune.config.distill_arguments import parse_distill_args  # noqa: E402
 from finetune.config.parsing import parse_run_args  # noqa: E402
 from finetune.data.loading import load_data  # noqa: E402
@@ -139,9 +140,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.recipe_args = shlex.split(args.recipe_args)
     if reserved := sorted(RESERVED & {arg.split("=")[0] for arg in args.recipe_args}):
         raise ArgumentError(f"--recipe_args: {', '.join(reserved)} is set by the benchmark (see --help)")
-    for config in args.config:
-        if not Path(config).is_file():
-            raise ArgumentError(f"--config {config}: no such file")
+    args.config = [find_config(config) for config in args.config]  # a file, or a shipped config by name
     stems = [Path(config).stem for config in args.config]
     if len(set(stems)) < len(stems):
         raise ArgumentError(f"--config: two configs share a file name ({', '.join(stems)}): rename one")
