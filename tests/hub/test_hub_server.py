@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hub_server import GITATTRIBUTES, LocalHub, git_blob_sha, hub_env  # noqa: E402
 
 TOKEN = "hf_localhub_test_token"
