@@ -215,7 +215,7 @@ def save_pretrained_atomic(model, tokenizer, directory: str | os.PathLike) -> No
 # moved into place, from where (`staging`) and which files of the previous model it replaces (`previous`).
 MODEL_RECORD = ".model_files.json"
 MODEL_STAGING = ".model-"  # + mkdtemp's letters: hidden, so never a run's `checkpoint-K` nor a file of the model
-RUN_LOCK = ".lock"  # the run's lock file (`run_directory.RunLock`): held while a run may be saving its model
+RUN_LOCK = ".lock"  # the run's lock file (`run_lock.RunLock`): held while a run may be saving its model
 
 
 def _model_record(directory: Path) -> dict:

@@ -30,6 +30,7 @@ from finetune.training import (
     optimization,
     phases,
     run_directory,
+    run_lock,
     start,
 )
 
@@ -42,7 +43,7 @@ def main(argv=None):
     accelerator = start.start_run(args.training.seed, **start.accelerator_options(args.training, args.logging))
     if not args.training.do_train:  # a distilled run's model is scored as any run's
         return saved_model.evaluate_saved_run(args, accelerator)
-    with run_directory.hold_output_dir(accelerator, args.training.output_dir):  # one run at a time writes into it
+    with run_lock.hold_output_dir(accelerator, args.training.output_dir):  # one run at a time writes into it
         return distill_run(args, accelerator, config_path)
 
 

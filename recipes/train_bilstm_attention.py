@@ -33,6 +33,7 @@ from finetune.training import (
     optimization,
     phases,
     run_directory,
+    run_lock,
     start,
     tfidf_branch,
 )
@@ -48,7 +49,7 @@ def main(argv=None):
     accelerator = start.start_run(args.training.seed, **start.accelerator_options(args.training, args.logging))
     if not args.training.do_train:
         return saved_model.evaluate_saved_run(args, accelerator)
-    with run_directory.hold_output_dir(accelerator, args.training.output_dir):
+    with run_lock.hold_output_dir(accelerator, args.training.output_dir):
         return train(args, accelerator, config_path)
 
 

@@ -32,7 +32,13 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from finetune.errors import RunDirectoryError, storage_error
 from finetune.files import to_strict_json
 from finetune.training.manifests import MANIFEST, find_damage, read_manifest, write_manifest
-from finetune.training.run_directory import CHECKPOINT_NAME, describe_differences, fingerprint
+from finetune.training.run_directory import (
+    CHECKPOINT_NAME,
+    DATA,
+    describe_data_change,
+    describe_differences,
+    fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +52,6 @@ AVERAGE_WEIGHTS = "ema_model.safetensors"  # the weight average (`--ema_decay`)
 CUSTOM_STATE = re.compile(r"custom_checkpoint_(\d+)\.pkl")
 RANDOM_STATES = "random_states_{}.pkl"
 PICKLES = (".bin", ".pkl", ".pt")  # what accelerate writes with torch.save
-DATA = "data_fingerprint"  # the run identity's key for the data's content (`run_directory.data_fingerprint`)
 START_OVER = "resume from another checkpoint or start over with --overwrite_output_dir"
 # torch.save's failures to write, which name neither file nor cause ("basic_ios::clear: iostream error",
 # "PytorchStreamWriter failed writing file", on a full disk "[enforce fail at inline_container.cc] unexpected pos")
@@ -128,43 +133,6 @@ def checkpoint_damage(path: str | os.PathLike) -> str | None:
         logger.warning("%s has no %s (saved by an earlier version): its files cannot be checked", path, MANIFEST)
         return None
     return find_damage(path, entries)
-
-
-def _count(value) -> str:
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def describe_data_change(theirs: dict, ours: dict, checkpoint: str) -> str | None:
-    """The message for resuming on data that changed since `checkpoint` was saved, or None when the two
-    run identities differ in more than their `data_fingerprint` (`run_directory.data_fingerprint`), or
-    not in their data's size and hash.
-
-    Args:
-        theirs: The run identity in the checkpoint's `trainer_state.json`.
-        ours: This run's identity.
-        checkpoint: The checkpoint's name, e.g. `checkpoint-20`.
-    """
-    old, new = theirs.get(DATA), ours.get(DATA)
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return None  # (a checkpoint from before data fingerprints)
-    if {k: v for k, v in theirs.items() if k != DATA} != {k: v for k, v in ours.items() if k != DATA}:
-        return None
-    changes = []
-    for flag in sorted(set(old) | set(new)):
-        before, now = old.get(flag), new.get(flag)
-        before, now = before if isinstance(before, dict) else {}, now if isinstance(now, dict) else {}
-        if (before.get("size"), before.get("hash")) == (now.get("size"), now.get("hash")):
-            continue
-        what, unit = ("data set", "rows") if flag == "dataset_name" else ("file", "bytes")
-        if before.get("size") != now.get("size"):
-            detail = f"{_count(before.get('size'))} -> {_count(now.get('size'))} {unit}"
-        else:
-            detail = "same size, other content"
-        path = now.get("path", before.get("path"))
-        changes.append(f"--{flag} {path}: the {what} changed since {checkpoint} was saved ({detail})")
-    if not changes:
-        return None
-    return "; ".join(changes) + "; resume with the data as it was, or start over with --overwrite_output_dir"
 
 
 def _same_run(saved: dict, identity: dict | None) -> bool:

@@ -8,32 +8,26 @@ identity is written in `config.yaml` and in every checkpoint, so that
   refused unless `--overwrite_output_dir` (it is then emptied, after the data and arguments
   were checked, so a run that fails on bad input loses nothing that was there);
 - `--resume_from_checkpoint latest` only ever picks a checkpoint of the same run;
-- one process at a time writes into it (`hold_output_dir`: a lock file naming its owner);
+- one process at a time writes into it (`run_lock.hold_output_dir`: a lock file naming its owner);
 - a run counts as finished only once everything is written (`FINISHED_FILE`, the last file).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import socket
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
-from finetune.errors import FinetuneError, RunDirectoryError, StorageError, message_of, storage_error
+from finetune.errors import RunDirectoryError
 from finetune.files import RUN_LOCK, finish_model_save, saved_model_files, write_json_atomic, write_text_atomic
-from finetune.training.interruptions import resume_command
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +59,7 @@ ADDED_LATER = {
 }  # fmt: skip
 # Left unset (None), these are filled in from the data (the vector file's dimension by the builders, the
 # best-model metric by whether labels are sets): an unset value matches whatever the run filled in.
+DATA = "data_fingerprint"  # the run identity's key for the data's content (`data_fingerprint`)
 FILLED_IN = frozenset({"vector_size", "metric_for_best_model"})
 # What the recipes (and `finetune evaluate`, into evaluation/; `finetune export`, into onnx/) write into a run
 # directory, besides the model's files (`files.saved_model_files`) and checkpoint-K/; anything else there is the
@@ -278,131 +273,38 @@ def start_output_dir(directory: str | os.PathLike, settings: str, *, overwrite: 
     write_text_atomic(settings, Path(directory) / CONFIG_FILE)
 
 
-def _owner_line(owner: dict) -> str:
-    command = " ".join(owner.get("command", []))
-    command = command if len(command) <= 120 else command[:119].rstrip() + "…"
-    return f"process {owner.get('pid')} on {owner.get('host')}, since {owner.get('since')}: {command}"
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _read_owner(handle) -> dict:
-    handle.seek(0)
-    try:
-        owner = json.loads(handle.read() or "{}")
-    except ValueError:  # written by hand, or a writer killed mid-line
-        return {}
-    return owner if isinstance(owner, dict) else {}
+def describe_data_change(theirs: dict, ours: dict, checkpoint: str) -> str | None:
+    """The message for resuming on data that changed since `checkpoint` was saved, or None when the two
+    run identities differ in more than their `data_fingerprint` (`data_fingerprint`), or
+    not in their data's size and hash.
 
-
-class RunLock:
-    """The lock on a run directory: `LOCK_FILE` held with `flock` (the kernel frees it when its process
-    dies, however it dies) and holding its owner (pid, host, start, command) for the messages.
-
-    A lock file left by a process that died (killed: it could not remove it) is taken over with a
-    WARNING. One that names another host is refused: `flock` may not reach across a network file
-    system, so this host cannot tell whether that run is alive.
+    Args:
+        theirs: The run identity in the checkpoint's `trainer_state.json`.
+        ours: This run's identity.
+        checkpoint: The checkpoint's name, e.g. `checkpoint-20`.
     """
-
-    def __init__(self, directory: str | os.PathLike):
-        self.directory, self.handle, self.created = Path(directory), None, False
-
-    def acquire(self) -> None:
-        """Raises `RunDirectoryError` if another process holds the directory; `StorageError` if it cannot be
-        written (checked here, before any work)."""
-        path = self.directory / LOCK_FILE
-        if self.directory.exists() and not self.directory.is_dir():
-            raise RunDirectoryError(f"--output_dir {self.directory}: is a file, not a directory")
-        try:
-            self.created = not self.directory.exists()
-            self.directory.mkdir(parents=True, exist_ok=True)
-            while True:
-                handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    owner = _read_owner(handle)
-                    handle.close()
-                    self._remove_if_created()
-                    raise RunDirectoryError(
-                        f"--output_dir {self.directory}: another run is writing into it ({_owner_line(owner)}); "
-                        "wait for it to end, or give another --output_dir"
-                    ) from None
-                # Locked; but a releasing owner may have unlinked the file after we opened it: then lock anew
-                if os.path.exists(path) and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                    break
-                handle.close()
-            self.handle = handle
-            self._take_over(_read_owner(handle))
-            here = {"pid": os.getpid(), "host": socket.gethostname(),
-                    "since": datetime.datetime.now().isoformat(timespec="seconds"), "command": sys.argv}  # fmt: skip
-            handle.seek(0)
-            handle.truncate()
-            handle.write(json.dumps(here, ensure_ascii=False))
-            handle.flush()
-        except OSError as error:
-            self.release()
-            raise storage_error(error, self.directory, "cannot write the run directory") from None
-
-    def _take_over(self, owner: dict) -> None:
-        if not owner:
-            return
-        if owner.get("host") not in (None, socket.gethostname()):
-            self.handle.close()  # the file is that run's: left as it is
-            self.handle = None
-            self._remove_if_created()
-            raise RunDirectoryError(
-                f"--output_dir {self.directory}: locked by a run on another host ({_owner_line(owner)}); if that "
-                f"run has ended, delete {self.directory / LOCK_FILE}, or give another --output_dir"
-            )
-        logger.warning(
-            "%s: taking over the lock of %s, which is no longer running (killed?)",
-            self.directory, _owner_line(owner),
-        )  # fmt: skip
-
-    def release(self) -> None:
-        """Removes the lock file (while still holding it: no other process can have locked it) and frees it."""
-        if self.handle is not None:
-            with contextlib.suppress(OSError):
-                (self.directory / LOCK_FILE).unlink()
-            self.handle.close()
-            self.handle = None
-        self._remove_if_created()
-
-    def _remove_if_created(self) -> None:
-        # A run refused before it wrote anything leaves no directory behind that it made
-        if self.created:
-            with contextlib.suppress(OSError):
-                self.directory.rmdir()  # only if empty
-
-
-@contextlib.contextmanager
-def hold_output_dir(accelerator, directory: str | os.PathLike) -> Iterator[None]:
-    """The run directory locked for this run (`RunLock`) while the block runs; under `accelerate launch`
-    the main process holds it and every process learns whether it got it (all stop alike if not).
-
-        with hold_output_dir(accelerator, training.output_dir):
-            train(...)
-    """
-    lock = RunLock(directory)
-    problem = None
-    if accelerator.is_main_process:
-        try:
-            lock.acquire()
-        except (RunDirectoryError, OSError) as error:
-            problem = error
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        shared = broadcast_object_list([None if problem is None else str(problem)])[0]
-        if problem is None and shared is not None:
-            problem = RunDirectoryError(shared)
-    if problem is not None:
-        raise problem
-    try:
-        yield
-    except OSError as error:  # a full disk mid-run: what to do, then how to go on
-        if isinstance(error, FinetuneError) and not isinstance(error, StorageError):
-            raise  # (a model directory's problem, say: not the disk's)
-        message = message_of(error if isinstance(error, StorageError) else storage_error(error))
-        raise StorageError(error.errno, f"{message}; then resume with: {resume_command()}") from error
-    finally:
-        lock.release()
+    old, new = theirs.get(DATA), ours.get(DATA)
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None  # (a checkpoint from before data fingerprints)
+    if {k: v for k, v in theirs.items() if k != DATA} != {k: v for k, v in ours.items() if k != DATA}:
+        return None
+    changes = []
+    for flag in sorted(set(old) | set(new)):
+        before, now = old.get(flag), new.get(flag)
+        before, now = before if isinstance(before, dict) else {}, now if isinstance(now, dict) else {}
+        if (before.get("size"), before.get("hash")) == (now.get("size"), now.get("hash")):
+            continue
+        what, unit = ("data set", "rows") if flag == "dataset_name" else ("file", "bytes")
+        if before.get("size") != now.get("size"):
+            detail = f"{_count(before.get('size'))} -> {_count(now.get('size'))} {unit}"
+        else:
+            detail = "same size, other content"
+        path = now.get("path", before.get("path"))
+        changes.append(f"--{flag} {path}: the {what} changed since {checkpoint} was saved ({detail})")
+    if not changes:
+        return None
+    return "; ".join(changes) + "; resume with the data as it was, or start over with --overwrite_output_dir"

@@ -22,13 +22,12 @@ from finetune.errors import RunDirectoryError, StorageError, message_of, report_
 from finetune.recipes.train_bilstm_attention import main
 from finetune.training.checkpointing import (
     LoopState,
-    describe_data_change,
     list_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
 )
 from finetune.training.manifests import write_manifest
-from finetune.training.run_directory import fingerprint
+from finetune.training.run_directory import describe_data_change, fingerprint
 
 START_OVER = "resume from another checkpoint or start over with --overwrite_output_dir"
 # 12 steps of batches of 16, a checkpoint and a validation every 4; word dropout: the random states matter.

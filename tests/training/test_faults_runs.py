@@ -19,7 +19,8 @@ from finetune.cli import main as cli
 from finetune.data.cleaning import clean_split
 from finetune.recipes import train_bilstm_attention
 from finetune.recipes.train_bilstm_attention import main
-from finetune.training.run_directory import FINISHED_FILE, LOCK_FILE, RunLock, data_fingerprint, file_fingerprint
+from finetune.training.run_directory import FINISHED_FILE, LOCK_FILE, data_fingerprint, file_fingerprint
+from finetune.training.run_lock import RunLock
 
 # 240 training texts in batches of 16: 15 steps an epoch, 45 in all; a checkpoint every 10 steps.
 RUN = ["--num_train_epochs", "3", "--save_strategy", "steps", "--save_steps", "10", "--word_dropout", "0.1"]
