@@ -38,7 +38,8 @@ MAX_ENTRIES_PER_FILE = 8
 # Linux, 2 s on FAT) without its mtime changing: it is read but not cached (git's "racy" entries).
 RACY_NANOSECONDS = 2_000_000_000
 # What an entry records of the original read, to log it again: see `read_word_vectors`.
-INFO_KEYS = frozenset({"dim", "entries", "warnings", "seconds"})
+INFO_KEYS = frozenset({"dim", "entries", "warnings", "seconds", "format"})
+EARLIER_INFO_KEYS = INFO_KEYS - {"format"}  # an entry written before the format was recorded: still good
 
 
 def cache_enabled(cache: bool | None = None) -> bool:
@@ -77,7 +78,7 @@ class CacheEntry:
             if (metadata.get("identity"), metadata.get("wanted")) != (self.identity, self.wanted_key):
                 raise ValueError("it was made for another file or other words")
             words, info = json.loads(metadata["words"]), json.loads(metadata["info"])
-            if set(info) != INFO_KEYS:
+            if set(info) not in (INFO_KEYS, EARLIER_INFO_KEYS):
                 raise ValueError(f"its info holds {sorted(info)}, not {sorted(INFO_KEYS)}")
             if vectors.dtype != np.float32 or vectors.shape != (len(words), info["dim"]):
                 raise ValueError(f"{len(words)} words but vectors of shape {vectors.shape}")

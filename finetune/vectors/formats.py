@@ -12,6 +12,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
+import logging
 import os
 import re
 import sys
@@ -27,6 +28,8 @@ from tqdm.auto import tqdm
 from finetune.errors import FinetuneError
 
 __all__ = ["FASTTEXT_MAGIC", "VectorFileError", "read_vector_file"]
+
+logger = logging.getLogger(__name__)
 
 # fastText's `.bin` *model* files start with this int32; its word vectors ship as a `.vec` file.
 FASTTEXT_MAGIC = 793712314
@@ -51,6 +54,10 @@ _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 class VectorFileError(FinetuneError, ValueError):
     """A word-vector file is malformed; the message names the file and the line or entry."""
+
+
+class _OtherFormat(VectorFileError):
+    """The file is in the other word2vec format than its name says: read it as that one."""
 
 
 class _Collector:
@@ -210,8 +217,8 @@ def _check_first_text_vector(line: bytes, dim: int, path: Path, line_no: int) ->
     # word2vec binary read as text: the float32 bytes hold control bytes, or at least bytes that
     # are not UTF-8 (a GBK text file is not UTF-8 either, but has the right number of values).
     if _CONTROL_BYTES.search(line) or (values != dim and not _is_utf8(line)):
-        raise VectorFileError(
-            f"{path}: looks like word2vec binary: name it .bin, e.g. {_renamed(path, '.bin')} "
+        raise _OtherFormat(
+            f"{path}: looks like word2vec binary, e.g. {_renamed(path, '.bin')} "
             f"(line {line_no}, after the header 'count dimension', holds bytes that are not text)"
         )
     if values != dim:
@@ -295,7 +302,7 @@ def _is_text_vector(raw: bytes) -> bool:
 
 
 def _text_named_bin(path: Path, where: str) -> VectorFileError:
-    return VectorFileError(f"{path}: looks like word2vec text: name it .txt, e.g. {_renamed(path, '.txt')} ({where})")
+    return _OtherFormat(f"{path}: looks like word2vec text, e.g. {_renamed(path, '.txt')} ({where})")
 
 
 def _read_binary_header(reader: _ByteReader, path: Path) -> tuple[int, int]:
@@ -341,8 +348,33 @@ def read_vector_file(path: Path, wanted: set[str] | None, progress: bool = False
     (dim, entries, warnings to log). `progress`: show a bar over the bytes read (on stderr, once the read has
     lasted `PROGRESS_DELAY_SECONDS`)."""
     _check_compression_matches_name(path)
+    named_binary = _is_word2vec_binary(path)
+    try:
+        collector, dim, entries = _read_as(path, wanted, named_binary, progress)
+        binary = named_binary
+    except _OtherFormat as mismatch:
+        # The content decides (synonyms' `words.vector` is word2vec binary): read as the other format; where
+        # that fails too, the file is neither, and the first reader's error says what it saw.
+        try:
+            collector, dim, entries = _read_as(path, wanted, not named_binary, progress)
+        except VectorFileError:
+            raise VectorFileError(str(mismatch).replace(", e.g. ", ", but it does not read as that either (as ")
+                                  + ")") from None  # fmt: skip
+        binary = not named_binary
+        logger.info("%s: read as word2vec %s, by its content (its name says %s)", path,
+                    *(("binary", "text") if binary else ("text", "binary")))  # fmt: skip
+    if collector.duplicates:
+        collector.warnings.append(f"{path}: {collector.duplicates} duplicated words; kept the first vector of each")
+    words = list(collector.rows)
+    vectors = np.stack(list(collector.rows.values())) if words else np.zeros((0, dim), np.float32)
+    info = {"dim": dim, "entries": entries, "warnings": collector.warnings}
+    return words, vectors, {**info, "format": "word2vec binary" if binary else "word2vec text"}
+
+
+def _read_as(path: Path, wanted: set[str] | None, binary: bool, progress: bool) -> tuple[_Collector, int, int]:
+    """One pass over the file as word2vec binary or text: (the kept vectors, dim, entries)."""
     collector = _Collector(wanted)
-    read = _read_binary if _is_word2vec_binary(path) else _read_text
+    read = _read_binary if binary else _read_text
     try:
         _check_not_fasttext_model(path)
         # "1e39" overflows float32 to inf, which _check_finite reports: numpy need not warn as well.
@@ -356,8 +388,4 @@ def read_vector_file(path: Path, wanted: set[str] | None, progress: bool = False
         if _named_compression(path) is None:
             raise
         raise VectorFileError(f"{path}: the compressed data is damaged ({err})") from None
-    if collector.duplicates:
-        collector.warnings.append(f"{path}: {collector.duplicates} duplicated words; kept the first vector of each")
-    words = list(collector.rows)
-    vectors = np.stack(list(collector.rows.values())) if words else np.zeros((0, dim), np.float32)
-    return words, vectors, {"dim": dim, "entries": entries, "warnings": collector.warnings}
+    return collector, dim, entries

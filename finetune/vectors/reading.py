@@ -113,7 +113,9 @@ def read_word_vectors(
     seconds = time.perf_counter() - started
     for warning in info["warnings"]:
         logger.warning("%s", warning)
-    kept = f"dimension {info['dim']}, {info['entries']} entries, kept {len(words)} words"
+    kept = (
+        f"{info.get('format', 'word2vec')}, dimension {info['dim']}, {info['entries']} entries, kept {len(words)} words"
+    )
     if cached:
         logger.info(
             "read %s from the cache in %.2fs (%.1fs from the file): %s; cache entry %s",

@@ -189,7 +189,7 @@ def test_duplicate_words_keep_first_vector_and_warn(tmp_path, caplog):
     assert read.words == ["好", "看"]
     np.testing.assert_array_equal(read.vectors, [[1, 2], [3, 4]])
     assert "2 duplicated words" in caplog.text
-    assert "dimension 2, 4 entries, kept 2 words" in caplog.text
+    assert "word2vec text, dimension 2, 4 entries, kept 2 words" in caplog.text
 
 
 # ##### read_word_vectors: errors #####
@@ -373,49 +373,56 @@ def test_text_file_starting_with_bzh_is_not_taken_for_bz2(tmp_path):
     assert read_word_vectors(path).words == ["BZh9", "好"]
 
 
-@pytest.mark.parametrize(
-    "name, suggested", [("vec.txt", "vec.bin"), ("vec.vec", "vec.bin"), ("sgns.word", "sgns.word.bin")]
-)
+def assert_read_by_content(path, keyed_vectors, caplog, content, named, wanted=None):
+    """The file reads whole as the format its content is in; one INFO line says which, and what the name said."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="finetune.vectors"):
+        vectors = read_word_vectors(path, wanted=wanted, cache=False)
+    expected = WORDS if wanted is None else [word for word in WORDS if word in wanted]
+    assert vectors.words == expected
+    rows = [WORDS.index(word) for word in expected]
+    np.testing.assert_allclose(vectors.vectors, keyed_vectors.vectors[rows], atol=WRITTEN if content == "text" else 0)
+    assert f"{path}: read as word2vec {content}, by its content (its name says {named})" in caplog.messages
+
+
+@pytest.mark.parametrize("name", ["vec.txt", "vec.vec", "sgns.word", "words.vector"])
 @pytest.mark.parametrize("wanted", [None, {"好"}])
-def test_word2vec_binary_with_a_text_name(tmp_path, keyed_vectors, name, suggested, wanted):
-    path = tmp_path / name
+def test_word2vec_binary_with_a_text_name_is_read_by_its_content(tmp_path, keyed_vectors, caplog, name, wanted):
+    path = tmp_path / name  # synonyms' Wikipedia vectors ship as `words.vector`, word2vec binary
     keyed_vectors.save_word2vec_format(str(path), binary=True)
-
-    with pytest.raises(VectorFileError, match=rf"{name}: looks like word2vec binary: name it \.bin, e.g. {suggested} "):
-        read_word_vectors(path, wanted=wanted)
+    assert_read_by_content(path, keyed_vectors, caplog, "binary", "text", wanted)
 
 
-def test_compressed_word2vec_binary_with_a_text_name(tmp_path, keyed_vectors):
+def test_compressed_word2vec_binary_with_a_text_name_is_read_by_its_content(tmp_path, keyed_vectors, caplog):
     binary = tmp_path / "vec.bin"
     keyed_vectors.save_word2vec_format(str(binary), binary=True)
     path = tmp_path / "vec.vec.gz"
     path.write_bytes(gzip.compress(binary.read_bytes()))
-
-    with pytest.raises(VectorFileError, match=r"looks like word2vec binary: name it \.bin, e.g. vec\.bin\.gz"):
-        read_word_vectors(path)
+    assert_read_by_content(path, keyed_vectors, caplog, "binary", "text")
 
 
-@pytest.mark.parametrize(
-    "header, where", [(True, "entry 1's vector is digits"), (False, "line 1 is a word and 8 numbers")]
-)
-def test_word2vec_text_named_bin(tmp_path, keyed_vectors, header, where):
-    rows = dict(zip(WORDS, keyed_vectors.vectors))
-    path = write_text(tmp_path / "vec.bin", rows, header=header)
-
-    with pytest.raises(
-        VectorFileError, match=rf"vec\.bin: looks like word2vec text: name it \.txt, e.g. vec\.txt \({where}"
-    ):
-        read_word_vectors(path)
+@pytest.mark.parametrize("header", [True, False])
+def test_word2vec_text_named_bin_is_read_by_its_content(tmp_path, keyed_vectors, caplog, header):
+    path = write_text(tmp_path / "vec.bin", dict(zip(WORDS, keyed_vectors.vectors)), header=header)
+    assert_read_by_content(path, keyed_vectors, caplog, "text", "binary")
 
 
-def test_gensim_text_named_bin_gz(tmp_path, keyed_vectors):
+def test_gensim_text_named_bin_gz_is_read_by_its_content(tmp_path, keyed_vectors, caplog):
     text = tmp_path / "vec.txt"
     keyed_vectors.save_word2vec_format(str(text), binary=False)
     path = tmp_path / "vec.bin.gz"
     path.write_bytes(gzip.compress(text.read_bytes()))
+    assert_read_by_content(path, keyed_vectors, caplog, "text", "binary")
 
-    with pytest.raises(VectorFileError, match=r"looks like word2vec text: name it \.txt, e.g. vec\.txt\.gz"):
-        read_word_vectors(path)
+
+def test_a_file_in_neither_format_is_one_line_naming_both(tmp_path, keyed_vectors):
+    binary = tmp_path / "vec.bin"
+    keyed_vectors.save_word2vec_format(str(binary), binary=True)
+    path = tmp_path / "vec.txt"  # a binary file cut inside its first vector: neither binary nor text reads it
+    path.write_bytes(binary.read_bytes()[:20])
+
+    with pytest.raises(VectorFileError, match=r"vec\.txt: looks like word2vec binary, but it does not read as that"):
+        read_word_vectors(path, cache=False)
 
 
 # ##### build_embedding_matrix #####
