@@ -295,4 +295,5 @@ def evaluate_saved_run(args, accelerator) -> dict:
         results_with_hardware = {**results, "hardware": run_hardware(accelerator)}
         write_evaluation(results_with_hardware, config, f"{shown}_", output_dir / EVALUATION_DIR, f"{shown} split")
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # the process group ended before the processes exit, as a training run ends it
     return results

@@ -268,6 +268,11 @@ def predict_file(
             write(table, spread_over_rows(predictions.columns(scores), labelled))
         progress.total = progress.n  # a CSV's count of lines may differ from its rows
         progress.refresh()
+    if accelerator is not None:
+        # The process group ended in every process before it exits: a process leaving with gloo's threads still
+        # running aborts ("terminate called without an active exception", exit -6), failing the launch
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
     if not main:
         return 0
     without_text.report()
