@@ -33,7 +33,10 @@ def _map_with_tokenizer(
     The segmenter (a Rust object) can't be pickled for datasets' fingerprint, so name the result.
     """
     settings = f"{step}-{options}-{tokenizer.segmenter}-{tokenizer.do_lower_case}-{tokenizer.user_dict_file}"
-    settings += f"-{tokenizer.split_unknown_words}-{tokenizer.model_max_length}-{hash(tuple(tokenizer.vocab))}"
+    # sha256, not hash(): Python salts str hashes per process, so the cache would never hit (and under
+    # `accelerate launch` each process would write its own copy)
+    vocabulary = hashlib.sha256("\n".join(tokenizer.vocab).encode()).hexdigest()[:16]
+    settings += f"-{tokenizer.split_unknown_words}-{tokenizer.model_max_length}-{vocabulary}"
     return DatasetDict(
         {
             name: split.map(

@@ -219,3 +219,26 @@ def test_eval_dataloader_every_row_once_in_length_order(tokenizer):
     for position, original in enumerate(order):
         restored[original] = row_labels[position]
     assert restored == labels
+
+
+def test_the_cache_fingerprint_is_the_same_in_every_process():
+    """datasets' cache is named by a fingerprint that includes the vocabulary: Python's salted str hash
+    would give each process (each `accelerate launch` rank, each new run) its own, and the cache never hits."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from datasets import Dataset, DatasetDict\n"
+        "from finetune import JiebaTokenizer\n"
+        "from finetune.data.features import encode_splits, segment_splits\n"
+        f"tokenizer = JiebaTokenizer(vocab={VOCAB!r}, model_max_length=64)\n"
+        f"splits = DatasetDict({{'train': Dataset.from_dict({{'text': {TEXTS!r}, 'label': {LABELS!r}}})}})\n"
+        "print(encode_splits(segment_splits(splits, tokenizer), tokenizer, 64)['train']._fingerprint)\n"
+    )
+    prints = [
+        subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
+                       capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        for seed in ("1", "2")
+    ]
+    assert prints[0] and prints[0] == prints[1]
