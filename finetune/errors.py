@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import faulthandler
 import functools
 import logging
 import os
@@ -165,6 +166,24 @@ def message_of(error: FinetuneError) -> str:
     return str(error)
 
 
+# gloo's and NCCL's words for a collective that waited past the process group's timeout (--ddp_timeout)
+_COLLECTIVE_TIMEOUT = re.compile(
+    r"Timed out waiting (\d+)ms|Watchdog caught collective operation timeout", re.IGNORECASE
+)
+
+
+def collective_timeout(error: BaseException) -> str | None:
+    """The one line for a process that waited past `--ddp_timeout` for the others, or None."""
+    found = _COLLECTIVE_TIMEOUT.search(str(error))
+    if not isinstance(error, RuntimeError) or found is None or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return None
+    waited = f" {int(found.group(1)) / 1000:g} s" if found.group(1) else ""
+    return (
+        f"waited{waited} for the other processes at a synchronisation (--ddp_timeout): one of them is stuck or "
+        "died; `kill -USR1 PID` prints where a process waits, --debug the traceback"
+    )
+
+
 def _say(program: str, message: str) -> None:
     if os.environ.get("RANK", "0") == "0":
         print(f"{program}: {redact(message)}", file=sys.stderr)
@@ -174,13 +193,16 @@ def report_errors(program: str):
     """Decorator for a `main(argv=None)`: a `FinetuneError` becomes one line on stderr and exit 1.
 
     With `--debug` in argv (removed before `main` sees it) or `FINETUNE_DEBUG=1`, the exception
-    propagates with its traceback.
+    propagates with its traceback. While `main` runs, `kill -USR1 PID` prints every thread's stack to
+    stderr and the program goes on: where a stuck process (of a distributed run, say) waits.
     """
 
     def decorate(main):
         @functools.wraps(main)
         def wrapper(argv=None):
             debug = debug_requested(argv)
+            if threading.current_thread() is threading.main_thread():
+                faulthandler.register(signal.SIGUSR1, all_threads=True)
             with _terminate_as_interrupt():
                 return _run(main, argv, debug)
 
@@ -207,6 +229,11 @@ def report_errors(program: str):
                 if debug:
                     raise
                 fail(program, message_of(storage_error(error)), every_process=True)
+            except RuntimeError as error:
+                message = collective_timeout(error)
+                if debug or message is None:
+                    raise
+                fail(program, message, every_process=True)
 
         return wrapper
 

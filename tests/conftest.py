@@ -4,12 +4,14 @@ layers and hidden size 32 and a biLM of hidden size 16 (built from configs, save
 Nothing is downloaded: the Hub is switched off and every cache points into pytest's tmp dirs.
 """
 
+import contextlib
 import csv
 import json
 import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # Before anything imports huggingface_hub, which reads HF_HUB_OFFLINE once, at import: with the Hub
@@ -30,6 +32,42 @@ POSITIVE = ["很好", "非常棒", "不错", "很满意", "很喜欢", "值得�
 NEGATIVE = ["很差", "太差劲了", "让人失望", "很糟糕", "很后悔", "很难用", "是垃圾", "不值这个价", "太坑人", "要退货"]
 TAILS = ["。", "！", "，下次还会再来。", "，朋友也这么说。", "，真的。", "，就这样吧。"]
 VECTOR_WORDS = ["电影", "酒店", "手机", "很", "好", "差", "不错", "满意", "失望", "糟糕", "推荐", "喜欢"]
+
+
+def run_processes(command: list[str], cwd, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`subprocess.run(command, capture_output=True, text=True)` for a multi-process launch. Past `timeout` the
+    test fails with where each process waited: every process of the launch is sent SIGUSR1 (finetune's programs
+    print their threads' stacks on it), then killed; the failure shows the end of stderr."""
+    import signal
+
+    import psutil
+
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        family = psutil.Process(process.pid).children(recursive=True)
+        for member in family:
+            with contextlib.suppress(psutil.Error):
+                member.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        for member in [*family, psutil.Process(process.pid)]:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        stdout, stderr = process.communicate()
+        pytest.fail(f"still running after {timeout} s; the stacks and the end of stderr:\n{stderr[-12000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def run_launch(
+    args: list[str], num_processes: int, tmp_path: Path, script: Path = RECIPE, mixed_precision: str = "no"
+) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--dynamo_backend", "no",
+               "--mixed_precision", mixed_precision, "--num_processes", str(num_processes)]  # fmt: skip
+    # On a machine without GPUs, --multi_gpu starts CPU processes that talk over gloo.
+    command += ["--multi_gpu", "--main_process_port", str(free_port())] if num_processes > 1 else ["--cpu"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return run_processes([*command, str(script), *args], tmp_path, env)
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import RECIPE, ROOT, make_reviews, tiny_recipe_args, write_csv
+from conftest import RECIPE, ROOT, make_reviews, run_launch, tiny_recipe_args, write_csv
 
 from finetune.cli import main as cli
 from finetune.errors import redact
@@ -303,8 +303,6 @@ def test_a_diverging_run_stops_and_saves_no_nan_model(reviews_csv, tiny_vectors,
 def test_two_processes_meet_bad_input_with_one_line(tiny_vectors, tmp_path):
     """Under `accelerate launch` with 2 processes: the main process says it once; the other meets the
     same error itself (not a broken connection's traceback). The launcher's own report follows."""
-    from test_recipe import run_launch
-
     args = tiny_recipe_args(tmp_path / "absent.csv", tiny_vectors, tmp_path / "out")
     result = run_launch(args, 2, tmp_path)
     assert result.returncode != 0
@@ -312,3 +310,61 @@ def test_two_processes_meet_bad_input_with_one_line(tiny_vectors, tmp_path):
     assert len(lines) == 1 and "absent.csv: no such file" in lines[0], result.stderr[-3000:]
     assert "[rank1]" not in result.stderr and "Connection closed" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+STUCK = """
+import sys, time
+from finetune.errors import report_errors
+from finetune.training.start import accelerator_options, start_run
+from finetune.config.training_arguments import LoggingArguments, TrainArguments
+
+@report_errors("stuck.py")
+def main(argv=None):
+    training = TrainArguments(output_dir=sys.argv[1], ddp_timeout=int(sys.argv[2]))
+    accelerator = start_run(0, **accelerator_options(training, LoggingArguments()))
+    print("started", flush=True)
+    if accelerator.is_main_process:
+        accelerator.wait_for_everyone()  # the other process never comes
+    else:
+        time.sleep(60)
+
+main()
+"""
+
+
+def test_a_process_left_waiting_past_ddp_timeout_fails_in_one_line(tmp_path):
+    """--ddp_timeout (transformers' flag) reaches the process group: a process left waiting at a synchronisation
+    fails after it with one line that says so, not a hang of half an hour."""
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK, encoding="utf-8")
+    result = run_launch([str(tmp_path / "out"), "4"], 2, tmp_path, script=script)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("stuck.py: error:")]
+    assert lines == [
+        "stuck.py: error: waited 4 s for the other processes at a synchronisation (--ddp_timeout): one of them is "
+        "stuck or died; `kill -USR1 PID` prints where a process waits, --debug the traceback"
+    ], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr.split("stuck.py: error:")[0]
+
+
+def test_sigusr1_prints_where_a_program_is_and_it_goes_on(tmp_path):
+    import os
+    import signal
+    import time
+
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import time\nfrom finetune.errors import report_errors\n"
+        "@report_errors('slow.py')\ndef main(argv=None):\n    print('ready', flush=True)\n    time.sleep(3)\n"
+        "    print('done', flush=True)\nmain()\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0 and stdout.strip() == "done"
+    assert "Current thread" in stderr and re.search(r'slow.py", line \d+ in main', stderr), stderr

@@ -123,6 +123,13 @@ class TrainArguments:
         default=42, metadata={"help": "Seed for initialisation, batch order and (unless --split_seed) the splits."}
     )
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    ddp_timeout: int = field(
+        default=1800,
+        metadata={
+            "help": "Several processes: seconds one waits for the others at a synchronisation before the run fails "
+            "(transformers' flag). kill -USR1 PID prints where each thread of a stuck process is."
+        },
+    )
 
 
 @dataclass

@@ -44,7 +44,7 @@ NOT_IDENTITY = frozenset(
     {
         "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_steps", "save_strategy", "save_steps",
         "save_total_limit", "push_to_hub", "hub_model_id", "hub_private_repo", "hub_revision", "hub_license",
-        "dataloader_num_workers", "per_device_eval_batch_size", "do_train", "do_eval", "do_predict",
+        "dataloader_num_workers", "ddp_timeout", "per_device_eval_batch_size", "do_train", "do_eval", "do_predict",
         "max_predict_samples", "report_to", "run_name", "logging_dir", "dataset_title",
     }
 )  # fmt: skip

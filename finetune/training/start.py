@@ -1,11 +1,12 @@
 """A recipe's first step: the accelerator, logging, the seed, and the `--report_to` trackers."""
 
 import dataclasses
+import datetime
 import logging
 import os
 
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import InitProcessGroupKwargs, set_seed
 
 from finetune.config.checks import trackers
 from finetune.devices import create_accelerator, mixed_precision
@@ -29,9 +30,10 @@ def start_run(seed: int, **accelerator_kwargs) -> Accelerator:
 
 def accelerator_options(training, logging_args) -> dict:
     """`Accelerator` settings of a fine-tuning run: accumulation, `--bf16`/`--fp16`, `--report_to` trackers
-    writing under `--logging_dir` (default OUTPUT_DIR/runs)."""
+    writing under `--logging_dir` (default OUTPUT_DIR/runs), `--ddp_timeout`."""
     logging_dir = logging_args.logging_dir or os.path.join(training.output_dir, "runs")
     return dict(
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=training.ddp_timeout))],
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         mixed_precision=mixed_precision(training.bf16, training.fp16),
         log_with=trackers(logging_args.report_to) or None,

@@ -237,8 +237,13 @@ def test_the_cache_fingerprint_is_the_same_in_every_process():
         "print(encode_splits(segment_splits(splits, tokenizer), tokenizer, 64)['train']._fingerprint)\n"
     )
     prints = [
-        subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
-                       capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()  # fmt: skip
         for seed in ("1", "2")
     ]
     assert prints[0] and prints[0] == prints[1]

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, free_port, write_csv
+from conftest import ROOT, free_port, run_processes, write_csv
 from transformers import pipeline
 
 from finetune.cli import main as cli
@@ -289,7 +289,7 @@ def test_two_processes_write_what_one_writes(trained_run, mixed_texts, tmp_path)
                str(trained_run), str(input_file), "--output", str(tmp_path / "two.csv"),
                "--top_k", "all"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = run_processes(command, tmp_path, env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Process 1 of 2 labels rows 1 to 1000" in result.stderr
     assert "Process 2 of 2 labels rows 1001 to 2001" in result.stderr

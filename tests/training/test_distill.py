@@ -5,13 +5,12 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, free_port, make_reviews, run_pipeline
+from conftest import ROOT, free_port, make_reviews, run_pipeline, run_processes
 
 from finetune.config.distill_arguments import parse_distill_args
 from finetune.data.augmentation import MASK, TransferAugmenter, augment_texts, tag_words
@@ -245,7 +244,7 @@ def test_distilled_student_in_two_processes(teacher, reviews_csv, tiny_vectors, 
                "--mixed_precision", "no", "--num_processes", "2", "--multi_gpu",
                "--main_process_port", str(free_port()), str(DISTILL), *args]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = run_processes(command, tmp_path, env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MULTI_CPU, 2 process(es)" in result.stderr
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))

@@ -1,12 +1,11 @@
 """Freezing policies on real encoders: which layers train, when, at what rate; frozen weights stay put."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import BERT_CONFIG, ROOT, encoder_recipe_args, free_port
+from conftest import BERT_CONFIG, ROOT, encoder_recipe_args, free_port, run_processes
 from safetensors.torch import load_file
 
 from finetune.models.bilstm_attention import (
@@ -136,7 +135,7 @@ def test_two_processes_with_gradual_unfreezing(tiny_bert, reviews_csv, tmp_path)
                "--main_process_port", str(free_port()),
                str(ROOT / "recipes" / "train_bilstm_attention.py"), *args]  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = run_processes(command, tmp_path, env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MULTI_CPU, 2 process(es)" in result.stderr
     assert "epoch 1: top 1 of 3 encoder layers train" in result.stderr

@@ -17,6 +17,7 @@ from conftest import (
     WITHOUT_FINETUNE,
     encoder_recipe_args,
     load_splits,
+    run_launch,
     run_pipeline,
     tiny_recipe_args,
 )
@@ -342,8 +343,6 @@ def test_pretrained_encoders_train_multilabel(encoder_type, aspect_files, tmp_pa
 
 
 def test_two_processes_train_multilabel(aspect_files, tiny_vectors, tmp_path):
-    from test_recipe import run_launch
-
     output_dir = tmp_path / "ddp"
     args = tiny_recipe_args(aspect_files["train"], tiny_vectors, output_dir,
                             "--test_file", str(aspect_files["test"]), "--num_train_epochs", "4")  # fmt: skip

@@ -4,14 +4,12 @@ import csv
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import RECIPE, ROOT, free_port, tiny_recipe_args
+from conftest import ROOT, run_launch, tiny_recipe_args
 from safetensors.torch import load_file
 
 from finetune.config.arguments import RECIPE_ARGUMENTS
@@ -129,19 +127,6 @@ def test_recipe_model_carries_its_tfidf_branch_into_pipeline(trained_run):
     predicted = classifier([row["text"] for row in rows], batch_size=8)
     assert [p["label"] for p in predicted] == [row["predicted_label"] for row in rows]
     assert max(abs(p["score"] - float(row["score"])) for p, row in zip(predicted, rows, strict=True)) < 1e-5
-
-
-def run_launch(
-    args: list[str], num_processes: int, tmp_path: Path, script: Path = RECIPE, mixed_precision: str = "no"
-) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", "1", "--dynamo_backend", "no",
-               "--mixed_precision", mixed_precision, "--num_processes", str(num_processes)]  # fmt: skip
-    # On a machine without GPUs, --multi_gpu starts CPU processes that talk over gloo.
-    command += ["--multi_gpu", "--main_process_port", str(free_port())] if num_processes > 1 else ["--cpu"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [*command, str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
 
 
 def test_two_processes_count_every_test_example_once(reviews_csv, tiny_vectors, tmp_path):
