@@ -201,8 +201,9 @@ def report_errors(program: str):
         @functools.wraps(main)
         def wrapper(argv=None):
             debug = debug_requested(argv)
-            if threading.current_thread() is threading.main_thread():
-                faulthandler.register(signal.SIGUSR1, all_threads=True)
+            if threading.current_thread() is threading.main_thread() and sys.__stderr__ is not None:
+                with contextlib.suppress(OSError, ValueError):  # a stderr with no file descriptor: no stacks
+                    faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
             with _terminate_as_interrupt():
                 return _run(main, argv, debug)
 

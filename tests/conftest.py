@@ -285,6 +285,46 @@ def tiny_bert(tmp_path_factory) -> Path:
     return path
 
 
+def build_unigram_tokenizer(texts: list[str], vocab_size: int = 400):
+    """A SentencePiece-style Unigram tokenizer laid out as multilingual-e5 / XLM-R's: <s>=0 <pad>=1 </s>=2
+    <unk>=3, Metaspace word starts, `<s> A </s>`; trained here on `texts`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    backend = Tokenizer(models.Unigram())
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>")
+    backend.train_from_iterator(texts, trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=64,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_e5(tmp_path_factory) -> Path:
+    """A BertModel of 2 layers and hidden size 32 with a SentencePiece (Unigram) tokenizer of 400 pieces, laid out
+    as multilingual-e5-small is (no pooler, XLM-R's special tokens, PreTrainedTokenizerFast), untrained."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-e5")
+    tokenizer = build_unigram_tokenizer(review_texts() + [text for text, _ in make_reviews(150, seed=1)])
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_bilm(tmp_path_factory) -> Path:
     """A BiLMForLanguageModeling of hidden size 16 (projection 8, 2 layers) over the reviews' characters."""

@@ -125,6 +125,17 @@ class EncoderArguments:
     encoder_layers: int = field(
         default=1, metadata={"help": "transformer: 1 = last layer; K > 1 = learned scalar mix of the last K layers."}
     )
+    trim_vocabulary: bool = field(
+        default=False,
+        metadata={
+            "help": "transformer: keep only the embedding rows of the pieces the training texts use, the special "
+            "tokens and every single character (a multilingual vocabulary shrinks ~10x; the tokenizer follows)."
+        },
+    )
+    trim_vocabulary_corpus: str | None = field(
+        default=None,
+        metadata={"help": "--trim_vocabulary: also keep the pieces of this text file's lines (unlabelled text)."},
+    )
 
 
 @dataclass

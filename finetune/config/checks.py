@@ -146,6 +146,15 @@ def check_run_args(args) -> None:
     name = encoder.model_name_or_path
     if name and not Path(name).exists() and not is_hub_id(name):
         raise ArgumentError(f"--model_name_or_path {name}: no such directory (nor a Hub id)")
+    if (encoder.trim_vocabulary or encoder.trim_vocabulary_corpus) and encoder.encoder_type != "transformer":
+        raise ArgumentError(
+            f"--trim_vocabulary trims a transformer's pieces; --encoder_type {encoder.encoder_type} builds its "
+            "vocabulary from the data already"
+        )
+    if encoder.trim_vocabulary_corpus and not encoder.trim_vocabulary:
+        raise ArgumentError("--trim_vocabulary_corpus is read by --trim_vocabulary: give --trim_vocabulary true")
+    if encoder.trim_vocabulary_corpus and not Path(encoder.trim_vocabulary_corpus).is_file():
+        raise ArgumentError(f"--trim_vocabulary_corpus {encoder.trim_vocabulary_corpus}: no such file")
     if args.head.tfidf_branch and encoder.encoder_type != "word_vectors":
         raise ArgumentError(
             f"--encoder_type {encoder.encoder_type}: the TF-IDF branch (--tfidf_branch, on by default) reads the "

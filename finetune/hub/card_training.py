@@ -74,6 +74,14 @@ def training_description(run: dict, metrics: dict) -> list[str]:
     """The Training section's lines after Data and Encoder: distillation, LoRA, freezing, steps, adversarial
     training, the TF-IDF branch, time."""
     lines = [_distillation_description(metrics["distillation"])] if metrics.get("distillation") else []
+    if trim := metrics.get("encoder", {}).get("vocabulary_trim"):
+        lines.append(
+            f"Vocabulary trimmed (`--trim_vocabulary`): {trim['pieces_after']:,} of {trim['pieces_before']:,} pieces "
+            f"kept ({trim['pieces_used_by_texts']:,} used by the {trim['texts']:,} training texts, "
+            f"{trim['single_character_pieces']:,} single characters, the special tokens): embedding "
+            f"{trim['embedding_parameters_before'] / 1e6:.1f}M -> {trim['embedding_parameters_after'] / 1e6:.1f}M "
+            "parameters. A text with pieces never kept is read in shorter kept pieces and characters"
+        )
     if run.get("lora_r"):
         lora = metrics.get("lora", {})
         size = (

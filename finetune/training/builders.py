@@ -29,6 +29,7 @@ from finetune.data.features import (
 )
 from finetune.data.multilabel import MULTI_LABEL
 from finetune.data.normalization import normalization_map, normalize_fast_tokenizer
+from finetune.data.tables import read_text_lines
 from finetune.errors import ArgumentError
 from finetune.model_files import hub_errors
 from finetune.models.bilstm_attention import (
@@ -39,6 +40,7 @@ from finetune.models.bilstm_attention import (
     JiebaTokenizer,
     encoder_kind,
 )
+from finetune.training.vocabulary_trim import trim_vocabulary
 from finetune.vectors.embeddings import build_embedding_matrix, coverage_warnings, format_coverage
 from finetune.vectors.reading import read_word_vectors
 from finetune.vectors.word2vec import train_word_vectors
@@ -303,11 +305,18 @@ def build_transformer_model(splits: DatasetDict, id2label: dict[int, str], args:
         tokenizer = AutoTokenizer.from_pretrained(path)
         pretrained = AutoModel.from_pretrained(path)
     tokenizer = normalize_pretrained_tokenizer(tokenizer, args.data)
+    trimmed = None
+    if args.encoder.trim_vocabulary:
+        corpus = args.encoder.trim_vocabulary_corpus
+        texts = list(splits["train"]["text"]) + (read_text_lines(corpus) if corpus else [])
+        tokenizer, pretrained, trimmed = trim_vocabulary(tokenizer, pretrained, texts)
     model = _pretrained_encoder_model("transformer", pretrained, tokenizer, args, id2label)
     copy_encoder_weights(model.encoder.model, pretrained, ignore=("pooler.",))
     max_length = _encoder_max_length(tokenizer, pretrained, args.data.max_seq_length)
     settings = apply_long_text(model, tokenizer, args, max_length)
     report = {"encoder": {"type": "transformer", "name_or_path": path, "architecture": type(pretrained).__name__}}
+    if trimmed is not None:
+        report["encoder"]["vocabulary_trim"] = trimmed
     encoded = encode_texts(splits, tokenizer, max_length, long_text=settings, train_windows=args.data.train_windows)
     return Built(model, tokenizer, encoded, report)
 
