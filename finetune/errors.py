@@ -58,9 +58,12 @@ class StorageError(FinetuneError, OSError):
     message names the path and what to do (`storage_error`)."""
 
 
-class Interrupted(FinetuneError):
+class Interrupted(BaseException):
     """The run was stopped by a signal (Ctrl-C, SIGTERM); the message says how to go on. Exits with 128 + the
-    signal's number, as a shell reports a command a signal stopped (130 for Ctrl-C, 143 for SIGTERM)."""
+    signal's number, as a shell reports a command a signal stopped (130 for Ctrl-C, 143 for SIGTERM).
+
+    A `BaseException`, as `KeyboardInterrupt` is: raised by the SIGTERM handler wherever the program is, it must
+    not be taken for a failure by an `except Exception` on its way up (and the program then go on, or end 0)."""
 
     def __init__(self, message: str, signal_number: int = 2):
         super().__init__(message)
@@ -214,12 +217,14 @@ def report_errors(program: str):
                 argv = strip_debug_flag(argv)
             try:
                 return main(argv)
+            except Interrupted as error:
+                if debug:
+                    raise
+                _say(program, str(error))
+                raise SystemExit(error.exit_code) from None
             except FinetuneError as error:
                 if debug:
                     raise
-                if isinstance(error, Interrupted):
-                    _say(program, str(error))
-                    raise SystemExit(error.exit_code) from None
                 fail(program, message_of(error), every_process=isinstance(error, TrainingError))
             except KeyboardInterrupt:
                 if debug:

@@ -299,7 +299,7 @@ def read_errors(path: Path) -> Iterator[None]:
     """The loaders' parse errors (pandas, pyarrow, datasets: they vary by format) as one DataError naming `path`."""
     try:
         yield
-    except FinetuneError:  # ours, already naming the file (or a signal's Interrupted)
+    except FinetuneError:  # ours, already naming the file
         raise
     except Exception as error:
         if "corresponds to no data" in str(error):

@@ -25,11 +25,12 @@ TEXTS = ["", "好", "这部电影很好。", "酒店太差劲了！服务很差�
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, tiny_bert, tiny_bilm):
+def models(tmp_path_factory, tiny_bert, tiny_e5, tiny_bilm):
     """{encoder kind: (saved model directory, model, tokenizer)}, each exported (fp32 and int8)."""
     built = {
         "word_vectors": word_vector_model(None),
         "transformer": pretrained_encoder_model("transformer", tiny_bert),
+        "sentencepiece": pretrained_encoder_model("transformer", tiny_e5),  # laid out as multilingual-e5
         "bilm": pretrained_encoder_model("bilm", tiny_bilm),
         "tfidf_branch": with_tfidf_branch(*word_vector_model(None)),
     }
@@ -55,7 +56,7 @@ def with_tfidf_branch(model, tokenizer):
     return model, tokenizer
 
 
-KINDS = ["word_vectors", "transformer", "bilm", "tfidf_branch"]
+KINDS = ["word_vectors", "transformer", "sentencepiece", "bilm", "tfidf_branch"]
 
 
 def mixed_batch(tokenizer):

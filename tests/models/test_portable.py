@@ -18,20 +18,23 @@ def pipeline_without_finetune(model_dir, texts):
 
 
 @pytest.fixture(scope="module")
-def encoder_runs(reviews_csv, tiny_bert, tiny_bilm, tmp_path_factory):
+def encoder_runs(reviews_csv, tiny_bert, tiny_e5, tiny_bilm, tmp_path_factory):
     runs = {}
-    for name, config, encoder in (("transformer", BERT_CONFIG, tiny_bert), ("bilm", BILM_CONFIG, tiny_bilm)):
+    encoders = [("transformer", BERT_CONFIG, tiny_bert), ("sentencepiece", BERT_CONFIG, tiny_e5),
+                ("bilm", BILM_CONFIG, tiny_bilm)]  # fmt: skip
+    for name, config, encoder in encoders:
         output_dir = tmp_path_factory.mktemp(name)
         main(encoder_recipe_args(config, reviews_csv, encoder, output_dir, "--max_steps", "6"))
         runs[name] = output_dir
     return runs
 
 
-@pytest.mark.parametrize("encoder_type", ["word_vectors", "transformer", "bilm"])
+@pytest.mark.parametrize("encoder_type", ["word_vectors", "transformer", "sentencepiece", "bilm"])
 def test_pipeline_without_finetune_installed_matches(encoder_type, trained_run, encoder_runs):
     model_dir = trained_run if encoder_type == "word_vectors" else encoder_runs[encoder_type]
     saved = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    assert saved["encoder_type"] == encoder_type and "AutoModelForSequenceClassification" in saved["auto_map"]
+    kind = "transformer" if encoder_type == "sentencepiece" else encoder_type
+    assert saved["encoder_type"] == kind and "AutoModelForSequenceClassification" in saved["auto_map"]
 
     result = pipeline_without_finetune(model_dir, TEXTS)
     assert not any(module.startswith("finetune") for module in result["modules"]), result["modules"]
