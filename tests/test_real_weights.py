@@ -4,6 +4,7 @@ ONNX (+ int8), LoRA on a real BertModel and its 12 layers' freezing groups. Minu
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -46,8 +47,9 @@ def test_pipeline_with_and_without_finetune_gives_the_runs_predictions(e5_run):
     rows = list(csv.DictReader((e5_run / "test_predictions.csv").open(encoding="utf-8-sig")))[:20]
     texts = [row["text"] for row in rows]
     with_finetune = run_pipeline(e5_run, texts)
-    without = run_pipeline(e5_run, texts, WITHOUT_FINETUNE, cwd=e5_run)
-    for row, got, plain in zip(rows, with_finetune, without, strict=True):
+    without = run_pipeline(e5_run, texts, WITHOUT_FINETUNE, env=dict(os.environ), cwd=e5_run)
+    assert not any(module.startswith("finetune") for module in without["modules"])
+    for row, got, plain in zip(rows, with_finetune, without["scores"], strict=True):
         best = max(got, key=lambda entry: entry["score"])
         assert best["label"] == row["predicted_label"] and best["score"] == pytest.approx(float(row["score"]), abs=1e-4)
         assert {e["label"]: e["score"] for e in plain} == pytest.approx({e["label"]: e["score"] for e in got}, abs=1e-5)
