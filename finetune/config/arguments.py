@@ -148,6 +148,15 @@ class WordVectorArguments:
         default=None,
         metadata={"help": "word2vec/fastText/Tencent vectors (.txt/.vec/.bin[.gz]); none: train word2vec here."},
     )
+    # A file from another domain misses words (Chinese Wikipedia's: 不/很 and punctuation, 60% of review tokens)
+    combine_vectors: str = field(
+        default="none",
+        metadata={
+            "help": "With --word_vectors, also train word2vec here: none (the file alone), continue (word2vec "
+            "starts from the file's vectors; its dimension) or concat ([file | here] per word; --vector_size "
+            "is the sum, none: the file's + 200)."
+        },
+    )
     segmenter: str = field(default="rjieba", metadata={"help": "rjieba (fast) or jieba: same dictionary."})
     user_dict: str | None = field(default=None, metadata={"help": "Extra words for the segmenter (jieba format)."})
     split_unknown_words: bool = field(

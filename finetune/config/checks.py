@@ -87,6 +87,8 @@ def check_run_args(args) -> None:
         "--encoder_type": encoder.encoder_type not in ENCODER_TYPES and f"one of {', '.join(ENCODER_TYPES)}",
         "--pooling": args.head.pooling not in POOLINGS and f"one of {', '.join(POOLINGS)}",
         "--segmenter": vectors.segmenter not in ("rjieba", "jieba", "char") and "rjieba, jieba or char",
+        "--combine_vectors": vectors.combine_vectors not in ("none", "continue", "concat")
+        and "none, continue or concat",
         "--learning_rate": not training.learning_rate > 0 and "a number above 0",
         "--num_train_epochs": training.num_train_epochs < 1 and training.max_steps <= 0 and "at least 1",
         "--per_device_train_batch_size": training.per_device_train_batch_size < 1 and "at least 1",
@@ -138,6 +140,8 @@ def check_run_args(args) -> None:
         raise ArgumentError("--dataset_name and --train_file/--validation_file/--test_file: give one source of data")
     if data.validation_file is None and not data.dataset_name and data.validation_size == 0:
         raise ArgumentError("--validation_size 0 needs --validation_file: the best model is chosen on validation")
+    if vectors.combine_vectors != "none" and not vectors.word_vectors:
+        raise ArgumentError(f"--combine_vectors {vectors.combine_vectors}: needs --word_vectors (the file to combine)")
     for flag, path in (("--word_vectors", vectors.word_vectors), ("--user_dict", vectors.user_dict)):
         if path and not Path(path).is_file():
             raise ArgumentError(f"{flag} {path}: no such file")

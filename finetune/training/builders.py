@@ -100,6 +100,7 @@ def token_characters(vocab: list[str], max_word_chars: int) -> tuple[list[str], 
 
 def default_vectors_path(train_words, segmenter: JiebaTokenizer, vector_args: WordVectorArguments, seed: int):
     """word2vec trained on the training split (plus the embedded unlabelled corpus); cached by content.
+    With `--combine_vectors continue/concat`, combined with the `--word_vectors` file (`finetune.vectors.combination`).
 
     The corpus is segmented by `segmenter`, the one that segmented the training texts (same
     segmenter, user dictionary and lowercasing), so both give the same words.
@@ -111,15 +112,23 @@ def default_vectors_path(train_words, segmenter: JiebaTokenizer, vector_args: Wo
         # The same text once more as characters: characters get vectors in the words' space, for
         # the unknown words that the tokenizer reads as characters.
         sentences += [list("".join(words)) for words in sentences]
-    logger.info("No --word_vectors given: training word2vec on %d sentences", len(sentences))
-    return train_word_vectors(
-        sentences,
-        vector_size=vector_args.vector_size or DEFAULT_VECTOR_SIZE,
+    word2vec = dict(
         epochs=vector_args.vector_epochs,
         sg=int(vector_args.vector_algorithm == "skipgram"),
         min_count=vector_args.vector_min_count,
         seed=seed,
     )
+    # --combine_vectors: the --word_vectors file with word2vec trained here (finetune/vectors/combination.py)
+    combine, file = vector_args.combine_vectors, vector_args.word_vectors
+    if combine != "none":
+        from finetune.vectors.combination import concat_word_vectors, continue_word_vectors
+
+        logger.info("--combine_vectors %s: %s with word2vec trained on %d sentences", combine, file, len(sentences))
+        if combine == "continue":
+            return continue_word_vectors(file, sentences, **word2vec)
+        return concat_word_vectors(file, sentences, vector_size=vector_args.vector_size, **word2vec)
+    logger.info("No --word_vectors given: training word2vec on %d sentences", len(sentences))
+    return train_word_vectors(sentences, vector_size=vector_args.vector_size or DEFAULT_VECTOR_SIZE, **word2vec)
 
 
 def head_config(head: HeadArguments, max_length: int, id2label: dict[int, str]) -> dict:
@@ -186,7 +195,9 @@ def build_word_vector_model(splits: DatasetDict, id2label: dict[int, str], args:
     segmenter = JiebaTokenizer(vocab=SPECIAL_TOKENS, **tokenizer_kwargs)
     segmented = segment_splits(splits, segmenter)
     counts = count_words(segmented["train"])
-    path = vector_args.word_vectors or default_vectors_path(segmented["train"]["words"], segmenter, vector_args, seed)
+    path = (vector_args.combine_vectors == "none" and vector_args.word_vectors) or default_vectors_path(
+        segmented["train"]["words"], segmenter, vector_args, seed
+    )
     wanted = set(counts) | {char for word in counts for char in word}
     vectors = read_word_vectors(path, wanted=wanted)
     vocab = build_vocabulary(

@@ -56,7 +56,7 @@ ADDED_LATER = {
     "truncation_head_ratio": 0.25, "long_text": "truncate", "doc_stride": None, "max_windows": 16,
     "window_aggregation": "mean", "train_windows": "first", "traditional_to_simplified": False,
     "fullwidth_to_halfwidth": False, "loss": "cross_entropy", "focal_gamma": 2.0, "class_weights": "none",
-    "trim_vocabulary": False, "trim_vocabulary_corpus": None,
+    "trim_vocabulary": False, "trim_vocabulary_corpus": None, "combine_vectors": "none",
 }  # fmt: skip
 # Left unset (None), these are filled in from the data (the vector file's dimension by the builders, the
 # best-model metric by whether labels are sets): an unset value matches whatever the run filled in.

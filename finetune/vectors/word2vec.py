@@ -15,7 +15,7 @@ from finetune.files import atomic_path, cache_directory
 logger = logging.getLogger(__name__)
 
 
-def _training_key(sentences: Sequence[Sequence[str]], params: dict) -> str:
+def training_key(sentences: Sequence[Sequence[str]], params: dict) -> str:
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
     for sentence in sentences:
         # JSON escapes newlines inside words, so the "\n" between sentences is unambiguous.
@@ -30,7 +30,7 @@ def _save_binary_atomically(keyed_vectors, path: Path) -> None:
         keyed_vectors.save_word2vec_format(str(temporary), binary=True)
 
 
-def _epoch_log(epochs: int):
+def epoch_log(epochs: int):
     """A gensim callback logging each finished epoch: `word2vec: epoch 2/5 done, 62.0s so far (about 93s left)`."""
     from gensim.models.callbacks import CallbackAny2Vec
 
@@ -92,7 +92,7 @@ def train_word_vectors(
         "workers": workers,
     }
     directory = Path(cache_dir) if cache_dir is not None else cache_directory("vectors")
-    path = directory / f"word2vec-{_training_key(sentences, params)}.bin"
+    path = directory / f"word2vec-{training_key(sentences, params)}.bin"
     if path.exists():
         logger.info("reusing cached vectors %s", path)
         return path
@@ -110,7 +110,7 @@ def train_word_vectors(
         "word2vec: %d words (min_count %d) in %.1fs; training %d epochs",
         len(model.wv), min_count, time.perf_counter() - started, epochs,
     )  # fmt: skip
-    model.train(sentences, total_examples=model.corpus_count, epochs=model.epochs, callbacks=[_epoch_log(epochs)])
+    model.train(sentences, total_examples=model.corpus_count, epochs=model.epochs, callbacks=[epoch_log(epochs)])
     _save_binary_atomically(model.wv, path)
     logger.info(
         "trained word2vec on %d sentences: %d words of dimension %d in %.1fs, saved to %s",
