@@ -58,11 +58,16 @@ def file_identity(path: str | os.PathLike) -> dict:
     return {"path": str(resolved), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _cached(name: str, sentences: Sequence[Sequence[str]], params: dict, cache_dir) -> Path:
+def _cached(name: str, sentences: Sequence[Sequence[str]], params: dict, cache_dir, what: str) -> tuple[Path, bool]:
+    """(the cache file of these sentences and parameters, whether it exists already: then logged as reused)."""
     if iter(sentences) is sentences:
         raise TypeError("sentences must be a sequence (e.g. a list), not an iterator")
     directory = Path(cache_dir) if cache_dir is not None else cache_directory("vectors")
-    return directory / f"{name}-{training_key(sentences, {**params, 'format': FORMAT})}.bin"
+    path = directory / f"{name}-{training_key(sentences, {**params, 'format': FORMAT})}.bin"
+    hit = path.exists()
+    if hit:
+        logger.info("reusing cached %s vectors %s", what, path)
+    return path, hit
 
 
 def _corpus_file_vectors(path, sentences: Sequence[Sequence[str]]) -> WordVectors:
@@ -134,9 +139,8 @@ def continue_word_vectors(
         "epochs": epochs, "sg": sg, "seed": seed, "workers": workers, "alpha": alpha, "mean_norm": mean_norm,
         "keep_file_words": keep_file_words,
     }  # fmt: skip
-    output = _cached("continued", sentences, params, cache_dir)
-    if output.exists():
-        logger.info("reusing cached continued vectors %s", output)
+    output, hit = _cached("continued", sentences, params, cache_dir, "continued")
+    if hit:
         return output
     from gensim.models import Word2Vec  # imported here: reading vectors should not pull in gensim
 
@@ -240,9 +244,8 @@ def concat_word_vectors(
         "method": "concat", "file": file_identity(path), "vector_size": vector_size, "fill": fill,
         "scale_file": scale_file, **word2vec,
     }  # fmt: skip
-    output = _cached("concat", sentences, params, cache_dir)
-    if output.exists():
-        logger.info("reusing cached concatenated vectors %s", output)
+    output, hit = _cached("concat", sentences, params, cache_dir, "concatenated")
+    if hit:
         return output
     started = time.perf_counter()
     pretrained = _corpus_file_vectors(path, sentences)
