@@ -13,7 +13,9 @@ training seed (`--split_seed 42`), so every method and seed is tested on the sam
 
 Methods: the recipe (`recipes/train_bilstm_attention.py --config CONFIG`, run as a subprocess, once
 per seed 42, 43, ...; a config with `teacher_model_name_or_path` runs `recipes/distill_bilstm_attention.py`),
-`fasttext` (once per seed) and `tfidf_lr` (deterministic: once); see `finetune/evaluation/baselines.py`. With both
+`fasttext` (once per seed), `tfidf_lr` (deterministic: once) and `trainer` (transformers' `Trainer` on
+`AutoModelForSequenceClassification` of the recipe's `--model_name_or_path`, with its epochs and learning rate,
+once per seed: not a default); see `finetune/evaluation/baselines.py`. With both
 the recipe and `tfidf_lr`, a row more per config: each recipe run's label probabilities averaged with
 TF-IDF's (how far the two complement each other; the recipe's are kept in RUN_DIR.probabilities.npy). Several
 `--config` files give a recipe row each (they must read the same data). Prints a markdown table per
@@ -189,17 +191,23 @@ def read_record(path: Path, settings: dict) -> dict | None:
     return record
 
 
-def baseline_settings(method: str, seed: int) -> dict:
+def make_baseline(method: str, seed: int, run_args):
+    """Baseline `method` for `seed`; the Trainer's from the recipe's own settings (its checkpoint, epochs, rate)."""
+    baseline = BASELINES[method]
+    return baseline.from_run_args(run_args, seed) if getattr(baseline, "needs_run_args", False) else baseline(seed=seed)
+
+
+def baseline_settings(method: str, seed: int, run_args=None) -> dict:
     """A baseline's constructor settings (its seed included), as JSON gives them back."""
-    chosen = {key: value for key, value in vars(BASELINES[method](seed=seed)).items() if key != "selection"}
+    chosen = {key: value for key, value in vars(make_baseline(method, seed, run_args)).items() if key != "selection"}
     return json.loads(json.dumps(chosen))
 
 
-def run_baseline(name: str, seed: int, splits, settings: dict, path: Path) -> dict:
+def run_baseline(name: str, seed: int, splits, settings: dict, path: Path, run_args=None) -> dict:
     """Fits baseline `name` on train (choosing on dev), predicts test; kept in `path` and reused."""
     if (record := read_record(path, settings)) is not None and "probabilities" in record.get("result", {}):
         return record["result"]  # (a record kept before the ensemble rows has no probabilities: fitted again)
-    baseline = BASELINES[name](seed=seed)
+    baseline = make_baseline(name, seed, run_args)
     train, dev, test = splits["train"], splits["validation"], splits["test"]
     start = time.perf_counter()
     baseline.fit(train["text"][:], train["label"][:], dev["text"][:], dev["label"][:])
@@ -321,9 +329,10 @@ def benchmark_dataset(args, dataset: str, progress) -> dict:
             progress.set_postfix_str(f"{name} {method} seed {seed}")
             # what the baseline's result depends on: the data as read, and the baseline's own settings
             settings = {"method": method, "data": dataclasses.asdict(run_args.data), "files": files}
-            settings.update(baseline_settings(method, seed))
+            settings.update(baseline_settings(method, seed, run_args))
             tag = settings_tag({key: value for key, value in settings.items() if key != "seed"})
-            result = run_baseline(method, seed, splits, settings, directory / f"{method}-{tag}-seed{seed}.json")
+            path = directory / f"{method}-{tag}-seed{seed}.json"
+            result = run_baseline(method, seed, splits, settings, path, run_args)
             if method == "tfidf_lr":
                 tfidf = dict(result)
             result.pop("probabilities")

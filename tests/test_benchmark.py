@@ -291,3 +291,22 @@ def test_variants_and_suites_are_checked(tmp_path):
         "word2vec_bilstm_attn-focal_balanced",
     ]
     assert script.recipe_rows(args)[1][2] == ["--class_weights", "balanced"]
+
+
+def test_trainer_rows_fine_tune_the_recipes_checkpoint_with_its_epochs_and_rate(folder, tiny_bert, tmp_path):
+    runs_dir = tmp_path / "runs"
+    recipe_args = (f"--model_name_or_path {tiny_bert} --num_train_epochs 4 --learning_rate 0.002 "
+                   "--per_device_train_batch_size 8 --max_seq_length 32")  # fmt: skip
+    output = run_benchmark("--datasets", folder, "--seeds", 2, "--runs_dir", runs_dir, "--config", "bert_bilstm_attn",
+                           "--methods", "tfidf_lr", "trainer", "--recipe_args", recipe_args, cwd=tmp_path)  # fmt: skip
+    rows = {row[0]: row for row in table(output)}
+    trainer = rows["transformers Trainer, AutoModelForSequenceClassification"]
+    assert trainer[1] == "2"  # two seeds
+    records = sorted(runs_dir.glob("tiny_reviews*/trainer-*-seed*.json"))
+    assert [path.name.rsplit("-", 1)[1] for path in records] == ["seed42.json", "seed43.json"]
+    settings = [json.loads(path.read_text(encoding="utf-8"))["settings"] for path in records]
+    keys = ("model_name_or_path", "num_train_epochs", "learning_rate", "max_seq_length")
+    chosen = {tuple(s[key] for key in keys) for s in settings}
+    assert chosen == {(str(tiny_bert), 4, 0.002, 32)} and [s["seed"] for s in settings] == [42, 43]
+    selection = json.loads(records[0].read_text(encoding="utf-8"))["result"]["selection"]
+    assert len(selection["dev_macro_f1_by_epoch"]) == 4 and selection["train_samples_per_second"] > 0

@@ -1,4 +1,4 @@
-"""Cheap baselines for Chinese text classification: TF-IDF + logistic regression, and fastText.
+"""Baselines for Chinese text classification: TF-IDF + logistic regression, fastText, transformers' `Trainer`.
 
 Both have the same small interface (`Baseline`): `fit(train_texts, train_labels, dev_texts,
 dev_labels)` trains on the training texts and picks its hyper-parameter on the dev texts (by
@@ -40,6 +40,7 @@ __all__ = [
     "FastTextClassifier",
     "TfidfBalanced",
     "TfidfLogisticRegression",
+    "TrainerClassifier",
     "macro_f1",
 ]
 
@@ -344,6 +345,11 @@ class TfidfBalanced(TfidfLogisticRegression):
         super().__init__(class_weight="balanced", **kwargs)
 
 
-BASELINES = {baseline.name: baseline for baseline in (TfidfLogisticRegression, FastTextClassifier, TfidfBalanced)}
+from finetune.evaluation.trainer_baseline import TrainerClassifier  # noqa: E402  (it imports macro_f1 from here)
+
+BASELINES = {
+    baseline.name: baseline
+    for baseline in (TfidfLogisticRegression, FastTextClassifier, TfidfBalanced, TrainerClassifier)
+}
 # What `scripts/benchmark.py` runs unless told otherwise (the balanced baseline: for imbalanced data)
 DEFAULT_BASELINES = ("tfidf_lr", "fasttext")

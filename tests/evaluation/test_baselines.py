@@ -125,3 +125,37 @@ def test_balanced_tfidf_weights_the_rare_class_up(reviews):
     assert isinstance(balanced, TfidfBalanced) and balanced.model.class_weight == "balanced"
     # the rare class gets more probability from the balanced model on every dev text
     assert (balanced.predict_proba(dev)[:, 0] > plain.predict_proba(dev)[:, 0]).all()
+
+
+def test_trainer_baseline_fine_tunes_the_checkpoint_with_the_recipes_settings(reviews, tiny_bert, quiet_datasets):
+    from finetune.config.config_files import find_config
+    from finetune.config.parsing import parse_run_args
+    from finetune.evaluation.baselines import BASELINES, TrainerClassifier
+
+    (train, train_labels), (dev, dev_labels), (test, test_labels) = reviews
+    run_args = parse_run_args(["--config", str(find_config("bert_bilstm_attn")), "--model_name_or_path",
+                               str(tiny_bert), "--num_train_epochs", "6", "--learning_rate", "0.002",
+                               "--per_device_train_batch_size", "8", "--max_seq_length", "32"])[0]  # fmt: skip
+    model = BASELINES["trainer"].from_run_args(run_args, seed=3)
+    assert (model.model_name_or_path, model.num_train_epochs, model.learning_rate) == (str(tiny_bert), 6, 0.002)
+    assert (model.per_device_train_batch_size, model.max_seq_length, model.seed) == (8, 32, 3)
+    model.fit(train, train_labels, dev, dev_labels)
+    probabilities = model.predict_proba(test)
+    assert probabilities.shape == (len(test), 2) and np.allclose(probabilities.sum(-1), 1, atol=1e-5)
+    assert accuracy(model, test, test_labels) >= 0.9  # the sentiment word decides the label
+    selection = model.selection
+    assert len(selection["dev_macro_f1_by_epoch"]) == 6 and selection["dev_macro_f1"] >= 0.9
+    assert selection["train_samples_per_second"] > 0 and selection["train_seconds"] > 0
+    again = TrainerClassifier.from_run_args(run_args, seed=3).fit(train, train_labels, dev, dev_labels)
+    assert np.allclose(again.predict_proba(test), probabilities, atol=1e-5)  # seeded
+
+
+def test_trainer_baseline_without_an_encoder_or_on_multilabel_rows_is_one_line(reviews):
+    from finetune.errors import ArgumentError
+    from finetune.evaluation.baselines import TrainerClassifier
+
+    (train, train_labels), (dev, dev_labels), _ = reviews
+    with pytest.raises(ArgumentError, match="needs an encoder: --recipe_args '--model_name_or_path PATH'"):
+        TrainerClassifier().fit(train, train_labels, dev, dev_labels)
+    with pytest.raises(ArgumentError, match="one label a text"):
+        TrainerClassifier(model_name_or_path="x").fit(train, [[0, 1]] * len(train), dev, [[0, 1]] * len(dev))
