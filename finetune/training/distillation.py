@@ -117,11 +117,15 @@ def teacher_identity(teacher: str, fit_data: dict | None = None) -> dict:
     return {"path": str(path.resolve()), "files": files}
 
 
-def cache_file(teacher: str, texts: list[str], fit_data: dict | None = None) -> Path:
-    """The cache entry of `teacher`'s logits on `texts`."""
+def cache_file(teacher: str, texts: list[str], fit_data: dict | None = None, precision: str = "no") -> Path:
+    """The cache entry of `teacher`'s logits on `texts`, computed under mixed `precision` (accelerate's: "no",
+    "bf16", "fp16")."""
     texts_key = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode("utf-8")).hexdigest()
     identity = teacher_identity(teacher, fit_data)
-    key = json.dumps({"format": FORMAT, "teacher": identity, "texts": texts_key}, sort_keys=True)
+    entry = {"format": FORMAT, "teacher": identity, "texts": texts_key}
+    if precision != "no":  # (float32 entries keep the keys they had)
+        entry["precision"] = precision
+    key = json.dumps(entry, sort_keys=True)
     return cache_directory("teacher-logits") / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
 
 
@@ -139,7 +143,8 @@ def _load_cached(path: Path, rows: int) -> np.ndarray | None:
 
 
 def compute_teacher_logits(teacher: str, texts: list[str], accelerator, batch_size: int) -> np.ndarray:
-    """`teacher`'s logits on `texts`, each process labelling a contiguous share; every process gets all."""
+    """`teacher`'s logits on `texts`, each process labelling a contiguous share; every process gets all. Under the
+    run's mixed precision (`--bf16`: its matrix products in bfloat16, 1.5x faster on a CPU with AVX512-BF16)."""
     from accelerate.utils import gather_object
 
     classifier = load_classifier(teacher, device=accelerator.device)
@@ -148,7 +153,8 @@ def compute_teacher_logits(teacher: str, texts: list[str], accelerator, batch_si
     positions = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
     start, end = process_shard(len(texts), accelerator if accelerator.num_processes > 1 else None)
     max_length = min(tokenizer.model_max_length, positions)
-    logits = predict_logits(model, tokenizer, texts[start:end], batch_size, max_length=max_length)
+    with accelerator.autocast():
+        logits = predict_logits(model, tokenizer, texts[start:end], batch_size, max_length=max_length)
     if accelerator.num_processes > 1:
         logits = np.concatenate(gather_object([logits]))
     return logits
@@ -216,7 +222,8 @@ def teacher_logits(
         order = (
             list(range(len(id2label))) if baseline else label_order(teacher, teacher_config(teacher).id2label, id2label)
         )
-        path = cache_file(teacher, texts, fit_data if baseline else None)
+        precision = "no" if baseline else accelerator.mixed_precision
+        path = cache_file(teacher, texts, fit_data if baseline else None, precision)
         logits = _load_cached(path, len(texts))
         hit = [logits is not None]
         if accelerator.num_processes > 1:  # every process takes the main process's answer

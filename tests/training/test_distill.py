@@ -161,6 +161,30 @@ def test_teacher_logits_are_cached_and_ensembles_average(teacher, tiny_bert_clas
     assert np.allclose(both, ensemble_logits([logits, bert]), atol=1e-6)
 
 
+def test_a_bf16_run_labels_under_autocast_and_caches_apart_from_float32(teacher, tiny_bert_classifier):
+    from accelerate.state import AcceleratorState
+
+    from finetune.devices import cpu_has_native_bf16
+
+    if not (cpu_has_native_bf16() or torch.cuda.is_available()):  # e.g. an AVX2-only CPU: oneDNN has no bf16 LSTM
+        pytest.skip("bfloat16 needs AVX512-BF16, AMX or a GPU")
+    id2label = {0: "negative", 1: "positive"}
+    texts = [text for text, _ in make_reviews(8, seed=7)]
+    teachers = [str(teacher), str(tiny_bert_classifier)]
+    full, sources = teacher_logits(teachers, texts, id2label, create_accelerator())
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        half, sources = teacher_logits(teachers, texts, id2label, create_accelerator(mixed_precision="bf16"))
+        assert sources == {name: "computed" for name in teachers}  # not the float32 entries
+        for name in teachers:
+            path = distillation.cache_file(name, texts, precision="bf16")
+            assert path.is_file() and path != distillation.cache_file(name, texts)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert not np.array_equal(half, full) and np.allclose(half, full, atol=0.1)  # bf16 products, close to float32
+    assert (half.argmax(-1) == full.argmax(-1)).mean() >= 0.9
+
+
 def test_a_tfidf_teacher_is_fitted_on_the_training_split_and_joins_an_ensemble(teacher, monkeypatch):
     from finetune.evaluation.baselines import TfidfLogisticRegression
 
