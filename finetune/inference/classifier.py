@@ -21,6 +21,7 @@ from finetune.inference.prediction_files import (
 )
 from finetune.inference.text_scores import predict_probabilities
 from finetune.model_files import check_finite_weights, check_model_directory, hub_errors, resolve_model_directory
+from finetune.models.bilstm_attention.long_text import LongText
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,8 @@ def explain(model, tokenizer, texts: list[str]) -> list[dict]:
     model.eval()
     results = []
     for text in texts:
-        inputs = tokenizer(text, return_tensors="pt").to(model.device)
+        # Uncut, as pipeline() calls it: the model cuts a long text itself (config.json's long_text), below too
+        inputs = tokenizer(text, return_tensors="pt", verbose=False).to(model.device)
         outputs = model(**inputs, output_attentions=True)
         multi_label = is_multi_label(model.config)
         probabilities = (outputs.logits.sigmoid() if multi_label else outputs.logits.softmax(-1))[0]
@@ -142,15 +144,17 @@ def explain(model, tokenizer, texts: list[str]) -> list[dict]:
         tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
         # Show the words as written, not [UNK]: the segmentation is the same one the ids came from.
         if hasattr(tokenizer, "segment"):
-            words = tokenizer.words_to_tokens(tokenizer.segment(text))[: len(tokens)]
-        else:
-            words = tokens
+            words = tokenizer.words_to_tokens(tokenizer.segment(text))
+            tokens = words if len(words) == len(tokens) else words[: len(tokens)]
+        long_text = LongText.of(model.config)
+        if long_text.mode == "truncate":  # the tokens the model read: the head, the tail or both of a long text
+            tokens = long_text.truncate(tokens)
         results.append(
             {
                 "text": text,
                 "label": label,
                 "score": float(probabilities[label_id]),
-                "tokens": words,
+                "tokens": tokens,
                 "weights": outputs.attentions[0][0, : len(tokens)].tolist(),
             }
         )

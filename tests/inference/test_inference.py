@@ -314,3 +314,25 @@ def test_long_texts_go_in_smaller_batches():
     assert [len(rows) for rows in batches] == [256, 163, 163, 64, 55, 1]
     assert sorted(row for rows in batches for row in rows.tolist()) == list(range(len(lengths)))
     assert batches[0][0] == 700 and batches[-1].tolist() == [701]  # the empty text first, the longest alone
+
+
+def test_explain_shows_the_tokens_a_long_text_is_cut_to(trained_run, tmp_path):
+    import shutil
+
+    from finetune.inference.classifier import explain, load_for_explain
+
+    model_dir = tmp_path / "head_tail"
+    shutil.copytree(trained_run, model_dir, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config.update(max_length=8, truncation="head+tail", truncation_head_ratio=0.25)
+    (model_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    model, tokenizer = load_for_explain(model_dir)
+    text = "电影很好。" + "快递很差，" * 6 + "衣服很糟糕。"
+    words = tokenizer.words_to_tokens(tokenizer.segment(text))
+    assert len(words) > 8
+    (result,) = explain(model, tokenizer, [text])
+    assert result["tokens"] == words[:2] + words[-6:]  # 2 of 8 from the head, 6 from the tail, as the model reads
+    assert len(result["weights"]) == 8 and abs(sum(result["weights"]) - 1) < 1e-4
+    short = "电影很好。"
+    (result,) = explain(model, tokenizer, [short])
+    assert result["tokens"] == tokenizer.words_to_tokens(tokenizer.segment(short))
