@@ -310,3 +310,11 @@ def test_trainer_rows_fine_tune_the_recipes_checkpoint_with_its_epochs_and_rate(
     assert chosen == {(str(tiny_bert), 4, 0.002, 32)} and [s["seed"] for s in settings] == [42, 43]
     selection = json.loads(records[0].read_text(encoding="utf-8"))["result"]["selection"]
     assert len(selection["dev_macro_f1_by_epoch"]) == 4 and selection["train_samples_per_second"] > 0
+
+
+def test_a_run_trained_under_autocast_may_differ_from_float32_rescoring_on_a_few_boundary_texts(tmp_path):
+    from scripts.benchmark_scoring import agreement_needed
+
+    for config, needed in (("bf16: true\n", 0.995), ("fp16: true\n", 0.995), ("bf16: false\n", 0.999), ("", 0.999)):
+        (tmp_path / "config.yaml").write_text(config, encoding="utf-8")
+        assert agreement_needed(tmp_path) == needed
