@@ -336,3 +336,25 @@ def test_explain_shows_the_tokens_a_long_text_is_cut_to(trained_run, tmp_path):
     short = "电影很好。"
     (result,) = explain(model, tokenizer, [short])
     assert result["tokens"] == tokenizer.words_to_tokens(tokenizer.segment(short))
+
+
+@pytest.mark.parametrize("encoder", ["tiny_bert", "tiny_e5"])
+def test_a_transformer_encoder_loads_in_bf16_whole(encoder, request, tmp_path):
+    import torch
+    from conftest import pretrained_encoder_model
+
+    from finetune.devices import cpu_has_native_bf16
+
+    if not (cpu_has_native_bf16() or torch.cuda.is_available()):  # e.g. an AVX2-only CPU: oneDNN has no bf16 LSTM
+        pytest.skip("bfloat16 needs AVX512-BF16, AMX or a GPU")
+    model, tokenizer = pretrained_encoder_model("transformer", request.getfixturevalue(encoder))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    classifier = load_classifier(tmp_path, bf16=True)  # as finetune predict --bf16 loads it
+    assert {parameter.dtype for parameter in classifier.model.parameters()} == {torch.bfloat16}  # the encoder too
+    texts = ["这部电影很好。", "快递太差劲了，衣服也很糟糕。"]
+    full_classifier = load_classifier(tmp_path)
+    assert {parameter.dtype for parameter in full_classifier.model.parameters()} == {torch.float32}
+    half = [row["score"] for rows in classifier(texts, top_k=None) for row in rows]
+    full = [row["score"] for rows in full_classifier(texts, top_k=None) for row in rows]
+    assert np.allclose(half, full, atol=0.02)

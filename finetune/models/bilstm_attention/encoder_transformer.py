@@ -51,8 +51,11 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, config: "BiLSTMAttentionConfig"):
         super().__init__()
-        encoder_config = AutoConfig.for_model(**config.encoder_config)
-        self.model = AutoModel.from_config(encoder_config)
+        # The checkpoint's own dtype ("float32") left out: the encoder is made in the dtype the classifier is
+        # loaded in (`from_pretrained(dtype=torch.bfloat16)`), else its float32 states meet a bfloat16 LSTM
+        settings = {key: value for key, value in config.encoder_config.items() if key not in ("dtype", "torch_dtype")}
+        encoder_config = AutoConfig.for_model(**settings)
+        self.model = AutoModel.from_config(encoder_config, dtype=torch.get_default_dtype())
         if getattr(self.model, "pooler", None) is not None:
             # The head pools; an unused pooler would also stall DDP (parameters without gradients).
             self.model.pooler = None
