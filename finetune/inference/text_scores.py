@@ -51,7 +51,10 @@ def predict_logits(
     ngrams = tokenizer.ngram_rows(texts) if getattr(tokenizer, "tfidf", None) is not None else None
     options = {"return_ngrams": False} if ngrams is not None else {}
     if max_length is None:
-        encoding = tokenizer(texts, **options)  # as pipeline() calls it: no padding, its truncation
+        # as pipeline() calls it: no padding, the tokenizer's truncation; a text longer than the tokenizer's
+        # model_max_length is cut by the model itself (config.json's long_text), so transformers' warning that it
+        # "will result in indexing errors" is wrong here: not given
+        encoding = tokenizer(texts, verbose=False, **options)
     else:
         encoding = tokenizer(texts, truncation=True, max_length=max_length, **options)
     encoded, names = encoding["input_ids"], ["input_ids", "attention_mask"]

@@ -358,3 +358,21 @@ def test_a_transformer_encoder_loads_in_bf16_whole(encoder, request, tmp_path):
     half = [row["score"] for rows in classifier(texts, top_k=None) for row in rows]
     full = [row["score"] for rows in full_classifier(texts, top_k=None) for row in rows]
     assert np.allclose(half, full, atol=0.02)
+
+
+def test_a_text_longer_than_the_tokenizer_limit_is_cut_by_the_model_without_a_false_warning(
+    tiny_e5, tmp_path, capfd, caplog
+):
+    from conftest import pretrained_encoder_model
+
+    model, tokenizer = pretrained_encoder_model("transformer", tiny_e5)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    classifier = load_classifier(tmp_path)
+    long = "这部电影很好，快递太差劲了。" * 20
+    assert len(classifier.tokenizer(long, verbose=False)["input_ids"]) > classifier.tokenizer.model_max_length
+    with caplog.at_level("WARNING"):
+        scores = classifier([long, "很好"])
+    assert len(scores) == 2
+    said = capfd.readouterr().err + caplog.text
+    assert "indexing errors" not in said  # transformers' warning: the model cuts the text (long_text), nothing fails
