@@ -13,20 +13,17 @@ training seed (`--split_seed 42`), so every method and seed is tested on the sam
 
 Methods: the recipe (`recipes/train_bilstm_attention.py --config CONFIG`, run as a subprocess, once
 per seed 42, 43, ...; a config with `teacher_model_name_or_path` runs `recipes/distill_bilstm_attention.py`),
-`fasttext` (once per seed), `tfidf_lr` (deterministic: once) and `trainer` (transformers' `Trainer` on
-`AutoModelForSequenceClassification` of the recipe's `--model_name_or_path`, with its epochs and learning rate,
-once per seed: not a default); see `finetune/evaluation/baselines.py`. With both
-the recipe and `tfidf_lr`, a row more per config: each recipe run's label probabilities averaged with
-TF-IDF's (how far the two complement each other; the recipe's are kept in RUN_DIR.probabilities.npy). Several
-`--config` files give a recipe row each (they must read the same data). Prints a markdown table per
-dataset: test accuracy and macro-F1 (mean ± sample std over seeds), the accuracy difference to TF-IDF
-with the 95% interval of the paired bootstrap over test texts and seeds (`finetune/evaluation/comparison.py`),
-with several configs also each one's difference to the first, and training and wall time. Writes every
-run's numbers and per-text predictions to JSON. Each run is kept in --runs_dir and reused when the
-benchmark runs again with the same settings and data files (named by a hash of them, so runs of
-other settings sit beside each other), so a killed benchmark resumes where it stopped (an
-unfinished recipe run continues from its last checkpoint). Once a dataset's recipe runs are all
-done, each run's `metrics.json` gets `seed_spread` and its model card an "Across seeds" table.
+`fasttext` (once per seed), `tfidf_lr` (deterministic: once) and, not by default, `trainer` (the `Trainer` on the
+recipe's checkpoint, once per seed); see `finetune/evaluation/baselines.py`. With both the recipe and `tfidf_lr`,
+a row more per config: each recipe run's label probabilities averaged with TF-IDF's (how far the two complement
+each other; kept in RUN_DIR.probabilities.npy). Several `--config` files give a recipe row each (they must
+read the same data). Prints a markdown table per
+dataset: test accuracy and macro-F1 (mean ± sample std over seeds), the accuracy difference to TF-IDF with the
+95% interval of the paired bootstrap over test texts and seeds (`finetune/evaluation/comparison.py`), with several
+configs also each one's difference to the first, and training and wall time; every run's numbers and per-text
+predictions go to JSON. Runs are kept in --runs_dir, named by a hash of their settings and data files, and
+reused: a killed benchmark resumes (an unfinished recipe run from its last checkpoint). Once a dataset's recipe
+runs are all done, each run's `metrics.json` gets `seed_spread` and its model card an "Across seeds" table.
 """
 
 import argparse
@@ -54,7 +51,7 @@ from finetune.config.distill_arguments import parse_distill_args  # noqa: E402
 from finetune.config.parsing import parse_run_args  # noqa: E402
 from finetune.data.loading import load_data  # noqa: E402
 from finetune.errors import ArgumentError, FinetuneError, report_errors  # noqa: E402
-from finetune.evaluation.baselines import BASELINES, DEFAULT_BASELINES  # noqa: E402
+from finetune.evaluation.baselines import BASELINES, DEFAULT_BASELINES, make_baseline  # noqa: E402
 from finetune.evaluation.comparison import seed_spread  # noqa: E402
 from finetune.files import write_json_atomic  # noqa: E402
 from finetune.hub.model_card import write_model_card  # noqa: E402
@@ -189,12 +186,6 @@ def read_record(path: Path, settings: dict) -> dict | None:
             f"{path}: a kept run with other settings; give another --runs_dir, or delete it to run it again"
         )
     return record
-
-
-def make_baseline(method: str, seed: int, run_args):
-    """Baseline `method` for `seed`; the Trainer's from the recipe's own settings (its checkpoint, epochs, rate)."""
-    baseline = BASELINES[method]
-    return baseline.from_run_args(run_args, seed) if getattr(baseline, "needs_run_args", False) else baseline(seed=seed)
 
 
 def baseline_settings(method: str, seed: int, run_args=None) -> dict:

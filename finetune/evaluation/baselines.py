@@ -42,6 +42,7 @@ __all__ = [
     "TfidfLogisticRegression",
     "TrainerClassifier",
     "macro_f1",
+    "make_baseline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -351,5 +352,15 @@ BASELINES = {
     baseline.name: baseline
     for baseline in (TfidfLogisticRegression, FastTextClassifier, TfidfBalanced, TrainerClassifier)
 }
+
+
+def make_baseline(name: str, seed: int = 0, run_args=None) -> Baseline:
+    """Baseline `name` for `seed`; one that needs the recipe's settings (the Trainer's checkpoint, epochs and rate)
+    is built from `run_args` (`parse_run_args`' groups)."""
+    if getattr(BASELINES[name], "needs_run_args", False):
+        return BASELINES[name].from_run_args(run_args, seed)
+    return BASELINES[name](seed=seed)
+
+
 # What `scripts/benchmark.py` runs unless told otherwise (the balanced baseline: for imbalanced data)
 DEFAULT_BASELINES = ("tfidf_lr", "fasttext")
