@@ -344,12 +344,15 @@ def test_a_transformer_encoder_loads_in_bf16_whole(encoder, request, tmp_path):
     from conftest import pretrained_encoder_model
 
     from finetune.devices import cpu_has_native_bf16
+    from finetune.errors import ArgumentError
 
-    if not (cpu_has_native_bf16() or torch.cuda.is_available()):  # e.g. an AVX2-only CPU: oneDNN has no bf16 LSTM
-        pytest.skip("bfloat16 needs AVX512-BF16, AMX or a GPU")
     model, tokenizer = pretrained_encoder_model("transformer", request.getfixturevalue(encoder))
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
+    if not (cpu_has_native_bf16() or torch.cuda.is_available()):  # e.g. an AVX2-only CPU: refused in one line
+        with pytest.raises(ArgumentError, match=r"^--bf16: this CPU has no native bfloat16"):
+            load_classifier(tmp_path, bf16=True)
+        return
     classifier = load_classifier(tmp_path, bf16=True)  # as finetune predict --bf16 loads it
     assert {parameter.dtype for parameter in classifier.model.parameters()} == {torch.bfloat16}  # the encoder too
     texts = ["这部电影很好。", "快递太差劲了，衣服也很糟糕。"]

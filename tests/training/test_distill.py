@@ -166,8 +166,14 @@ def test_a_bf16_run_labels_under_autocast_and_caches_apart_from_float32(teacher,
 
     from finetune.devices import cpu_has_native_bf16
 
-    if not (cpu_has_native_bf16() or torch.cuda.is_available()):  # e.g. an AVX2-only CPU: oneDNN has no bf16 LSTM
-        pytest.skip("bfloat16 needs AVX512-BF16, AMX or a GPU")
+    if not (cpu_has_native_bf16() or torch.cuda.is_available()):  # e.g. an AVX2-only CPU: refused in one line
+        AcceleratorState._reset_state(reset_partial_state=True)
+        try:
+            with pytest.raises(ArgumentError, match="this CPU has no native bfloat16"):
+                create_accelerator(mixed_precision="bf16")
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+        return
     id2label = {0: "negative", 1: "positive"}
     texts = [text for text, _ in make_reviews(8, seed=7)]
     teachers = [str(teacher), str(tiny_bert_classifier)]
