@@ -3,6 +3,7 @@
     python scripts/bench_speed.py --output bench_speed.json   # the embedded reviews: ~11 min on 2 busy cores
     python scripts/bench_speed.py --threads 2 --train_repeats 3 --output bench_speed.json  # a final table
     python scripts/bench_speed.py --data /work/shared/data/thucnews_titles --threads 2
+    python scripts/bench_speed.py --data long_reviews --threads 2   # the long half of the reviews (> 30 words)
     python scripts/bench_speed.py --quick --data DIR           # smoke test: capped data, 1 repeat
 
 In one process, on the same seeded split (`load_data`; `--data DIR` holds train.csv, dev.csv or
@@ -225,7 +226,9 @@ def table_lines(results: dict) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="folder of train.csv, dev.csv (or validation.csv), test.csv")
+    data_help = ("folder of train.csv, dev.csv (or validation.csv), test.csv; or long_reviews: the embedded reviews of "
+                 "more than 30 words (the long half, mean 120 characters), split as the recipe splits")
+    parser.add_argument("--data", type=Path, help=data_help)
     parser.add_argument("--word_vectors", type=Path, help="vector file for both (default: random, written here)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--repeats", type=int, default=3, help="prediction runs; the median is reported")
@@ -250,9 +253,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def data_files(data: Path | None) -> dict[str, str | None]:
+def data_files(data: Path | None, work: Path) -> dict[str, str | None]:
     if data is None:
         return {"train_file": None, "validation_file": None, "test_file": None}
+    if str(data) == "long_reviews":
+        from scripts.long_reviews import write_long_half
+
+        data = write_long_half(work / "long_reviews")
     validation = next((data / name for name in ("dev.csv", "validation.csv") if (data / name).exists()), None)
     if validation is None or not (data / "train.csv").exists() or not (data / "test.csv").exists():
         raise SystemExit(f"--data {data}: needs train.csv, dev.csv (or validation.csv) and test.csv")
@@ -289,7 +296,8 @@ def main(argv=None) -> dict:
 
     if args.bf16 and not torch.cuda.is_available() and not cpu_has_native_bf16():
         raise SystemExit("--bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so its LSTM kernels refuse it")
-    files = data_files(args.data)
+    scratch = tempfile.TemporaryDirectory()
+    files = data_files(args.data, Path(scratch.name))
     caps = {"max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples,
             "max_predict_samples": args.max_eval_samples}  # fmt: skip
     splits, _ = load_data(DataArguments(**files, **caps), args.seed)
@@ -303,7 +311,7 @@ def main(argv=None) -> dict:
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
         "splits": {name: len(split) for name, split in splits.items()},
     }  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch as tmp:
         work = Path(tmp)
         train_words = [segment(text) for text in list(splits["train"]["text"])]
         vectors = args.word_vectors or write_random_vectors(

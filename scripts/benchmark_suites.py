@@ -118,11 +118,9 @@ def build_dataset(name: str, folder: Path) -> None:
         main(["--label", "negative", "--keep", "0.1", "--output_dir", str(folder)])
         (folder / "validation.csv").rename(folder / "dev.csv")
     elif name == "long_reviews":
-        from scripts.long_reviews import main
+        from scripts.long_reviews import write_long_half
 
-        main([str(folder / "all.csv"), "--min_words", "48"])
-        write_recipe_splits(str(folder / "all.csv"), folder)
-        (folder / "all.csv").unlink()
+        write_long_half(folder, min_words=48)
     else:
         raise KeyError(name)
 

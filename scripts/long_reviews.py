@@ -14,6 +14,7 @@ percentiles as a markdown table.
 import argparse
 import csv
 import random
+from pathlib import Path
 
 import numpy as np
 import rjieba
@@ -38,6 +39,18 @@ def joined_reviews(join: int, seed: int) -> list[tuple[str, str]]:
         documents += [(" ".join(texts[i : i + join]), label) for i in range(0, len(texts) - join + 1, join)]
     rng.shuffle(documents)
     return documents
+
+
+def write_long_half(folder: Path, min_words: int = 30) -> Path:
+    """The reviews of more than `min_words` words (30: the long half, mean 120 characters, median 96) as
+    `folder`/train.csv, dev.csv and test.csv, split as the recipe splits them (cleaned, stratified, seed 42)."""
+    from scripts.benchmark_suites import write_recipe_splits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    main([str(folder / "all.csv"), "--min_words", str(min_words)])
+    write_recipe_splits(str(folder / "all.csv"), folder)
+    (folder / "all.csv").unlink()
+    return folder
 
 
 def main(argv=None) -> None:
