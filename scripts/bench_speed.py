@@ -226,8 +226,10 @@ def table_lines(results: dict) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data_help = ("folder of train.csv, dev.csv (or validation.csv), test.csv; or long_reviews: the embedded reviews of "
-                 "more than 30 words (the long half, mean 120 characters), split as the recipe splits")
+    data_help = (
+        "folder of train.csv, dev.csv (or validation.csv), test.csv; or long_reviews: the embedded reviews of "
+        "more than 30 words (the long half, mean 120 characters), split as the recipe splits"
+    )
     parser.add_argument("--data", type=Path, help=data_help)
     parser.add_argument("--word_vectors", type=Path, help="vector file for both (default: random, written here)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
