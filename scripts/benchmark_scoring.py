@@ -74,6 +74,9 @@ def probabilities_path(run_dir: Path, alone: bool = False, split: str = "test") 
 def has_tfidf_branch(run_dir: Path) -> bool:
     """Whether the run's best model carries a TF-IDF branch (`--tfidf_branch`)."""
     model_dir = Path(resolve_model_directory(run_dir))  # an earlier version's run: its best/
+    if not (model_dir / "config.json").is_file() and (model_dir / "adapter_config.json").is_file():  # a LoRA run
+        adapter = json.loads((model_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        model_dir = Path(adapter["base_model_name_or_path"])
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     return config.get("tfidf_num_ngrams", 0) > 0
 

@@ -318,3 +318,16 @@ def test_a_run_trained_under_autocast_may_differ_from_float32_rescoring_on_a_few
     for config, needed in (("bf16: true\n", 0.995), ("fp16: true\n", 0.995), ("bf16: false\n", 0.999), ("", 0.999)):
         (tmp_path / "config.yaml").write_text(config, encoding="utf-8")
         assert agreement_needed(tmp_path) == needed
+
+
+def test_a_lora_runs_branch_is_read_from_its_base_model(tmp_path):
+    """A LoRA run's OUTPUT_DIR holds adapter_config.json, its config.json is the base model's (`base/`)."""
+    from scripts.benchmark_scoring import has_tfidf_branch
+
+    for ngrams in (0, 12):
+        run = tmp_path / f"run{ngrams}"
+        (run / "base").mkdir(parents=True)
+        (run / "base" / "config.json").write_text(json.dumps({"tfidf_num_ngrams": ngrams}), encoding="utf-8")
+        adapter = {"base_model_name_or_path": str(run / "base"), "peft_type": "LORA"}
+        (run / "adapter_config.json").write_text(json.dumps(adapter), encoding="utf-8")
+        assert has_tfidf_branch(run) is (ngrams > 0)
