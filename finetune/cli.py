@@ -14,6 +14,7 @@
     finetune push runs/reviews --repo-id user/reviews-sentiment [--private] [--revision v1]
         [--dataset_title "ChnSentiCorp 酒店评论"]
 
+    finetune inspect reviews.csv [--model runs/reviews | --folds 5]   (label errors, near-duplicates, leaks)
     finetune env    (versions and devices, for a bug report)
 
 `finetune train` runs the same recipe as `accelerate launch recipes/train_bilstm_attention.py`
@@ -34,6 +35,7 @@ from pathlib import Path
 import finetune
 from finetune.config.config_files import unknown_flag_error
 from finetune.errors import DEBUG_HELP, ArgumentError, FinetuneError, report_errors
+from finetune.inspection.command import add_inspect_parser
 
 DISTRIBUTION = "finetune-zh"  # the name on PyPI; the package and the command are `finetune`
 
@@ -202,6 +204,13 @@ def environment_report() -> str:
     return "\n".join(f"- {name}: {value}" for name, value in rows.items())
 
 
+def _inspect(args: argparse.Namespace) -> None:
+    require_extra("finetune inspect", ("cleanlab", "datasketch"), "inspect")
+    from finetune.inspection.command import run_inspect
+
+    run_inspect(args)
+
+
 def _env(args: argparse.Namespace) -> None:
     print(environment_report())
 
@@ -334,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--commit-message", "--commit_message", dest="commit_message", default="Upload model trained with finetune"
     )
+    add_inspect_parser(commands)
     commands.add_parser(
         "env",
         help="print the versions and devices a bug report needs (markdown)",
@@ -354,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     commands = {
         "evaluate": _evaluate, "predict": _predict, "explain": _explain, "export": _export, "push": _push, "env": _env,
+        "inspect": _inspect,
     }  # fmt: skip
     commands[args.command](args)
 

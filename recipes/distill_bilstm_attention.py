@@ -20,6 +20,7 @@ from finetune.data import features, loading
 from finetune.devices import main_process_first
 from finetune.errors import report_errors
 from finetune.evaluation import saved_model
+from finetune.inspection import dropping
 from finetune.training import (
     builders,
     checkpointing,
@@ -58,6 +59,10 @@ def distill_run(args, accelerator, config_path):
     ##### Data, student (vocabulary from the labelled training texts), transfer set, teacher logits #####
     with main_process_first(accelerator):
         splits, data_info = loading.load_data(args.data, train_args.seed)
+        if args.data.drop_label_issues:
+            splits, data_info["label_issues_dropped"] = dropping.drop_label_issues(
+                splits, args.data.drop_label_issues, train_args.seed
+            )
         distillation.check_single_label(data_info["problem_type"])
         checks.resolve_best_model_metric(train_args, multi_label=False)
         built = builders.build_model(splits, data_info["id2label"], args)

@@ -22,6 +22,7 @@ from finetune.data import features, loading
 from finetune.devices import main_process_first
 from finetune.errors import report_errors
 from finetune.evaluation import saved_model
+from finetune.inspection import dropping
 from finetune.training import (
     builders,
     checkpointing,
@@ -64,6 +65,10 @@ def train(args, accelerator, config_path):
     ##### Data, tokenizer, model. The main process goes first: it fills the caches the others reuse. #####
     with main_process_first(accelerator):
         splits, data_info = loading.load_data(args.data, train_args.seed)
+        if args.data.drop_label_issues:
+            splits, data_info["label_issues_dropped"] = dropping.drop_label_issues(
+                splits, args.data.drop_label_issues, train_args.seed
+            )
         checks.resolve_best_model_metric(train_args, data_info["problem_type"] == "multi_label_classification")
         built = builders.build_model(splits, data_info["id2label"], args)
     model, tokenizer, encoded = built.model, built.tokenizer, built.splits

@@ -22,6 +22,7 @@ FLOORS = {
     "hub": 4,
     "config": 5,
     "training": 6,
+    "inspection": 6,
     "pretrain": 7,
     "recipes": 8,
     "cli": 9,

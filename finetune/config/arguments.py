@@ -92,6 +92,14 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on at most N texts (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Validate on at most N texts."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Test on at most N texts."})
+    drop_label_issues: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train without the rows flagged as likely mislabelled: a label_issues.csv of finetune inspect "
+            "(its train rows), or auto (cleanlab on 5-fold TF-IDF probabilities of the training rows; needs the "
+            "inspect extra)."
+        },
+    )
     dataset_title: str | None = field(
         default=None,
         metadata={"help": "How the model card names the data (none: dataset_name, or the train file's name)."},

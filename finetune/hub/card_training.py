@@ -74,6 +74,11 @@ def training_description(run: dict, metrics: dict) -> list[str]:
     """The Training section's lines after Data and Encoder: distillation, LoRA, freezing, steps, adversarial
     training, the TF-IDF branch, time."""
     lines = [_distillation_description(metrics["distillation"])] if metrics.get("distillation") else []
+    if dropped := metrics.get("data", {}).get("label_issues_dropped"):
+        lines.append(
+            f"Likely mislabelled rows dropped (`--drop_label_issues {dropped['source']}`): {dropped['dropped']:,} "
+            f"training rows ({dropped['how']}), {dropped['kept']:,} kept"
+        )
     if trim := metrics.get("encoder", {}).get("vocabulary_trim"):
         lines.append(
             f"Vocabulary trimmed (`--trim_vocabulary`): {trim['pieces_after']:,} of {trim['pieces_before']:,} pieces "
