@@ -147,12 +147,12 @@ def inspect_data(
         summary["tokens"] = length_summary(tokens, limit if limit and limit < 1e6 else None)
         unknown, share = unknown_characters(texts, tokenizer)
         summary["unknown_characters"] = {"share": share, "top": unknown}
-        if "test" in leaks and not multi_label:
-            summary["test_accuracy_by_near_duplicate"] = _accuracy_by_leak(
-                probabilities[offsets["test"] : offsets["test"] + sizes["test"]],
-                splits["test"]["label"][:],
-                leaks["test"]["indices"],
-            )
+    if "test" in leaks and not multi_label:  # the model's, or the folds' (each trained with train's rows)
+        summary["test_accuracy_by_near_duplicate"] = _accuracy_by_leak(
+            probabilities[offsets["test"] : offsets["test"] + sizes["test"]],
+            splits["test"]["label"][:],
+            leaks["test"]["indices"],
+        )
     counts = class_counts({split: part["label"][:] for split, part in splits.items()}, names)
     output_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(
