@@ -32,7 +32,12 @@ def add_inspect_parser(commands) -> None:
     inspect.add_argument(
         "--near_duplicate_threshold", type=float, default=0.8, help="character 3-gram Jaccard similarity (0-1]"
     )
-    inspect.add_argument("--max_seq_length", type=int, help="report the share of texts longer (words, or model tokens)")
+    inspect.add_argument(
+        "--max_seq_length",
+        type=int,
+        help="report the share of longer texts: in words (default 256, the word2vec recipe's) and, with --model, "
+        "in its tokens (default: its own)",
+    )
     inspect.add_argument("--text_column", default="text")
     inspect.add_argument("--label_column", default="label")
     inspect.add_argument("--label_separator", help="multi-label rows: the character between a row's labels")

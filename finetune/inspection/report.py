@@ -29,6 +29,8 @@ from finetune.inspection.label_issues import (
 
 logger = logging.getLogger(__name__)
 
+# The word-vector recipe's max_seq_length (word2vec_bilstm_attn.yaml): the share of texts it cuts
+WORD_MAX_LENGTH = 256
 FILES = ("report.html", "label_issues.csv", "near_duplicates.csv", "class_counts.csv", "summary.json")
 
 
@@ -134,7 +136,7 @@ def inspect_data(
             "conflicting_labels": sum(not r["same_label"] for r in duplicates),
             "leaks_into_train": {s: {k: v for k, v in c.items() if k != "indices"} for s, c in leaks.items()},
         },
-        "words": length_summary(words, max_seq_length if tokenizer is None else None),
+        "words": length_summary(words, max_seq_length or WORD_MAX_LENGTH),
         "scripts": script_shares(texts),
     }
     if multi_label:
