@@ -3,6 +3,7 @@
 
     python scripts/bench_label_noise.py                                   # the embedded reviews, 3 flip seeds
     python scripts/bench_label_noise.py --data ../shared/data/thucnews_titles --seeds 3 --output noise.json
+    python scripts/bench_label_noise.py --share 0 --model fasttext   # the data as it is: its own flagged rows dropped
 
 For each seed: `--share` of the training rows (drawn with that seed) get another label, drawn at random;
 the training rows are ranked as `--drop_label_issues auto` ranks them (cleanlab on 5-fold out-of-fold
@@ -43,7 +44,10 @@ def flip_labels(labels: list[int], share: float, num_labels: int, seed: int) -> 
 
 
 def precision_at_recall(confidence: np.ndarray, flipped: set[int], recall: float) -> tuple[float, int]:
-    """The precision of the rows of lowest self-confidence that hold `recall` of the flipped rows, and their count."""
+    """The precision of the rows of lowest self-confidence that hold `recall` of the flipped rows, and their count
+    (nan and 0 where nothing was flipped)."""
+    if not flipped:
+        return float("nan"), 0
     hits = np.cumsum([i in flipped for i in np.argsort(confidence, kind="stable")])
     count = int(np.searchsorted(hits, recall * len(flipped)) + 1)
     return float(hits[count - 1] / count), count
@@ -58,7 +62,7 @@ def one_seed(splits, num_labels: int, args, seed: int) -> dict:
     caught = len(flagged & flipped)
     head_precision, head_rows = precision_at_recall(self_confidence(noisy, probabilities), flipped, 0.6)
     result = {"seed": seed, "flipped": len(flipped), "flagged": len(flagged),
-              "precision": caught / max(len(flagged), 1), "recall": caught / max(len(flipped), 1),
+              "precision": caught / max(len(flagged), 1), "recall": caught / len(flipped) if flipped else float("nan"),
               "precision_at_recall_0.6": head_precision, "rows_at_recall_0.6": head_rows,
               "ranking_s": time.perf_counter() - started}  # fmt: skip
     dev_texts, dev_labels = splits["validation"]["text"][:], splits["validation"]["label"][:]

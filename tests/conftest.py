@@ -91,6 +91,26 @@ def make_reviews(n_per_label: int, seed: int) -> list[tuple[str, str]]:
     return rows
 
 
+# Review aspects: a clause per aspect the review talks about, so a model can learn each label.
+ASPECTS = {
+    "物流": ["快递很快", "物流太慢", "送货及时", "包装破损"],
+    "质量": ["质量很好", "做工粗糙", "材料结实", "用了就坏"],
+    "价格": ["价格便宜", "太贵了", "性价比高", "价格实惠"],
+}
+FILLER = ["这次购物", "总的来说", "朋友推荐的", "第二次买了", "客服态度一般", "颜色好看"]
+
+
+def make_aspect_reviews(n: int, seed: int) -> list[dict]:
+    """`n` reviews, each with each aspect at random (none at all included), labelled by the aspects."""
+    rng, rows = random.Random(seed), []
+    for i in range(n):
+        labels = [aspect for aspect in ASPECTS if rng.random() < 0.45]
+        parts = [rng.choice(ASPECTS[aspect]) for aspect in labels] + [rng.choice(FILLER)]
+        rng.shuffle(parts)
+        rows.append({"text": "，".join(parts) + f"。编号{seed}-{i}", "label": labels})
+    return rows
+
+
 def write_csv(path: Path, rows, header=("text", "label")) -> Path:
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)

@@ -72,7 +72,8 @@ def per_label_issues(labels: Sequence, probabilities: np.ndarray) -> list[np.nda
     from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
 
     label_lists = [list(np.flatnonzero(np.asarray(row) > 0.5)) for row in labels]
-    return [np.flatnonzero(mask) for mask in find_multilabel_issues_per_class(label_lists, probabilities)]
+    masks = np.asarray(find_multilabel_issues_per_class(label_lists, probabilities))  # (rows, labels)
+    return [np.flatnonzero(masks[:, k]) for k in range(masks.shape[1])]
 
 
 def self_confidence(labels: Sequence, probabilities: np.ndarray) -> np.ndarray:

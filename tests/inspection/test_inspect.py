@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_recipe_args, write_csv
+from conftest import ASPECTS, ROOT, make_aspect_reviews, tiny_recipe_args, write_csv
 
 from finetune.inspection.duplicates import leak_counts, near_duplicate_pairs, normalized
 from finetune.inspection.label_issues import out_of_fold_probabilities, rank_label_issues, self_confidence
@@ -150,3 +150,30 @@ def test_training_drops_the_flagged_rows_and_says_so(reviews_csv, tiny_vectors, 
     main(tiny_recipe_args(reviews_csv, tiny_vectors, auto, "--drop_label_issues", "auto", "--num_train_epochs", "1"))
     report = json.loads((auto / "metrics.json").read_text(encoding="utf-8"))["data"]["label_issues_dropped"]
     assert report["source"] == "auto" and report["dropped"] + report["kept"] == dropped["dropped"] + dropped["kept"]
+
+
+def test_multi_label_rows_are_flagged_per_label(tmp_path):
+    """Aspect reviews (a clause per aspect they carry): 20 of 400 rows lose one of their labels or gain one they do
+    not talk about; the flagged rows are mostly those and hold most of them, and the flags are counted per label."""
+    from finetune.config.arguments import DataArguments
+    from finetune.inspection.report import inspect_data
+
+    rows = make_aspect_reviews(400, seed=3)
+    rng = random.Random(0)
+    changed = set(rng.sample(range(len(rows)), 20))
+    for i in changed:
+        labels = rows[i]["label"]
+        absent = [aspect for aspect in ASPECTS if aspect not in labels]
+        # (a row left without labels would be dropped as unlabelled)
+        rows[i]["label"] = labels[1:] if len(labels) > 1 and (not absent or rng.random() < 0.5) else labels + absent[:1]
+    data = write_csv(tmp_path / "aspects.csv", [(row["text"], "|".join(row["label"])) for row in rows])
+
+    summary = inspect_data(DataArguments(train_file=str(data), label_separator="|"), tmp_path / "report", folds=5)
+
+    assert summary["problem_type"] == "multi_label_classification"
+    assert set(summary["label_issues"]["per_label"]) == set(ASPECTS)
+    with open(tmp_path / "report" / "label_issues.csv", encoding="utf-8") as file:
+        flagged = list(csv.DictReader(file))
+    texts = {rows[i]["text"] for i in changed}
+    caught = sum(row["text"] in texts for row in flagged)
+    assert caught >= 12 and caught >= 0.5 * len(flagged), (caught, len(flagged))
