@@ -177,3 +177,18 @@ def test_multi_label_rows_are_flagged_per_label(tmp_path):
     texts = {rows[i]["text"] for i in changed}
     caught = sum(row["text"] in texts for row in flagged)
     assert caught >= 12 and caught >= 0.5 * len(flagged), (caught, len(flagged))
+
+
+def test_a_saved_models_probabilities_rank_the_rows_and_its_tokenizer_measures_them(trained_run, reviews_csv, tmp_path):
+    from finetune.config.arguments import DataArguments
+    from finetune.inspection.report import inspect_data
+
+    summary = inspect_data(DataArguments(train_file=str(reviews_csv)), tmp_path / "report", model=str(trained_run))
+
+    assert summary["label_issues"]["source"].startswith(f"the model {trained_run}")
+    tokens = summary["tokens"]
+    assert tokens["texts"] == sum(summary["rows"].values()) and tokens["p50"] >= 2
+    assert 0 <= summary["unknown_characters"]["share"] < 0.5  # the tiny vectors' vocabulary: some characters unknown
+    assert all(count > 0 for _, count in summary["unknown_characters"]["top"])
+    assert "test_accuracy_by_near_duplicate" in summary
+    assert (tmp_path / "report" / "report.html").read_text(encoding="utf-8").count("<table>") >= 5
