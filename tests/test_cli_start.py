@@ -45,7 +45,7 @@ def run_cli(argv: list[str], hide: tuple[str, ...] = (), cwd=None) -> tuple[int,
     return probe["code"], probe["heavy"], result.stdout, lines
 
 
-CHOICES = "'train', 'evaluate', 'predict', 'export', 'explain', 'push', 'env'"
+CHOICES = "'train', 'evaluate', 'predict', 'export', 'explain', 'push', 'inspect', 'env'"
 
 
 @pytest.mark.parametrize(
