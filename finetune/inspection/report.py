@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import html
 import json
 import logging
 from pathlib import Path
@@ -31,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 # The word-vector recipe's max_seq_length (word2vec_bilstm_attn.yaml): the share of texts it cuts
 WORD_MAX_LENGTH = 256
-FILES = ("report.html", "label_issues.csv", "near_duplicates.csv", "class_counts.csv", "summary.json")
 
 
 def model_probabilities(model_dir: str, texts: list[str], names: list[str]) -> tuple[np.ndarray, object]:
@@ -191,7 +189,3 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def escape(value) -> str:
-    return html.escape(str(value))
