@@ -53,14 +53,20 @@ def out_of_fold_probabilities(
     return probabilities
 
 
+def _label_lists(labels: Sequence) -> list[list[int]]:
+    """Multi-hot rows as the lists of label ids cleanlab's multi-label functions take."""
+    return [list(np.flatnonzero(np.asarray(row) > 0.5)) for row in labels]
+
+
 def rank_label_issues(labels: Sequence, probabilities: np.ndarray) -> np.ndarray:
     """The rows cleanlab flags as likely mislabelled, by self-confidence (the probability of the given
     label), lowest first. Multi-hot rows: a row is flagged when any of its labels looks wrong."""
     if np.ndim(labels[0]) == 1:
         from cleanlab.multilabel_classification.filter import find_label_issues
 
-        label_lists = [list(np.flatnonzero(np.asarray(row) > 0.5)) for row in labels]
-        return np.asarray(find_label_issues(label_lists, probabilities, return_indices_ranked_by="self_confidence"))
+        return np.asarray(
+            find_label_issues(_label_lists(labels), probabilities, return_indices_ranked_by="self_confidence")
+        )
     from cleanlab.filter import find_label_issues
 
     labels = np.asarray(labels, dtype=np.int64)
@@ -71,8 +77,7 @@ def per_label_issues(labels: Sequence, probabilities: np.ndarray) -> list[np.nda
     """Multi-hot rows: for each label, the rows whose mark for that label (there or not) looks wrong."""
     from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
 
-    label_lists = [list(np.flatnonzero(np.asarray(row) > 0.5)) for row in labels]
-    masks = np.asarray(find_multilabel_issues_per_class(label_lists, probabilities))  # (rows, labels)
+    masks = np.asarray(find_multilabel_issues_per_class(_label_lists(labels), probabilities))  # (rows, labels)
     return [np.flatnonzero(masks[:, k]) for k in range(masks.shape[1])]
 
 
